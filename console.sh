@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# ossimport-dist console: submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] | retry [job] | version
+set -e
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$HERE/bin/bootstrap.sh"
+ossimport_bootstrap ""
+exec "$OSSIMPORT_PY" -m ossimport_dist --install-dir "$HERE" "$@"

@@ -1,0 +1,87 @@
+"""All counting in one place: transfers report files and bytes here, ``stat`` reads it back.
+
+A worker keeps one ``JobAccount`` per job. It counts finished files per running task and moved
+bytes in a sliding window (for the rate), and is written to ``progress.json`` once a second so
+``stat`` (another process) can show live figures without touching the transfer path.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from .layout import write_atomic
+from .models import TaskCounts
+
+RATE_WINDOW_S = 10.0
+
+
+class JobAccount:
+    def __init__(self, job_name: str, host: str):
+        self.job_name, self.host = job_name, host
+        self._lock = threading.Lock()
+        self._running: dict = {}  # task_id -> TaskCounts of files finished so far
+        self._window: deque = deque()  # (time, bytes, files) samples, one per second at most
+        self._bytes_total = 0
+        self._files_total = 0
+        self._sample_t = time.monotonic()
+        self._sample_bytes = 0
+        self._sample_files = 0
+
+    def task_started(self, task_id: str, counts: TaskCounts) -> None:
+        with self._lock:
+            self._running[task_id] = counts
+
+    def task_finished(self, task_id: str) -> None:
+        with self._lock:
+            self._running.pop(task_id, None)
+
+    def file_done(self) -> None:
+        # The task's TaskCounts (shared with the worker's TaskRun) already holds the outcome.
+        with self._lock:
+            self._files_total += 1
+
+    def add_bytes(self, n: int) -> None:
+        # Called per chunk from transfer threads; a lock-free += would lose counts.
+        with self._lock:
+            self._bytes_total += n
+
+    def rate(self) -> tuple:
+        """(bytes/s, files/s) over the last RATE_WINDOW_S seconds."""
+        now = time.monotonic()
+        with self._lock:
+            self._window.append((now, self._bytes_total, self._files_total))
+            while len(self._window) > 1 and now - self._window[0][0] > RATE_WINDOW_S:
+                self._window.popleft()
+            t0, b0, f0 = self._window[0]
+        span = now - t0
+        if span <= 0.5:
+            return 0.0, 0.0
+        return (self._bytes_total - b0) / span, (self._files_total - f0) / span
+
+    def snapshot(self) -> dict:
+        bps, fps = self.rate()
+        with self._lock:
+            running = {tid: vars(c).copy() for tid, c in self._running.items()}
+        return {"host": self.host, "time": time.time(), "bytes_per_s": bps, "files_per_s": fps,
+                "running": running}
+
+    def write(self, path: Path) -> None:
+        write_atomic(path, json.dumps(self.snapshot()).encode("utf-8"))
+
+
+def read_progress(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def read_counts(task_dir: Path) -> TaskCounts:
+    try:
+        return TaskCounts(**json.loads((task_dir / "COUNTS").read_text("utf-8")))
+    except (OSError, ValueError, TypeError):
+        return TaskCounts()

@@ -1,0 +1,607 @@
+"""Job and system configuration: ``local_job.cfg`` / ``job.cfg`` and ``sys.properties``.
+
+The files keep OssImport's Java-properties syntax and key names, so an operator's existing
+``conf/`` carries over. Where OssImport crashed with a stack trace (a deleted key, a typo) we
+take the default or warn; a bad value is one ``ConfigError`` line naming file, line, key and fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Optional
+
+import javaproperties
+
+from .errors import ConfigError
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+TIB = 1024 * GIB
+
+SRC_TYPES = ("local", "oss", "qiniu", "bos", "ks3", "s3", "youpai", "http", "cos", "azure")
+# Sources addressed by a bucket (or azure container); local and http are not.
+BUCKET_SRC_TYPES = ("oss", "qiniu", "bos", "ks3", "s3", "youpai", "cos", "azure")
+DEST_TYPES = ("oss",)
+# Announced destination types; named in the error so nobody thinks it is a typo.
+PLANNED_DEST_TYPES = ("s3", "local")
+JOB_TYPES = ("import", "audit")
+AUDIT_MODES = ("simple", "general", "detailed")
+META_MODES = ("stat", "head")
+
+SECRET_KEYS = ("srcSecretKey", "destSecretKey", "workerPassword")
+REDACTED = "******"
+
+MIN_INCREMENTAL_INTERVAL = 900
+# Test-only: when set, its integer value replaces the 900 s floor of incrementalModeInterval
+# (a non-integer value means 1), so a test can run incremental rounds in seconds.
+TEST_MIN_INTERVAL_ENV = "OSSIMPORT_TEST_MIN_INTERVAL"
+
+MIN_PART_SIZE = 100 * KIB  # OSS refuses smaller parts (except the last)
+MAX_PART_SIZE = 5 * GIB
+MAX_SINGLE_PUT = 5 * GIB  # OSS refuses a single PUT above this
+
+_JOB_NAME = re.compile(r"[A-Za-z0-9_-]{4,128}")
+_INT = re.compile(r"[+-]?[0-9]+")
+_SIZE = re.compile(r"([0-9]+)\s*([kKmMgGtT]?)[bB]?")
+_SIZE_UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": TIB}
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_SLASHES = "/\\"
+_WIN_ABS = re.compile(r"[A-Za-z]:/")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+
+# --- the two configurations ---------------------------------------------------------------
+
+@dataclass
+class JobConfig:
+    """One job, as ``local_job.cfg`` / ``job.cfg`` describe it. Sizes are bytes."""
+
+    job_name: str = "local_test"
+    job_type: str = "import"
+    is_incremental: bool = False
+    incremental_mode_interval: int = 86400
+    import_since: int = 0
+    last_modify: int = 0
+    src_type: str = "local"
+    src_access_key: str = ""
+    src_secret_key: str = field(default="", repr=False)
+    src_domain: str = ""
+    src_bucket: str = ""
+    src_prefix: str = ""
+    dest_type: str = "oss"
+    dest_access_key: str = ""
+    dest_secret_key: str = field(default="", repr=False)
+    dest_domain: str = ""
+    dest_bucket: str = ""
+    dest_prefix: str = ""
+    app_id: int = 0
+    is_download_from_cdn: bool = False
+    cdn_domain: str = ""
+    get_object_meta_mode: str = "stat"
+    http_list_file_path: str = ""
+    http_prefix_column: int = 1
+    relative_path_column: int = 2
+    is_skip_exist_file: bool = False
+    task_object_count_limit: int = 10000
+    task_object_size_limit: int = 1000000000
+    scan_thread_count: int = 1
+    max_multi_thread_scan_depth: int = 1
+    multipart_upload_threshold: int = 150 * MIB
+    multipart_upload_part_size: int = 50 * MIB
+    upload_thread_num_per_large_file: int = 3
+    is_server_side_encryption: bool = False
+    is_allow_symbolic_link: bool = False
+    is_audit_after_import: bool = True
+    audit_mode: str = "general"
+    path: str = ""
+    warnings: list = field(default_factory=list, compare=False)
+    # key -> line it was read from, so later checks (console, scanner) can point at it too.
+    key_lines: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def properties(self) -> dict:
+        """Every key in OssImport's spelling -> its text, for freezing a submitted job."""
+        return _to_properties(self, _JOB_KEYS)
+
+
+@dataclass
+class SysConfig:
+    """``sys.properties``: where state lives, how to reach workers, how hard they work."""
+
+    working_dir: str = "."
+    worker_user_name: str = ""
+    worker_password: str = field(default="", repr=False)
+    private_key_file: str = ""
+    ssh_port: int = 22
+    worker_task_thread_num: int = 60
+    worker_max_throughput_kbs: int = 100000000  # 0 = no cap
+    dispatcher_thread_num: int = 1
+    worker_abort_when_uncatched_exception: bool = False
+    worker_record_md5: bool = False
+    java_heap_max_size: int = 1024 * MIB
+    path: str = ""
+    warnings: list = field(default_factory=list, compare=False)
+    key_lines: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def properties(self) -> dict:
+        """Every key in OssImport's spelling -> its text (for pushing to workers)."""
+        return _to_properties(self, _SYS_KEYS)
+
+
+# --- key tables -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Key:
+    name: str  # OssImport's spelling, case-sensitive
+    attr: str
+    kind: str  # str | bool | int | size | choice
+    low: Optional[int] = None
+    high: Optional[int] = None
+    choices: tuple = ()
+
+
+_JOB_KEYS = (
+    _Key("jobName", "job_name", "str"),
+    _Key("jobType", "job_type", "choice", choices=JOB_TYPES),
+    _Key("isIncremental", "is_incremental", "bool"),
+    _Key("incrementalModeInterval", "incremental_mode_interval", "int", low=1),
+    _Key("importSince", "import_since", "int", low=0),
+    _Key("lastModify", "last_modify", "int", low=0),
+    _Key("srcType", "src_type", "choice", choices=SRC_TYPES),
+    _Key("srcAccessKey", "src_access_key", "str"),
+    _Key("srcSecretKey", "src_secret_key", "str"),
+    _Key("srcDomain", "src_domain", "str"),
+    _Key("srcBucket", "src_bucket", "str"),
+    _Key("srcPrefix", "src_prefix", "str"),
+    _Key("destType", "dest_type", "choice", choices=DEST_TYPES),
+    _Key("destAccessKey", "dest_access_key", "str"),
+    _Key("destSecretKey", "dest_secret_key", "str"),
+    _Key("destDomain", "dest_domain", "str"),
+    _Key("destBucket", "dest_bucket", "str"),
+    _Key("destPrefix", "dest_prefix", "str"),
+    _Key("appId", "app_id", "int", low=0),
+    _Key("isDownloadFromCdn", "is_download_from_cdn", "bool"),
+    _Key("cdnDomain", "cdn_domain", "str"),
+    _Key("getObjectMetaMode", "get_object_meta_mode", "choice", choices=META_MODES),
+    _Key("httpListFilePath", "http_list_file_path", "str"),
+    _Key("httpPrefixColumn", "http_prefix_column", "int", low=1),
+    _Key("relativePathColumn", "relative_path_column", "int", low=1),
+    _Key("isSkipExistFile", "is_skip_exist_file", "bool"),
+    _Key("taskObjectCountLimit", "task_object_count_limit", "int", low=1, high=50000),
+    _Key("taskObjectSizeLimit", "task_object_size_limit", "size", low=1),
+    _Key("scanThreadCount", "scan_thread_count", "int", low=1, high=32),
+    _Key("maxMultiThreadScanDepth", "max_multi_thread_scan_depth", "int", low=1, high=16),
+    _Key("multipartUploadThreshold", "multipart_upload_threshold", "size", low=1,
+         high=MAX_SINGLE_PUT),
+    _Key("multipartUploadPartSize", "multipart_upload_part_size", "size", low=MIN_PART_SIZE,
+         high=MAX_PART_SIZE),
+    _Key("uploadThreadNumPerLargeFile", "upload_thread_num_per_large_file", "int", low=1,
+         high=100),
+    _Key("isServerSideEncryption", "is_server_side_encryption", "bool"),
+    _Key("isAllowSymbolicLink", "is_allow_symbolic_link", "bool"),
+    _Key("isAuditAfterImport", "is_audit_after_import", "bool"),
+    _Key("auditMode", "audit_mode", "choice", choices=AUDIT_MODES),
+)
+
+_SYS_KEYS = (
+    _Key("workingDir", "working_dir", "str"),
+    _Key("workerUserName", "worker_user_name", "str"),
+    _Key("workerPassword", "worker_password", "str"),
+    _Key("privateKeyFile", "private_key_file", "str"),
+    _Key("sshPort", "ssh_port", "int", low=1, high=65535),
+    _Key("workerTaskThreadNum", "worker_task_thread_num", "int", low=1, high=1000),
+    _Key("workerMaxThroughput(KB/s)", "worker_max_throughput_kbs", "int", low=0),
+    _Key("dispatcherThreadNum", "dispatcher_thread_num", "int", low=1),
+    _Key("workerAbortWhenUncatchedException", "worker_abort_when_uncatched_exception", "bool"),
+    _Key("workerRecordMd5", "worker_record_md5", "bool"),
+    _Key("javaHeapMaxSize", "java_heap_max_size", "size", low=1),
+)
+
+JOB_KEY_NAMES = tuple(k.name for k in _JOB_KEYS)
+SYS_KEY_NAMES = tuple(k.name for k in _SYS_KEYS)
+
+
+# --- public entry points --------------------------------------------------------------------
+
+def load_job(path) -> JobConfig:
+    """Read and check a job file; raises ConfigError."""
+    text, warnings = _read_file(path, "copy conf/local_job.cfg (standalone) or conf/job.cfg "
+                                      "(distributed) and fill it in")
+    return parse_job_text(text, str(path), _warnings=warnings)
+
+
+def load_sys(path) -> SysConfig:
+    """Read and check ``sys.properties``; raises ConfigError."""
+    text, warnings = _read_file(path, "copy the shipped conf/sys.properties and fill it in")
+    return parse_sys_text(text, str(path), _warnings=warnings)
+
+
+def parse_job_text(text: str, path: str = "<text>", _warnings=None) -> JobConfig:
+    """Same as load_job, from a string (tests, frozen copies)."""
+    values, lines, warnings = _read_pairs(text, path, _JOB_KEYS, _SYS_KEYS, "the job file",
+                                          "sys.properties", list(_warnings or ()))
+    cfg = JobConfig(path=path, warnings=warnings, key_lines=lines)
+    _assign(cfg, _JOB_KEYS, values, lines, path)
+    _check_job(cfg, lines, warnings)
+    return cfg
+
+
+def parse_sys_text(text: str, path: str = "<text>", _warnings=None) -> SysConfig:
+    """Same as load_sys, from a string."""
+    values, lines, warnings = _read_pairs(text, path, _SYS_KEYS, _JOB_KEYS, "sys.properties",
+                                          "the job file", list(_warnings or ()))
+    cfg = SysConfig(path=path, warnings=warnings, key_lines=lines)
+    _assign(cfg, _SYS_KEYS, values, lines, path)
+    return cfg
+
+
+def parse_size(text) -> int:
+    """``150m`` -> bytes. k/m/g/t are binary (1024) as in OssImport; plain digits are bytes."""
+    match = _SIZE.fullmatch(str(text).strip())
+    if not match:
+        raise ValueError(f"not a size: {text!r} (write e.g. 100k, 50m, 5g or plain bytes)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def format_size(n: int) -> str:
+    """Bytes -> the shortest exact OssImport spelling (``157286400`` -> ``150m``)."""
+    for unit, factor in (("t", TIB), ("g", GIB), ("m", MIB), ("k", KIB)):
+        if n and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return str(n)
+
+
+def write_properties(path, mapping, mode=0o600, comment=None) -> None:
+    """Write ``mapping`` as a properties file, atomically, never readable by others meanwhile.
+
+    It usually holds secrets, so the temporary file is created 0600 (mkstemp) before any byte
+    is written, then given ``mode``. UTF-8, as our reader expects.
+    """
+    path = os.fspath(path)
+    text = javaproperties.dumps({str(k): str(v) for k, v in mapping.items()},
+                                comments=comment, timestamp=False, ensure_ascii=False)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
+                               suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def redact(mapping) -> dict:
+    """A copy of ``mapping`` with every non-empty secret value replaced by ``******``."""
+    return {k: (REDACTED if k in SECRET_KEYS and v else v) for k, v in mapping.items()}
+
+
+# --- reading --------------------------------------------------------------------------------
+
+def _read_file(path, fix):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(path, 0, "", "file not found", fix) from None
+    except OSError as exc:
+        raise ConfigError(path, 0, "", f"cannot read the file ({exc.strerror})",
+                          "check its permissions, or pass the right path") from None
+    return _decode(raw, str(path))
+
+
+def _decode(raw: bytes, path: str):
+    """UTF-8 as operators write it; else ISO-8859-1 as Java's Properties.load(InputStream)."""
+    warnings = []
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = len(_LINE_BREAK.findall(raw[:exc.start].decode("latin-1"))) + 1
+        warnings.append(f"{path}:{line}: not valid UTF-8; read the file as ISO-8859-1 "
+                        "(save it as UTF-8 if non-ASCII paths look wrong)")
+        text = raw.decode("latin-1")
+    # Windows editors prepend a BOM, which Java would glue onto the first key.
+    return text.lstrip("\ufeff"), warnings
+
+
+def _read_pairs(text, path, keys, other_keys, here, there, warnings):
+    """Key -> stripped value and key -> line, last one winning; warnings for the rest."""
+    known = {k.name for k in keys}
+    elsewhere = {k.name for k in other_keys}
+    values, lines = {}, {}
+    line = 1
+    elements = javaproperties.parse(text)
+    while True:
+        try:
+            element = next(elements)
+        except StopIteration:
+            break
+        except javaproperties.InvalidUEscapeError:
+            # The bad escape may sit inside a secret: name the line, never echo it.
+            raw = _LINE_BREAK.split(text)[line - 1] if text else ""
+            key = re.split(r"[=:\s]", raw.strip(), maxsplit=1)[0]
+            raise ConfigError(path, line, key if key in known else "",
+                              "invalid \\uXXXX escape (\\u must be followed by 4 hex digits)",
+                              "write the character itself, or \\\\u for a literal \\u"
+                              ) from None  # the chained error would quote the value
+        start = line
+        line += len(_LINE_BREAK.findall(element.source))
+        if not isinstance(element, javaproperties.KeyValue):
+            continue
+        key = element.key
+        if key not in known:
+            warnings.append(f"{path}:{start}: {_unknown_key(key, known, elsewhere, there)}")
+            continue
+        if key in lines:
+            warnings.append(f"{path}:{start}: duplicate key '{key}'; this value replaces the "
+                            f"one on line {lines[key]}")
+        # Invisible trailing blanks are the classic cause of "prefix must end with /".
+        values[key] = element.value.strip(" \t\f")
+        lines[key] = start
+    return values, lines, warnings
+
+
+def _unknown_key(key, known, elsewhere, there):
+    shown = key if len(key) <= 60 else key[:57] + "..."
+    text = f"unknown key '{shown}' ignored"
+    if key in elsewhere:
+        return f"{text}; it belongs in {there}"
+    folded = {k.lower(): k for k in known}
+    guess = folded.get(key.lower())
+    if guess is None:
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+        guess = close[0] if close else None
+    if guess:
+        text += f"; did you mean '{guess}'?"
+    return text
+
+
+# --- converting -----------------------------------------------------------------------------
+
+def _assign(cfg, keys, values, lines, path):
+    for key in keys:
+        text = values.get(key.name, "")
+        if text == "":
+            continue  # missing or empty: the dataclass default stands
+        setattr(cfg, key.attr, _convert(key, text, lines.get(key.name, 0), path))
+
+
+def _convert(key, text, line, path):
+    shown = "" if key.name in SECRET_KEYS else f" (got '{text}')"
+    if key.kind == "str":
+        return text
+    if key.kind == "choice":
+        if text in key.choices:
+            return text
+        fix = f"allowed: {', '.join(key.choices)}"
+        if text.lower() in key.choices:
+            fix = f"values are case-sensitive: write {key.name}={text.lower()}"
+        elif key.name == "destType" and text.lower() in PLANNED_DEST_TYPES:
+            raise ConfigError(path, line, key.name,
+                              f"'{text}' is not supported yet",
+                              f"allowed: {', '.join(key.choices)}")
+        raise ConfigError(path, line, key.name, f"unknown value{shown}", fix)
+    if key.kind == "bool":
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ConfigError(path, line, key.name, f"must be true or false{shown}",
+                          f"write {key.name}=true or {key.name}=false")
+    if key.kind == "int":
+        if not _INT.fullmatch(text):
+            raise ConfigError(path, line, key.name, f"must be a whole number{shown}",
+                              "write digits only, e.g. " + _example(key))
+        number = int(text)
+    else:
+        try:
+            number = parse_size(text)
+        except ValueError:
+            raise ConfigError(path, line, key.name, f"must be a size{shown}",
+                              "write e.g. 100k, 50m, 5g or plain bytes") from None
+    _check_range(key, number, text, line, path)
+    return number
+
+
+def _check_range(key, number, text, line, path):
+    spell = format_size if key.kind == "size" else str
+    low_ok = key.low is None or number >= key.low
+    high_ok = key.high is None or number <= key.high
+    if low_ok and high_ok:
+        return
+    got = f" (got '{text}')"
+    if key.low is not None and key.high is not None:
+        problem = f"must be from {spell(key.low)} to {spell(key.high)}{got}"
+    elif key.low is not None:
+        problem = f"must be at least {spell(key.low)}{got}"
+    else:
+        problem = f"must be at most {spell(key.high)}{got}"
+    fix = {
+        "multipartUploadPartSize": "OSS refuses parts under 100k or over 5g",
+        "multipartUploadThreshold": "OSS refuses a single upload over 5g; files above the "
+                                    "threshold go multipart",
+        "taskObjectCountLimit": "guide: number of files / workers / workerTaskThreadNum",
+    }.get(key.name, "")
+    raise ConfigError(path, line, key.name, problem, fix)
+
+
+def _example(key):
+    return f"{key.name}={key.low if key.low is not None else 0}"
+
+
+def _to_properties(cfg, keys):
+    out = {}
+    for key in keys:
+        value = getattr(cfg, key.attr)
+        if key.kind == "bool":
+            out[key.name] = "true" if value else "false"
+        elif key.kind == "size":
+            out[key.name] = format_size(value)
+        else:
+            out[key.name] = str(value)
+    return out
+
+
+# --- rules across keys ----------------------------------------------------------------------
+
+def _check_job(cfg: JobConfig, lines, warnings):
+    path = cfg.path
+
+    def fail(key, problem, fix=""):
+        raise ConfigError(path, lines.get(key, 0), key, problem, fix)
+
+    def require(key, fix):
+        if not getattr(cfg, _attr(key)):
+            hint = _case_hint(key, warnings)
+            fail(key, "required" + (f" for srcType={cfg.src_type}"
+                                    if key.startswith(("src", "http")) else ""),
+                 hint or fix)
+
+    if not _JOB_NAME.fullmatch(cfg.job_name):
+        fail("jobName", f"must be 4 to 128 letters, digits, '_' or '-' (got '{cfg.job_name}')",
+             "e.g. jobName=nas_to_oss_2024")
+
+    floor = _min_interval()
+    if cfg.incremental_mode_interval < floor:
+        fail("incrementalModeInterval",
+             f"must be at least {floor} seconds (got '{cfg.incremental_mode_interval}')",
+             "a rescan lists the whole source; 86400 (a day) is the usual value")
+
+    _check_src_prefix(cfg, fail)
+    _check_dest(cfg, fail, require)
+
+    if cfg.src_type in BUCKET_SRC_TYPES:
+        require("srcBucket", "set srcBucket to the source bucket name")
+        if "/" in cfg.src_bucket:
+            fail("srcBucket", f"no '/' in a bucket name (got '{cfg.src_bucket}')",
+                 "put the folder part in srcPrefix")
+        if cfg.src_type == "oss":
+            _check_endpoint(cfg.src_domain, cfg.src_bucket, "srcDomain", "srcBucket", fail,
+                            required=False)
+    if cfg.src_type == "http":
+        require("httpListFilePath", "set httpListFilePath to the absolute path of the URL list")
+        if not _is_absolute(cfg.http_list_file_path):
+            fail("httpListFilePath",
+                 f"must be an absolute path (got '{cfg.http_list_file_path}')",
+                 "e.g. httpListFilePath=/data/url.list")
+        if cfg.http_prefix_column == cfg.relative_path_column:
+            fail("relativePathColumn",
+                 f"must differ from httpPrefixColumn (both {cfg.http_prefix_column})",
+                 "the usual layout is httpPrefixColumn=1, relativePathColumn=2")
+    if cfg.src_type == "youpai" and cfg.is_download_from_cdn:
+        require("cdnDomain", "set cdnDomain, or isDownloadFromCdn=false")
+
+
+def _check_src_prefix(cfg, fail):
+    prefix = cfg.src_prefix
+    if cfg.src_type == "local":
+        if not prefix:
+            fail("srcPrefix", "required for srcType=local",
+                 "set it to the absolute directory to migrate, e.g. srcPrefix=/data/to/migrate/")
+        if "\\" in prefix:
+            fixed = prefix.replace("\\", "/")
+            fixed = fixed.rstrip("/") + "/"
+            fail("srcPrefix", f"use '/' as the separator, not '\\' (got '{prefix}')",
+                 f"write it as '{fixed}'")
+        if not _is_absolute(prefix):
+            fail("srcPrefix", f"must be an absolute path (got '{prefix}')",
+                 f"write it as '/{prefix.lstrip('/')}'" if not prefix.startswith(".")
+                 else "write the full path from '/'")
+        if prefix.endswith("//"):
+            fail("srcPrefix", f"must end with exactly one '/' (got '{prefix}')",
+                 f"write it as '{prefix.rstrip('/')}/'")
+        if not prefix.endswith("/"):
+            fail("srcPrefix", f"must end with '/' (got '{prefix}')",
+                 f"write it as '{prefix}/'")
+    elif cfg.src_type == "cos":
+        if not prefix:
+            cfg.src_prefix = "/"  # cos spells "the whole bucket" as '/'
+        elif not (prefix.startswith("/") and prefix.endswith("/")):
+            fail("srcPrefix", f"for cos must start and end with '/' (got '{prefix}')",
+                 f"write it as '/{prefix.strip('/')}/'" if prefix.strip("/") else "write '/'")
+
+
+def _check_dest(cfg, fail, require):
+    if cfg.dest_prefix.startswith(("/", "\\")):
+        fail("destPrefix", f"must not start with '{cfg.dest_prefix[0]}' (got "
+             f"'{cfg.dest_prefix}')", "OSS keys cannot start with '/'; write it as "
+             f"'{cfg.dest_prefix.lstrip(_SLASHES)}'")
+    # Audit compares against the destination too, so both job types need it.
+    require("destBucket", "set destBucket to the OSS bucket name")
+    bucket = cfg.dest_bucket
+    if "/" in bucket:
+        head, _, tail = bucket.partition("/")
+        fail("destBucket", f"no '/' in a bucket name (got '{bucket}')",
+             f"write destBucket={head} and put '{tail.strip('/')}/' in destPrefix")
+    if not _BUCKET.fullmatch(bucket):
+        fail("destBucket", f"not a valid OSS bucket name (got '{bucket}')",
+             "3 to 63 lowercase letters, digits or '-', starting and ending with a letter "
+             "or digit")
+    require("destDomain", "e.g. destDomain=http://oss-cn-hangzhou-internal.aliyuncs.com")
+    _check_endpoint(cfg.dest_domain, bucket, "destDomain", "destBucket", fail, required=True)
+
+
+def _check_endpoint(domain, bucket, key, bucket_key, fail, required):
+    if not domain and not required:
+        return
+    match = re.fullmatch(r"(https?)://([^/?#]*)(.*)", domain, flags=re.IGNORECASE)
+    if not match:
+        fail(key, f"must start with http:// or https:// (got '{domain}')",
+             f"write it as 'http://{domain.split('://')[-1]}'")
+    scheme, host, rest = match.groups()
+    if not host:
+        fail(key, f"no host name (got '{domain}')",
+             "e.g. http://oss-cn-hangzhou-internal.aliyuncs.com")
+    if bucket and host.lower().startswith(bucket.lower() + "."):
+        fail(key, f"bucket name inside the endpoint (got '{domain}')",
+             f"remove '{bucket}.': write {key}={scheme}://{host[len(bucket) + 1:]}; "
+             f"the bucket goes in {bucket_key}")
+    if rest.strip("/"):
+        fail(key, f"the endpoint has no path (got '{domain}')",
+             f"write {key}={scheme}://{host}; a bucket goes in {bucket_key}, "
+             "a folder in the prefix")
+
+
+# --- small helpers --------------------------------------------------------------------------
+
+def _attr(name):
+    return next(k.attr for k in _JOB_KEYS if k.name == name)
+
+
+def _is_absolute(path):
+    return path.startswith("/") or bool(_WIN_ABS.match(path))
+
+
+def _min_interval():
+    override = os.environ.get(TEST_MIN_INTERVAL_ENV)
+    if override is None:
+        return MIN_INCREMENTAL_INTERVAL
+    try:
+        return max(1, int(override))
+    except ValueError:
+        return 1
+
+
+def _case_hint(key, warnings):
+    """When a required key is missing but a mis-cased spelling was ignored, say so."""
+    for warning in warnings:
+        if f"did you mean '{key}'?" in warning:
+            where = warning.split(": unknown key", 1)[0]
+            return f"{where} spells it differently; keys are case-sensitive: write '{key}'"
+    return ""
+
+
+__all__ = [
+    "JobConfig", "SysConfig", "load_job", "load_sys", "parse_job_text", "parse_sys_text",
+    "parse_size", "format_size", "write_properties", "redact", "SECRET_KEYS", "REDACTED",
+    "SRC_TYPES", "DEST_TYPES", "JOB_KEY_NAMES", "SYS_KEY_NAMES", "TEST_MIN_INTERVAL_ENV",
+]

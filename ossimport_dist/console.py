@@ -1,0 +1,356 @@
+"""``console.sh``: the operator's commands, with OssImport's names and words.
+
+    console.sh submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] | retry [job] | version
+
+Every failure an operator can fix prints one line on stderr and exits non-zero (2 for bad
+configuration or state), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import __version__
+from . import config as config_mod
+from .accounting import read_counts, read_progress
+from .errors import ConfigError, OperatorError, StateError
+from .layout import Home, JobLayout, iter_lines, parse_finished_name
+from .scanner import scanned_totals
+
+STANDALONE_JOB_FILE = "local_job.cfg"
+SERVICE_MARK = "ossimport_dist.service_main"
+
+
+# -- where things are -------------------------------------------------------------------------
+class Paths:
+    """The install directory (where conf/ is) and the working directory it names."""
+
+    def __init__(self, install_dir: Path, sys_file: Optional[Path] = None):
+        self.install_dir = install_dir.resolve()
+        self.sys_file = (sys_file or self.install_dir / "conf" / "sys.properties").resolve()
+        self.sys_cfg = config_mod.load_sys(self.sys_file)
+        working = Path(self.sys_cfg.working_dir or ".")
+        if not working.is_absolute():
+            working = self.install_dir / working
+        self.home = Home(working.resolve())
+
+    def default_job_file(self) -> Path:
+        return self.sys_file.parent / STANDALONE_JOB_FILE
+
+
+def warn(lines) -> None:
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def log_line(home: Home, name: str, text: str) -> None:
+    home.logs.mkdir(parents=True, exist_ok=True)
+    with open(home.logs / name, "a", encoding="utf-8") as f:
+        f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + text + "\n")
+
+
+# -- the service process ----------------------------------------------------------------------
+def service_pid(home: Home) -> Optional[int]:
+    """The pid of the service this working directory started, if it is alive."""
+    import psutil
+
+    try:
+        pid = int(home.pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE or SERVICE_MARK not in " ".join(proc.cmdline()):
+            return None
+    except psutil.Error:
+        return None
+    return pid
+
+
+def cmd_start(paths: Paths, args) -> int:
+    home = paths.home
+    home.ensure()
+    pid = service_pid(home)
+    if pid:
+        print(f"service is already running (pid {pid}); logs in {home.logs / 'ossimport2.log'}")
+        return 0
+    log_path = home.logs / "ossimport2.log"
+    out = open(log_path, "ab")
+    # Only paths on the command line: credentials stay in the 0600 job files.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; from ossimport_dist.service import run; "
+         f"sys.argv[0] = '{SERVICE_MARK}'; sys.exit(run(sys.argv[1], sys.argv[2]))",
+         str(home.root), str(paths.sys_file)],
+        stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+        cwd=str(paths.install_dir))
+    out.close()
+    home.pid_file.write_text(f"{proc.pid}\n")
+    time.sleep(0.5)
+    if proc.poll() is not None:
+        print(f"error: the service exited at once (code {proc.returncode}); see {log_path}", file=sys.stderr)
+        return 1
+    print(f"service started (pid {proc.pid}); logs in {log_path}")
+    return 0
+
+
+def cmd_stop(paths: Paths, args) -> int:
+    import psutil
+
+    home = paths.home
+    pid = service_pid(home)
+    if not pid:
+        print("service is not running")
+        if home.pid_file.exists():
+            home.pid_file.unlink()
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    try:
+        psutil.Process(pid).wait(timeout=20)
+    except psutil.TimeoutExpired:
+        os.kill(pid, signal.SIGKILL)
+    except psutil.Error:
+        pass
+    if home.pid_file.exists():
+        home.pid_file.unlink()
+    print(f"service stopped (pid {pid})")
+    return 0
+
+
+# -- submit / clean -----------------------------------------------------------------------------
+def cmd_submit(paths: Paths, args) -> int:
+    job_file = Path(args.job_file) if args.job_file else paths.default_job_file()
+    job_cfg = config_mod.load_job(job_file)
+    warn(job_cfg.warnings)
+    if job_cfg.is_incremental:
+        raise ConfigError(job_file, 0, "isIncremental",
+                          "incremental mode is not available in this version yet",
+                          "set isIncremental=false and run the job again later for new files")
+    home = paths.home
+    home.ensure()
+    job = home.job(job_cfg.job_name)
+    job.create(lambda path: config_mod.write_properties(
+        path, job_cfg.properties(), mode=0o600, comment=f"submitted from {job_file.resolve()}"))
+    log_line(home, "submit.log", f"submit job:{job_cfg.job_name} from {job_file.resolve()}")
+    print(f"submit job:{job_cfg.job_name} success!")
+    return 0
+
+
+def job_names_for(paths: Paths, name: Optional[str]) -> list:
+    if name:
+        if not paths.home.job(name).exists():
+            raise StateError(f"job '{name}' does not exist in {paths.home.master_jobs}; "
+                             f"jobs there: {', '.join(paths.home.job_names()) or 'none'}")
+        return [name]
+    return paths.home.job_names()
+
+
+def cmd_clean(paths: Paths, args) -> int:
+    names = [args.job] if args.job else []
+    if not names:
+        try:
+            names = [config_mod.load_job(paths.default_job_file()).job_name]
+        except OperatorError:
+            names = paths.home.job_names()
+    for name in names:
+        job = paths.home.job(name)
+        if not job.exists() and not job.root.exists():
+            print(f"job:{name} does not exist, nothing to clean")
+            continue
+        job.remove()
+        log_line(paths.home, "submit.log", f"clean job:{name}")
+        print(f"clean job:{name} success!")
+    return 0
+
+
+# -- retry ------------------------------------------------------------------------------------
+def cmd_retry(paths: Paths, args) -> int:
+    home = paths.home
+    home.ensure()
+    import fcntl  # POSIX only; retry from cron is a Linux operator's habit
+
+    lock_path = home.root / "master" / "retry.lock"
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("another retry is running; nothing done")
+            return 0
+        for name in job_names_for(paths, args.job):
+            moved = home.job(name).retry_failed()
+            if moved:
+                log_line(home, "submit.log", f"retry job:{name}: {moved} failed task(s) back to pending")
+                print(f"retry job:{name}: {moved} failed task(s) back to pending")
+            else:
+                print(f"None failed tasks for job:{name}.")
+    return 0
+
+
+# -- stat -------------------------------------------------------------------------------------
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
+    pending = len(job.pending_ids())
+    dispatched = sum(len(job.dispatched_ids(h)) for h in job.dispatched_hosts())
+    succeed_dirs, failed_dirs = job.succeed_dirs(), job.failed_dirs()
+    scan_done = job.scan_finished
+    totals = {"succeed": 0, "succeed_bytes": 0, "skipped": 0, "skipped_bytes": 0, "failed": 0, "failed_bytes": 0}
+    finished_ids = set()
+    for d in succeed_dirs + failed_dirs:
+        finished_ids.add(parse_finished_name(d.name)[0])
+        counts = vars(read_counts(d))
+        for k in totals:
+            totals[k] += counts.get(k, 0)
+    progress = read_progress(job.stats_file) if running else {}
+    for task_id, counts in progress.get("running", {}).items():
+        if task_id in finished_ids:
+            continue
+        for k in totals:
+            # Files of a task now failed and retried were counted in its failed folder, which
+            # retry removed, so adding running counts never counts a file twice.
+            totals[k] += counts.get(k, 0)
+    objects, size, _ = scanned_totals(job)
+    if scan_done and pending == 0 and dispatched == 0:
+        state = "Failed" if failed_dirs else "Succeed"
+    elif running:
+        state = "Running"
+    elif not any(job.checkpoints.glob("*.cpt")) and not succeed_dirs and not failed_dirs:
+        state = "Submitted"
+    else:
+        state = "Abort"
+    scan_error = ""
+    if (job.root / "scan.error").is_file():
+        scan_error = (job.root / "scan.error").read_text("utf-8", "replace").strip()
+    return {"name": job.name, "pending": pending, "dispatched": dispatched, "succeed_tasks": len(succeed_dirs),
+            "failed_tasks": len(failed_dirs), "scan_finished": scan_done, "state": state,
+            "objects": objects, "bytes": size, "totals": totals, "scan_error": scan_error,
+            "bytes_per_s": progress.get("bytes_per_s", 0.0), "files_per_s": progress.get("files_per_s", 0.0)}
+
+
+def format_stat(s: dict) -> str:
+    t = s["totals"]
+    done_files = t["succeed"] + t["skipped"]
+    done_bytes = t["succeed_bytes"] + t["skipped_bytes"]
+    lines = [
+        f"JobName:{s['name']}",
+        f"Pending Task Count:{s['pending']}",
+        f"Dispatched Task Count:{s['dispatched']}",
+        f"Succeed Task Count:{s['succeed_tasks']}",
+        f"Failed Task Count:{s['failed_tasks']}",
+        f"Is Scan Finished:{'true' if s['scan_finished'] else 'false'}",
+        f"JobState:{s['state']}",
+    ]
+    total_files = s["objects"]
+    scanned = "" if s["scan_finished"] else " (scan in progress)"
+    lines.append(f"Files:{done_files}/{total_files}{scanned} done, succeed {t['succeed']}, "
+                 f"skipped {t['skipped']}, failed {t['failed']}")
+    pct = f" ({100.0 * (done_bytes + t['failed_bytes']) / s['bytes']:.1f}%)" if s["bytes"] else ""
+    lines.append(f"Bytes:{human_bytes(done_bytes)}/{human_bytes(s['bytes'])}{pct} done, "
+                 f"failed {human_bytes(t['failed_bytes'])}")
+    rate = s["bytes_per_s"]
+    if s["state"] == "Running":
+        remaining = s["bytes"] - done_bytes - t["failed_bytes"]
+        eta = human_duration(remaining / rate) if rate > 0 and s["scan_finished"] else "unknown"
+        lines.append(f"Rate:{human_bytes(rate)}/s, {s['files_per_s']:.0f} files/s, ETA:{eta}")
+    if s["scan_error"]:
+        lines.append(f"Scan Error:{s['scan_error']}")
+    if s["failed_tasks"]:
+        lines.append(f"Errors:see master/jobs/{s['name']}/failed_tasks/*/error.list; "
+                     f"'console.sh retry {s['name']}' runs them again")
+    return "\n".join(lines)
+
+
+def cmd_stat(paths: Paths, args) -> int:
+    home = paths.home
+    running = service_pid(home) is not None
+    names = job_names_for(paths, args.job)
+    if not names:
+        print("no job submitted; run 'console.sh submit' first")
+        return 0
+    out = []
+    for name in names:
+        job = home.job(name)
+        s = job_stat(home, job, running)
+        out.append(format_stat(s))
+        if args.detail:
+            out.append(detail_lines(job))
+    text = "\n".join(out)
+    print(text)
+    return 0
+
+
+def detail_lines(job: JobLayout) -> str:
+    lines = []
+    for d in job.failed_dirs():
+        for line in iter_lines(d / "error.list"):
+            lines.append(f"Failed:{d.name}: {line}")
+    for host in job.dispatched_hosts():
+        for tid in job.dispatched_ids(host):
+            lines.append(f"Dispatched:{tid}@{host}")
+    return "\n".join(lines)
+
+
+def cmd_version(paths: Optional[Paths], args) -> int:
+    print(f"ossimport-dist {__version__}")
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="console.sh", description="ossimport-dist console")
+    p.add_argument("--install-dir", default=os.environ.get("OSSIMPORT_HOME", "."),
+                   help="the folder holding conf/ (console.sh passes its own folder)")
+    p.add_argument("--sys", dest="sys_file", default=None, help="sys.properties to use (default conf/sys.properties)")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("submit", help="submit a job (default conf/local_job.cfg)")
+    s.add_argument("job_file", nargs="?")
+    sub.add_parser("start", help="start the service in the background")
+    sub.add_parser("stop", help="stop the service started by 'start'")
+    s = sub.add_parser("clean", help="remove a job's state (not its destination objects)")
+    s.add_argument("job", nargs="?")
+    s = sub.add_parser("stat", help="show job progress")
+    s.add_argument("detail", nargs="?", choices=["detail"])
+    s.add_argument("job", nargs="?")
+    s = sub.add_parser("retry", help="move failed tasks back to pending")
+    s.add_argument("job", nargs="?")
+    sub.add_parser("version")
+    return p
+
+
+COMMANDS = {"submit": cmd_submit, "start": cmd_start, "stop": cmd_stop, "clean": cmd_clean,
+            "stat": cmd_stat, "retry": cmd_retry, "version": cmd_version}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "version":
+            return cmd_version(None, args)
+        paths = Paths(Path(args.install_dir), Path(args.sys_file) if args.sys_file else None)
+        return COMMANDS[args.command](paths, args)
+    except OperatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

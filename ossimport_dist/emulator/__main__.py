@@ -1,0 +1,51 @@
+"""Command line entry point: ``python -m ossimport_dist.emulator``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .server import make_server
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog='python -m ossimport_dist.emulator', description='Local OSS emulator')
+    ap.add_argument('--host', default='127.0.0.1')
+    ap.add_argument('--port', type=int, default=0, help='0 picks a free port')
+    ap.add_argument('--data-dir', required=True)
+    ap.add_argument('--access-key-id', required=True)
+    ap.add_argument('--access-key-secret', required=True)
+    ap.add_argument('--faults', default='', help='e.g. 500:0.1,503:0.05,reset:0.02,slow:0.05@2.0,throttle:0.1')
+    ap.add_argument('--seed', type=int, default=None, help='seed of the fault RNG')
+    ap.add_argument('--quiet', action='store_true', help='print nothing but the listening line')
+    ap.add_argument('--verbose', action='store_true', help='log every request to stderr')
+    args = ap.parse_args(argv)
+
+    try:
+        srv = make_server(args.host, args.port, args.data_dir, {args.access_key_id: args.access_key_secret},
+                          faults=args.faults, seed=args.seed, verbose=args.verbose, quiet=args.quiet)
+    except ValueError as e:
+        ap.error(str(e))
+    host, port = srv.server_address[:2]
+    print('OSS emulator listening on http://%s:%d' % (host, port), flush=True)
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    t = threading.Thread(target=srv.serve_forever, kwargs={'poll_interval': 0.2}, daemon=True)
+    t.start()
+    while not stop.wait(0.5):
+        pass
+    srv.shutdown()
+    srv.server_close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

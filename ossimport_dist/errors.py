@@ -1,0 +1,51 @@
+"""One exception type per kind of failure an operator can act on.
+
+Each carries a message that names the thing (file, key, object, host) and the fix; the console
+prints ``str(exc)`` on one line and exits with ``exit_code``, never a traceback.
+"""
+
+
+class OperatorError(Exception):
+    """A failure the operator can fix; printed as one line."""
+
+    exit_code = 1
+
+
+class ConfigError(OperatorError):
+    """A configuration file has a bad value; ``submit`` refuses the job (exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, path, line, key, problem, fix=""):
+        self.path, self.line, self.key, self.problem, self.fix = path, line, key, problem, fix
+        where = f"{path}:{line}" if line else str(path)
+        text = f"{where}: {key}: {problem}" if key else f"{where}: {problem}"
+        if fix:
+            text += f"; {fix}"
+        super().__init__(text)
+
+
+class StateError(OperatorError):
+    """The job's state tree does not allow the command (job exists, job missing, ...)."""
+
+    exit_code = 2
+
+
+class SourceError(OperatorError):
+    """The source cannot be listed or read."""
+
+
+class DestinationError(OperatorError):
+    """The destination refused a request (credentials, bucket, endpoint)."""
+
+
+class VerificationMismatch(OperatorError):
+    """An uploaded object does not match what was read (size, CRC64 or MD5)."""
+
+    def __init__(self, code, key, detail):
+        self.code, self.key, self.detail = code, key, detail
+        super().__init__(f"{code}: {key}: {detail}")
+
+
+class WorkerUnreachable(OperatorError):
+    """A worker host cannot be reached or logged into."""

@@ -1,0 +1,310 @@
+"""The on-disk state tree, exactly as OssImport lays it out, and the only code that moves tasks.
+
+    <workingDir>/
+      logs/                                   ossimport2.log, job_stat.log, submit.log, ...
+      master/jobqueue/<job>                   jobs whose source is not fully split yet
+      master/jobs/<job>/job.cfg               the submitted (frozen) job configuration, mode 0600
+      master/jobs/<job>/checkpoints/0/<hex>.cpt   how far each scan unit has listed
+      master/jobs/<job>/pending_tasks/<taskid>/TASK
+      master/jobs/<job>/dispatched/<host>/<taskid>/TASK
+      master/jobs/<job>/succeed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,DONE,COUNTS}
+      master/jobs/<job>/failed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,COUNTS}
+      worker/jobs/<job>/tasks/<taskid>/       a task a worker runs (TASK, then its results)
+
+A task's life: pending -> dispatched/<host> -> succeed | failed -> pending (retry). Every move is
+one ``os.rename`` of a directory (atomic on one filesystem), so a crash leaves each task in
+exactly one state, or (between two renames of a finish) in two places that ``reconcile`` mends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .errors import StateError
+from .models import ObjectEntry, Task
+
+TASK_FILE = "TASK"
+AUDIT_LOG = "audit.log"
+ERROR_LIST = "error.list"
+STATUS_FILE = "STATUS"
+DONE_FILE = "DONE"
+COUNTS_FILE = "COUNTS"
+STATUS_COMPLETED = "Completed"
+STATUS_FAILED = "Failed"
+
+STANDALONE_HOST = "localhost"
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file so readers see the old content or the new, never half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_task_file(path: Path, task: Task) -> None:
+    """TASK: one JSON header line, then one JSON line per object. It never holds secrets."""
+    header = '{"taskId":"%s","jobName":"%s","objects":%d,"bytes":%d}\n' % (
+        task.task_id, task.job_name, len(task.objects), task.total_bytes)
+    body = "".join(o.to_json() + "\n" for o in task.objects)
+    write_atomic(path, (header + body).encode("ascii"))
+
+
+def read_task_file(path: Path) -> Task:
+    import json
+
+    with open(path, "r", encoding="ascii") as f:
+        header = json.loads(f.readline())
+        objects = [ObjectEntry.from_json(line) for line in f if line.strip()]
+    return Task(task_id=header["taskId"], job_name=header["jobName"], objects=objects)
+
+
+def finished_name(task_id: str, host: str, epoch_ms: Optional[int] = None) -> str:
+    return f"{task_id}_{epoch_ms if epoch_ms is not None else int(time.time() * 1000)}@{host}"
+
+
+def parse_finished_name(name: str) -> tuple:
+    """'<taskid>_<epochms>@<host>' -> (taskid, epochms, host)."""
+    head, _, host = name.rpartition("@")
+    task_id, _, ms = head.rpartition("_")
+    return task_id, int(ms) if ms.isdigit() else 0, host
+
+
+@dataclass(frozen=True)
+class Home:
+    """The working directory of one machine (``workingDir``)."""
+
+    root: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def jobqueue(self) -> Path:
+        return self.root / "master" / "jobqueue"
+
+    @property
+    def master_jobs(self) -> Path:
+        return self.root / "master" / "jobs"
+
+    @property
+    def worker_jobs(self) -> Path:
+        return self.root / "worker" / "jobs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "master" / "ossimport.pid"
+
+    def job(self, name: str) -> "JobLayout":
+        return JobLayout(self, name)
+
+    def job_names(self) -> list:
+        if not self.master_jobs.is_dir():
+            return []
+        return sorted(p.name for p in self.master_jobs.iterdir() if (p / "job.cfg").is_file())
+
+    def ensure(self) -> None:
+        for d in (self.logs, self.jobqueue, self.master_jobs, self.worker_jobs):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class JobLayout:
+    """One job's folders on the master and on this machine's worker."""
+
+    home: Home
+    name: str
+
+    @property
+    def root(self) -> Path:
+        return self.home.master_jobs / self.name
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "job.cfg"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints" / "0"
+
+    @property
+    def pending(self) -> Path:
+        return self.root / "pending_tasks"
+
+    @property
+    def dispatched_root(self) -> Path:
+        return self.root / "dispatched"
+
+    def dispatched(self, host: str) -> Path:
+        return self.dispatched_root / host
+
+    @property
+    def succeed(self) -> Path:
+        return self.root / "succeed_tasks"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed_tasks"
+
+    @property
+    def queue_marker(self) -> Path:
+        return self.home.jobqueue / self.name
+
+    @property
+    def worker_tasks(self) -> Path:
+        return self.home.worker_jobs / self.name / "tasks"
+
+    @property
+    def stats_file(self) -> Path:
+        """Live counters of the running worker(s), for ``stat``."""
+        return self.root / "progress.json"
+
+    def exists(self) -> bool:
+        return self.config_file.is_file()
+
+    # -- creating and removing a job -----------------------------------------------------
+    def create(self, write_config) -> None:
+        """Make the job's folders; ``write_config(path)`` writes the frozen job file (0600)."""
+        if self.exists():
+            raise StateError(f"job '{self.name}' already exists in {self.root}; "
+                             f"run 'console.sh clean {self.name}' first, or 'console.sh start' to resume it")
+        for d in (self.checkpoints, self.pending, self.dispatched_root, self.succeed, self.failed,
+                  self.worker_tasks, self.home.jobqueue):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        write_config(self.config_file)
+        write_atomic(self.queue_marker, b"")
+
+    def remove(self) -> None:
+        if self.queue_marker.exists():
+            self.queue_marker.unlink()
+        shutil.rmtree(self.home.worker_jobs / self.name, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- scanning -------------------------------------------------------------------------
+    @property
+    def scan_finished(self) -> bool:
+        return self.exists() and not self.queue_marker.exists()
+
+    def mark_scan_finished(self) -> None:
+        if self.queue_marker.exists():
+            self.queue_marker.unlink()
+
+    def task_known(self, task_id: str) -> bool:
+        """True when a task with this id is anywhere in the tree (the scanner must not add it twice)."""
+        if (self.pending / task_id).exists():
+            return True
+        if self.dispatched_root.is_dir():
+            for host_dir in self.dispatched_root.iterdir():
+                if (host_dir / task_id).exists():
+                    return True
+        prefix = task_id + "_"
+        for d in (self.succeed, self.failed):
+            if d.is_dir() and any(n.startswith(prefix) for n in os.listdir(d)):
+                return True
+        return False
+
+    def add_pending(self, task: Task) -> None:
+        tmp = self.pending / f".{task.task_id}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write_task_file(tmp / TASK_FILE, task)
+        os.rename(tmp, self.pending / task.task_id)
+
+    # -- the task state machine -----------------------------------------------------------
+    def pending_ids(self) -> list:
+        return _task_dirs(self.pending)
+
+    def dispatched_ids(self, host: str) -> list:
+        return _task_dirs(self.dispatched(host))
+
+    def dispatched_hosts(self) -> list:
+        if not self.dispatched_root.is_dir():
+            return []
+        return sorted(p.name for p in self.dispatched_root.iterdir() if p.is_dir())
+
+    def dispatch(self, task_id: str, host: str) -> Path:
+        """pending -> dispatched/<host>. Returns the dispatched folder."""
+        target = self.dispatched(host)
+        target.mkdir(parents=True, exist_ok=True)
+        dst = target / task_id
+        os.rename(self.pending / task_id, dst)
+        return dst
+
+    def undispatch(self, task_id: str, host: str) -> None:
+        """dispatched/<host> -> pending: the host lost the task or died."""
+        src = self.dispatched(host) / task_id
+        if (self.pending / task_id).exists():
+            shutil.rmtree(src, ignore_errors=True)
+            return
+        os.rename(src, self.pending / task_id)
+
+    def finish(self, task_id: str, host: str, result_dir: Path, ok: bool) -> Path:
+        """Record a finished task: ``result_dir`` (the worker's task folder, on this filesystem)
+        becomes succeed_tasks/ or failed_tasks/<taskid>_<epochms>@<host>, and the dispatched
+        entry goes away. A result for a task already finished is dropped, so a late result
+        from a host presumed dead is never counted twice."""
+        if self.finished_dir(task_id) is not None:
+            shutil.rmtree(result_dir, ignore_errors=True)
+            shutil.rmtree(self.dispatched(host) / task_id, ignore_errors=True)
+            return self.finished_dir(task_id)
+        dst = (self.succeed if ok else self.failed) / finished_name(task_id, host)
+        os.rename(result_dir, dst)
+        shutil.rmtree(self.dispatched(host) / task_id, ignore_errors=True)
+        # The task may also have gone back to pending (host presumed dead); it is done now.
+        shutil.rmtree(self.pending / task_id, ignore_errors=True)
+        return dst
+
+    def finished_dir(self, task_id: str) -> Optional[Path]:
+        prefix = task_id + "_"
+        for d in (self.succeed, self.failed):
+            if d.is_dir():
+                for n in os.listdir(d):
+                    if n.startswith(prefix) and parse_finished_name(n)[0] == task_id:
+                        return d / n
+        return None
+
+    def failed_dirs(self) -> list:
+        return sorted(p for p in self.failed.iterdir() if p.is_dir()) if self.failed.is_dir() else []
+
+    def succeed_dirs(self) -> list:
+        return sorted(p for p in self.succeed.iterdir() if p.is_dir()) if self.succeed.is_dir() else []
+
+    def retry_failed(self) -> int:
+        """failed -> pending for every failed task; returns how many moved."""
+        moved = 0
+        for d in self.failed_dirs():
+            task_id = parse_finished_name(d.name)[0]
+            tmp = self.pending / f".{task_id}.retry"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            shutil.copyfile(d / TASK_FILE, tmp / TASK_FILE)
+            os.rename(tmp, self.pending / task_id)
+            shutil.rmtree(d)
+            moved += 1
+        return moved
+
+
+def _task_dirs(folder: Path) -> list:
+    if not folder.is_dir():
+        return []
+    return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    if path.is_file():
+        with open(path, "r", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                yield line.rstrip("\n")

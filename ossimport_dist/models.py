@@ -1,0 +1,111 @@
+"""Plain data classes shared by every role: what a job copies, how it is cut, how it ended."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class ObjectEntry:
+    """One file or object, named by its key relative to ``srcPrefix``.
+
+    ``mtime`` is seconds since the epoch (float). ``crc64``/``md5`` are filled in when the
+    side that listed the object knows them (OSS listing does not give CRC64, a HEAD does).
+    """
+
+    key: str
+    size: int
+    mtime: float = 0.0
+    crc64: Optional[int] = None
+    md5: Optional[str] = None  # hex
+    etag: Optional[str] = None
+    headers: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        doc = {"k": self.key, "s": self.size, "m": self.mtime}
+        if self.crc64 is not None:
+            doc["c"] = str(self.crc64)
+        if self.md5:
+            doc["5"] = self.md5
+        if self.etag:
+            doc["e"] = self.etag
+        return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> "ObjectEntry":
+        doc = json.loads(line)
+        crc = doc.get("c")
+        return cls(key=doc["k"], size=int(doc["s"]), mtime=float(doc.get("m", 0)),
+                   crc64=int(crc) if crc is not None else None, md5=doc.get("5"),
+                   etag=doc.get("e"))
+
+
+class Outcome:
+    """Words written in ``audit.log``'s second column."""
+
+    SUCCEED = "Succeed"
+    SKIPPED = "Skipped"
+    FAILED = "Failed"
+    CHECK_FAILED = "CheckFailed"
+
+
+# Error codes written in audit.log details and error.list, as OssImport operators grep them.
+SIZE_NOT_MATCH = "SIZE_NOT_MATCH"
+CRC_NOT_MATCH = "CRC64_NOT_MATCH"
+MD5_NOT_MATCH = "MD5_NOT_MATCH"
+SOURCE_NOT_EXIST = "SOURCE_NOT_EXIST"
+
+
+@dataclass
+class FileResult:
+    """How copying (or auditing) one object ended."""
+
+    key: str
+    outcome: str
+    size: int = 0  # bytes moved (0 when skipped or failed)
+    detail: str = ""
+    crc64: Optional[int] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.SUCCEED, Outcome.SKIPPED)
+
+
+@dataclass
+class Task:
+    """A slice of the job: at most taskObjectCountLimit objects and taskObjectSizeLimit bytes."""
+
+    task_id: str
+    job_name: str
+    objects: list = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(o.size for o in self.objects)
+
+
+@dataclass
+class TaskCounts:
+    """Per-task totals, kept in the task folder's COUNTS file for ``stat``."""
+
+    files: int = 0
+    bytes: int = 0
+    succeed: int = 0
+    succeed_bytes: int = 0
+    skipped: int = 0
+    skipped_bytes: int = 0
+    failed: int = 0
+    failed_bytes: int = 0
+
+    def add(self, entry_size: int, result: FileResult) -> None:
+        if result.outcome == Outcome.SUCCEED:
+            self.succeed += 1
+            self.succeed_bytes += entry_size
+        elif result.outcome == Outcome.SKIPPED:
+            self.skipped += 1
+            self.skipped_bytes += entry_size
+        else:
+            self.failed += 1
+            self.failed_bytes += entry_size

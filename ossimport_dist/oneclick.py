@@ -1,0 +1,144 @@
+"""``import.sh``: OssImport's one-click flow.
+
+submit (offering to clean an old job of the same name or resume it), start the service, write
+``stat`` every few seconds into ``logs/job_stat.log`` while printing one progress line, offer
+``retry`` when the job fails, and report success. ``--yes`` / ``--no`` answer every question
+for scripts; without them and without a terminal, the safe answers are taken (resume, no retry,
+leave the service running).
+
+``--demo`` runs the same flow on a sample folder into the bundled OSS emulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
+
+from . import config as config_mod
+from . import console
+from .errors import OperatorError
+
+
+class Asker:
+    def __init__(self, answer: Optional[bool]):
+        self.answer = answer
+
+    def ask(self, question: str, default: bool) -> bool:
+        if self.answer is not None:
+            print(f"{question} [{'y' if self.answer else 'n'}]")
+            return self.answer
+        if not sys.stdin.isatty():
+            print(f"{question} [{'y' if default else 'n'}] (no terminal: default)")
+            return default
+        while True:
+            reply = input(f"{question} (y/n) ").strip().lower()
+            if reply in ("y", "yes"):
+                return True
+            if reply in ("n", "no"):
+                return False
+
+
+def progress_line(s: dict) -> str:
+    t = s["totals"]
+    done = t["succeed"] + t["skipped"]
+    total = f"{s['objects']}" + ("" if s["scan_finished"] else "+")
+    rate = console.human_bytes(s["bytes_per_s"]) + "/s"
+    return (f"[{time.strftime('%H:%M:%S')}] {s['state']}: files {done}/{total} "
+            f"(failed {t['failed']}), {console.human_bytes(t['succeed_bytes'] + t['skipped_bytes'])}"
+            f"/{console.human_bytes(s['bytes'])}, {rate}, tasks pending {s['pending']} "
+            f"dispatched {s['dispatched']} succeed {s['succeed_tasks']} failed {s['failed_tasks']}")
+
+
+def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float, max_retries: int,
+             stop_when_done: Optional[bool] = None) -> tuple:
+    """Returns (exit code, last stat dict)."""
+    job_cfg = config_mod.load_job(job_file)
+    console.warn(job_cfg.warnings)
+    home = paths.home
+    job = home.job(job_cfg.job_name)
+    if job.exists():
+        if asker.ask(f"Job {job_cfg.job_name} already exists. Clean it and start over (y), or resume it (n)?",
+                     default=False):
+            console.cmd_stop(paths, None)
+            console.cmd_clean(paths, SimpleNamespace(job=job_cfg.job_name))
+            console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file)))
+        else:
+            print(f"resuming job:{job_cfg.job_name}")
+    else:
+        console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file)))
+    if console.cmd_start(paths, None) != 0:
+        return 1, {}
+    stat_log = home.logs / "job_stat.log"
+    retries = 0
+    started = time.monotonic()
+    while True:
+        running = console.service_pid(home) is not None
+        s = console.job_stat(home, job, running)
+        with open(stat_log, "a", encoding="utf-8") as f:
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S") + "\n" + console.format_stat(s) + "\n\n")
+        print(progress_line(s), flush=True)
+        if s["scan_error"]:
+            print(f"  scan error: {s['scan_error']}", flush=True)
+        if s["state"] == "Succeed":
+            t = s["totals"]
+            elapsed = time.monotonic() - started
+            print(console.format_stat(s))
+            print(f"Job {s['name']} succeeded: {t['succeed']} files copied and verified, {t['skipped']} skipped, "
+                  f"{console.human_bytes(t['succeed_bytes'])} in {elapsed:.1f} s. JobState:Succeed")
+            stop = stop_when_done if stop_when_done is not None else asker.ask("Stop the service?", default=False)
+            if stop:
+                console.cmd_stop(paths, None)
+            return 0, s
+        if s["state"] == "Failed":
+            print(console.format_stat(s))
+            print(console.detail_lines(job))
+            if retries < max_retries and asker.ask(f"{s['failed_tasks']} task(s) failed. Retry them?", default=False):
+                retries += 1
+                console.cmd_retry(paths, SimpleNamespace(job=s["name"]))
+            else:
+                print(f"Job {s['name']} failed: see {job.failed}/*/error.list and {home.logs / 'ossimport2.log'}. "
+                      f"JobState:Failed")
+                return 1, s
+        elif s["state"] == "Abort":
+            print(f"the service is not running (it stopped or died); see {home.logs / 'ossimport2.log'}; "
+                  f"'bash import.sh' or 'console.sh start' resumes the job", file=sys.stderr)
+            return 1, s
+        time.sleep(interval)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="import.sh", description="one-click import")
+    p.add_argument("--install-dir", default=".")
+    answer = p.add_mutually_exclusive_group()
+    answer.add_argument("--yes", action="store_true", help="answer yes to every question")
+    answer.add_argument("--no", action="store_true", help="answer no to every question")
+    p.add_argument("--demo", action="store_true", help="migrate a sample folder into the bundled OSS emulator")
+    p.add_argument("--interval", type=float, default=3.0, help="seconds between progress lines")
+    p.add_argument("--max-retries", type=int, default=3)
+    p.add_argument("job_file", nargs="?")
+    args = p.parse_args(argv)
+    asker = Asker(True if args.yes else False if args.no else None)
+    install_dir = Path(args.install_dir).resolve()
+    try:
+        if args.demo:
+            from . import demo
+
+            return demo.run(install_dir, interval=min(args.interval, 1.0))
+        paths = console.Paths(install_dir)
+        job_file = Path(args.job_file) if args.job_file else paths.default_job_file()
+        code, _ = run_flow(paths, job_file, asker, args.interval, args.max_retries)
+        return code
+    except OperatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted; the service keeps running in the background ('console.sh stop' ends it)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The master's scan: list the source as a stream and cut it into tasks, resumably.
+
+The source is split into *scan units* (a directory listed alone, or a subtree listed whole)
+down to ``maxMultiThreadScanDepth``, and ``scanThreadCount`` threads list units side by side.
+Each unit lists in key order and keeps a checkpoint (``checkpoints/0/<hex>.cpt``): the number of
+tasks it has cut and the last key it put in one. A task's id is derived from (job, unit, number),
+so a master killed between writing a task and its checkpoint finds the task already in the tree
+on restart, takes its last key as the checkpoint, and neither duplicates nor drops a file.
+
+Memory: at most one task's worth of entries per thread (taskObjectCountLimit), plus what the
+driver holds to list one directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator, Optional
+
+from .layout import TASK_FILE, JobLayout, read_task_file, write_atomic
+from .models import ObjectEntry, Task
+from .storage.base import Source
+
+log = logging.getLogger("ossimport.scanner")
+
+
+@dataclass(frozen=True)
+class ScanUnit:
+    subtree: str  # relative key prefix ending in '/', or '' for the root
+    recursive: bool
+
+    @property
+    def unit_id(self) -> str:
+        return ("R:" if self.recursive else "D:") + self.subtree
+
+    @property
+    def hex(self) -> str:
+        return hashlib.md5(self.unit_id.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@dataclass
+class UnitCheckpoint:
+    unit: str
+    tasks: int = 0
+    last_key: Optional[str] = None
+    objects: int = 0
+    bytes: int = 0
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class SplitLimits:
+    max_objects: int
+    max_bytes: int
+    import_since: float = 0  # only files modified after this Unix time (0 = all)
+
+
+def plan_units(source: Source, threads: int, depth: int) -> list:
+    """The scan units: one subtree when listing is single-threaded, else every directory above
+    ``depth`` listed alone and every directory at ``depth`` listed whole."""
+    if threads <= 1:
+        return [ScanUnit("", True)]
+    units = []
+
+    def expand(subtree: str, level: int) -> None:
+        if level >= depth:
+            units.append(ScanUnit(subtree, True))
+            return
+        units.append(ScanUnit(subtree, False))
+        for child in source.subtrees(subtree):
+            expand(child, level + 1)
+
+    expand("", 0)
+    return units
+
+
+def task_id_for(job_name: str, unit: ScanUnit, number: int) -> str:
+    raw = f"{job_name}\0{unit.unit_id}\0{number}".encode("utf-8", "surrogateescape")
+    return hashlib.md5(raw).hexdigest()
+
+
+def cut_tasks(entries: Iterator[ObjectEntry], limits: SplitLimits) -> Iterator[list]:
+    """Group a key-ordered stream into task-sized lists; a file is never split across tasks."""
+    batch, batch_bytes = [], 0
+    for entry in entries:
+        if limits.import_since and entry.mtime <= limits.import_since:
+            continue
+        if batch and (len(batch) >= limits.max_objects or batch_bytes + entry.size > limits.max_bytes):
+            yield batch
+            batch, batch_bytes = [], 0
+        batch.append(entry)
+        batch_bytes += entry.size
+    if batch:
+        yield batch
+
+
+class Scanner:
+    """Scans one job's source into ``pending_tasks/``."""
+
+    def __init__(self, job: JobLayout, source: Source, limits: SplitLimits, threads: int = 1,
+                 depth: int = 1, stop: Optional[threading.Event] = None,
+                 on_task: Optional[Callable[[Task], None]] = None):
+        self.job, self.source, self.limits = job, source, limits
+        self.threads, self.depth = max(1, threads), max(1, depth)
+        self.stop = stop or threading.Event()
+        self.on_task = on_task
+
+    def run(self) -> bool:
+        """Scan until done (True) or stopped (False). Errors of the source propagate."""
+        self.job.checkpoints.mkdir(parents=True, exist_ok=True)
+        units = plan_units(self.source, self.threads, self.depth)
+        log.info("job %s: scanning %d unit(s) with %d thread(s)", self.job.name, len(units), self.threads)
+        if self.threads == 1:
+            for unit in units:
+                self.scan_unit(unit)
+        else:
+            with ThreadPoolExecutor(self.threads, thread_name_prefix="scan") as pool:
+                for f in [pool.submit(self.scan_unit, u) for u in units]:
+                    f.result()
+        if self.stop.is_set():
+            return False
+        self.job.mark_scan_finished()
+        log.info("job %s: scan finished", self.job.name)
+        return True
+
+    # -- one unit ---------------------------------------------------------------------------
+    def _cpt_path(self, unit: ScanUnit):
+        return self.job.checkpoints / f"{unit.hex}.cpt"
+
+    def load_checkpoint(self, unit: ScanUnit) -> UnitCheckpoint:
+        path = self._cpt_path(unit)
+        if path.is_file():
+            return UnitCheckpoint(**json.loads(path.read_text("utf-8")))
+        return UnitCheckpoint(unit=unit.unit_id)
+
+    def _save(self, unit: ScanUnit, cpt: UnitCheckpoint) -> None:
+        write_atomic(self._cpt_path(unit), json.dumps(asdict(cpt)).encode("utf-8"))
+
+    def _catch_up(self, unit: ScanUnit, cpt: UnitCheckpoint) -> None:
+        """Tasks written after the last checkpoint (a crash between the two writes) count."""
+        while True:
+            task_id = task_id_for(self.job.name, unit, cpt.tasks + 1)
+            task_file = self._find_task_file(task_id)
+            if task_file is None:
+                return
+            task = read_task_file(task_file)
+            cpt.tasks += 1
+            cpt.objects += len(task.objects)
+            cpt.bytes += task.total_bytes
+            if task.objects:
+                cpt.last_key = task.objects[-1].key
+            self._save(unit, cpt)
+
+    def _find_task_file(self, task_id: str):
+        if not self.job.task_known(task_id):
+            return None
+        candidates = [self.job.pending / task_id]
+        candidates += [self.job.dispatched(h) / task_id for h in self.job.dispatched_hosts()]
+        finished = self.job.finished_dir(task_id)
+        if finished is not None:
+            candidates.append(finished)
+        for c in candidates:
+            if (c / TASK_FILE).is_file():
+                return c / TASK_FILE
+        return None
+
+    def scan_unit(self, unit: ScanUnit) -> None:
+        cpt = self.load_checkpoint(unit)
+        if cpt.done:
+            return
+        self._catch_up(unit, cpt)
+        entries = self.source.list(unit.subtree, recursive=unit.recursive, start_after=cpt.last_key)
+        for batch in cut_tasks(entries, self.limits):
+            if self.stop.is_set():
+                return
+            cpt.tasks += 1
+            task = Task(task_id=task_id_for(self.job.name, unit, cpt.tasks), job_name=self.job.name,
+                        objects=batch)
+            self.job.add_pending(task)
+            cpt.last_key = batch[-1].key
+            cpt.objects += len(batch)
+            cpt.bytes += task.total_bytes
+            self._save(unit, cpt)
+            if self.on_task:
+                self.on_task(task)
+        if not self.stop.is_set():
+            cpt.done = True
+            self._save(unit, cpt)
+
+
+def scanned_totals(job: JobLayout) -> tuple:
+    """(objects, bytes, tasks) listed so far, summed over the checkpoints."""
+    objects = size = tasks = 0
+    if job.checkpoints.is_dir():
+        for p in job.checkpoints.glob("*.cpt"):
+            try:
+                doc = json.loads(p.read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+            objects += doc.get("objects", 0)
+            size += doc.get("bytes", 0)
+            tasks += doc.get("tasks", 0)
+    return objects, size, tasks

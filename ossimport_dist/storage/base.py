@@ -1,0 +1,102 @@
+"""The storage-driver boundary: one small interface for every source and destination.
+
+Copy logic (scanner, transfer) never asks "which backend is this?"; it asks a driver to list,
+read, stat or write, and looks at ``Features`` for optional capabilities. Adding a source type is
+one new module here and one line in ``storage/__init__.py``'s registry.
+
+Keys are always relative to the job's prefix (``srcPrefix`` / ``destPrefix``): the driver joins
+them with its own prefix. Listing order is lexicographic by key (code-point order, which is
+UTF-8 byte order), so ``start_after`` resumes a listing exactly, like an OSS marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Optional
+
+from ..models import ObjectEntry
+
+
+@dataclass(frozen=True)
+class Features:
+    """Optional capabilities of a driver, as data."""
+
+    has_crc64: bool = False  # stat()/head() can report the CRC64 of an object
+    has_md5: bool = False  # stat()/head() can report an MD5 (not an opaque multipart ETag)
+    server_side_copy_from: tuple = ()  # source kinds it can copy from without the bytes passing through us
+    multipart: bool = False
+
+
+@dataclass
+class PutResult:
+    """What the destination reports for a written object or part."""
+
+    crc64: Optional[int] = None  # x-oss-hash-crc64ecma, when the store computes it
+    etag: Optional[str] = None
+
+
+class Source:
+    """A place objects are read from."""
+
+    kind = "abstract"
+    features = Features()
+
+    def list(self, subtree: str = "", recursive: bool = True,
+             start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
+        """Yield objects under ``subtree`` (a relative key prefix ending in '/', or '') in key order.
+
+        ``recursive=False`` yields only the objects directly in ``subtree``. Objects with
+        key <= ``start_after`` are not yielded. Must stream: never hold the whole listing.
+        """
+        raise NotImplementedError
+
+    def subtrees(self, subtree: str = "") -> list:
+        """The immediate 'directories' under ``subtree`` (each ending in '/'), sorted."""
+        raise NotImplementedError
+
+    def stat(self, key: str) -> Optional[ObjectEntry]:
+        """The object's current size and mtime, or None when it no longer exists."""
+        raise NotImplementedError
+
+    def open(self, entry: ObjectEntry, offset: int = 0, length: Optional[int] = None) -> BinaryIO:
+        """A readable binary stream of ``length`` bytes (all when None) from ``offset``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Destination:
+    """A place objects are written to. Must be safe to call from many threads at once."""
+
+    kind = "abstract"
+    features = Features()
+
+    def head(self, key: str) -> Optional[ObjectEntry]:
+        """Size, mtime (and CRC64/MD5 when known) of the destination object, or None."""
+        raise NotImplementedError
+
+    def put(self, key: str, data: bytes, headers: Optional[dict] = None) -> PutResult:
+        """Write a whole object in one request."""
+        raise NotImplementedError
+
+    # Multipart: used for objects at or above multipartUploadThreshold.
+    def init_multipart(self, key: str, headers: Optional[dict] = None) -> str:
+        raise NotImplementedError
+
+    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PutResult:
+        raise NotImplementedError
+
+    def list_parts(self, key: str, upload_id: str) -> Optional[dict]:
+        """{part_number: (size, etag)} already uploaded, or None when the upload is gone."""
+        raise NotImplementedError
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list) -> PutResult:
+        """``parts`` is [(part_number, etag), ...] in order."""
+        raise NotImplementedError
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,98 @@
+"""How a storage request failed, and which failures stop the whole job.
+
+``RequestFailed`` is a per-request failure: the transfer engine retries it when ``retryable``
+and slows the whole worker down when ``throttled``. Failures no retry can cure (wrong keys, a
+bucket that does not exist, a skewed clock) become ``DestinationError`` / ``SourceError`` with
+one line that names the bucket, the endpoint and the fix, never the secret.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from typing import Optional
+
+from ..errors import DestinationError, OperatorError, SourceError
+
+_THROTTLE_CODES = frozenset({"SlowDown", "ServiceUnavailable", "Throttling", "TooManyRequests",
+                             "QpsLimitExceeded", "TotalQpsLimitExceeded",
+                             "RequestRateExceeded"})
+
+
+class RequestFailed(Exception):
+    """One request to a store failed; ``status`` 0 means no HTTP response (network)."""
+
+    def __init__(self, status: int, code: str = "", message: str = "", request_id: str = "",
+                 retryable: Optional[bool] = None, throttled: Optional[bool] = None,
+                 operation: str = "", key: str = ""):
+        self.status, self.code, self.message, self.request_id = status, code, message, request_id
+        self.operation, self.key = operation, key
+        if throttled is None:
+            throttled = status == 429 or (status == 503 and (
+                code in _THROTTLE_CODES or "reduce your request rate" in message.lower()))
+        if retryable is None:
+            retryable = status == 0 or status >= 500 or status in (408, 429) or throttled
+        self.throttled, self.retryable = throttled, retryable
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        what = f"{self.operation} {self.key}".strip()
+        parts = [f"HTTP {self.status}" if self.status else "network error"]
+        if self.code:
+            parts.append(self.code)
+        if self.message:
+            parts.append(self.message)
+        if self.request_id:
+            parts.append(f"RequestId={self.request_id}")
+        text = " ".join(parts)
+        return f"{what}: {text}" if what else text
+
+
+class UnknownStorageKind(OperatorError):
+    """srcType/destination kind that no driver implements."""
+
+    exit_code = 2
+
+
+def parse_error_body(body: bytes) -> dict:
+    """Code/Message/RequestId/HostId... from an OSS XML error document ({} when not XML)."""
+    if not body:
+        return {}
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return {}
+    return {child.tag: (child.text or "") for child in root}
+
+
+def fatal_error(failure: RequestFailed, *, role: str, bucket: str, endpoint: str,
+                access_key: str = "") -> Optional[OperatorError]:
+    """The operator-facing error when ``failure`` means no request to this store can work.
+
+    ``role`` is "dest" or "src": it names the configuration keys to fix.
+    """
+    error_class = DestinationError if role == "dest" else SourceError
+    code = failure.code
+    where = f"{role}Bucket '{bucket}' at {endpoint}"
+    if code == "NoSuchBucket":
+        text = f"{where} does not exist: create it or fix {role}Bucket/{role}Domain"
+    elif code == "InvalidAccessKeyId":
+        text = (f"{where} rejected {role}AccessKey '{access_key}' (InvalidAccessKeyId): "
+                f"fix {role}AccessKey")
+    elif code == "SignatureDoesNotMatch":
+        text = (f"{where} rejected the signature (SignatureDoesNotMatch): "
+                f"{role}SecretKey does not belong to {role}AccessKey '{access_key}'; fix {role}SecretKey")
+    elif code == "AccessDenied":
+        text = (f"{where} denied access to {role}AccessKey '{access_key}' (AccessDenied): "
+                f"check {role}AccessKey/{role}SecretKey and that the key may "
+                f"{'read' if role == 'src' else 'write'} the bucket")
+    elif code == "RequestTimeTooSkewed":
+        text = f"{where} says this host's clock is off by more than 15 minutes: sync the clock (NTP)"
+    elif code in ("InvalidBucketName", "SecondLevelDomainForbidden"):
+        text = f"{where} refused the bucket name ({code}): fix {role}Bucket/{role}Domain"
+    elif code == "UserDisable" or code == "AccountDisabled":
+        text = f"{where}: the account of {role}AccessKey '{access_key}' is disabled ({code})"
+    else:
+        return None
+    if failure.request_id:
+        text += f" [RequestId={failure.request_id}]"
+    return error_class(text)

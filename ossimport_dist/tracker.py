@@ -1,0 +1,91 @@
+"""The tracker: hands pending tasks to workers and follows them to succeed or failed.
+
+It keeps each worker fed by its free capacity (files accepted but not finished), not by blind
+round-robin, and on start reconciles ``dispatched/<host>/`` with what the worker really holds:
+a task the worker has finished is recorded, one it is still running resumes, one it never
+received goes back to pending.
+
+Standalone mode has one worker, ``localhost``, in the same process; its task folders live under
+``worker/jobs/<job>/tasks/`` on the same filesystem, so pushing a task is a copy of ``TASK`` and
+collecting a result is a rename.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from .layout import STANDALONE_HOST, TASK_FILE, JobLayout
+from .worker import Worker, task_status
+
+log = logging.getLogger("ossimport.tracker")
+
+
+class LocalTracker:
+    def __init__(self, worker: Worker, runtime_for: Callable[[str], object],
+                 host: str = STANDALONE_HOST, files_per_thread: int = 4):
+        self.worker = worker
+        self.runtime_for = runtime_for
+        self.host = host
+        self.files_per_thread = files_per_thread
+
+    # -- start-up ---------------------------------------------------------------------------
+    def reconcile(self, job: JobLayout) -> None:
+        """Bring dispatched/<host>/ and the worker's task folders back into agreement."""
+        job.worker_tasks.mkdir(parents=True, exist_ok=True)
+        dispatched = set(job.dispatched_ids(self.host))
+        for task_id in sorted(dispatched):
+            folder = job.worker_tasks / task_id
+            if job.finished_dir(task_id) is not None:
+                shutil.rmtree(job.dispatched(self.host) / task_id, ignore_errors=True)
+                shutil.rmtree(folder, ignore_errors=True)
+            elif task_status(folder):
+                job.finish(task_id, self.host, folder, task_status(folder) == "Completed")
+            elif (folder / TASK_FILE).is_file():
+                log.info("job %s: task %s resumes on %s", job.name, task_id, self.host)
+                self.worker.submit(self.runtime_for(job.name), folder)
+            else:
+                log.info("job %s: task %s was never received by %s; back to pending", job.name, task_id, self.host)
+                shutil.rmtree(folder, ignore_errors=True)
+                job.undispatch(task_id, self.host)
+        # Worker folders nobody dispatched (a crash between the two steps of dispatch_one).
+        for name in os.listdir(job.worker_tasks):
+            if name.startswith(".") or name in dispatched:
+                if name.startswith("."):
+                    shutil.rmtree(job.worker_tasks / name, ignore_errors=True)
+                continue
+            if job.finished_dir(name) is not None or (job.pending / name).exists():
+                shutil.rmtree(job.worker_tasks / name, ignore_errors=True)
+
+    # -- steady state -----------------------------------------------------------------------
+    def has_capacity(self) -> bool:
+        return self.worker.backlog() < self.worker.threads * self.files_per_thread
+
+    def dispatch_round(self, jobs: list) -> int:
+        """Dispatch pending tasks, oldest job first, while the worker has room."""
+        sent = 0
+        for job in jobs:
+            for task_id in job.pending_ids():
+                if not self.has_capacity():
+                    return sent
+                self.dispatch_one(job, task_id)
+                sent += 1
+        return sent
+
+    def dispatch_one(self, job: JobLayout, task_id: str) -> None:
+        dispatched = job.dispatch(task_id, self.host)
+        tmp = job.worker_tasks / f".{task_id}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shutil.copyfile(dispatched / TASK_FILE, tmp / TASK_FILE)
+        folder = job.worker_tasks / task_id
+        shutil.rmtree(folder, ignore_errors=True)
+        os.rename(tmp, folder)
+        self.worker.submit(self.runtime_for(job.name), folder)
+
+    def task_finished(self, job: JobLayout, task_id: str, folder: Path, ok: bool) -> None:
+        result = job.finish(task_id, self.host, folder, ok)
+        log.info("job %s: task %s -> %s", job.name, task_id, result.parent.name + "/" + result.name)

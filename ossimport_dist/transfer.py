@@ -1,0 +1,587 @@
+"""Copies one object from a source to the destination and proves it arrived intact.
+
+One place decides single PUT or multipart. The source is read once per attempt, in chunks,
+computing CRC64 (and MD5 when workerRecordMd5 asks) in the same pass, with the worker's
+``Throttle`` charged per chunk. Every write is checked against the CRC64 OSS reports; a file
+that changes while it is read is reported, never uploaded as a torn copy.
+
+Multipart uploads keep a checkpoint per object under ``state_dir/multipart/`` so a restarted
+worker uploads only the parts that are missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mimetypes
+import os
+import pathlib
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from . import crc64
+from .errors import OperatorError
+from .models import (CRC_NOT_MATCH, MD5_NOT_MATCH, SIZE_NOT_MATCH, SOURCE_NOT_EXIST, FileResult,
+                     ObjectEntry, Outcome)
+from .storage.errors import RequestFailed
+from .throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+MAX_PARTS = 10000  # OSS refuses part numbers above this
+# The source's mtime as listed vs. now: floats that went through JSON compare exactly, but a
+# source reporting whole seconds (or a filesystem with coarse times) must not look changed.
+MTIME_SLACK = 1e-3
+
+
+@dataclass
+class TransferOptions:
+    multipart_threshold: int
+    part_size: int
+    parts_in_parallel: int  # uploadThreadNumPerLargeFile
+    skip_existing: bool = False  # isSkipExistFile
+    record_md5: bool = False  # workerRecordMd5: x-oss-meta-md5
+    server_side_encryption: bool = False  # applied by the destination driver
+    max_attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_cap: float = 20.0
+
+
+class Backpressure:
+    """Slows every thread of a worker when the destination says "reduce your request rate".
+
+    Each throttle signal pushes a shared "not before" time further out (doubling the pause on
+    repeated signals); successes shrink the pause again.
+    """
+
+    def __init__(self, base: float = 0.2, cap: float = 10.0, clock=time.monotonic,
+                 sleep=time.sleep):
+        self._lock = threading.Lock()
+        self._base, self._cap = base, cap
+        self._clock, self._sleep = clock, sleep
+        self._pause = 0.0
+        self._not_before = 0.0
+
+    @property
+    def pause(self) -> float:
+        return self._pause
+
+    def signal(self) -> None:
+        with self._lock:
+            self._pause = min(self._cap, max(self._base, self._pause * 2))
+            self._not_before = max(self._not_before, self._clock() + self._pause)
+
+    def success(self) -> None:
+        if not self._pause:  # the common case costs no lock
+            return
+        with self._lock:
+            self._pause = self._pause * 0.8 if self._pause > self._base / 4 else 0.0
+
+    def wait(self) -> None:
+        delay = self._not_before - self._clock()
+        if delay > 0:
+            self._sleep(min(delay, self._cap))
+
+
+class _Changed(Exception):
+    """The source is not the file that was listed (size or mtime differ)."""
+
+    def __init__(self, entry: ObjectEntry, size, mtime):
+        super().__init__(f"{SIZE_NOT_MATCH}: listed {entry.size} bytes mtime {entry.mtime}, "
+                         f"now {size} bytes mtime {mtime}")
+
+
+class _Mismatch(Exception):
+    """What was stored differs from what was read; retried, then reported as CheckFailed."""
+
+
+def _failure_text(exc: Exception) -> str:
+    if isinstance(exc, RequestFailed):
+        return exc.describe()
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or exc}" + (
+            f": {exc.filename}" if exc.filename else "")
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Transferer:
+    """Copies objects; one instance may be shared by all threads of a worker.
+
+    ``on_bytes(n)`` is called with the bytes of each part or small object once the destination
+    has accepted it, so totals never count an attempt that is later retried.
+    """
+
+    def __init__(self, source, destination, options: TransferOptions,
+                 throttle: Optional[Throttle] = None, on_bytes: Optional[Callable] = None,
+                 backpressure: Optional[Backpressure] = None, sleep=time.sleep):
+        self.source, self.destination, self.options = source, destination, options
+        self.throttle = throttle or Throttle(0)
+        self.on_bytes = on_bytes
+        self.backpressure = backpressure or Backpressure(sleep=sleep)
+        self._sleep = sleep
+        self._random = random.Random()
+        # Built-in table only: the same file gets the same Content-Type on every worker host,
+        # whatever /etc/mime.types says there.
+        self._mime = mimetypes.MimeTypes(filenames=())
+
+    # ---------------------------------------------------------------- retry machinery
+
+    def _backoff(self, attempt: int, failure: RequestFailed) -> None:
+        if failure.throttled:
+            self.backpressure.signal()
+        delay = min(self.options.backoff_cap, self.options.backoff_base * (2 ** (attempt - 1)))
+        self._sleep(delay / 2 + self._random.uniform(0, delay / 2))
+
+    def _call(self, fn, *args):
+        """A destination/source request, retried while its failure is transient."""
+        attempt = 1
+        while True:
+            self.backpressure.wait()
+            try:
+                result = fn(*args)
+            except RequestFailed as failure:
+                if not failure.retryable or attempt >= self.options.max_attempts:
+                    raise
+                self._backoff(attempt, failure)
+                attempt += 1
+                continue
+            self.backpressure.success()
+            return result
+
+    # ---------------------------------------------------------------- reading
+
+    def _content_type(self, key: str) -> str:
+        guessed, _ = self._mime.guess_type(key, strict=False)
+        return guessed or "application/octet-stream"
+
+    def _object_headers(self, entry: ObjectEntry, stream_headers: Optional[dict],
+                        md5_hex: Optional[str]) -> dict:
+        headers = {}
+        for source in (entry.headers, stream_headers):
+            if source:
+                for name, value in source.items():
+                    headers[name.lower()] = value
+        if "content-type" not in headers:
+            headers["content-type"] = self._content_type(entry.key)
+        if md5_hex:
+            headers["x-oss-meta-md5"] = md5_hex
+        return {name.title() if not name.startswith("x-oss-") else name: value
+                for name, value in headers.items()}
+
+    def _check_snapshot(self, entry: ObjectEntry, stream) -> None:
+        stat_now = getattr(stream, "stat_now", None)
+        if stat_now is None:
+            return
+        size, mtime = stat_now()
+        if size != entry.size or abs(mtime - entry.mtime) > MTIME_SLACK:
+            raise _Changed(entry, size, mtime)
+
+    def _read(self, entry: ObjectEntry, offset: int, length: int, want_md5: bool):
+        """(bytes, crc64, md5 hex or None, stream headers) of one range, read in one pass."""
+        whole = offset == 0 and length == entry.size
+        # The whole object is opened unbounded so that a file that grew shows up as extra bytes.
+        stream = self.source.open(entry, 0, None) if whole else self.source.open(entry, offset, length)
+        try:
+            self._check_snapshot(entry, stream)
+            crc = 0
+            md5 = hashlib.md5() if want_md5 else None
+            # One read for small objects; one more byte than expected shows a file that grew.
+            want = length + 1 if whole else length
+            chunks = []
+            got = 0
+            while got < want:
+                piece = stream.read(min(CHUNK if length > CHUNK else want, want - got))
+                if not piece:
+                    break
+                self.throttle.consume(len(piece))
+                crc = crc64.crc64(piece, crc)
+                if md5 is not None:
+                    md5.update(piece)
+                chunks.append(piece)
+                got += len(piece)
+            self._check_snapshot(entry, stream)
+            headers = getattr(stream, "headers", None)
+        finally:
+            stream.close()
+        if got != length:
+            raise _Changed(entry, offset + got, "unknown")
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return data, crc, md5.hexdigest() if md5 is not None else None, headers
+
+    # ---------------------------------------------------------------- public API
+
+    def copy(self, entry: ObjectEntry, state_dir: pathlib.Path) -> FileResult:
+        """Copy one object; failures are results, except a destination that cannot work at all."""
+        key = entry.key
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return FileResult(key, Outcome.FAILED, detail="INVALID_KEY: file name is not valid "
+                              "UTF-8 and cannot be an OSS key; rename it")
+        try:
+            if self.options.skip_existing:
+                existing = self._call(self.destination.head, key)
+                if existing is not None and self._same(entry, existing):
+                    return FileResult(key, Outcome.SKIPPED, detail="destination has the same "
+                                      "object", crc64=existing.crc64)
+            if entry.size < self.options.multipart_threshold:
+                return self._copy_small(entry)
+            return self._copy_multipart(entry, pathlib.Path(state_dir))
+        except OperatorError:
+            raise
+        except FileNotFoundError:
+            return FileResult(key, Outcome.FAILED,
+                              detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
+        except (_Changed, _Mismatch) as exc:
+            return FileResult(key, Outcome.CHECK_FAILED, detail=str(exc))
+        except (RequestFailed, OSError) as exc:
+            return FileResult(key, Outcome.FAILED, detail=_failure_text(exc))
+        except Exception as exc:  # one odd object must not stop the task's other files
+            log.exception("unexpected error copying %s", key)
+            return FileResult(key, Outcome.FAILED, detail=_failure_text(exc))
+
+    def _same(self, entry: ObjectEntry, existing: ObjectEntry) -> bool:
+        if existing.size != entry.size:
+            return False
+        if entry.crc64 is not None and existing.crc64 is not None:
+            return entry.crc64 == existing.crc64
+        # OssImport's rule: same size and the copy is not older than the source; Last-Modified
+        # has whole seconds.
+        return existing.mtime >= int(entry.mtime)
+
+    def _copy_small(self, entry: ObjectEntry) -> FileResult:
+        attempt = 1
+        while True:
+            self.backpressure.wait()
+            try:
+                data, crc, md5_hex, stream_headers = self._read(
+                    entry, 0, entry.size, self.options.record_md5)
+                headers = self._object_headers(entry, stream_headers, md5_hex)
+                result = self.destination.put(entry.key, data, headers)
+                stored = result.crc64
+                if stored is None:  # a store that did not say: ask it
+                    stored = self._stored_crc(entry.key, entry.size)
+                if stored != crc:
+                    raise _Mismatch(f"{CRC_NOT_MATCH}: read {crc}, stored {stored}")
+            except RequestFailed as failure:
+                if not failure.retryable or attempt >= self.options.max_attempts:
+                    raise
+                self._backoff(attempt, failure)
+            except _Mismatch as exc:
+                if attempt >= self.options.max_attempts:
+                    return FileResult(entry.key, Outcome.CHECK_FAILED, detail=str(exc))
+                log.warning("%s: %s; retrying", entry.key, exc)
+            else:
+                self.backpressure.success()
+                if self.on_bytes:
+                    self.on_bytes(entry.size)
+                return FileResult(entry.key, Outcome.SUCCEED, size=entry.size, crc64=crc)
+            attempt += 1
+
+    def _stored_crc(self, key: str, size: int) -> Optional[int]:
+        head = self._call(self.destination.head, key)
+        if head is None or head.size != size:
+            raise _Mismatch(f"{SIZE_NOT_MATCH}: destination has "
+                            f"{'no object' if head is None else f'{head.size} bytes'}")
+        return head.crc64
+
+    # ---------------------------------------------------------------- multipart
+
+    def _checkpoint_path(self, state_dir: pathlib.Path, key: str) -> pathlib.Path:
+        name = hashlib.sha1(key.encode("utf-8")).hexdigest()
+        return state_dir / "multipart" / f"{name}.json"
+
+    def _part_size(self, size: int) -> int:
+        part = max(1, self.options.part_size)
+        if -(-size // part) > MAX_PARTS:
+            # Larger parts rather than a failure: round up to whole MiB so resumed runs agree.
+            part = -(-size // MAX_PARTS)
+            part = -(-part // CHUNK) * CHUNK
+        return part
+
+    def _copy_multipart(self, entry: ObjectEntry, state_dir: pathlib.Path) -> FileResult:
+        return _MultipartCopy(self, entry, self._checkpoint_path(state_dir, entry.key),
+                              self._part_size(entry.size)).run()
+
+    # ---------------------------------------------------------------- audit
+
+    def audit(self, entry: ObjectEntry, mode: str = "general") -> FileResult:
+        """Verify the destination against the source without writing anything."""
+        key = entry.key
+        try:
+            dest = self._call(self.destination.head, key)
+            if dest is None:
+                return FileResult(key, Outcome.CHECK_FAILED,
+                                  detail="get target meta failed: object does not exist")
+            if dest.size != entry.size:
+                return FileResult(key, Outcome.CHECK_FAILED,
+                                  detail=f"{SIZE_NOT_MATCH}: source {entry.size} bytes, "
+                                         f"destination {dest.size} bytes")
+            if mode in ("general", "detailed") and entry.mtime and dest.mtime \
+                    and int(entry.mtime) > dest.mtime:
+                return FileResult(key, Outcome.CHECK_FAILED,
+                                  detail=f"LAST_MODIFIED_NOT_MATCH: source modified at "
+                                         f"{entry.mtime}, after the object was written at "
+                                         f"{dest.mtime}")
+            if mode == "detailed":
+                problem = self._audit_content(entry, dest)
+                if problem:
+                    return FileResult(key, Outcome.CHECK_FAILED, detail=problem)
+            return FileResult(key, Outcome.SUCCEED, size=entry.size, crc64=dest.crc64)
+        except OperatorError:
+            raise
+        except FileNotFoundError:
+            return FileResult(key, Outcome.FAILED,
+                              detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
+        except _Changed as exc:
+            return FileResult(key, Outcome.CHECK_FAILED, detail=str(exc))
+        except (RequestFailed, OSError) as exc:
+            return FileResult(key, Outcome.FAILED, detail=_failure_text(exc))
+
+    def _audit_content(self, entry: ObjectEntry, dest: ObjectEntry) -> str:
+        want_md5 = bool(dest.md5)
+        crc = 0
+        md5 = hashlib.md5() if want_md5 else None
+        offset = 0
+        step = max(CHUNK, min(self.options.part_size, 64 * CHUNK))
+        while offset < entry.size or offset == 0:
+            length = min(step, entry.size - offset)
+            data, part_crc, _, _ = self._call(self._read, entry, offset, length, False)
+            crc = crc64.combine(crc, part_crc, len(data))
+            if md5 is not None:
+                md5.update(data)
+            offset += length
+            if length == 0:
+                break
+        if dest.crc64 is not None and dest.crc64 != crc:
+            return f"{CRC_NOT_MATCH}: source {crc}, destination {dest.crc64}"
+        if md5 is not None and md5.hexdigest() != dest.md5.lower():
+            return f"{MD5_NOT_MATCH}: source {md5.hexdigest()}, destination {dest.md5}"
+        return ""
+
+
+class _MultipartCopy:
+    """One multipart upload: its checkpoint, its parts in parallel, its final check."""
+
+    def __init__(self, transferer: Transferer, entry: ObjectEntry, checkpoint: pathlib.Path,
+                 part_size: int):
+        self.t, self.entry, self.path, self.part_size = transferer, entry, checkpoint, part_size
+        self.dest = transferer.destination
+        self.lock = threading.Lock()
+        self.parts = {}  # number -> [etag, crc64, size]
+        self.upload_id = None
+        self.md5 = None
+        self.failed = threading.Event()
+
+    # checkpoint --------------------------------------------------------------
+
+    def _load(self) -> Optional[dict]:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            log.warning("unreadable multipart checkpoint %s: starting the upload over", self.path)
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def _save(self) -> None:
+        doc = {"key": self.entry.key, "size": self.entry.size, "mtime": self.entry.mtime,
+               "part_size": self.part_size, "upload_id": self.upload_id, "md5": self.md5,
+               "parts": {str(n): v for n, v in sorted(self.parts.items())}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{threading.get_ident()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            json.dump(doc, out, separators=(",", ":"))
+        os.replace(tmp, self.path)
+
+    def _forget(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _abort_quietly(self, upload_id: str) -> None:
+        try:
+            self.t._call(self.dest.abort_multipart, self.entry.key, upload_id)
+        except RequestFailed as exc:
+            log.warning("could not abort multipart upload %s of %s: %s (OSS lifecycle rules "
+                        "can clean up stale uploads)", upload_id, self.entry.key, exc.describe())
+
+    def _resume(self) -> None:
+        """Adopt the parts a previous run uploaded, when they are still what we would send."""
+        doc = self._load()
+        if doc is None:
+            return
+        same = (doc.get("key") == self.entry.key and doc.get("size") == self.entry.size
+                and doc.get("mtime") == self.entry.mtime and doc.get("part_size") == self.part_size
+                and doc.get("upload_id"))
+        if not same:
+            if doc.get("upload_id"):
+                self._abort_quietly(doc["upload_id"])
+            self._forget()
+            return
+        on_server = self.t._call(self.dest.list_parts, self.entry.key, doc["upload_id"])
+        if on_server is None:  # NoSuchUpload: aborted or expired
+            self._forget()
+            return
+        self.upload_id = doc["upload_id"]
+        self.md5 = doc.get("md5")
+        for number_text, (etag, crc, size) in doc.get("parts", {}).items():
+            number = int(number_text)
+            server = on_server.get(number)
+            if server is not None and server[1] == etag and server[0] == size:
+                self.parts[number] = [etag, int(crc), size]
+
+    # parts -------------------------------------------------------------------
+
+    def _layout(self) -> list:
+        size, part = self.entry.size, self.part_size
+        count = max(1, -(-size // part))
+        return [(n, (n - 1) * part, min(part, size - (n - 1) * part)) for n in range(1, count + 1)]
+
+    def _upload_part(self, number: int, offset: int, length: int) -> None:
+        t = self.t
+        attempt = 1
+        while not self.failed.is_set():
+            t.backpressure.wait()
+            try:
+                data, crc, _, _ = t._read(self.entry, offset, length, False)
+                result = self.dest.upload_part(self.entry.key, self.upload_id, number, data)
+                if result.crc64 is not None and result.crc64 != crc:
+                    raise _Mismatch(f"{CRC_NOT_MATCH}: part {number} read {crc}, "
+                                    f"stored {result.crc64}")
+            except RequestFailed as failure:
+                if not failure.retryable or attempt >= t.options.max_attempts:
+                    raise
+                t._backoff(attempt, failure)
+            except _Mismatch as exc:
+                if attempt >= t.options.max_attempts:
+                    raise
+                log.warning("%s: %s; retrying", self.entry.key, exc)
+            else:
+                t.backpressure.success()
+                with self.lock:
+                    self.parts[number] = [result.etag, crc, length]
+                    self._save()
+                if t.on_bytes:
+                    t.on_bytes(length)
+                return
+            attempt += 1
+
+    def _upload_missing(self, todo: list) -> None:
+        workers = max(1, min(self.t.options.parts_in_parallel, len(todo)))
+        if workers == 1:
+            for spec in todo:
+                self._upload_part(*spec)
+            return
+        errors = []
+
+        def run(spec):
+            try:
+                self._upload_part(*spec)
+            except BaseException as exc:  # carried to the object, never to the process
+                self.failed.set()
+                errors.append(exc)
+
+        with ThreadPoolExecutor(max_workers=workers,
+                                thread_name_prefix="part") as pool:
+            list(pool.map(run, todo))
+        if errors:
+            # Operator errors first: they stop the job; then a changed source; then the rest.
+            errors.sort(key=lambda e: 0 if isinstance(e, OperatorError) else
+                        1 if isinstance(e, (_Changed, FileNotFoundError)) else 2)
+            raise errors[0]
+
+    def _whole_md5(self) -> str:
+        md5 = hashlib.md5()
+        for _, offset, length in self._layout():
+            data, _, _, _ = self.t._call(self.t._read, self.entry, offset, length, False)
+            md5.update(data)
+        return md5.hexdigest()
+
+    # the whole object ----------------------------------------------------------
+
+    def run(self) -> FileResult:
+        entry, t = self.entry, self.t
+        current = t.source.stat(entry.key)
+        if current is None:
+            raise FileNotFoundError(entry.key)
+        if current.size != entry.size or abs(current.mtime - entry.mtime) > MTIME_SLACK:
+            raise _Changed(entry, current.size, current.mtime)
+        self._resume()
+        if self.upload_id is None:
+            if t.options.record_md5:
+                # OSS takes metadata only when the upload starts, so the MD5 needs its own pass.
+                self.md5 = self._whole_md5()
+            # Metadata a source object carries (Content-Type...) comes with its stat.
+            headers = t._object_headers(entry, current.headers, self.md5)
+            self.upload_id = t._call(self.dest.init_multipart, entry.key, headers)
+            self.parts = {}
+            self._save()
+        layout = self._layout()
+        todo = [spec for spec in layout if spec[0] not in self.parts]
+        try:
+            self._upload_missing(todo)
+        except (_Changed, FileNotFoundError):
+            self._abort_quietly(self.upload_id)
+            self._forget()
+            raise
+        except _Mismatch as exc:
+            return FileResult(entry.key, Outcome.CHECK_FAILED, detail=str(exc))
+        # The parts were read at different times: the file must still be the listed one.
+        current = t.source.stat(entry.key)
+        if current is None or current.size != entry.size \
+                or abs(current.mtime - entry.mtime) > MTIME_SLACK:
+            self._abort_quietly(self.upload_id)
+            self._forget()
+            if current is None:
+                raise FileNotFoundError(entry.key)
+            raise _Changed(entry, current.size, current.mtime)
+        expected = 0
+        for number, _, length in layout:
+            expected = crc64.combine(expected, self.parts[number][1], length)
+        stored = self._complete(layout, expected)
+        self._forget()
+        if stored is not None and stored != expected:
+            return FileResult(entry.key, Outcome.CHECK_FAILED,
+                              detail=f"{CRC_NOT_MATCH}: read {expected}, stored {stored}")
+        return FileResult(entry.key, Outcome.SUCCEED, size=entry.size, crc64=expected)
+
+    def _complete(self, layout: list, expected: int) -> Optional[int]:
+        """CRC64 of the completed object. A lost response to a completed upload is a success."""
+        parts = [(number, self.parts[number][0]) for number, _, _ in layout]
+        t = self.t
+        attempt = 1
+        while True:
+            t.backpressure.wait()
+            try:
+                result = self.dest.complete_multipart(self.entry.key, self.upload_id, parts)
+                t.backpressure.success()
+                if result.crc64 is not None:
+                    return result.crc64
+                return self._head_crc()
+            except RequestFailed as failure:
+                if failure.retryable or failure.code == "NoSuchUpload":
+                    head = t._call(self.dest.head, self.entry.key)
+                    if head is not None and head.size == self.entry.size \
+                            and head.crc64 == expected:
+                        return head.crc64
+                if not failure.retryable or attempt >= t.options.max_attempts:
+                    raise
+                t._backoff(attempt, failure)
+            attempt += 1
+
+    def _head_crc(self) -> Optional[int]:
+        head = self.t._call(self.dest.head, self.entry.key)
+        if head is None or head.size != self.entry.size:
+            raise _Mismatch(f"{SIZE_NOT_MATCH}: destination has "
+                            f"{'no object' if head is None else f'{head.size} bytes'} after "
+                            f"completing the upload")
+        return head.crc64

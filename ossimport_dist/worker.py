@@ -1,0 +1,279 @@
+"""The worker: runs task folders with one pool of transfer threads shared by all their files.
+
+A task folder holds ``TASK`` (what to copy). The worker appends one ``audit.log`` line per file as
+it goes, and at the end writes ``error.list``, ``COUNTS``, ``STATUS`` and (on success) ``DONE``.
+The same class runs a standalone job and, inside the agent, a task pushed to a remote host.
+
+Threads are shared across tasks (``workerTaskThreadNum``), so a job of three tasks still uses
+every thread; bandwidth is one ``Throttle`` for the whole worker. A task folder interrupted by a
+crash resumes: files already logged as done in ``audit.log`` are not copied again, and large
+files resume their multipart upload from the checkpoint kept in the task folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .accounting import JobAccount
+from .errors import OperatorError
+from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, STATUS_COMPLETED, STATUS_FAILED,
+                     STATUS_FILE, TASK_FILE, read_task_file, write_atomic)
+from .models import FileResult, ObjectEntry, Outcome, Task, TaskCounts
+
+log = logging.getLogger("ossimport.worker")
+
+_OK_OUTCOMES = (Outcome.SUCCEED, Outcome.SKIPPED)
+
+
+def printable_key(key: str) -> str:
+    """A key on one line of a text file (line breaks in names would split the record)."""
+    if "\n" in key or "\r" in key:
+        return key.replace("\r", "\\r").replace("\n", "\\n")
+    return key
+
+
+def audit_line(result: FileResult) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    line = f"{stamp} {result.outcome} {printable_key(result.key)}"
+    if result.detail:
+        line += f" Detail:{result.detail}"
+    return line + "\n"
+
+
+def finished_keys(audit_log: Path, keys: set) -> dict:
+    """Keys that an earlier, interrupted run of this task already finished: key -> outcome.
+    Only files that ended well are taken; a failure is tried again."""
+    done = {}
+    if not audit_log.is_file():
+        return done
+    with open(audit_log, "r", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(" ", 3)
+            if len(parts) < 4 or parts[2] not in _OK_OUTCOMES:
+                continue
+            rest = parts[3]
+            if rest in keys:
+                done[rest] = parts[2]
+                continue
+            # "<key> Detail:<...>" where the key may itself contain " Detail:"
+            idx = rest.find(" Detail:")
+            while idx != -1:
+                if rest[:idx] in keys:
+                    done[rest[:idx]] = parts[2]
+                    break
+                idx = rest.find(" Detail:", idx + 1)
+    return done
+
+
+@dataclass
+class JobRuntime:
+    """What a worker needs to run one job's tasks: drivers, transfer engine, counters."""
+
+    name: str
+    transferer: object  # transfer.Transferer
+    account: JobAccount
+    audit_only: bool = False
+    audit_mode: str = "general"
+    audit_after_import: bool = True
+    abort_on_unexpected: bool = False
+
+    def run_one(self, entry: ObjectEntry, task_dir: Path) -> FileResult:
+        if self.audit_only:
+            return self.transferer.audit(entry, self.audit_mode)
+        result = self.transferer.copy(entry, task_dir)
+        if self.audit_after_import and result.outcome == Outcome.SUCCEED:
+            check = self.transferer.audit(entry, self.audit_mode)
+            if not check.ok:
+                return check
+        return result
+
+
+@dataclass
+class TaskRun:
+    runtime: JobRuntime
+    task: Task
+    folder: Path
+    counts: TaskCounts
+    remaining: int
+    errors: list = field(default_factory=list)  # (key, detail)
+    aborted: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    audit_file: object = None
+
+
+class Worker:
+    """A pool of ``threads`` transfer threads running the files of every submitted task."""
+
+    def __init__(self, threads: int, on_task_finished: Callable[[str, str, Path, bool], None],
+                 host: str = "localhost"):
+        self.threads = max(1, threads)
+        self.host = host
+        self.on_task_finished = on_task_finished
+        self._items: queue.Queue = queue.Queue(maxsize=self.threads * 4)
+        self._feed: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._pool: list = []
+        self._lock = threading.Lock()
+        self._runs: dict = {}  # (job, task_id) -> TaskRun
+        self._in_flight = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        feeder = threading.Thread(target=self._feeder, name="worker-feed", daemon=True)
+        feeder.start()
+        self._pool.append(feeder)
+        for i in range(self.threads):
+            t = threading.Thread(target=self._transfer_loop, name=f"transfer-{i}", daemon=True)
+            t.start()
+            self._pool.append(t)
+
+    def resize(self, threads: int) -> None:
+        """Grow the pool live (workerTaskThreadNum raised in sys.properties)."""
+        with self._lock:
+            while threads > self.threads:
+                t = threading.Thread(target=self._transfer_loop, name=f"transfer-{self.threads}", daemon=True)
+                t.start()
+                self._pool.append(t)
+                self.threads += 1
+
+    def stop(self, wait: float = 5.0) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + wait
+        for t in self._pool:
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            self._close_audit(run)
+
+    # -- work intake ----------------------------------------------------------------------
+    def running(self, job_name: str) -> list:
+        with self._lock:
+            return [tid for (job, tid) in self._runs if job == job_name]
+
+    def backlog(self) -> int:
+        """Files accepted but not finished: the tracker keeps this near a few per thread."""
+        with self._lock:
+            return sum(r.remaining for r in self._runs.values())
+
+    def submit(self, runtime: JobRuntime, folder: Path) -> None:
+        task = read_task_file(folder / TASK_FILE)
+        key = (runtime.name, task.task_id)
+        with self._lock:
+            if key in self._runs:
+                return
+        done = finished_keys(folder / AUDIT_LOG, {o.key for o in task.objects})
+        counts = TaskCounts(files=len(task.objects), bytes=task.total_bytes)
+        todo = []
+        for entry in task.objects:
+            outcome = done.get(entry.key)
+            if outcome is None:
+                todo.append(entry)
+            else:
+                counts.add(entry.size, FileResult(entry.key, outcome, entry.size))
+        run = TaskRun(runtime=runtime, task=task, folder=folder, counts=counts, remaining=len(todo))
+        run.audit_file = open(folder / AUDIT_LOG, "a", encoding="utf-8", errors="surrogateescape")
+        with self._lock:
+            self._runs[key] = run
+        runtime.account.task_started(task.task_id, counts)
+        if done:
+            log.info("task %s: resuming, %d of %d files already done", task.task_id, len(done), len(task.objects))
+        if not todo:
+            self._finish(run)
+            return
+        self._feed.put((run, todo))
+
+    def _feeder(self) -> None:
+        # One thread turns tasks into file items so that submit() never blocks the tracker
+        # while the item queue (bounded: memory) is full.
+        while not self._stop.is_set():
+            try:
+                run, todo = self._feed.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            for entry in todo:
+                while not self._stop.is_set():
+                    try:
+                        self._items.put((run, entry), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+
+    # -- transfer threads -----------------------------------------------------------------
+    def _transfer_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                run, entry = self._items.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            result = self._run_file(run, entry)
+            if self._stop.is_set():
+                return  # interrupted mid-file: the task resumes this file on restart
+            self._record(run, entry, result)
+
+    def _run_file(self, run: TaskRun, entry: ObjectEntry) -> FileResult:
+        if run.aborted:
+            return FileResult(entry.key, Outcome.FAILED, detail="task aborted after an unexpected error "
+                              "(workerAbortWhenUncatchedException=true)")
+        try:
+            return run.runtime.run_one(entry, run.folder)
+        except OperatorError as exc:
+            # A destination or source that refuses the whole job: the file fails with the
+            # reason; the operator fixes the config and runs retry.
+            log.error("task %s: %s: %s", run.task.task_id, entry.key, exc)
+            return FileResult(entry.key, Outcome.FAILED, detail=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the file, not the worker
+            log.exception("task %s: unexpected error on %s", run.task.task_id, entry.key)
+            if run.runtime.abort_on_unexpected:
+                run.aborted = True
+            return FileResult(entry.key, Outcome.FAILED, detail=f"unexpected error: {type(exc).__name__}: {exc}")
+
+    def _record(self, run: TaskRun, entry: ObjectEntry, result: FileResult) -> None:
+        line = audit_line(result)
+        with run.lock:
+            run.audit_file.write(line)
+            run.counts.add(entry.size, result)
+            if not result.ok:
+                run.errors.append((entry.key, result.detail))
+            run.remaining -= 1
+            last = run.remaining == 0
+        run.runtime.account.file_done()
+        if last:
+            self._finish(run)
+
+    def _close_audit(self, run: TaskRun) -> None:
+        with run.lock:
+            if run.audit_file is not None and not run.audit_file.closed:
+                run.audit_file.close()
+
+    def _finish(self, run: TaskRun) -> None:
+        self._close_audit(run)
+        folder = run.folder
+        ok = run.counts.failed == 0
+        errors = "".join(f"{printable_key(k)}\t{d}\n" for k, d in run.errors)
+        write_atomic(folder / ERROR_LIST, errors.encode("utf-8", "surrogateescape"))
+        write_atomic(folder / COUNTS_FILE, json.dumps(vars(run.counts)).encode("utf-8"))
+        write_atomic(folder / STATUS_FILE, ((STATUS_COMPLETED if ok else STATUS_FAILED) + "\n").encode())
+        if ok:
+            write_atomic(folder / DONE_FILE, b"")
+        with self._lock:
+            self._runs.pop((run.runtime.name, run.task.task_id), None)
+        run.runtime.account.task_finished(run.task.task_id)
+        log.info("task %s of job %s: %s (%d ok, %d skipped, %d failed)", run.task.task_id, run.runtime.name,
+                 "Completed" if ok else "Failed", run.counts.succeed, run.counts.skipped, run.counts.failed)
+        self.on_task_finished(run.runtime.name, run.task.task_id, folder, ok)
+
+
+def task_status(folder: Path) -> Optional[str]:
+    """'Completed', 'Failed', or None while the task has not finished."""
+    try:
+        return (folder / STATUS_FILE).read_text().strip() or None
+    except OSError:
+        return None

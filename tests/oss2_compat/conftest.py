@@ -1,0 +1,2 @@
+# The oss2 compatibility suite is run by run.py against a live emulator, never by `pytest tests`.
+collect_ignore_glob = ['*']
