@@ -152,6 +152,9 @@ def job_names_for(paths: Paths, name: Optional[str]) -> list:
 
 
 def cmd_clean(paths: Paths, args) -> int:
+    pid = service_pid(paths.home)
+    if pid:
+        raise StateError(f"the service is running (pid {pid}); run 'console.sh stop' before 'clean'")
     names = [args.job] if args.job else []
     if not names:
         try:

@@ -34,6 +34,7 @@ ERROR_LIST = "error.list"
 STATUS_FILE = "STATUS"
 DONE_FILE = "DONE"
 COUNTS_FILE = "COUNTS"
+RETRIES_FILE = "RETRIES"  # how many times the task was retried; a retried task re-reads its sources
 STATUS_COMPLETED = "Completed"
 STATUS_FAILED = "Failed"
 
@@ -291,10 +292,18 @@ class JobLayout:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             shutil.copyfile(d / TASK_FILE, tmp / TASK_FILE)
+            write_atomic(tmp / RETRIES_FILE, b"%d\n" % (retry_count(d) + 1))
             os.rename(tmp, self.pending / task_id)
             shutil.rmtree(d)
             moved += 1
         return moved
+
+
+def retry_count(task_dir: Path) -> int:
+    try:
+        return int((task_dir / RETRIES_FILE).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def _task_dirs(folder: Path) -> list:

@@ -153,7 +153,11 @@ class StandaloneService:
         job = self.jobs.get(job_name)
         if job is None or not job.exists():
             return  # the job was cleaned while the task ran
-        self.tracker.task_finished(job, task_id, folder, ok)
+        try:
+            self.tracker.task_finished(job, task_id, folder, ok)
+        except OSError as exc:
+            # The folder stays where it is; reconcile records it at the next start.
+            log.error("job %s: could not record task %s: %s", job_name, task_id, exc)
 
     # -- sys.properties, live ---------------------------------------------------------------
     def _reload_sys(self) -> None:

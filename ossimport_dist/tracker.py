@@ -80,7 +80,8 @@ class LocalTracker:
         tmp = job.worker_tasks / f".{task_id}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        shutil.copyfile(dispatched / TASK_FILE, tmp / TASK_FILE)
+        for item in dispatched.iterdir():  # TASK, and RETRIES for a retried task
+            shutil.copyfile(item, tmp / item.name)
         folder = job.worker_tasks / task_id
         shutil.rmtree(folder, ignore_errors=True)
         os.rename(tmp, folder)

@@ -24,8 +24,8 @@ from typing import Callable, Optional
 from .accounting import JobAccount
 from .errors import OperatorError
 from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, STATUS_COMPLETED, STATUS_FAILED,
-                     STATUS_FILE, TASK_FILE, read_task_file, write_atomic)
-from .models import FileResult, ObjectEntry, Outcome, Task, TaskCounts
+                     STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
+from .models import SOURCE_NOT_EXIST, FileResult, ObjectEntry, Outcome, Task, TaskCounts
 
 log = logging.getLogger("ossimport.worker")
 
@@ -84,7 +84,15 @@ class JobRuntime:
     audit_after_import: bool = True
     abort_on_unexpected: bool = False
 
-    def run_one(self, entry: ObjectEntry, task_dir: Path) -> FileResult:
+    def run_one(self, entry: ObjectEntry, task_dir: Path, relist: bool = False) -> FileResult:
+        if relist:
+            # A retried task copies the file as it is now: the listing that made the task may
+            # be days old, and the retry is what an operator runs once the file is stable.
+            now = self.transferer.source.stat(entry.key)
+            if now is None:
+                return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
+            entry = ObjectEntry(entry.key, now.size, now.mtime, crc64=now.crc64, md5=now.md5, etag=now.etag,
+                                headers=now.headers)
         if self.audit_only:
             return self.transferer.audit(entry, self.audit_mode)
         result = self.transferer.copy(entry, task_dir)
@@ -104,6 +112,7 @@ class TaskRun:
     remaining: int
     errors: list = field(default_factory=list)  # (key, detail)
     aborted: bool = False
+    relist: bool = False  # a retried task: stat each source file again before copying
     lock: threading.Lock = field(default_factory=threading.Lock)
     audit_file: object = None
 
@@ -178,7 +187,8 @@ class Worker:
                 todo.append(entry)
             else:
                 counts.add(entry.size, FileResult(entry.key, outcome, entry.size))
-        run = TaskRun(runtime=runtime, task=task, folder=folder, counts=counts, remaining=len(todo))
+        run = TaskRun(runtime=runtime, task=task, folder=folder, counts=counts, remaining=len(todo),
+                      relist=retry_count(folder) > 0)
         run.audit_file = open(folder / AUDIT_LOG, "a", encoding="utf-8", errors="surrogateescape")
         with self._lock:
             self._runs[key] = run
@@ -216,14 +226,17 @@ class Worker:
             result = self._run_file(run, entry)
             if self._stop.is_set():
                 return  # interrupted mid-file: the task resumes this file on restart
-            self._record(run, entry, result)
+            try:
+                self._record(run, entry, result)
+            except Exception:  # noqa: BLE001 - e.g. the task folder vanished; keep the thread
+                log.exception("task %s: could not record %s", run.task.task_id, entry.key)
 
     def _run_file(self, run: TaskRun, entry: ObjectEntry) -> FileResult:
         if run.aborted:
             return FileResult(entry.key, Outcome.FAILED, detail="task aborted after an unexpected error "
                               "(workerAbortWhenUncatchedException=true)")
         try:
-            return run.runtime.run_one(entry, run.folder)
+            return run.runtime.run_one(entry, run.folder, run.relist)
         except OperatorError as exc:
             # A destination or source that refuses the whole job: the file fails with the
             # reason; the operator fixes the config and runs retry.

@@ -6,4 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/bin/bootstrap.sh"
 ossimport_bootstrap test
 cd "$ROOT"
+# oss2's own integration tests against the emulator (a test suite nobody here wrote).
+"$OSSIMPORT_PY" tests/oss2_compat/run.py -q
+# The project's suite: migration stories through the real scripts and the real emulator.
 "$OSSIMPORT_PY" -m pytest tests "$@"

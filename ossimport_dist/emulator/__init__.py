@@ -96,7 +96,7 @@ def start_process(data_dir: str, access_key_id: str, secret: str, faults: Option
                   python: str = sys.executable, extra_args=(), startup_timeout: float = 20,
                   env: Optional[dict] = None) -> ProcessHandle:
     cmd = [python, '-m', 'ossimport_dist.emulator', '--host', host, '--port', str(port), '--data-dir', data_dir,
-           '--access-key-id', access_key_id, '--access-key-secret', secret, '--quiet']
+           '--access-key-id', access_key_id, '--quiet']
     if faults:
         cmd += ['--faults', faults]
     if seed is not None:
@@ -106,6 +106,8 @@ def start_process(data_dir: str, access_key_id: str, secret: str, faults: Option
         env = dict(os.environ)
         pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env['PYTHONPATH'] = pkg_root + os.pathsep + env.get('PYTHONPATH', '')
+    # The secret goes through the environment, which ps does not show, never the command line.
+    env = dict(env, OSS_EMULATOR_ACCESS_KEY_SECRET=secret)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
     deadline = time.monotonic() + startup_timeout
     result = {}

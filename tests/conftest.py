@@ -1,0 +1,198 @@
+"""Shared set-up for migration stories: a real OSS emulator, a job in a temporary folder driven
+through the real ``console.sh``, and checks of the destination object by object."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import oss2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONSOLE = ROOT / "console.sh"
+
+collect_ignore_glob = ["oss2_compat/*"]
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    """One emulator process for the session; every test makes its own bucket."""
+    from ossimport_dist.emulator import start_process
+
+    data = tmp_path_factory.mktemp("oss-data")
+    key_id, secret = "test-key-id", "emu-" + secrets.token_hex(12)
+    handle = start_process(str(data), key_id, secret)
+    handle.key_id, handle.secret = key_id, secret
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def bucket(emulator):
+    name = "b-" + uuid.uuid4().hex[:20]
+    b = oss2.Bucket(oss2.Auth(emulator.key_id, emulator.secret), emulator.endpoint, name)
+    b.create_bucket()
+    yield b
+    emulator.set_faults(None)
+
+
+def crc64_of(data: bytes) -> int:
+    c = oss2.utils.Crc64(0)
+    c.update(data)
+    return c.crc
+
+
+def write_tree(root: Path, files: dict) -> None:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
+def awkward_tree(n_bulk: int = 30) -> dict:
+    """Names operators really have: unicode, spaces, #, %, +, empty files, deep folders."""
+    files = {
+        "readme.txt": b"hello\n",
+        "empty.dat": b"",
+        "with space/file name.txt": b"space" * 10,
+        "hash#dir/a#b.txt": b"hash",
+        "percent%25/100%.txt": b"percent",
+        "plus+dir/a+b=c.txt": b"plus",
+        "中文目录/文件.txt": "内容".encode(),
+        "emoji/😀.bin": os.urandom(300),
+        "/".join(f"d{i}" for i in range(25)) + "/deep.txt": b"deep",
+        "q?uestion&amp.txt": b"query chars",
+    }
+    for i in range(n_bulk):
+        files[f"bulk/{i % 3}/file-{i:04d}.bin"] = os.urandom(97 * i)
+    return files
+
+
+@dataclass
+class Migration:
+    """A job in its own folder: conf/sys.properties, conf/local_job.cfg and a working dir."""
+
+    dir: Path
+    src: Path
+    bucket: oss2.Bucket
+    key_id: str
+    secret: str
+
+    @property
+    def sys_file(self) -> Path:
+        return self.dir / "conf" / "sys.properties"
+
+    @property
+    def job_file(self) -> Path:
+        return self.dir / "conf" / "local_job.cfg"
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+    @property
+    def job_dir(self) -> Path:
+        return self.work / "master" / "jobs" / "local_test"
+
+    def write_conf(self, sys_props: dict = None, job_props: dict = None) -> None:
+        (self.dir / "conf").mkdir(parents=True, exist_ok=True)
+        sys_p = {"workingDir": str(self.work), "workerTaskThreadNum": "8"}
+        sys_p.update(sys_props or {})
+        job_p = {"jobName": "local_test", "srcType": "local", "srcPrefix": str(self.src) + "/",
+                 "destDomain": self.bucket.endpoint, "destBucket": self.bucket.bucket_name,
+                 "destAccessKey": self.key_id, "destSecretKey": self.secret,
+                 "taskObjectCountLimit": "10"}
+        job_p.update(job_props or {})
+        self.sys_file.write_text("".join(f"{k}={v}\n" for k, v in sys_p.items()))
+        self.job_file.write_text("".join(f"{k}={v}\n" for k, v in job_p.items()))
+        os.chmod(self.job_file, 0o600)
+
+    def console(self, *args, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(CONSOLE), "--sys", str(self.sys_file), *args],
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def ok(self, *args) -> str:
+        r = self.console(*args)
+        assert r.returncode == 0, f"console {args} failed: {r.stdout}{r.stderr}"
+        return r.stdout
+
+    def stat(self) -> dict:
+        out = self.ok("stat")
+        return dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+
+    def wait_state(self, want=("Succeed", "Failed"), timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.stat()
+            if s.get("JobState") in want:
+                return s
+            assert time.monotonic() < deadline, f"job did not reach {want} in {timeout}s: {s}"
+            time.sleep(0.3)
+
+    def service_pid(self) -> int:
+        try:
+            return int((self.work / "master" / "ossimport.pid").read_text().split()[0])
+        except (OSError, ValueError):
+            return 0
+
+    def task_dirs(self, state: str) -> list:
+        d = self.job_dir / state
+        return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
+
+
+@pytest.fixture
+def migration(tmp_path, bucket, emulator):
+    m = Migration(dir=tmp_path, src=tmp_path / "src", bucket=bucket, key_id=emulator.key_id, secret=emulator.secret)
+    m.src.mkdir()
+    yield m
+    m.console("stop")
+
+
+def dest_objects(bucket: oss2.Bucket, prefix: str = "") -> dict:
+    """key -> (size, crc64) of every object under prefix, as OSS reports them."""
+    out = {}
+    for obj in oss2.ObjectIteratorV2(bucket, prefix=prefix):
+        head = bucket.head_object(obj.key)
+        out[obj.key] = (head.content_length, int(head.headers["x-oss-hash-crc64ecma"]))
+    return out
+
+
+def assert_migrated(bucket: oss2.Bucket, files: dict, dest_prefix: str = "") -> None:
+    got = dest_objects(bucket, dest_prefix)
+    want = {dest_prefix + k: (len(v), crc64_of(v)) for k, v in files.items()}
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    assert not missing, f"missing at destination: {missing[:10]}"
+    assert not extra, f"unexpected at destination: {extra[:10]}"
+    for key, (size, crc) in want.items():
+        assert got[key] == (size, crc), f"{key}: destination has {got[key]}, source {size, crc}"
+
+
+def task_keys(task_file: Path) -> list:
+    import json
+
+    lines = task_file.read_text().splitlines()[1:]
+    return [json.loads(line)["k"] for line in lines if line.strip()]
+
+
+def process_cmdlines() -> str:
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            out.append(" ".join(p.info["cmdline"] or []))
+        except (psutil.Error, TypeError):
+            continue
+    return "\n".join(out)
+
+
+AUDIT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (Succeed|Skipped|Failed|CheckFailed) .+$")
