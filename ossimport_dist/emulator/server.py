@@ -1022,6 +1022,13 @@ class EmulatorServer(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        # A client that hangs up (a test's short timeout, a killed worker) is normal traffic for
+        # a test server; only real faults deserve socketserver's traceback on stderr.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
 
 def make_server(host: str, port: int, data_dir: str, credentials: Dict[str, str], faults: Optional[str] = None,
                 seed: Optional[int] = None, verbose: bool = False, quiet: bool = False) -> EmulatorServer:
