@@ -113,6 +113,7 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="import.sh", description="one-click import")
     p.add_argument("--install-dir", default=".")
+    p.add_argument("--sys", dest="sys_file", default=None, help="sys.properties to use (default conf/sys.properties)")
     answer = p.add_mutually_exclusive_group()
     answer.add_argument("--yes", action="store_true", help="answer yes to every question")
     answer.add_argument("--no", action="store_true", help="answer no to every question")
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
             from . import demo
 
             return demo.run(install_dir, interval=min(args.interval, 1.0))
-        paths = console.Paths(install_dir)
+        paths = console.Paths(install_dir, Path(args.sys_file) if args.sys_file else None)
         job_file = Path(args.job_file) if args.job_file else paths.default_job_file()
         code, _ = run_flow(paths, job_file, asker, args.interval, args.max_retries)
         return code

@@ -68,6 +68,8 @@ class LocalTracker:
         """Dispatch pending tasks, oldest job first, while the worker has room."""
         sent = 0
         for job in jobs:
+            if not self.has_capacity():
+                return sent
             for task_id in job.pending_ids():
                 if not self.has_capacity():
                     return sent

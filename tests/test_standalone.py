@@ -332,3 +332,39 @@ def test_stop_ends_only_what_start_began(migration):
     assert "already running" in migration.ok("start")
     assert migration.ok("stop").strip() == f"service stopped (pid {pid})"
     assert migration.stat()["JobState"] in ("Succeed", "Abort")
+
+
+def test_import_since_symlinks_encryption_and_md5_options(migration):
+    import hashlib
+
+    old = {"old/a.txt": b"old a", "old/b.txt": b"old b"}
+    new = {"new/c.txt": b"new c", "new/d.bin": os.urandom(5000)}
+    write_tree(migration.src, {**old, **new})
+    for k in old:
+        os.utime(migration.src / k, (1_000_000_000, 1_000_000_000))
+    target = migration.dir / "outside.txt"
+    target.write_bytes(b"through a link")
+    os.symlink(target, migration.src / "new" / "link.txt")
+    migration.write_conf(sys_props={"workerRecordMd5": "true"},
+                         job_props={"importSince": "1500000000", "isAllowSymbolicLink": "true",
+                                    "isServerSideEncryption": "true"})
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("start")
+    assert migration.wait_state()["JobState"] == "Succeed"
+    assert_migrated(migration.bucket, {**new, "new/link.txt": b"through a link"})
+    for key, data in new.items():
+        head = migration.bucket.head_object(key)
+        assert head.headers["x-oss-server-side-encryption"] == "AES256"
+        assert head.headers["x-oss-meta-md5"] == hashlib.md5(data).hexdigest()
+
+
+def test_symlinked_files_are_skipped_by_default_and_said_so(migration):
+    write_tree(migration.src, {"real.txt": b"real"})
+    os.symlink(migration.src / "real.txt", migration.src / "alias.txt")
+    migration.write_conf()
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("start")
+    assert migration.wait_state()["JobState"] == "Succeed"
+    assert_migrated(migration.bucket, {"real.txt": b"real"})
+    log = (migration.work / "logs" / "ossimport2.log").read_text()
+    assert "alias.txt" in log and "isAllowSymbolicLink" in log
