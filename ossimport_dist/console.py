@@ -128,6 +128,10 @@ def cmd_submit(paths: Paths, args) -> int:
     job_file = Path(args.job_file) if args.job_file else paths.default_job_file()
     job_cfg = config_mod.load_job(job_file)
     warn(job_cfg.warnings)
+    if job_cfg.src_type == "local" and not os.path.isdir(job_cfg.src_prefix):
+        raise ConfigError(job_file, job_cfg.key_lines.get("srcPrefix", 0), "srcPrefix",
+                          f"directory '{job_cfg.src_prefix}' does not exist or is not a directory",
+                          "mount the source or fix srcPrefix")
     if job_cfg.is_incremental:
         raise ConfigError(job_file, 0, "isIncremental",
                           "incremental mode is not available in this version yet",

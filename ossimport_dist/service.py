@@ -73,59 +73,44 @@ def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressu
                       abort_on_unexpected=sys_cfg.worker_abort_when_uncatched_exception)
 
 
-class StandaloneService:
-    def __init__(self, home: Home, sys_path: Path):
+class Master:
+    """The master role, the same in both modes: the jobs on disk and one scan per job whose
+    listing is not finished. It picks up newly submitted jobs while running."""
+
+    def __init__(self, home: Home, stop_event: threading.Event, on_job_loaded):
         self.home = home
-        self.sys_path = Path(sys_path)
-        self.sys_cfg = config_mod.load_sys(self.sys_path)
-        self._sys_mtime = self._mtime(self.sys_path)
-        self.stop_event = threading.Event()
-        self.throttle = Throttle(throughput_bps(self.sys_cfg))
-        self.backpressure = Backpressure()  # one per worker: a throttled destination slows every thread
-        self.worker = Worker(self.sys_cfg.worker_task_thread_num, self._task_finished)
-        self.tracker = LocalTracker(self.worker, self._runtime_for)
-        self.runtimes: dict = {}
+        self.stop_event = stop_event
+        self.on_job_loaded = on_job_loaded  # (name, job_cfg, JobLayout) -> None
         self.jobs: dict = {}  # name -> JobLayout
-        self.scanners: dict = {}  # name -> Thread
+        self._scanners: dict = {}  # name -> Thread
         self._scan_failed_at: dict = {}
 
-    @staticmethod
-    def _mtime(path: Path) -> float:
-        try:
-            return path.stat().st_mtime
-        except OSError:
-            return 0.0
+    def ordered_jobs(self) -> list:
+        return [self.jobs[n] for n in sorted(self.jobs)]
 
-    # -- jobs -------------------------------------------------------------------------------
-    def _runtime_for(self, name: str) -> JobRuntime:
-        return self.runtimes[name]
-
-    def _load_job(self, name: str) -> None:
-        job = self.home.job(name)
-        job_cfg = config_mod.load_job(job.config_file)
-        self.runtimes[name] = build_runtime(job_cfg, self.sys_cfg, self.throttle, self.backpressure, "localhost")
-        self.jobs[name] = job
-        self.tracker.reconcile(job)
-        log.info("job %s: loaded (%s -> %s/%s)", name, job_cfg.src_type, job_cfg.dest_domain, job_cfg.dest_bucket)
-
-    def _refresh_jobs(self) -> None:
+    def refresh(self) -> None:
         names = set(self.home.job_names())
-        for gone in set(self.jobs) - names:  # cleaned while running
+        for gone in set(self.jobs) - names:
             log.info("job %s: removed (clean)", gone)
             self.jobs.pop(gone, None)
-            self.runtimes.pop(gone, None)
         for name in sorted(names - set(self.jobs)):
+            job = self.home.job(name)
             try:
-                self._load_job(name)
+                job_cfg = config_mod.load_job(job.config_file)
+                self.on_job_loaded(name, job_cfg, job)
             except OperatorError as exc:
                 log.error("job %s: cannot load: %s", name, exc)
+                continue
+            self.jobs[name] = job
+            log.info("job %s: loaded (%s -> %s/%s)", name, job_cfg.src_type, job_cfg.dest_domain,
+                     job_cfg.dest_bucket)
         for name, job in self.jobs.items():
-            if job.scan_finished or (name in self.scanners and self.scanners[name].is_alive()):
+            if job.scan_finished or (name in self._scanners and self._scanners[name].is_alive()):
                 continue
             if time.monotonic() - self._scan_failed_at.get(name, -1e9) < SCAN_RETRY_S:
                 continue
             t = threading.Thread(target=self._scan, args=(name,), name=f"scan-{name}", daemon=True)
-            self.scanners[name] = t
+            self._scanners[name] = t
             t.start()
 
     def _scan(self, name: str) -> None:
@@ -149,8 +134,94 @@ class StandaloneService:
             write_atomic(error_file, f"unexpected error: {type(exc).__name__}: {exc}\n".encode("utf-8", "replace"))
             self._scan_failed_at[name] = time.monotonic()
 
+
+class SysWatcher:
+    """Re-reads sys.properties when it changes; a bad edit keeps the old settings."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.current = config_mod.load_sys(self.path)
+        self._mtime = self._stamp()
+
+    def _stamp(self):
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def changed(self):
+        """The new settings when the file changed and is valid, else None."""
+        stamp = self._stamp()
+        if stamp == self._mtime:
+            return None
+        self._mtime = stamp
+        try:
+            new = config_mod.load_sys(self.path)
+        except OperatorError as exc:
+            log.error("sys.properties changed but is not valid, keeping the old settings: %s", exc)
+            return None
+        self.current = new
+        return new
+
+
+class ServiceLoop:
+    """The tick loop both services run until SIGTERM."""
+
+    name = "service"
+
+    def __init__(self):
+        self.stop_event = threading.Event()
+
+    def started(self) -> None:
+        pass
+
+    def tick(self, now: float) -> None:
+        raise NotImplementedError
+
+    def stopping(self) -> None:
+        pass
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        self.started()
+        try:
+            while not self.stop_event.is_set():
+                self.tick(time.monotonic())
+                self.stop_event.wait(TICK_S)
+        finally:
+            log.info("%s stopping", self.name)
+            self.stopping()
+            log.info("%s stopped", self.name)
+        return 0
+
+
+class StandaloneService(ServiceLoop):
+    """Master, tracker and the worker named ``localhost`` in one process."""
+
+    def __init__(self, home: Home, sys_path: Path):
+        super().__init__()
+        self.home = home
+        self.sys = SysWatcher(sys_path)
+        sys_cfg = self.sys.current
+        self.throttle = Throttle(throughput_bps(sys_cfg))
+        self.backpressure = Backpressure()  # one per worker: a throttled destination slows every thread
+        self.worker = Worker(sys_cfg.worker_task_thread_num, self._task_finished)
+        self.tracker = LocalTracker(self.worker, self._runtime_for)
+        self.runtimes: dict = {}
+        self.master = Master(home, self.stop_event, self._job_loaded)
+        self._last_progress = self._last_reload = 0.0
+
+    def _runtime_for(self, name: str) -> JobRuntime:
+        return self.runtimes[name]
+
+    def _job_loaded(self, name: str, job_cfg, job: JobLayout) -> None:
+        self.runtimes[name] = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure,
+                                            "localhost")
+        self.tracker.reconcile(job)
+
     def _task_finished(self, job_name: str, task_id: str, folder: Path, ok: bool) -> None:
-        job = self.jobs.get(job_name)
+        job = self.master.jobs.get(job_name)
         if job is None or not job.exists():
             return  # the job was cleaned while the task ran
         try:
@@ -159,55 +230,39 @@ class StandaloneService:
             # The folder stays where it is; reconcile records it at the next start.
             log.error("job %s: could not record task %s: %s", job_name, task_id, exc)
 
-    # -- sys.properties, live ---------------------------------------------------------------
-    def _reload_sys(self) -> None:
-        mtime = self._mtime(self.sys_path)
-        if mtime == self._sys_mtime:
+    def _apply_sys(self) -> None:
+        new = self.sys.changed()
+        if new is None:
             return
-        self._sys_mtime = mtime
-        try:
-            new = config_mod.load_sys(self.sys_path)
-        except OperatorError as exc:
-            log.error("sys.properties changed but is not valid, keeping the old settings: %s", exc)
-            return
-        if new.worker_max_throughput_kbs != self.sys_cfg.worker_max_throughput_kbs:
+        if throughput_bps(new) != self.throttle.rate:
             log.info("workerMaxThroughput(KB/s) now %d", new.worker_max_throughput_kbs)
             self.throttle.set_rate(throughput_bps(new))
         if new.worker_task_thread_num > self.worker.threads:
             log.info("workerTaskThreadNum now %d", new.worker_task_thread_num)
             self.worker.resize(new.worker_task_thread_num)
-        self.sys_cfg = new
 
-    # -- main loop --------------------------------------------------------------------------
-    def run(self) -> int:
+    def started(self) -> None:
         self.home.ensure()
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
         log.info("service started (pid %d, %d transfer threads, throughput cap %s KB/s)", os.getpid(),
-                 self.worker.threads, self.sys_cfg.worker_max_throughput_kbs or "none")
+                 self.worker.threads, self.sys.current.worker_max_throughput_kbs or "none")
         self.worker.start()
-        last_progress = last_reload = 0.0
-        try:
-            while not self.stop_event.is_set():
-                now = time.monotonic()
-                self._refresh_jobs()
-                self.tracker.dispatch_round([self.jobs[n] for n in sorted(self.jobs)])
-                if now - last_progress >= PROGRESS_EVERY_S:
-                    last_progress = now
-                    self._write_progress()
-                if now - last_reload >= SYS_RELOAD_EVERY_S:
-                    last_reload = now
-                    self._reload_sys()
-                self.stop_event.wait(TICK_S)
-        finally:
-            log.info("service stopping")
-            self.worker.stop()
-            self._write_progress(final=True)
-            log.info("service stopped")
-        return 0
 
-    def _write_progress(self, final: bool = False) -> None:
-        for name, job in list(self.jobs.items()):
+    def tick(self, now: float) -> None:
+        self.master.refresh()
+        self.tracker.dispatch_round(self.master.ordered_jobs())
+        if now - self._last_progress >= PROGRESS_EVERY_S:
+            self._last_progress = now
+            self._write_progress()
+        if now - self._last_reload >= SYS_RELOAD_EVERY_S:
+            self._last_reload = now
+            self._apply_sys()
+
+    def stopping(self) -> None:
+        self.worker.stop()
+        self._write_progress()
+
+    def _write_progress(self) -> None:
+        for name, job in list(self.master.jobs.items()):
             runtime = self.runtimes.get(name)
             if runtime is None or not job.root.is_dir():
                 continue

@@ -368,3 +368,11 @@ def test_symlinked_files_are_skipped_by_default_and_said_so(migration):
     assert_migrated(migration.bucket, {"real.txt": b"real"})
     log = (migration.work / "logs" / "ossimport2.log").read_text()
     assert "alias.txt" in log and "isAllowSymbolicLink" in log
+
+
+def test_submit_names_a_source_folder_that_does_not_exist(migration):
+    migration.write_conf(job_props={"srcPrefix": str(migration.dir / "not-mounted") + "/"})
+    r = migration.console("submit", str(migration.job_file))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "srcPrefix" in r.stderr and "not-mounted" in r.stderr and "does not exist" in r.stderr
+    assert f"{migration.job_file}:3:" in r.stderr

@@ -1,0 +1,221 @@
+"""The agent: the small long-running process on each worker host of a distributed job.
+
+The master's tracker pushes task folders into ``worker/jobs/<job>/tasks/`` over SFTP (and, once
+per job, the job's configuration as ``worker/jobs/<job>/job.cfg``, mode 0600, the only place a
+worker holds credentials). The agent runs them with the same ``Worker`` as standalone mode,
+which writes ``audit.log``, ``error.list``, ``COUNTS``, ``STATUS`` and ``DONE`` into each task
+folder; the tracker pulls finished folders back. The agent keeps ``worker/heartbeat.json`` fresh
+so the tracker knows it is alive and how much room it has.
+
+Settings the tracker may change while the agent runs (re-read every few seconds):
+``worker/sys.properties`` (workerTaskThreadNum, workerMaxThroughput(KB/s), ... without any
+password) and ``worker/throughput`` (this host's share of a job-wide bandwidth budget, bytes/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import config as config_mod
+from .errors import OperatorError
+from .layout import Home, write_atomic
+from .service import build_runtime, throughput_bps
+from .throttle import Throttle
+from .transfer import Backpressure
+from .worker import Worker, task_status
+
+log = logging.getLogger("ossimport.agent")
+
+TICK_S = 0.5
+HEARTBEAT_EVERY_S = 1.0
+SETTINGS_EVERY_S = 2.0
+
+
+class AgentPaths:
+    def __init__(self, home: Home):
+        self.home = home
+        self.root = home.root / "worker"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "agent.pid"
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.root / "heartbeat.json"
+
+    @property
+    def sys_file(self) -> Path:
+        return self.root / "sys.properties"
+
+    @property
+    def budget_file(self) -> Path:
+        return self.root / "throughput"
+
+    def job_config(self, job: str) -> Path:
+        return self.home.worker_jobs / job / "job.cfg"
+
+
+def effective_rate(sys_cfg, budget_bps: Optional[int]) -> int:
+    """Bytes/s this worker may use: its own cap, and its share of the job-wide budget."""
+    rates = [r for r in (throughput_bps(sys_cfg), budget_bps) if r]
+    return min(rates) if rates else 0
+
+
+def read_budget(path: Path) -> Optional[int]:
+    try:
+        return int(path.read_text().strip()) or None
+    except (OSError, ValueError):
+        return None
+
+
+class Agent:
+    def __init__(self, home: Home, host: str):
+        self.home = home
+        self.paths = AgentPaths(home)
+        self.host = host
+        self.stop_event = threading.Event()
+        self.sys_cfg = self._load_sys()
+        self._settings_seen = None
+        self.throttle = Throttle(effective_rate(self.sys_cfg, read_budget(self.paths.budget_file)))
+        self.backpressure = Backpressure()
+        self.worker = Worker(self.sys_cfg.worker_task_thread_num, self._task_finished, host=host)
+        self.runtimes: dict = {}  # job -> (config mtime, JobRuntime)
+        self._bad_jobs: dict = {}  # job -> error text, reported in the heartbeat
+        self._finished = 0
+
+    def _load_sys(self):
+        if self.paths.sys_file.is_file():
+            try:
+                return config_mod.load_sys(self.paths.sys_file)
+            except OperatorError as exc:
+                log.error("%s", exc)
+        return config_mod.parse_sys_text("", "<defaults>")
+
+    # -- jobs and tasks ---------------------------------------------------------------------
+    def _runtime(self, job: str):
+        cfg_path = self.paths.job_config(job)
+        mtime = cfg_path.stat().st_mtime_ns
+        cached = self.runtimes.get(job)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        job_cfg = config_mod.load_job(cfg_path)
+        runtime = build_runtime(job_cfg, self.sys_cfg, self.throttle, self.backpressure, self.host)
+        self.runtimes[job] = (mtime, runtime)
+        return runtime
+
+    def _pick_up_tasks(self) -> None:
+        jobs_dir = self.home.worker_jobs
+        if not jobs_dir.is_dir():
+            return
+        for job_dir in sorted(p for p in jobs_dir.iterdir() if p.is_dir()):
+            job = job_dir.name
+            tasks = job_dir / "tasks"
+            if not tasks.is_dir() or not self.paths.job_config(job).is_file():
+                continue
+            running = set(self.worker.running(job))
+            for task_dir in sorted(tasks.iterdir()):
+                if task_dir.name.startswith(".") or task_dir.name in running or task_status(task_dir):
+                    continue
+                try:
+                    runtime = self._runtime(job)
+                    self._bad_jobs.pop(job, None)
+                except OperatorError as exc:
+                    if self._bad_jobs.get(job) != str(exc):
+                        log.error("job %s: cannot run its tasks: %s", job, exc)
+                    self._bad_jobs[job] = str(exc)
+                    break
+                self.worker.submit(runtime, task_dir)
+
+    def _task_finished(self, job: str, task_id: str, folder: Path, ok: bool) -> None:
+        # STATUS in the folder is the signal; the tracker pulls the folder back.
+        self._finished += 1
+
+    # -- live settings --------------------------------------------------------------------
+    def _reload_settings(self) -> None:
+        seen = []
+        for p in (self.paths.sys_file, self.paths.budget_file):
+            try:
+                seen.append(p.stat().st_mtime_ns)
+            except OSError:
+                seen.append(None)
+        if seen == self._settings_seen:
+            return
+        self._settings_seen = seen
+        self.sys_cfg = self._load_sys()
+        rate = effective_rate(self.sys_cfg, read_budget(self.paths.budget_file))
+        if rate != self.throttle.rate:
+            log.info("throughput now %s", f"{rate // 1024} KB/s" if rate else "unlimited")
+            self.throttle.set_rate(rate)
+        if self.sys_cfg.worker_task_thread_num > self.worker.threads:
+            self.worker.resize(self.sys_cfg.worker_task_thread_num)
+
+    # -- heartbeat ------------------------------------------------------------------------
+    def heartbeat(self) -> dict:
+        jobs = {}
+        for job, (_, runtime) in list(self.runtimes.items()):
+            jobs[job] = runtime.account.snapshot()
+        return {"host": self.host, "pid": os.getpid(), "time": time.time(), "seq": time.monotonic_ns(),
+                "threads": self.worker.threads, "backlog": self.worker.backlog(),
+                "throughput_bps": self.throttle.rate, "finished_tasks": self._finished,
+                "jobs": jobs, "errors": dict(self._bad_jobs)}
+
+    def run(self) -> int:
+        self.home.ensure()
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.paths.pid_file, f"{os.getpid()}\n".encode())
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        log.info("agent started on %s (pid %d, %d threads)", self.host, os.getpid(), self.worker.threads)
+        self.worker.start()
+        last_beat = last_settings = 0.0
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if now - last_settings >= SETTINGS_EVERY_S:
+                    last_settings = now
+                    self._reload_settings()
+                self._pick_up_tasks()
+                if now - last_beat >= HEARTBEAT_EVERY_S:
+                    last_beat = now
+                    write_atomic(self.paths.heartbeat, json.dumps(self.heartbeat()).encode())
+                self.stop_event.wait(TICK_S)
+        finally:
+            log.info("agent stopping")
+            self.worker.stop()
+            try:
+                if self.paths.pid_file.read_text().strip() == str(os.getpid()):
+                    self.paths.pid_file.unlink()
+            except OSError:
+                pass
+        return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ossimport_dist.agent")
+    p.add_argument("--home", required=True, help="workingDir on this host")
+    p.add_argument("--host", default=None, help="this host's name in workers.txt")
+    args = p.parse_args(argv)
+    home = Home(Path(args.home))
+    home.ensure()
+    handler = logging.FileHandler(home.logs / "worker.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("oss2").setLevel(logging.WARNING)
+    return Agent(home, args.host or socket.gethostname()).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
