@@ -29,7 +29,7 @@ from typing import Optional
 from . import config as config_mod
 from .errors import OperatorError
 from .layout import Home, write_atomic
-from .service import build_runtime, throughput_bps
+from .service import _log_to, build_runtime, throughput_bps
 from .throttle import Throttle
 from .transfer import Backpressure
 from .worker import Worker, task_status
@@ -208,12 +208,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     home = Home(Path(args.home))
     home.ensure()
-    handler = logging.FileHandler(home.logs / "worker.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.getLogger("oss2").setLevel(logging.WARNING)
+    _log_to(home.logs / "worker.log")
     return Agent(home, args.host or socket.gethostname()).run()
 
 

@@ -98,6 +98,9 @@ class JobConfig:
     is_allow_symbolic_link: bool = False
     is_audit_after_import: bool = True
     audit_mode: str = "general"
+    # New (not in OssImport): a cap on the sum over all workers, divided among live hosts by the
+    # tracker, since per-worker caps multiply with the fleet. 0 = none. Live: see console 'set'.
+    job_max_throughput_kbs: int = 0
     path: str = ""
     warnings: list = field(default_factory=list, compare=False)
     # key -> line it was read from, so later checks (console, scanner) can point at it too.
@@ -123,6 +126,13 @@ class SysConfig:
     worker_abort_when_uncatched_exception: bool = False
     worker_record_md5: bool = False
     java_heap_max_size: int = 1024 * MIB
+    # New: seconds without a successful poll of a host, or a moving agent heartbeat, before the
+    # tracker gives its tasks to other hosts.
+    worker_heartbeat_timeout: int = 60
+    # New: accept and remember the key of a host seen for the first time (default: refuse).
+    ssh_accept_new_host_keys: bool = False
+    # New: where the workers' SSH host keys are checked (OpenSSH's known_hosts format).
+    ssh_known_hosts_file: str = "~/.ssh/known_hosts"
     path: str = ""
     warnings: list = field(default_factory=list, compare=False)
     key_lines: dict = field(default_factory=dict, repr=False, compare=False)
@@ -185,6 +195,7 @@ _JOB_KEYS = (
     _Key("isAllowSymbolicLink", "is_allow_symbolic_link", "bool"),
     _Key("isAuditAfterImport", "is_audit_after_import", "bool"),
     _Key("auditMode", "audit_mode", "choice", choices=AUDIT_MODES),
+    _Key("jobMaxThroughput(KB/s)", "job_max_throughput_kbs", "int", low=0),
 )
 
 _SYS_KEYS = (
@@ -199,7 +210,14 @@ _SYS_KEYS = (
     _Key("workerAbortWhenUncatchedException", "worker_abort_when_uncatched_exception", "bool"),
     _Key("workerRecordMd5", "worker_record_md5", "bool"),
     _Key("javaHeapMaxSize", "java_heap_max_size", "size", low=1),
+    _Key("workerHeartbeatTimeout", "worker_heartbeat_timeout", "int", low=2, high=86400),
+    _Key("sshAcceptNewHostKeys", "ssh_accept_new_host_keys", "bool"),
+    _Key("sshKnownHostsFile", "ssh_known_hosts_file", "str"),
 )
+
+# What a worker host needs of sys.properties; never the SSH credentials.
+WORKER_SYS_KEYS = ("workerTaskThreadNum", "workerMaxThroughput(KB/s)", "workerAbortWhenUncatchedException",
+                   "workerRecordMd5", "javaHeapMaxSize", "workingDir")
 
 JOB_KEY_NAMES = tuple(k.name for k in _JOB_KEYS)
 SYS_KEY_NAMES = tuple(k.name for k in _SYS_KEYS)
@@ -280,6 +298,12 @@ def write_properties(path, mapping, mode=0o600, comment=None) -> None:
         except OSError:
             pass
         raise
+
+
+def redact_for_worker(sys_cfg: "SysConfig") -> dict:
+    """The sys.properties a worker host receives: its own settings, no SSH credentials."""
+    props = sys_cfg.properties()
+    return {k: props[k] for k in WORKER_SYS_KEYS}
 
 
 def redact(mapping) -> dict:

@@ -9,6 +9,7 @@ configuration or state), never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,9 @@ from .layout import Home, JobLayout, iter_lines, parse_finished_name
 from .scanner import scanned_totals
 
 STANDALONE_JOB_FILE = "local_job.cfg"
+DISTRIBUTED_JOB_FILE = "job.cfg"
+# Job keys that may change while the job runs ('console.sh set'); the rest is frozen at submit.
+LIVE_JOB_KEYS = ("jobMaxThroughput(KB/s)",)
 SERVICE_MARK = "ossimport_dist.service_main"
 
 
@@ -32,7 +36,9 @@ SERVICE_MARK = "ossimport_dist.service_main"
 class Paths:
     """The install directory (where conf/ is) and the working directory it names."""
 
-    def __init__(self, install_dir: Path, sys_file: Optional[Path] = None):
+    def __init__(self, install_dir: Path, sys_file: Optional[Path] = None, workers_file: Optional[Path] = None):
+        from .hosts import find_workers_file
+
         self.install_dir = install_dir.resolve()
         self.sys_file = (sys_file or self.install_dir / "conf" / "sys.properties").resolve()
         self.sys_cfg = config_mod.load_sys(self.sys_file)
@@ -40,9 +46,47 @@ class Paths:
         if not working.is_absolute():
             working = self.install_dir / working
         self.home = Home(working.resolve())
+        # workers.txt beside conf/ (or OssImport's conf/workers); distributed when it lists hosts.
+        self.workers_file = workers_file or find_workers_file(self.sys_file.parent, self.sys_file.parent.parent)
+        self._hosts = None
+
+    def hosts(self) -> list:
+        if self._hosts is None:
+            from .hosts import read_workers
+
+            self._hosts = []
+            if self.workers_file is not None and _lists_hosts(self.workers_file):
+                self._hosts = read_workers(self.workers_file, default_port=self.sys_cfg.ssh_port)
+        return self._hosts
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.hosts())
+
+    def require_distributed(self, command: str) -> None:
+        if not self.distributed:
+            raise StateError(f"'{command}' needs worker hosts: list them one per line in "
+                             f"{self.sys_file.parent.parent / 'workers.txt'} (or conf/workers)")
+        if not Path(self.sys_cfg.working_dir).is_absolute():
+            raise ConfigError(self.sys_file, self.sys_cfg.key_lines.get("workingDir", 0), "workingDir",
+                              f"must be an absolute path in distributed mode (got '{self.sys_cfg.working_dir}')",
+                              "use the same absolute path on every host, e.g. /data/ossimport")
+
+    def ssh_settings(self):
+        from .service import ssh_settings
+
+        return ssh_settings(self.sys_cfg)
 
     def default_job_file(self) -> Path:
-        return self.sys_file.parent / STANDALONE_JOB_FILE
+        name = DISTRIBUTED_JOB_FILE if self.distributed else STANDALONE_JOB_FILE
+        return self.sys_file.parent / name
+
+
+def _lists_hosts(path: Path) -> bool:
+    try:
+        return any(line.split("#", 1)[0].strip() for line in path.read_text("utf-8").splitlines())
+    except OSError:
+        return False
 
 
 def warn(lines) -> None:
@@ -81,13 +125,21 @@ def cmd_start(paths: Paths, args) -> int:
     if pid:
         print(f"service is already running (pid {pid}); logs in {home.logs / 'ossimport2.log'}")
         return 0
-    log_path = home.logs / "ossimport2.log"
+    if paths.distributed:
+        paths.require_distributed("start")
+        log_path = home.logs / "master.log"
+        entry = "run_distributed(sys.argv[1], sys.argv[2], sys.argv[3])"
+        extra = [str(paths.workers_file)]
+    else:
+        log_path = home.logs / "ossimport2.log"
+        entry = "run(sys.argv[1], sys.argv[2])"
+        extra = []
     out = open(log_path, "ab")
-    # Only paths on the command line: credentials stay in the 0600 job files.
+    # Only paths on the command line: credentials stay in 0600 files.
     proc = subprocess.Popen(
-        [sys.executable, "-c", f"import sys; from ossimport_dist.service import run; "
-         f"sys.argv[0] = '{SERVICE_MARK}'; sys.exit(run(sys.argv[1], sys.argv[2]))",
-         str(home.root), str(paths.sys_file)],
+        [sys.executable, "-c", f"import sys; from ossimport_dist.service import run, run_distributed; "
+         f"sys.argv[0] = '{SERVICE_MARK}'; sys.exit({entry})",
+         str(home.root), str(paths.sys_file)] + extra,
         stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
         cwd=str(paths.install_dir))
     out.close()
@@ -96,20 +148,41 @@ def cmd_start(paths: Paths, args) -> int:
     if proc.poll() is not None:
         print(f"error: the service exited at once (code {proc.returncode}); see {log_path}", file=sys.stderr)
         return 1
-    print(f"service started (pid {proc.pid}); logs in {log_path}")
+    if paths.distributed:
+        print(f"master started (pid {proc.pid}); it starts the agent on each of {len(paths.hosts())} "
+              f"host(s) in {paths.workers_file}; logs in {log_path}")
+    else:
+        print(f"service started (pid {proc.pid}); logs in {log_path}")
     return 0
 
 
 def cmd_stop(paths: Paths, args) -> int:
-    import psutil
 
     home = paths.home
     pid = service_pid(home)
+    if paths.distributed:
+        from .dispatcher import stop_agents
+
+        # The master first, so that it does not start the agents again.
+        if pid:
+            _stop_pid(home, pid)
+            print(f"master stopped (pid {pid})")
+        for name, outcome in stop_agents(paths.hosts(), paths.ssh_settings(), paths.sys_cfg.working_dir).items():
+            print(f"{name}: agent {outcome}")
+        return 0
     if not pid:
         print("service is not running")
         if home.pid_file.exists():
             home.pid_file.unlink()
         return 0
+    _stop_pid(home, pid)
+    print(f"service stopped (pid {pid})")
+    return 0
+
+
+def _stop_pid(home: Home, pid: int) -> None:
+    import psutil
+
     os.kill(pid, signal.SIGTERM)
     try:
         psutil.Process(pid).wait(timeout=20)
@@ -119,7 +192,49 @@ def cmd_stop(paths: Paths, args) -> int:
         pass
     if home.pid_file.exists():
         home.pid_file.unlink()
-    print(f"service stopped (pid {pid})")
+
+
+# -- deploy -----------------------------------------------------------------------------------
+def cmd_deploy(paths: Paths, args) -> int:
+    """Install the agent on every worker host, offline: the master carries the wheels."""
+    from .deploy import build_bundle, deploy_all
+
+    paths.require_distributed("deploy")
+    cache = paths.home.root / "master" / "bundle"
+    print(f"building the bundle (the package and its dependencies as wheels) in {cache} ...", flush=True)
+    bundle = build_bundle(paths.install_dir, cache)
+    hosts = paths.hosts()
+    print(f"deploying to {len(hosts)} host(s) into {paths.sys_cfg.working_dir}/ossimport ...", flush=True)
+    results = deploy_all(hosts, paths.ssh_settings(), paths.install_dir, paths.sys_cfg.working_dir, cache,
+                         bundle=bundle)
+    failed = 0
+    for host, r in results.items():
+        if r.ok:
+            print(f"{host}: deployed ossimport-dist {r.value}")
+        else:
+            failed += 1
+            print(f"{host}: FAILED: {r.error}")
+    log_line(paths.home, "submit.log", f"deploy: {len(hosts) - failed} ok, {failed} failed")
+    return 1 if failed else 0
+
+
+# -- set: the few job keys that may change while a job runs -------------------------------------
+def cmd_set(paths: Paths, args) -> int:
+    key, sep, value = args.assignment.partition("=")
+    if not sep or key not in LIVE_JOB_KEYS:
+        raise StateError(f"'{args.assignment}': only {', '.join(LIVE_JOB_KEYS)} can change while a job runs "
+                         f"(write it as key=value); the rest needs 'clean' and 'submit'")
+    job = paths.home.job(job_names_for(paths, args.job)[0])
+    frozen = config_mod.load_job(job.config_file)
+    props = frozen.properties()
+    props[key] = value.strip()
+    # Validated as the whole file, so a bad value is named with its key and fix.
+    import javaproperties
+
+    config_mod.parse_job_text(javaproperties.dumps(props, timestamp=False), f"console set {key}")
+    config_mod.write_properties(job.config_file, props, mode=0o600, comment="changed by console.sh set")
+    log_line(paths.home, "submit.log", f"set job:{job.name} {key}={value.strip()}")
+    print(f"job:{job.name} {key}={value.strip()} (takes effect within seconds)")
     return 0
 
 
@@ -298,9 +413,42 @@ def cmd_stat(paths: Paths, args) -> int:
         out.append(format_stat(s))
         if args.detail:
             out.append(detail_lines(job))
-    text = "\n".join(out)
-    print(text)
+    if paths.distributed:
+        out.append(host_rows(paths, names))
+    print("\n".join(out))
     return 0
+
+
+def host_rows(paths: Paths, jobs: list) -> str:
+    """One line per worker host: reachable, agent alive, tasks running, done, failed, bytes, rate."""
+    status_dir = paths.home.root / "master" / "hosts"
+    running_master = service_pid(paths.home) is not None
+    lines = ["Host                     Reachable Agent Running Done Failed      Bytes       Rate  Note"]
+    for host in paths.hosts():
+        doc = {}
+        try:
+            doc = json.loads((status_dir / f"{host.name}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            pass
+        done = failed = done_bytes = 0
+        for name in jobs:
+            job = paths.home.job(name)
+            for d in job.succeed_dirs() + job.failed_dirs():
+                if parse_finished_name(d.name)[2] != host.name:
+                    continue
+                counts = read_counts(d)
+                done += 1 if d.parent == job.succeed else 0
+                failed += 1 if d.parent == job.failed else 0
+                done_bytes += counts.succeed_bytes
+        fresh = running_master and doc and time.time() - doc.get("time", 0) < 30
+        reach = ("yes" if doc.get("reachable") else "no") if fresh else "?"
+        agent = ("alive" if doc.get("agent_alive") else "dead") if fresh else "?"
+        running = doc.get("running_tasks", 0) if fresh else 0
+        rate = human_bytes(doc.get("bytes_per_s", 0.0)) + "/s" if fresh else "-"
+        note = "draining" if doc.get("draining") else (doc.get("error") or "")
+        lines.append(f"{str(host):<24} {reach:>9} {agent:>5} {running:>7} {done:>4} {failed:>6} "
+                     f"{human_bytes(done_bytes):>10} {rate:>10}  {note}".rstrip())
+    return "\n".join(lines)
 
 
 def detail_lines(job: JobLayout) -> str:
@@ -325,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--install-dir", default=os.environ.get("OSSIMPORT_HOME", "."),
                    help="the folder holding conf/ (console.sh passes its own folder)")
     p.add_argument("--sys", dest="sys_file", default=None, help="sys.properties to use (default conf/sys.properties)")
+    p.add_argument("--workers", dest="workers_file", default=None,
+                   help="the workers file (default workers.txt beside conf/, else conf/workers)")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", help="submit a job (default conf/local_job.cfg)")
     s.add_argument("job_file", nargs="?")
@@ -337,12 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job", nargs="?")
     s = sub.add_parser("retry", help="move failed tasks back to pending")
     s.add_argument("job", nargs="?")
+    sub.add_parser("deploy", help="install the agent on every host of the workers file (over SSH)")
+    s = sub.add_parser("set", help="change jobMaxThroughput(KB/s) of a running job")
+    s.add_argument("assignment", help="key=value")
+    s.add_argument("job", nargs="?")
     sub.add_parser("version")
     return p
 
 
 COMMANDS = {"submit": cmd_submit, "start": cmd_start, "stop": cmd_stop, "clean": cmd_clean,
-            "stat": cmd_stat, "retry": cmd_retry, "version": cmd_version}
+            "stat": cmd_stat, "retry": cmd_retry, "version": cmd_version, "deploy": cmd_deploy,
+            "set": cmd_set}
 
 
 def main(argv=None) -> int:
@@ -350,7 +505,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "version":
             return cmd_version(None, args)
-        paths = Paths(Path(args.install_dir), Path(args.sys_file) if args.sys_file else None)
+        paths = Paths(Path(args.install_dir), Path(args.sys_file) if args.sys_file else None,
+                      Path(args.workers_file) if args.workers_file else None)
         return COMMANDS[args.command](paths, args)
     except OperatorError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,10 +8,8 @@ nested folders, awkward names, an empty file and one file large enough for a mul
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import time
 from pathlib import Path
 
 from . import config as config_mod

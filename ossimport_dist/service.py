@@ -11,6 +11,7 @@ and picks up newly submitted jobs and retried tasks as they appear on disk.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -272,14 +273,100 @@ class StandaloneService(ServiceLoop):
                 pass
 
 
-def run(home_dir: str, sys_path: str, log_file: Optional[str] = None) -> int:
-    home = Home(Path(home_dir))
-    home.ensure()
-    handler = logging.FileHandler(log_file or home.logs / "ossimport2.log")
+def _log_to(path: Path) -> None:
+    handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.getLogger("oss2").setLevel(logging.WARNING)
     logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
+def run(home_dir: str, sys_path: str, log_file: Optional[str] = None) -> int:
+    home = Home(Path(home_dir))
+    home.ensure()
+    _log_to(Path(log_file) if log_file else home.logs / "ossimport2.log")
     return StandaloneService(home, Path(sys_path)).run()
+
+
+def ssh_settings(sys_cfg):
+    """How to reach the workers, from sys.properties (the key wins over the password)."""
+    from .ssh import SshSettings
+
+    return SshSettings.from_sys_config(sys_cfg, known_hosts=sys_cfg.ssh_known_hosts_file or "~/.ssh/known_hosts")
+
+
+class DistributedService(ServiceLoop):
+    """Master and tracker on the master host; the agents run the tasks on the worker hosts."""
+
+    name = "master"
+    HOSTS_EVERY_S = 5.0
+
+    def __init__(self, home: Home, sys_path: Path, workers_file: Path):
+        from .dispatcher import RemoteTracker
+        from .ssh import Connection
+
+        super().__init__()
+        self.home = home
+        self.sys = SysWatcher(sys_path)
+        self.workers_file = Path(workers_file)
+        self.master = Master(home, self.stop_event, lambda name, cfg, job: None)
+        self.tracker = RemoteTracker(home, self.sys, self.master.ordered_jobs,
+                                     lambda host: Connection(host, ssh_settings(self.sys.current)),
+                                     self.stop_event)
+        self._last_hosts = self._last_progress = self._last_reload = -1e9
+
+    def _read_hosts(self) -> None:
+        from .hosts import read_workers
+
+        try:
+            hosts = read_workers(self.workers_file, default_port=self.sys.current.ssh_port)
+        except OperatorError as exc:
+            log.error("workers file not valid, keeping the current hosts: %s", exc)
+            return
+        self.tracker.set_hosts(hosts)
+
+    def started(self) -> None:
+        self.home.ensure()
+        log.info("master started (pid %d), workers from %s", os.getpid(), self.workers_file)
+
+    def tick(self, now: float) -> None:
+        self.master.refresh()
+        if now - self._last_hosts >= self.HOSTS_EVERY_S:
+            self._last_hosts = now
+            self._read_hosts()
+        if now - self._last_reload >= SYS_RELOAD_EVERY_S:
+            self._last_reload = now
+            if self.sys.changed() is not None:
+                log.info("sys.properties changed; pushing the worker settings to the hosts")
+        if now - self._last_progress >= PROGRESS_EVERY_S:
+            self._last_progress = now
+            self._write_progress()
+
+    def stopping(self) -> None:
+        self.tracker.join(10)
+
+    def _write_progress(self) -> None:
+        """Merge the hosts' heartbeats into each job's progress.json, the file stat reads."""
+        beats = [s.beat for s in self.tracker.live_hosts() if s.beat]
+        for name, job in list(self.master.jobs.items()):
+            running, bps, fps = {}, 0.0, 0.0
+            for beat in beats:
+                snap = (beat.get("jobs") or {}).get(name)
+                if snap:
+                    running.update(snap.get("running", {}))
+                    bps += snap.get("bytes_per_s", 0.0)
+                    fps += snap.get("files_per_s", 0.0)
+            doc = {"host": "all", "time": time.time(), "bytes_per_s": bps, "files_per_s": fps, "running": running}
+            try:
+                write_atomic(job.stats_file, json.dumps(doc).encode("utf-8"))
+            except OSError:
+                pass
+
+
+def run_distributed(home_dir: str, sys_path: str, workers_file: str) -> int:
+    home = Home(Path(home_dir))
+    home.ensure()
+    _log_to(home.logs / "master.log")
+    return DistributedService(home, Path(sys_path), Path(workers_file)).run()
