@@ -95,10 +95,11 @@ class HostResult:
 class RemoteCommandFailed(OperatorError):
     """A command on a worker exited non-zero (``run(check=True)``)."""
 
-    def __init__(self, host: Host, command: str, result: RunResult):
+    def __init__(self, host: Host, command: str, result: RunResult, secret: str = ""):
         self.host, self.command, self.result = host, command, result
         detail = _last_line(result.stderr) or _last_line(result.stdout) or "no output"
-        super().__init__(f"{host}: command failed (exit {result.rc}): {_short(command)}: {detail}")
+        text = f"{host}: command failed (exit {result.rc}): {_short(command)}: {detail}"
+        super().__init__(scrub(text, secret))
 
 
 def unreachable(host: Host, problem: str) -> WorkerUnreachable:
@@ -197,7 +198,11 @@ class Connection:
             raise self._fail(f"cannot read private key file {path} (permission denied); {fix}") from None
         except IsADirectoryError:
             raise self._fail(f"private key file {path} is a directory; {fix}") from None
-        except paramiko.PasswordRequiredException:
+        except (paramiko.PasswordRequiredException, TypeError) as exc:
+            # cryptography reports an OpenSSH-format key with a passphrase as a TypeError.
+            if isinstance(exc, TypeError) and "password" not in str(exc):
+                raise self._fail(f"private key file {path} is not a private key that can be used "
+                                 f"({exc}); {fix}") from None
             raise self._fail(f"private key file {path} is encrypted with a passphrase; use a key "
                              f"without one (ssh-keygen -p -N '' -f {path}) or a password login") from None
         except (paramiko.SSHException, ValueError, OSError) as exc:
@@ -230,7 +235,12 @@ class Connection:
             client.close()
             raise
         except Exception as exc:  # every failure to connect becomes one named line
+            transport = client.get_transport()
+            greeted = transport is not None and bool(getattr(transport, "remote_version", ""))
             client.close()
+            if not greeted and isinstance(exc, (paramiko.SSHException, EOFError)):
+                raise self._fail(f"cannot connect (no SSH greeting within {s.connect_timeout:g} s); "
+                                 f"is sshd running and the host in workers.txt right?") from None
             raise self._fail(self._explain(exc, pkey)) from None
         transport = client.get_transport()
         transport.set_keepalive(30)  # notice a dead host on idle connections
@@ -239,7 +249,7 @@ class Connection:
 
     def _explain(self, exc: Exception, pkey) -> str:
         s = self.settings
-        where = f"is sshd running and the host in workers.txt right?"
+        where = "is sshd running and the host in workers.txt right?"
         if isinstance(exc, _UnknownHostKey):
             port = self.host.port
             addr = self.host.address
@@ -270,8 +280,6 @@ class Connection:
             return f"cannot connect (unknown host name: {exc.strerror}); {where}"
         if isinstance(exc, OSError):
             return f"cannot connect ({exc.strerror or exc}); {where}"
-        if isinstance(exc, paramiko.SSHException) and "banner" in str(exc).lower():
-            return f"cannot connect (no SSH greeting within {s.connect_timeout:g} s); {where}"
         return f"SSH session failed ({type(exc).__name__}: {exc}); {where}"
 
     def _live_client(self) -> paramiko.SSHClient:
@@ -291,6 +299,9 @@ class Connection:
         return transport is None or not transport.is_active() or isinstance(exc, EOFError)
 
     def _lost(self, exc: BaseException) -> WorkerUnreachable:
+        if not self._link_lost(exc):
+            # The link is fine; the server refused one channel (e.g. sshd's MaxSessions).
+            return self._fail(f"SSH channel failed ({type(exc).__name__}: {exc})")
         with self._lock:
             self._close_locked()
         return self._fail(f"connection lost ({type(exc).__name__}: {exc or 'closed'}); "
@@ -326,7 +337,7 @@ class Connection:
             raise self._fail(f"command did not finish within {limit:g} s: {_short(command)}")
         result = RunResult(rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
         if check and rc != 0:
-            raise RemoteCommandFailed(self.host, command, result)
+            raise RemoteCommandFailed(self.host, command, result, self.settings.password)
         return result
 
     @staticmethod
@@ -358,15 +369,30 @@ class Connection:
     def _sftp_call(self, fn: Callable[[paramiko.SFTPClient], Any]):
         client = self._live_client()
         with self._sftp_lock:
-            try:
-                if self._sftp is None or self._sftp.sock.closed:
+            if self._sftp is None or self._sftp.sock.closed:
+                try:
                     self._sftp = client.open_sftp()
-                    self._sftp.get_channel().settimeout(self.settings.command_timeout)
+                except Exception as exc:
+                    if self._link_lost(exc):
+                        raise self._lost(exc) from None
+                    raise self._fail(f"cannot open SFTP ({type(exc).__name__}: {exc}); is the "
+                                     f"sftp Subsystem enabled in the host's sshd_config?") from None
+                # Bounds every SFTP request, so a hung host cannot hold a tracker thread.
+                self._sftp.get_channel().settimeout(self.settings.command_timeout)
+            try:
                 return fn(self._sftp)
             except Exception as exc:
-                if self._link_lost(exc) or isinstance(exc, (socket.timeout, TimeoutError)):
-                    self._sftp = None
-                    raise self._lost(exc) from None
+                lost = self._link_lost(exc)
+                if lost or isinstance(exc, (socket.timeout, TimeoutError, paramiko.SSHException)):
+                    stale, self._sftp = self._sftp, None
+                    try:
+                        stale.close()
+                    except Exception:
+                        pass
+                    if lost:
+                        raise self._lost(exc) from None
+                    raise self._fail(f"file transfer failed or stalled ({type(exc).__name__}: "
+                                     f"{exc or 'no answer within %g s' % self.settings.command_timeout})") from None
                 raise
 
     @staticmethod

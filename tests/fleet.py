@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pwd
 import secrets
 import select
 import shutil
@@ -322,7 +323,8 @@ def _sshd_config(node_root: Path, address: str, port: int, authorized: Path, bin
 
 def start_fleet(addresses=ADDRESSES) -> Fleet:
     password = _ensure_user()
-    pw = __import__("pwd").getpwnam(USER)
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+    pw = pwd.getpwnam(USER)
     base = Path(tempfile.mkdtemp(prefix="fleet-", dir="/tmp"))
     base.chmod(0o755)  # sshd reads authorized_keys as the user
     working_dir = f"/srv/ossimport-test-{secrets.token_hex(4)}"

@@ -8,5 +8,7 @@ ossimport_bootstrap test
 cd "$ROOT"
 # oss2's own integration tests against the emulator (a test suite nobody here wrote).
 "$OSSIMPORT_PY" tests/oss2_compat/run.py -q
+# Debian packages the suite needs (openssh-server for the SSH fleet); quick when installed.
+bash "$ROOT/tests/setup_system.sh"
 # The project's suite: migration stories through the real scripts and the real emulator.
 "$OSSIMPORT_PY" -m pytest tests "$@"

@@ -1,0 +1,249 @@
+"""Distributed migrations over a real fleet: sshd "hosts" on 127.0.0.11-13, each in its own mount
+namespace, driven through the real console.sh (deploy, submit, start, stat, stop)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import oss2
+import pytest
+
+from conftest import CONSOLE, assert_migrated, awkward_tree, task_keys, write_tree
+
+pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts
+
+
+class Cluster:
+    """The master side of a distributed job: conf/, workers.txt, the shared workingDir."""
+
+    def __init__(self, fleet, root: Path, bucket, key_id: str, secret: str, hosts=None, password_login=False):
+        self.fleet, self.root, self.bucket = fleet, root, bucket
+        self.key_id, self.secret = key_id, secret
+        self.job_name = "job_" + uuid.uuid4().hex[:8]
+        self.hosts = hosts or fleet.hosts
+        (root / "conf").mkdir(parents=True, exist_ok=True)
+        self.sys_file = root / "conf" / "sys.properties"
+        self.job_file = root / "conf" / "job.cfg"
+        self.workers_file = root / "workers.txt"
+        fleet.write_workers_file(self.workers_file, self.hosts)
+        self.sys_props = {
+            "workingDir": fleet.working_dir, "workerUserName": fleet.user,
+            "workerTaskThreadNum": "4", "workerHeartbeatTimeout": "6",
+            "sshKnownHostsFile": fleet.known_hosts,
+        }
+        if password_login:
+            self.sys_props["workerPassword"] = fleet.password
+        else:
+            self.sys_props["privateKeyFile"] = fleet.key_file
+        self.write_sys()
+        # The source is a "NAS": a folder every host sees at the same path, readable by the worker user.
+        self.src = Path(tempfile.mkdtemp(prefix="ossimport-nas-", dir="/srv"))
+        os.chmod(self.src, 0o755)
+
+    def write_sys(self, **changes) -> None:
+        self.sys_props.update(changes)
+        self.sys_file.write_text("".join(f"{k}={v}\n" for k, v in self.sys_props.items()))
+        os.chmod(self.sys_file, 0o600)
+
+    def write_job(self, **props) -> None:
+        p = {"jobName": self.job_name, "srcType": "local", "srcPrefix": str(self.src) + "/",
+             "destDomain": self.bucket.endpoint, "destBucket": self.bucket.bucket_name,
+             "destAccessKey": self.key_id, "destSecretKey": self.secret, "taskObjectCountLimit": "5"}
+        p.update(props)
+        self.job_file.write_text("".join(f"{k}={v}\n" for k, v in p.items()))
+        os.chmod(self.job_file, 0o600)
+
+    def put_files(self, files: dict) -> None:
+        write_tree(self.src, files)
+        for p in self.src.rglob("*"):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+    def console(self, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(CONSOLE), "--sys", str(self.sys_file), "--workers", str(self.workers_file),
+                               *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def ok(self, *args, timeout: float = 300) -> str:
+        r = self.console(*args, timeout=timeout)
+        assert r.returncode == 0, f"console {args} failed: {r.stdout}{r.stderr}"
+        return r.stdout
+
+    def stat(self) -> dict:
+        out = self.ok("stat", self.job_name)
+        return dict(line.split(":", 1) for line in out.splitlines() if ":" in line and not line.startswith(" "))
+
+    def wait_state(self, want=("Succeed", "Failed"), timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.stat()
+            if s.get("JobState") in want:
+                return s
+            assert time.monotonic() < deadline, f"job did not reach {want} in {timeout}s: {s}"
+            time.sleep(0.5)
+
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.fleet.working_dir) / "master" / "jobs" / self.job_name
+
+    def finished(self, state: str) -> list:
+        d = self.job_dir / state
+        return sorted(p for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+
+    def master_pid(self) -> int:
+        try:
+            return int((Path(self.fleet.working_dir) / "master" / "ossimport.pid").read_text().split()[0])
+        except (OSError, ValueError):
+            return 0
+
+
+@pytest.fixture(scope="module")
+def deployed(fleet, tmp_path_factory):
+    """Deploy once for the module: every host gets the agent, offline."""
+    root = tmp_path_factory.mktemp("deploy")
+    c = Cluster(fleet, root, bucket=None, key_id="", secret="")
+    r = c.console("deploy", timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for host in fleet.hosts:
+        assert f"{host}: deployed ossimport-dist" in r.stdout
+    return r.stdout
+
+
+@pytest.fixture
+def cluster(fleet, deployed, tmp_path, bucket, emulator):
+    made = []
+
+    def make(**kw):
+        c = Cluster(fleet, tmp_path / f"c{len(made)}", bucket, emulator.key_id, emulator.secret, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.console("stop")
+        c.console("clean", c.job_name)
+        subprocess.run(["rm", "-rf", str(c.src)])
+
+
+def _assert_counted_once(c: Cluster, files: dict) -> None:
+    keys, ids = [], []
+    for d in c.finished("succeed_tasks"):
+        ids.append(d.name.split("_")[0])
+        keys += task_keys(d / "TASK")
+        counts = json.loads((d / "COUNTS").read_text())
+        assert counts["failed"] == 0
+    assert len(ids) == len(set(ids)), "a task was recorded twice"
+    assert sorted(keys) == sorted(files)
+
+
+def test_full_job_over_three_workers_with_password_login(cluster, fleet):
+    c = cluster(password_login=True)
+    files = awkward_tree(120)
+    c.put_files(files)
+    c.write_job()
+    c.ok("submit", str(c.job_file))
+    out = c.ok("start")
+    assert "master started" in out
+    s = c.wait_state()
+    assert s["JobState"] == "Succeed", s
+    assert_migrated(c.bucket, files)
+    _assert_counted_once(c, files)
+    hosts_used = {d.name.rsplit("@", 1)[1] for d in c.finished("succeed_tasks")}
+    assert hosts_used == {h.name for h in fleet.hosts}, f"tasks ran only on {hosts_used}"
+    stat = c.ok("stat", c.job_name)
+    for host in fleet.hosts:
+        assert str(host) in stat
+    # Credentials reached the hosts only in a 0600 file, never the master's password.
+    for host in fleet.hosts:
+        cfg = Path(fleet.host_dir(host)) / "worker" / "jobs" / c.job_name / "job.cfg"
+        assert cfg.is_file() and (cfg.stat().st_mode & 0o077) == 0
+        pushed_sys = (Path(fleet.host_dir(host)) / "worker" / "sys.properties").read_text()
+        assert fleet.password not in pushed_sys
+        for p in Path(fleet.host_dir(host)).rglob("TASK"):
+            assert c.secret not in p.read_text()
+    assert fleet.password not in (Path(fleet.working_dir) / "logs" / "master.log").read_text()
+    out = c.ok("stop")
+    assert out.count("agent stopped") == 3
+
+
+def test_agent_killed_and_host_gone_mid_job_still_finishes_everything_once(cluster, fleet):
+    c = cluster()
+    files = {f"p/{i:04d}.bin": os.urandom(16 * 1024 + i) for i in range(240)}
+    c.put_files(files)
+    c.write_sys(**{"workerMaxThroughput(KB/s)": "512"})
+    c.write_job()
+    c.ok("submit", str(c.job_file))
+    c.ok("start")
+    victim = fleet.hosts[1]
+    dispatched = c.job_dir / "dispatched" / victim.name
+    deadline = time.monotonic() + 60
+    while not (dispatched.is_dir() and os.listdir(dispatched)):
+        assert time.monotonic() < deadline, "the victim host never got a task"
+        time.sleep(0.2)
+    pid = int((Path(fleet.host_dir(victim)) / "worker" / "agent.pid").read_text())
+    os.kill(pid, signal.SIGKILL)  # the agent dies mid-task ...
+    fleet.stop_sshd(victim)  # ... and the host drops off the network
+    try:
+        c.write_sys(**{"workerMaxThroughput(KB/s)": "0"})
+        s = c.wait_state(timeout=240)
+        assert s["JobState"] == "Succeed", s
+        assert_migrated(c.bucket, files)
+        _assert_counted_once(c, files)
+        assert not (dispatched.is_dir() and os.listdir(dispatched))
+        log = (Path(fleet.working_dir) / "logs" / "master.log").read_text()
+        assert "back to pending" in log
+    finally:
+        fleet.start_sshd(victim)
+
+
+def test_master_killed_and_restarted_mid_job(cluster, fleet):
+    c = cluster()
+    files = {f"m/{i:04d}.txt": f"file {i}\n".encode() * (i + 1) for i in range(200)}
+    c.put_files(files)
+    c.write_sys(**{"workerMaxThroughput(KB/s)": "64"})
+    c.write_job()
+    c.ok("submit", str(c.job_file))
+    c.ok("start")
+    deadline = time.monotonic() + 60
+    while len(c.finished("succeed_tasks")) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    os.kill(c.master_pid(), signal.SIGKILL)
+    time.sleep(1)
+    c.write_sys(**{"workerMaxThroughput(KB/s)": "0"})
+    c.ok("start")
+    s = c.wait_state(timeout=180)
+    assert s["JobState"] == "Succeed", s
+    assert_migrated(c.bucket, files)
+    _assert_counted_once(c, files)
+
+
+def test_bad_credentials_and_unreachable_hosts_are_one_line_each(cluster, fleet):
+    c = cluster(password_login=True)
+    c.write_sys(workerPassword="not-the-password")
+    r = c.console("deploy", timeout=300)
+    assert r.returncode == 1
+    for host in fleet.hosts:
+        line = [l for l in r.stdout.splitlines() if l.startswith(f"{host}:")]
+        assert len(line) == 1 and "FAILED" in line[0] and "authentication failed" in line[0], r.stdout
+    assert "not-the-password" not in r.stdout + r.stderr
+
+    c2 = cluster()
+    c2.write_sys(privateKeyFile=str(Path(fleet.key_file).with_name("wrong_key")))
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", c2.sys_props["privateKeyFile"]],
+                   check=True)
+    r = c2.console("deploy", timeout=300)
+    assert r.returncode == 1 and r.stdout.count("authentication failed") == len(fleet.hosts), r.stdout
+
+    c3 = cluster(hosts=fleet.hosts[:1])
+    c3.workers_file.write_text(f"{fleet.hosts[0]}\n127.0.0.19:22\n")
+    r = c3.console("deploy", timeout=300)
+    assert r.returncode == 1
+    assert f"{fleet.hosts[0]}: deployed" in r.stdout
+    bad = [l for l in r.stdout.splitlines() if l.startswith("127.0.0.19")]
+    assert len(bad) == 1 and "cannot connect" in bad[0]
