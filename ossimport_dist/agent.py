@@ -196,6 +196,7 @@ class Agent:
             try:
                 if self.paths.pid_file.read_text().strip() == str(os.getpid()):
                     self.paths.pid_file.unlink()
+                    self.paths.heartbeat.unlink()
             except OSError:
                 pass
         return 0

@@ -482,9 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", help="stop the service started by 'start'")
     s = sub.add_parser("clean", help="remove a job's state (not its destination objects)")
     s.add_argument("job", nargs="?")
-    s = sub.add_parser("stat", help="show job progress")
-    s.add_argument("detail", nargs="?", choices=["detail"])
-    s.add_argument("job", nargs="?")
+    s = sub.add_parser("stat", help="show job progress: stat [detail] [job]")
+    s.add_argument("words", nargs="*", metavar="[detail] [job]")
     s = sub.add_parser("retry", help="move failed tasks back to pending")
     s.add_argument("job", nargs="?")
     sub.add_parser("deploy", help="install the agent on every host of the workers file (over SSH)")
@@ -501,7 +500,15 @@ COMMANDS = {"submit": cmd_submit, "start": cmd_start, "stop": cmd_stop, "clean":
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "stat":
+        words = list(args.words)
+        args.detail = bool(words) and words[0] == "detail"
+        words = words[1:] if args.detail else words
+        if len(words) > 1:
+            parser.error("stat takes at most: detail, then a job name")
+        args.job = words[0] if words else None
     try:
         if args.command == "version":
             return cmd_version(None, args)

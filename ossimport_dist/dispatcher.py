@@ -228,7 +228,11 @@ class RemoteTracker:
 
     def _follow_heartbeat(self, host: Host, state: HostState, conn, beat: Optional[dict], now: float) -> None:
         seq = (beat or {}).get("seq")
-        if beat and seq != state.beat_seq:
+        if beat and state.beat_seq is None:
+            # A heartbeat file may be left over from an agent that is gone: only one that moves
+            # while we watch proves a live agent.
+            state.beat_seq = seq
+        elif beat and seq != state.beat_seq:
             state.beat_seq, state.beat_changed_at = seq, now
             state.beat = beat
             if not state.agent_alive:

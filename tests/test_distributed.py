@@ -175,16 +175,18 @@ def test_agent_killed_and_host_gone_mid_job_still_finishes_everything_once(clust
     c = cluster()
     files = {f"p/{i:04d}.bin": os.urandom(16 * 1024 + i) for i in range(240)}
     c.put_files(files)
-    c.write_sys(**{"workerMaxThroughput(KB/s)": "512"})
+    c.write_sys(**{"workerMaxThroughput(KB/s)": "64"})
     c.write_job()
     c.ok("submit", str(c.job_file))
     c.ok("start")
     victim = fleet.hosts[1]
     dispatched = c.job_dir / "dispatched" / victim.name
+    victim_tasks = Path(fleet.host_dir(victim)) / "worker" / "jobs" / c.job_name / "tasks"
     deadline = time.monotonic() + 60
-    while not (dispatched.is_dir() and os.listdir(dispatched)):
-        assert time.monotonic() < deadline, "the victim host never got a task"
-        time.sleep(0.2)
+    while not any((t / "audit.log").is_file() and not (t / "STATUS").exists()
+                  for t in (victim_tasks.iterdir() if victim_tasks.is_dir() else [])):
+        assert time.monotonic() < deadline, "the victim host never started a task"
+        time.sleep(0.1)
     pid = int((Path(fleet.host_dir(victim)) / "worker" / "agent.pid").read_text())
     os.kill(pid, signal.SIGKILL)  # the agent dies mid-task ...
     fleet.stop_sshd(victim)  # ... and the host drops off the network
