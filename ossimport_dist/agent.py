@@ -157,7 +157,7 @@ class Agent:
         if rate != self.throttle.rate:
             log.info("throughput now %s", f"{rate // 1024} KB/s" if rate else "unlimited")
             self.throttle.set_rate(rate)
-        if self.sys_cfg.worker_task_thread_num > self.worker.threads:
+        if self.sys_cfg.worker_task_thread_num != self.worker.threads:
             self.worker.resize(self.sys_cfg.worker_task_thread_num)
 
     # -- heartbeat ------------------------------------------------------------------------

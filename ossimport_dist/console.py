@@ -67,6 +67,9 @@ class Paths:
         if not self.distributed:
             raise StateError(f"'{command}' needs worker hosts: list them one per line in "
                              f"{self.sys_file.parent.parent / 'workers.txt'} (or conf/workers)")
+        self.require_distributed_settings()
+
+    def require_distributed_settings(self) -> None:
         if not Path(self.sys_cfg.working_dir).is_absolute():
             raise ConfigError(self.sys_file, self.sys_cfg.key_lines.get("workingDir", 0), "workingDir",
                               f"must be an absolute path in distributed mode (got '{self.sys_cfg.working_dir}')",

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import javaproperties
+
 from . import config as config_mod
 from .errors import OperatorError
 from .hosts import Host
@@ -249,6 +251,10 @@ class RemoteTracker:
             state.agent_alive = False
         if not state.agent_alive and not state.draining and now - state.agent_started_at > AGENT_RESTART_EVERY_S:
             state.agent_started_at = now
+            try:
+                self._push_settings(host, state, conn)  # so the agent starts with this job's threads
+            except OperatorError:
+                pass  # not deployed yet: the start command below says so
             r = conn.run(agent_start_command(self.working_dir, host.name), check=False)
             if r.rc == 0:
                 log.info("host %s: agent started", host)
@@ -313,7 +319,8 @@ class RemoteTracker:
         p = remote_paths(self.working_dir)
         sys_props = config_mod.redact_for_worker(self.sys.current)
         if sys_props != state.pushed_sys:
-            text = "".join(f"{k}={v}\n" for k, v in sorted(sys_props.items()))
+            conn.makedirs(p["worker"])
+            text = javaproperties.dumps(sys_props, timestamp=False, ensure_ascii=False)
             conn.put_bytes(text.encode("utf-8"), p["sys"], mode=0o600)
             state.pushed_sys = sys_props
         budget = self.budget_share()

@@ -238,7 +238,7 @@ class StandaloneService(ServiceLoop):
         if throughput_bps(new) != self.throttle.rate:
             log.info("workerMaxThroughput(KB/s) now %d", new.worker_max_throughput_kbs)
             self.throttle.set_rate(throughput_bps(new))
-        if new.worker_task_thread_num > self.worker.threads:
+        if new.worker_task_thread_num != self.worker.threads:
             log.info("workerTaskThreadNum now %d", new.worker_task_thread_num)
             self.worker.resize(new.worker_task_thread_num)
 

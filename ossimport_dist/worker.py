@@ -128,35 +128,34 @@ class Worker:
         self._items: queue.Queue = queue.Queue(maxsize=self.threads * 4)
         self._feed: queue.Queue = queue.Queue()
         self._stop = threading.Event()
-        self._pool: list = []
+        self._feeder_thread: Optional[threading.Thread] = None
+        self._transfer_threads: dict = {}  # index -> Thread; thread i runs while i < self.threads
         self._lock = threading.Lock()
         self._runs: dict = {}  # (job, task_id) -> TaskRun
-        self._in_flight = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        feeder = threading.Thread(target=self._feeder, name="worker-feed", daemon=True)
-        feeder.start()
-        self._pool.append(feeder)
-        for i in range(self.threads):
-            t = threading.Thread(target=self._transfer_loop, name=f"transfer-{i}", daemon=True)
-            t.start()
-            self._pool.append(t)
+        self._feeder_thread = threading.Thread(target=self._feeder, name="worker-feed", daemon=True)
+        self._feeder_thread.start()
+        self.resize(self.threads)
 
     def resize(self, threads: int) -> None:
-        """Grow the pool live (workerTaskThreadNum raised in sys.properties)."""
+        """Change the pool live (workerTaskThreadNum edited in sys.properties): new threads
+        start at once; surplus ones end after the file they are copying."""
         with self._lock:
-            while threads > self.threads:
-                t = threading.Thread(target=self._transfer_loop, name=f"transfer-{self.threads}", daemon=True)
-                t.start()
-                self._pool.append(t)
-                self.threads += 1
+            self.threads = max(1, threads)
+            for i in range(self.threads):
+                if i not in self._transfer_threads:
+                    t = threading.Thread(target=self._transfer_loop, args=(i,), name=f"transfer-{i}", daemon=True)
+                    self._transfer_threads[i] = t
+                    t.start()
 
     def stop(self, wait: float = 5.0) -> None:
         self._stop.set()
         deadline = time.monotonic() + wait
-        for t in self._pool:
-            t.join(max(0.0, deadline - time.monotonic()))
+        for t in [self._feeder_thread, *self._transfer_threads.values()]:
+            if t is not None:
+                t.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
@@ -217,8 +216,12 @@ class Worker:
                         continue
 
     # -- transfer threads -----------------------------------------------------------------
-    def _transfer_loop(self) -> None:
+    def _transfer_loop(self, index: int) -> None:
         while not self._stop.is_set():
+            with self._lock:
+                if index >= self.threads:  # the pool shrank: this slot ends, resize may refill it
+                    self._transfer_threads.pop(index, None)
+                    return
             try:
                 run, entry = self._items.get(timeout=0.2)
             except queue.Empty:

@@ -249,3 +249,85 @@ def test_bad_credentials_and_unreachable_hosts_are_one_line_each(cluster, fleet)
     assert f"{fleet.hosts[0]}: deployed" in r.stdout
     bad = [l for l in r.stdout.splitlines() if l.startswith("127.0.0.19")]
     assert len(bad) == 1 and "cannot connect" in bad[0]
+
+
+def test_hosts_join_and_leave_while_the_job_runs_and_budget_changes_live(cluster, fleet):
+    first, second, third = fleet.hosts
+    c = cluster(hosts=[first, second])
+    files = {f"j/{i:04d}.bin": os.urandom(32 * 1024) for i in range(300)}
+    c.put_files(files)
+    c.write_sys(**{"workerMaxThroughput(KB/s)": "64"})
+    c.write_job(**{"jobMaxThroughput(KB/s)": "96"})
+    c.ok("submit", str(c.job_file))
+    c.ok("start")
+    budget = {h: Path(fleet.host_dir(h)) / "worker" / "throughput" for h in fleet.hosts}
+
+    def wait_for(cond, what, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                log = (Path(fleet.working_dir) / "logs" / "master.log").read_text()
+                raise AssertionError(f"{what}; stat:\n{c.ok('stat', c.job_name)}\nmaster.log:\n{log[-3000:]}")
+            time.sleep(0.2)
+
+    # The job-wide 96 KB/s is split between the two live hosts.
+    wait_for(lambda: all(_read_int(budget[h]) == 48 * 1024 for h in (first, second)), "budget never split in two")
+    # A third host joins: it gets tasks, and the budget is split three ways.
+    fleet.write_workers_file(c.workers_file, [first, second, third])
+    wait_for(lambda: (c.job_dir / "dispatched" / third.name).is_dir()
+             and os.listdir(c.job_dir / "dispatched" / third.name), "the new host never got a task")
+    wait_for(lambda: all(_read_int(budget[h]) == 32 * 1024 for h in fleet.hosts), "budget never split in three")
+    # The operator raises the job-wide cap while it runs.
+    out = c.ok("set", "jobMaxThroughput(KB/s)=3000", c.job_name)
+    assert "jobMaxThroughput(KB/s)=3000" in out
+    wait_for(lambda: all(_read_int(budget[h]) == 1000 * 1024 for h in fleet.hosts), "new cap never reached the hosts")
+    # The first host leaves the list: it is drained, it gets nothing new.
+    fleet.write_workers_file(c.workers_file, [second, third])
+    time.sleep(6)  # the master re-reads the workers file every 5 s
+    drained_at_ms = time.time() * 1000
+    first_dir = c.job_dir / "dispatched" / first.name
+    holding = set(os.listdir(first_dir)) if first_dir.is_dir() else set()
+    c.write_sys(**{"workerMaxThroughput(KB/s)": "0"})
+    s = c.wait_state(timeout=180)
+    assert s["JobState"] == "Succeed", s
+    for d in c.finished("succeed_tasks"):
+        task_id, rest = d.name.split("_", 1)
+        ms, host_name = rest.split("@")
+        if host_name == first.name and int(ms) > drained_at_ms:
+            assert task_id in holding, f"drained host got new task {task_id}"
+    assert_migrated(c.bucket, files)
+    _assert_counted_once(c, files)
+    r = c.console("set", "jobName=other", c.job_name)
+    assert r.returncode == 2 and "jobMaxThroughput(KB/s)" in r.stderr
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return -1
+
+
+def test_fabric_tasks_drive_the_same_operations(cluster, fleet):
+    import sys
+
+    c = cluster()
+    host = fleet.hosts[0]
+    env = dict(os.environ, OSSIMPORT_SYS=str(c.sys_file))
+
+    def fab(task):
+        return subprocess.run([sys.executable, "-m", "fabric", "-r", str(Path(CONSOLE).parent / "deploy"),
+                               "-H", f"{host.address}:{host.port}", task],
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    r = fab("deploy")
+    assert r.returncode == 0 and f"{host}: deployed ossimport-dist" in r.stdout, r.stdout + r.stderr
+    r = fab("start")
+    assert r.returncode == 0 and "agent started" in r.stdout, r.stdout + r.stderr
+    deadline = time.monotonic() + 20
+    while "agent alive" not in (r := fab("status")).stdout:
+        assert time.monotonic() < deadline, r.stdout + r.stderr
+        time.sleep(0.5)
+    r = fab("stop")
+    assert r.returncode == 0 and f"{host}: agent stopped" in r.stdout
+    assert "agent not running" in fab("status").stdout
