@@ -92,14 +92,18 @@ def main() -> int:
                     break
                 time.sleep(0.5)
             done = Path(fleet.working_dir) / "master" / "jobs" / job / "succeed_tasks"
-            t1 = max(int(d.split("_")[1].split("@")[0]) for d in os.listdir(done)) / 1000
+            finish_ms = sorted(int(d.split("_")[1].split("@")[0]) for d in os.listdir(done))
+            t1 = finish_ms[-1] / 1000
+            # Steady state: the tasks that finished after the first one, over the time they took.
+            steady = (len(finish_ms) - 1) * 10 * size / ((finish_ms[-1] - finish_ms[0]) / 1000) / (1 << 20)
             console(conf, workers, "stop")
             listed = sum(1 for _ in oss2.ObjectIteratorV2(bucket))
             assert "JobState:Succeed" in out and listed == args.files, (out, listed)
             mib_s = args.files * size / (t1 - t0) / (1 << 20)
             rows.append((n, t1 - t0, mib_s))
             print(f"{n} worker(s), each capped at {args.cap} KB/s: {args.files} x {args.size} in {t1 - t0:.1f} s, "
-                  f"{mib_s:.2f} MiB/s aggregate ({mib_s / (args.cap / 1024):.2f} x one worker's cap)", flush=True)
+                  f"{mib_s:.2f} MiB/s aggregate ({mib_s / (args.cap / 1024):.2f} x one worker's cap); "
+                  f"steady state {steady:.2f} MiB/s ({steady / (args.cap / 1024):.2f} x)", flush=True)
             console(conf, workers, "clean", job)
     finally:
         emu.stop()

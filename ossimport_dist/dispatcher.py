@@ -57,22 +57,25 @@ def remote_paths(working_dir: str) -> dict:
 
 
 def snapshot_command(working_dir: str) -> str:
-    """One round trip: the heartbeat, then one line per task folder ('F' finished, 'R' not)."""
+    """One round trip: whether the agent's process lives, its heartbeat, then one line per task
+    folder ('F' finished, 'R' not)."""
     p = remote_paths(working_dir)
     return (f"cd {shlex.quote(p['worker'])} 2>/dev/null || exit 0; "
+            f"pid=$(cat agent.pid 2>/dev/null) && grep -q {AGENT_MODULE} /proc/$pid/cmdline 2>/dev/null "
+            "&& echo '--ALIVE--'; "
             "cat heartbeat.json 2>/dev/null; echo; echo '--TASKS--'; "
             "for d in jobs/*/tasks/*/; do [ -d \"$d\" ] || continue; "
             "if [ -f \"$d/STATUS\" ]; then echo \"F $d\"; else echo \"R $d\"; fi; done")
 
 
 def parse_snapshot(text: str) -> tuple:
-    """(heartbeat dict or None, {(job, task_id): finished?})"""
+    """(heartbeat dict or None, {(job, task_id): finished?}); the heartbeat only when the agent's
+    process is alive, so one left behind by a dead agent does not count."""
     head, _, tail = text.partition("--TASKS--")
     beat = None
-    head = head.strip()
-    if head:
+    if "--ALIVE--" in head:
         try:
-            beat = json.loads(head)
+            beat = json.loads(head.split("--ALIVE--", 1)[1].strip() or "null")
         except ValueError:
             beat = None
     tasks = {}
@@ -230,11 +233,7 @@ class RemoteTracker:
 
     def _follow_heartbeat(self, host: Host, state: HostState, conn, beat: Optional[dict], now: float) -> None:
         seq = (beat or {}).get("seq")
-        if beat and state.beat_seq is None:
-            # A heartbeat file may be left over from an agent that is gone: only one that moves
-            # while we watch proves a live agent.
-            state.beat_seq = seq
-        elif beat and seq != state.beat_seq:
+        if beat and seq != state.beat_seq:
             state.beat_seq, state.beat_changed_at = seq, now
             state.beat = beat
             if not state.agent_alive:

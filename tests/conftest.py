@@ -7,7 +7,6 @@ import os
 import re
 import secrets
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass

@@ -12,7 +12,6 @@ import time
 import uuid
 from pathlib import Path
 
-import oss2
 import pytest
 
 from conftest import CONSOLE, assert_migrated, awkward_tree, task_keys, write_tree

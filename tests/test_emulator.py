@@ -1,6 +1,5 @@
 """Tests of the OSS emulator with the real oss2 SDK against the emulator running as a subprocess."""
 
-import json
 import os
 import urllib.request
 

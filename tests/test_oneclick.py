@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 from conftest import ROOT, assert_migrated, awkward_tree, write_tree
 

@@ -10,7 +10,7 @@ import time
 
 import oss2
 
-from conftest import (AUDIT_LINE, assert_migrated, awkward_tree, crc64_of, process_cmdlines, task_keys,
+from conftest import (AUDIT_LINE, assert_migrated, awkward_tree, process_cmdlines, task_keys,
                       write_tree)
 
 

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 LISTEN_RE = re.compile(r'^OSS emulator listening on (http://\S+):(\d+)\s*$')
