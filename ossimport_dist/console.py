@@ -289,9 +289,21 @@ def cmd_clean(paths: Paths, args) -> int:
             print(f"job:{name} does not exist, nothing to clean")
             continue
         job.remove()
+        if paths.distributed:
+            _clean_hosts(paths, name)
         log_line(paths.home, "submit.log", f"clean job:{name}")
         print(f"clean job:{name} success!")
     return 0
+
+
+def _clean_hosts(paths: Paths, name: str) -> None:
+    """Remove the job's folder (its tasks and its 0600 job.cfg with the keys) from every host."""
+    from .ssh import run_on_hosts
+
+    folder = f"{paths.sys_cfg.working_dir.rstrip('/')}/worker/jobs/{name}"
+    for host, r in run_on_hosts(paths.hosts(), lambda conn: conn.remove_tree(folder), paths.ssh_settings()).items():
+        if not r.ok:
+            print(f"warning: {r.error}; remove {folder} on {host} by hand", file=sys.stderr)
 
 
 # -- retry ------------------------------------------------------------------------------------

@@ -58,9 +58,11 @@ def remote_paths(working_dir: str) -> dict:
 
 def snapshot_command(working_dir: str) -> str:
     """One round trip: whether the agent's process lives, its heartbeat, then one line per task
-    folder ('F' finished, 'R' not)."""
+    folder ('F' finished, 'R' not). It also removes half-pushed task folders ('.<id>.tmp', left
+    when a link broke mid-push): only this host's tracker thread pushes, and not during a poll."""
     p = remote_paths(working_dir)
     return (f"cd {shlex.quote(p['worker'])} 2>/dev/null || exit 0; "
+            "rm -rf jobs/*/tasks/.*.tmp; "
             f"pid=$(cat agent.pid 2>/dev/null) && grep -q {AGENT_MODULE} /proc/$pid/cmdline 2>/dev/null "
             "&& echo '--ALIVE--'; "
             "cat heartbeat.json 2>/dev/null; echo; echo '--TASKS--'; "
@@ -148,6 +150,7 @@ class RemoteTracker:
         self.links: dict = {}  # host name -> (Host, HostState, Thread)
         self._lock = threading.Lock()
         self.status_dir = home.root / "master" / "hosts"
+        self._budget = None  # (monotonic time, bytes/s per host) of the last computation
 
     # -- the host list --------------------------------------------------------------------
     def set_hosts(self, hosts: list) -> None:
@@ -205,11 +208,12 @@ class RemoteTracker:
                     except Exception:  # noqa: BLE001
                         pass
                     conn = None
-                if state.reachable or not state.error:
+                error = f"unreachable: {exc}"
+                if error != state.error:  # once per distinct problem, not once a second
                     log.warning("host %s: %s", host, exc)
                 state.reachable = False
                 state.agent_alive = False
-                state.error = f"unreachable: {exc}"
+                state.error = error
                 if now - state.last_ok > self.timeout:
                     self._requeue_all(host, state, "unreachable for more than "
                                       f"{self.timeout:.0f} s")
@@ -279,6 +283,7 @@ class RemoteTracker:
     # -- results --------------------------------------------------------------------------
     def _collect(self, host: Host, state: HostState, conn, jobs: dict, remote: dict) -> None:
         jobs_dir = remote_paths(self.working_dir)["jobs"]
+        ours = {name: set(job.dispatched_ids(host.name)) for name, job in jobs.items()}
         for (job_name, task_id), finished in sorted(remote.items()):
             job = jobs.get(job_name)
             folder = f"{jobs_dir}/{job_name}/tasks/{task_id}"
@@ -287,14 +292,14 @@ class RemoteTracker:
                 continue
             if finished:
                 self._pull(host, conn, job, task_id, folder)
-            elif task_id not in set(job.dispatched_ids(host.name)):
+            elif task_id not in ours[job_name]:
                 # Put back to pending when the host looked dead, and maybe running elsewhere now.
                 if job.finished_dir(task_id) is not None or (job.pending / task_id).exists() or \
                         any((job.dispatched(h) / task_id).exists() for h in job.dispatched_hosts()):
                     log.info("host %s: task %s belongs elsewhere now; removing it there", host, task_id)
                     conn.remove_tree(folder)
         for job in jobs.values():
-            for task_id in job.dispatched_ids(host.name):
+            for task_id in ours[job.name]:
                 if (job.name, task_id) not in remote and job.finished_dir(task_id) is None:
                     log.warning("host %s: lost task %s; back to pending", host, task_id)
                     job.undispatch(task_id, host.name)
@@ -328,7 +333,19 @@ class RemoteTracker:
             state.pushed_budget = budget
 
     def budget_share(self) -> Optional[int]:
-        """This host's bytes/s of the job-wide budget: the tightest job's cap over live hosts."""
+        """This host's bytes/s of the job-wide budget: the tightest job's cap over live hosts.
+        Worked out at most once a second for all hosts (it reads every job's configuration)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._budget
+        if cached is not None and now - cached[0] < POLL_S:
+            return cached[1]
+        share = self._compute_budget_share()
+        with self._lock:
+            self._budget = (now, share)
+        return share
+
+    def _compute_budget_share(self) -> Optional[int]:
         caps = []
         for job in self.jobs():
             try:

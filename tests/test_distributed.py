@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import CONSOLE, assert_migrated, awkward_tree, task_keys, write_tree
@@ -330,3 +331,60 @@ def test_fabric_tasks_drive_the_same_operations(cluster, fleet):
     r = fab("stop")
     assert r.returncode == 0 and f"{host}: agent stopped" in r.stdout
     assert "agent not running" in fab("status").stdout
+
+
+def test_clean_removes_the_job_and_its_keys_from_every_host(cluster, fleet):
+    c = cluster()
+    c.put_files({"a.txt": b"a", "b.txt": b"b"})
+    c.write_job()
+    c.ok("submit", str(c.job_file))
+    c.ok("start")
+    assert c.wait_state()["JobState"] == "Succeed"
+    c.ok("stop")
+    held = [h for h in fleet.hosts if (Path(fleet.host_dir(h)) / "worker" / "jobs" / c.job_name / "job.cfg").exists()]
+    assert held, "no host received the job"
+    assert c.ok("clean", c.job_name).strip() == f"clean job:{c.job_name} success!"
+    for h in fleet.hosts:
+        assert not (Path(fleet.host_dir(h)) / "worker" / "jobs" / c.job_name).exists()
+
+
+def test_a_late_result_from_a_host_presumed_dead_is_accepted_once(cluster, fleet):
+    c = cluster()
+    files = {f"l/{i:03d}.bin": os.urandom(16 * 1024) for i in range(60)}
+    c.put_files(files)
+    c.write_sys(**{"workerMaxThroughput(KB/s)": "48"})
+    c.write_job()
+    c.ok("submit", str(c.job_file))
+    c.ok("start")
+    victim = fleet.hosts[2]
+    victim_tasks = Path(fleet.host_dir(victim)) / "worker" / "jobs" / c.job_name / "tasks"
+    deadline = time.monotonic() + 60
+    while not any((t / "audit.log").is_file() and not (t / "STATUS").exists()
+                  for t in (victim_tasks.iterdir() if victim_tasks.is_dir() else [])):
+        assert time.monotonic() < deadline, "the victim host never started a task"
+        time.sleep(0.1)
+    # The host drops off the network (its sshd and every SSH session end), but its agent goes on
+    # and finishes what it holds.
+    agent_pid = int((Path(fleet.host_dir(victim)) / "worker" / "agent.pid").read_text())
+    fleet.stop_sshd(victim, kill_sessions=False)
+    for pid in fleet.host_pids(victim):
+        if pid != agent_pid and psutil.pid_exists(pid) and "sshd" in " ".join(psutil.Process(pid).cmdline()):
+            os.kill(pid, signal.SIGKILL)
+    try:
+        c.write_sys(**{"workerMaxThroughput(KB/s)": "0"})
+        s = c.wait_state(timeout=180)
+        assert s["JobState"] == "Succeed", s
+        late = [t.name for t in victim_tasks.iterdir() if (t / "STATUS").exists()]
+        wlog = (Path(fleet.host_dir(victim)) / "logs" / "worker.log").read_text()[-3000:]
+        assert late, f"the victim finished nothing while it was away: {sorted(os.listdir(victim_tasks))} {fleet.host_pids(victim)}\n{wlog}"
+    finally:
+        fleet.start_sshd(victim)
+    # Back on the network: its results arrive late and are dropped, never counted twice.
+    deadline = time.monotonic() + 30
+    while any(victim_tasks.iterdir()):
+        assert time.monotonic() < deadline, "the late results were never collected: " + \
+            (Path(fleet.working_dir) / "logs" / "master.log").read_text()[-2500:]
+        time.sleep(0.3)
+    assert c.stat()["JobState"] == "Succeed"
+    _assert_counted_once(c, files)
+    assert_migrated(c.bucket, files)
