@@ -25,7 +25,7 @@ from .accounting import JobAccount
 from .errors import OperatorError
 from .layout import Home, JobLayout, write_atomic
 from .scanner import Scanner, SplitLimits
-from .storage import open_destination, open_source
+from .storage import open_job_destination, open_job_source
 from .throttle import Throttle
 from .tracker import LocalTracker
 from .transfer import Backpressure, TransferOptions, Transferer
@@ -43,20 +43,13 @@ def throughput_bps(sys_cfg) -> int:
     return int(sys_cfg.worker_max_throughput_kbs) * 1024
 
 
-def open_job_drivers(job_cfg, sys_cfg=None):
+def open_job_drivers(job_cfg):
     """(source, destination) for a job, the same way for scanner, worker and agent."""
-    source = open_source(job_cfg.src_type, prefix=job_cfg.src_prefix, bucket=job_cfg.src_bucket,
-                         domain=job_cfg.src_domain, access_key=job_cfg.src_access_key,
-                         secret_key=job_cfg.src_secret_key, allow_symlinks=job_cfg.is_allow_symbolic_link)
-    destination = open_destination(job_cfg.dest_type, domain=job_cfg.dest_domain, bucket=job_cfg.dest_bucket,
-                                   prefix=job_cfg.dest_prefix, access_key=job_cfg.dest_access_key,
-                                   secret_key=job_cfg.dest_secret_key,
-                                   server_side_encryption=job_cfg.is_server_side_encryption)
-    return source, destination
+    return open_job_source(job_cfg), open_job_destination(job_cfg)
 
 
 def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressure, host: str) -> JobRuntime:
-    source, destination = open_job_drivers(job_cfg, sys_cfg)
+    source, destination = open_job_drivers(job_cfg)
     account = JobAccount(job_cfg.job_name, host)
     options = TransferOptions(
         multipart_threshold=job_cfg.multipart_upload_threshold,

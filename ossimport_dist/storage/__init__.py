@@ -47,6 +47,16 @@ def open_source(kind: str, *, prefix: str, bucket: str = "", domain: str = "",
                              secret_key=secret_key, allow_symlinks=allow_symlinks)
 
 
+def open_job_source(job_cfg) -> Source:
+    """The source a job reads (``srcType``); the driver takes the settings it needs from the job."""
+    return _load(_SOURCES, job_cfg.src_type, "srcType").from_job(job_cfg)
+
+
+def open_job_destination(job_cfg) -> Destination:
+    """The destination a job writes (``destType``)."""
+    return _load(_DESTINATIONS, job_cfg.dest_type, "destType").from_job(job_cfg)
+
+
 def open_destination(kind: str, *, domain: str, bucket: str, prefix: str, access_key: str,
                      secret_key: str, server_side_encryption: bool = False) -> Destination:
     cls = _load(_DESTINATIONS, kind, "destination type")
@@ -55,4 +65,5 @@ def open_destination(kind: str, *, domain: str, bucket: str, prefix: str, access
 
 
 __all__ = ["Destination", "Features", "PutResult", "RequestFailed", "Source",
-           "UnknownStorageKind", "open_destination", "open_source", "source_kinds"]
+           "UnknownStorageKind", "open_destination", "open_job_destination", "open_job_source",
+           "open_source", "source_kinds"]

@@ -92,6 +92,10 @@ class LocalSource(Source):
     def from_settings(cls, *, prefix: str, allow_symlinks: bool = False, **_unused):
         return cls(prefix, allow_symlinks=allow_symlinks)
 
+    @classmethod
+    def from_job(cls, job):
+        return cls(job.src_prefix, allow_symlinks=job.is_allow_symbolic_link)
+
     def on_skip(self, key: str, reason: str) -> None:
         """Called for every file the listing leaves out; the scanner replaces it to record them."""
         log.warning("not copied: %s%s: %s", self.root, key, reason)

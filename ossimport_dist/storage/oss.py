@@ -298,6 +298,12 @@ class OssDestination(_OssStore, Destination):
         super().__init__(domain, bucket, prefix, access_key, secret_key)
         self.server_side_encryption = server_side_encryption
 
+    @classmethod
+    def from_job(cls, job):
+        return cls(domain=job.dest_domain, bucket=job.dest_bucket, prefix=job.dest_prefix,
+                   access_key=job.dest_access_key, secret_key=job.dest_secret_key,
+                   server_side_encryption=job.is_server_side_encryption)
+
     def _object_headers(self, headers: Optional[dict]) -> dict:
         out = dict(headers) if headers else {}
         if self.server_side_encryption:
@@ -409,6 +415,11 @@ class OssSource(_OssStore, Source):
                       secret_key: str, **_unused):
         return cls(domain=domain, bucket=bucket, prefix=prefix, access_key=access_key,
                    secret_key=secret_key)
+
+    @classmethod
+    def from_job(cls, job):
+        return cls(domain=job.src_domain, bucket=job.src_bucket, prefix=job.src_prefix,
+                   access_key=job.src_access_key, secret_key=job.src_secret_key)
 
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
