@@ -250,10 +250,6 @@ def cmd_submit(paths: Paths, args) -> int:
         raise ConfigError(job_file, job_cfg.key_lines.get("srcPrefix", 0), "srcPrefix",
                           f"directory '{job_cfg.src_prefix}' does not exist or is not a directory",
                           "mount the source or fix srcPrefix")
-    if job_cfg.is_incremental:
-        raise ConfigError(job_file, 0, "isIncremental",
-                          "incremental mode is not available in this version yet",
-                          "set isIncremental=false and run the job again later for new files")
     home = paths.home
     home.ensure()
     job = home.job(job_cfg.job_name)
@@ -378,7 +374,20 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
     return {"name": job.name, "pending": pending, "dispatched": dispatched, "succeed_tasks": len(succeed_dirs),
             "failed_tasks": len(failed_dirs), "scan_finished": scan_done, "state": state,
             "objects": objects, "bytes": size, "totals": totals, "scan_error": scan_error,
-            "bytes_per_s": progress.get("bytes_per_s", 0.0), "files_per_s": progress.get("files_per_s", 0.0)}
+            "bytes_per_s": progress.get("bytes_per_s", 0.0), "files_per_s": progress.get("files_per_s", 0.0),
+            "incremental": incremental_stat(job) if job.round_file.exists() or job.round_dir(0).is_dir() else None}
+
+
+def incremental_stat(job: JobLayout) -> dict:
+    state = job.round_state()
+    gone = 0
+    round_dir = job.round_dir(state["round"])
+    if state["round"] > 0 and round_dir.is_dir():
+        for p in round_dir.glob("*.deleted"):
+            with open(p, "rb") as f:
+                gone += sum(1 for _ in f)
+    return {"round": state["round"], "next_at": state["next_at"], "gone": gone,
+            "gone_files": str(round_dir.relative_to(job.home.root)) + "/*.deleted"}
 
 
 def format_stat(s: dict) -> str:
@@ -406,6 +415,13 @@ def format_stat(s: dict) -> str:
         remaining = s["bytes"] - done_bytes - t["failed_bytes"]
         eta = human_duration(remaining / rate) if rate > 0 and s["scan_finished"] else "unknown"
         lines.append(f"Rate:{human_bytes(rate)}/s, {s['files_per_s']:.0f} files/s, ETA:{eta}")
+    inc = s.get("incremental")
+    if inc is not None:
+        when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(inc["next_at"])) if inc["next_at"]
+                else "after this round")
+        lines.append(f"Incremental:round {inc['round']}, next rescan {when}; {inc['gone']} object(s) gone from "
+                     f"the source since the round before (listed in {inc['gone_files']}, never deleted "
+                     f"at the destination)")
     if s["scan_error"]:
         lines.append(f"Scan Error:{s['scan_error']}")
     if s["failed_tasks"]:

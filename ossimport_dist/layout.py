@@ -140,6 +140,47 @@ class JobLayout:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints" / "0"
 
+    # -- incremental rounds: round 0 is the full pass, each rescan the next number ------------
+    def round_checkpoints(self, round_no: int) -> Path:
+        return self.root / "checkpoints" / str(round_no)
+
+    def round_dir(self, round_no: int) -> Path:
+        return self.root / "rounds" / str(round_no)
+
+    def round_manifest(self, round_no: int, unit_hex: str) -> Path:
+        return self.round_dir(round_no) / f"{unit_hex}.manifest"
+
+    @property
+    def round_file(self) -> Path:
+        return self.root / "ROUND"
+
+    def round_state(self) -> dict:
+        """{'round': n, 'next_at': Unix time of the next rescan or None}."""
+        try:
+            import json
+
+            doc = json.loads(self.round_file.read_text())
+            return {"round": int(doc.get("round", 0)), "next_at": doc.get("next_at")}
+        except (OSError, ValueError):
+            return {"round": 0, "next_at": None}
+
+    def set_round_state(self, round_no: int, next_at: Optional[float]) -> None:
+        import json
+
+        write_atomic(self.round_file, json.dumps({"round": round_no, "next_at": next_at}).encode())
+
+    def start_round(self, round_no: int) -> int:
+        """Begin an incremental rescan: the failed tasks of the round before run again (their
+        files re-read), and the scan starts over. Returns how many failed tasks were retried."""
+        retried = self.retry_failed()
+        self.set_round_state(round_no, None)
+        write_atomic(self.queue_marker, b"")
+        return retried
+
+    def idle(self) -> bool:
+        """Nothing pending or dispatched: the current round is complete once the scan is."""
+        return not self.pending_ids() and not any(self.dispatched_ids(h) for h in self.dispatched_hosts())
+
     @property
     def pending(self) -> Path:
         return self.root / "pending_tasks"

@@ -16,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .layout import TASK_FILE, JobLayout, read_task_file, write_atomic
@@ -78,9 +80,64 @@ def plan_units(source: Source, threads: int, depth: int) -> list:
     return units
 
 
-def task_id_for(job_name: str, unit: ScanUnit, number: int) -> str:
-    raw = f"{job_name}\0{unit.unit_id}\0{number}".encode("utf-8", "surrogateescape")
+def task_id_for(job_name: str, unit: ScanUnit, number: int, round_no: int = 0) -> str:
+    # Round 0 keeps the plain form, so ids of a job submitted before rounds existed still match.
+    unit_part = unit.unit_id if round_no == 0 else f"{round_no}\0{unit.unit_id}"
+    raw = f"{job_name}\0{unit_part}\0{number}".encode("utf-8", "surrogateescape")
     return hashlib.md5(raw).hexdigest()
+
+
+def changed(entry: ObjectEntry, before: ObjectEntry) -> bool:
+    """Whether an object differs from the round before: size and mtime, and every fingerprint
+    both listings give (CRC64, MD5, and the ETag or change token), so a copy that kept the old
+    mtime is still seen (a local file's token holds its inode and ctime, which a copy cannot keep)."""
+    if entry.size != before.size or abs(entry.mtime - before.mtime) > 1e-3:
+        return True
+    for a, b in ((entry.crc64, before.crc64), (entry.md5, before.md5), (entry.etag, before.etag)):
+        if a is not None and b is not None and a != b:
+            return True
+    return False
+
+
+class RoundDiff:
+    """Merge one unit's new listing with its manifest from the round before (both in key order):
+    writes the new manifest, yields new and changed entries, records keys gone from the source."""
+
+    def __init__(self, previous: Optional[Path], manifest: Path, deleted: Path):
+        self.previous, self.manifest, self.deleted = previous, manifest, deleted
+        self.gone = 0
+
+    def _before(self) -> Iterator[ObjectEntry]:
+        if self.previous is None or not self.previous.is_file():
+            return
+        with open(self.previous, "r", encoding="ascii") as f:
+            for line in f:
+                if line.strip():
+                    yield ObjectEntry.from_json(line)
+
+    def filter(self, entries: Iterator[ObjectEntry]) -> Iterator[ObjectEntry]:
+        tmp = self.manifest.with_name(self.manifest.name + ".tmp")
+        before = self._before()
+        old = next(before, None)
+        with open(tmp, "w", encoding="ascii") as out, open(self.deleted, "w", encoding="utf-8",
+                                                            errors="surrogateescape") as gone:
+            for entry in entries:
+                out.write(entry.to_json() + "\n")
+                while old is not None and old.key < entry.key:
+                    gone.write(old.key + "\n")
+                    self.gone += 1
+                    old = next(before, None)
+                if old is not None and old.key == entry.key:
+                    same = not changed(entry, old)
+                    old = next(before, None)
+                    if same:
+                        continue
+                yield entry
+            while old is not None:
+                gone.write(old.key + "\n")
+                self.gone += 1
+                old = next(before, None)
+        os.replace(tmp, self.manifest)
 
 
 def cut_tasks(entries: Iterator[ObjectEntry], limits: SplitLimits) -> Iterator[list]:
@@ -103,15 +160,21 @@ class Scanner:
 
     def __init__(self, job: JobLayout, source: Source, limits: SplitLimits, threads: int = 1,
                  depth: int = 1, stop: Optional[threading.Event] = None,
-                 on_task: Optional[Callable[[Task], None]] = None):
+                 on_task: Optional[Callable[[Task], None]] = None, round_no: int = 0,
+                 incremental: bool = False):
         self.job, self.source, self.limits = job, source, limits
         self.threads, self.depth = max(1, threads), max(1, depth)
         self.stop = stop or threading.Event()
         self.on_task = on_task
+        # Incremental jobs keep a manifest of every round, to find what changed in the next one.
+        self.round_no, self.incremental = round_no, incremental
+        self.checkpoints = job.round_checkpoints(round_no)
 
     def run(self) -> bool:
         """Scan until done (True) or stopped (False). Errors of the source propagate."""
-        self.job.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        if self.incremental:
+            self.job.round_dir(self.round_no).mkdir(parents=True, exist_ok=True)
         units = plan_units(self.source, self.threads, self.depth)
         log.info("job %s: scanning %d unit(s) with %d thread(s)", self.job.name, len(units), self.threads)
         if self.threads == 1:
@@ -129,7 +192,7 @@ class Scanner:
 
     # -- one unit ---------------------------------------------------------------------------
     def _cpt_path(self, unit: ScanUnit):
-        return self.job.checkpoints / f"{unit.hex}.cpt"
+        return self.checkpoints / f"{unit.hex}.cpt"
 
     def load_checkpoint(self, unit: ScanUnit) -> UnitCheckpoint:
         path = self._cpt_path(unit)
@@ -143,7 +206,7 @@ class Scanner:
     def _catch_up(self, unit: ScanUnit, cpt: UnitCheckpoint) -> None:
         """Tasks written after the last checkpoint (a crash between the two writes) count."""
         while True:
-            task_id = task_id_for(self.job.name, unit, cpt.tasks + 1)
+            task_id = task_id_for(self.job.name, unit, cpt.tasks + 1, self.round_no)
             task_file = self._find_task_file(task_id)
             if task_file is None:
                 return
@@ -173,13 +236,23 @@ class Scanner:
         if cpt.done:
             return
         self._catch_up(unit, cpt)
-        entries = self.source.list(unit.subtree, recursive=unit.recursive, start_after=cpt.last_key)
+        if self.incremental:
+            # The manifest must hold the whole unit, so a resumed unit lists from its start and
+            # only tasks what lies past its checkpoint.
+            diff = RoundDiff(self.job.round_manifest(self.round_no - 1, unit.hex) if self.round_no else None,
+                             self.job.round_manifest(self.round_no, unit.hex),
+                             self.job.round_dir(self.round_no) / f"{unit.hex}.deleted")
+            listed = self.source.list(unit.subtree, recursive=unit.recursive)
+            resume_after = cpt.last_key
+            entries = (e for e in diff.filter(listed) if resume_after is None or e.key > resume_after)
+        else:
+            entries = self.source.list(unit.subtree, recursive=unit.recursive, start_after=cpt.last_key)
         for batch in cut_tasks(entries, self.limits):
             if self.stop.is_set():
                 return
             cpt.tasks += 1
-            task = Task(task_id=task_id_for(self.job.name, unit, cpt.tasks), job_name=self.job.name,
-                        objects=batch)
+            task = Task(task_id=task_id_for(self.job.name, unit, cpt.tasks, self.round_no),
+                        job_name=self.job.name, objects=batch)
             self.job.add_pending(task)
             cpt.last_key = batch[-1].key
             cpt.objects += len(batch)
@@ -193,10 +266,10 @@ class Scanner:
 
 
 def scanned_totals(job: JobLayout) -> tuple:
-    """(objects, bytes, tasks) listed so far, summed over the checkpoints."""
+    """(objects, bytes, tasks) put in tasks so far, summed over the checkpoints of every round."""
     objects = size = tasks = 0
-    if job.checkpoints.is_dir():
-        for p in job.checkpoints.glob("*.cpt"):
+    if job.checkpoints.parent.is_dir():
+        for p in job.checkpoints.parent.glob("*/*.cpt"):
             try:
                 doc = json.loads(p.read_text("utf-8"))
             except (OSError, ValueError):

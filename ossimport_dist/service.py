@@ -76,6 +76,7 @@ class Master:
         self.stop_event = stop_event
         self.on_job_loaded = on_job_loaded  # (name, job_cfg, JobLayout) -> None
         self.jobs: dict = {}  # name -> JobLayout
+        self.incremental: dict = {}  # name -> seconds between rescans, for incremental jobs
         self._scanners: dict = {}  # name -> Thread
         self._scan_failed_at: dict = {}
 
@@ -96,9 +97,13 @@ class Master:
                 log.error("job %s: cannot load: %s", name, exc)
                 continue
             self.jobs[name] = job
+            if job_cfg.is_incremental:
+                self.incremental[name] = job_cfg.incremental_mode_interval
             log.info("job %s: loaded (%s -> %s/%s)", name, job_cfg.src_type, job_cfg.dest_domain,
                      job_cfg.dest_bucket)
         for name, job in self.jobs.items():
+            if job.scan_finished:
+                self._next_round(name, job)
             if job.scan_finished or (name in self._scanners and self._scanners[name].is_alive()):
                 continue
             if time.monotonic() - self._scan_failed_at.get(name, -1e9) < SCAN_RETRY_S:
@@ -107,16 +112,34 @@ class Master:
             self._scanners[name] = t
             t.start()
 
+    def _next_round(self, name: str, job: JobLayout) -> None:
+        """Incremental jobs: once a round is complete, schedule the next rescan, then start it."""
+        if not self.incremental.get(name) or not job.idle():
+            return
+        state = job.round_state()
+        now = time.time()
+        if state["next_at"] is None:
+            interval = self.incremental[name]
+            job.set_round_state(state["round"], now + interval)
+            log.info("job %s: round %d complete; next rescan in %d s", name, state["round"], interval)
+        elif now >= state["next_at"]:
+            retried = job.start_round(state["round"] + 1)
+            log.info("job %s: round %d: rescanning the source (%d failed task(s) of the last round retried)",
+                     name, state["round"] + 1, retried)
+
     def _scan(self, name: str) -> None:
         job = self.jobs[name]
         error_file = job.root / "scan.error"
         try:
             job_cfg = config_mod.load_job(job.config_file)
             source, _ = open_job_drivers(job_cfg)
+            round_no = job.round_state()["round"]
+            # importSince applies to the first pass only; later rounds take whatever changed.
             limits = SplitLimits(job_cfg.task_object_count_limit, job_cfg.task_object_size_limit,
-                                 job_cfg.import_since)
+                                 job_cfg.import_since if round_no == 0 else 0)
             Scanner(job, source, limits, threads=job_cfg.scan_thread_count,
-                    depth=job_cfg.max_multi_thread_scan_depth, stop=self.stop_event).run()
+                    depth=job_cfg.max_multi_thread_scan_depth, stop=self.stop_event,
+                    round_no=round_no, incremental=job_cfg.is_incremental).run()
             if error_file.exists():
                 error_file.unlink()
         except OperatorError as exc:
