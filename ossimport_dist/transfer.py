@@ -129,6 +129,32 @@ class Transferer:
         # Built-in table only: the same file gets the same Content-Type on every worker host,
         # whatever /etc/mime.types says there.
         self._mime = mimetypes.MimeTypes(filenames=())
+        self._server_copy = True  # until the store refuses a server-side copy once
+
+    def _copy_server_side(self, entry: ObjectEntry) -> Optional[FileResult]:
+        """Copy inside the store (same OSS endpoint): the bytes never pass through this worker.
+        None when the store refuses (the destination's keys cannot read the source bucket):
+        the bytes then go through us, for this file and the rest."""
+        now = self._call(self.source.stat, entry.key)
+        if now is None:
+            return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
+        if now.size != entry.size:
+            return FileResult(entry.key, Outcome.CHECK_FAILED,
+                              detail=f"{SIZE_NOT_MATCH}: listed {entry.size} bytes, now {now.size} bytes")
+        try:
+            result = self._call(self.destination.copy_from, self.source, entry, self.options.part_size,
+                                now.headers or None)
+        except OperatorError as exc:
+            log.warning("server-side copy refused (%s); copying through this worker instead", exc)
+            self._server_copy = False
+            return None
+        stored = result.crc64 if result.crc64 is not None else self._stored_crc(entry.key, entry.size)
+        if now.crc64 is not None and stored != now.crc64:
+            return FileResult(entry.key, Outcome.CHECK_FAILED,
+                              detail=f"{CRC_NOT_MATCH}: source {now.crc64}, copy {stored}")
+        if self.on_bytes:
+            self.on_bytes(entry.size)
+        return FileResult(entry.key, Outcome.SUCCEED, size=entry.size, crc64=stored, detail="server-side copy")
 
     # ---------------------------------------------------------------- retry machinery
 
@@ -230,6 +256,10 @@ class Transferer:
                 if existing is not None and self._same(entry, existing):
                     return FileResult(key, Outcome.SKIPPED, detail="destination has the same "
                                       "object", crc64=existing.crc64)
+            if self._server_copy and self.destination.can_copy_from(self.source):
+                result = self._copy_server_side(entry)
+                if result is not None:
+                    return result
             if entry.size < self.options.multipart_threshold:
                 return self._copy_small(entry)
             return self._copy_multipart(entry, pathlib.Path(state_dir))

@@ -298,10 +298,19 @@ def test_bucket_to_bucket_copy_through_oss_source(migration, emulator):
                                     "destPrefix": "copied/", "multipartUploadThreshold": "1m",
                                     "multipartUploadPartSize": "1m"})
     migration.ok("submit", str(migration.job_file))
+    before = emulator.stats()["by_operation"]
     migration.ok("start")
     assert migration.wait_state()["JobState"] == "Succeed"
     assert_migrated(migration.bucket, {k[len("photos/"):]: v for k, v in files.items()}, "copied/")
     assert migration.bucket.head_object("copied/000 é+#.jpg").content_type == "image/jpeg"
+    assert migration.bucket.head_object("copied/large.bin").content_type == "image/jpeg"
+    # Same endpoint: the bytes stayed inside OSS (CopyObject / UploadPartCopy), none went through us.
+    after = emulator.stats()["by_operation"]
+    ops = {op: after.get(op, 0) - before.get(op, 0) for op in after}
+    assert ops.get("CopyObject", 0) == len(files) - 1 and ops.get("UploadPartCopy", 0) == 4, ops
+    assert ops.get("PutObject", 0) == 0 and ops.get("UploadPart", 0) == 0, ops
+    audit = "".join((t / "audit.log").read_text() for t in migration.task_dirs("succeed_tasks"))
+    assert audit.count("Detail:server-side copy") == len(files)
 
 
 def test_retry_is_safe_from_cron(migration):

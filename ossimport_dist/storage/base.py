@@ -98,5 +98,13 @@ class Destination:
     def abort_multipart(self, key: str, upload_id: str) -> None:
         raise NotImplementedError
 
+    # Server-side copy: the store copies from ``source`` itself, the bytes never pass through us.
+    def can_copy_from(self, source: Source) -> bool:
+        return False
+
+    def copy_from(self, source: Source, entry: ObjectEntry, part_size: int,
+                  headers: Optional[dict] = None) -> PutResult:
+        raise NotImplementedError
+
     def close(self) -> None:
         pass

@@ -288,9 +288,13 @@ class _OssStore:
         self.lean.close()
 
 
+# OSS's CopyObject takes objects up to 1 GB; larger ones are copied part by part.
+MAX_COPY_OBJECT = 1 << 30
+
+
 class OssDestination(_OssStore, Destination):
     kind = "oss"
-    features = Features(has_crc64=True, multipart=True)
+    features = Features(has_crc64=True, multipart=True, server_side_copy_from=("oss",))
     role = "dest"
 
     def __init__(self, *, domain: str, bucket: str, prefix: str = "", access_key: str = "",
@@ -360,6 +364,29 @@ class OssDestination(_OssStore, Destination):
         except RequestFailed as exc:
             if exc.code != "NoSuchUpload":
                 raise
+
+    def can_copy_from(self, source) -> bool:
+        """Same OSS endpoint: CopyObject / UploadPartCopy, the bytes stay inside OSS."""
+        return getattr(source, "kind", "") == "oss" and source.endpoint.url == self.endpoint.url
+
+    def copy_from(self, source, entry: ObjectEntry, part_size: int, headers: Optional[dict] = None) -> PutResult:
+        full, src_full = self.prefix + entry.key, source.prefix + entry.key
+        if entry.size <= MAX_COPY_OBJECT and entry.size < part_size * 2:
+            result = self._oss2("CopyObject", full, self.bucket.copy_object, source.bucket_name, src_full, full,
+                                headers=self._object_headers(headers))
+            return PutResult(crc64=result.crc, etag=(result.etag or "").strip('"') or None)
+        upload_id = self.init_multipart(entry.key, headers)
+        try:
+            parts = []
+            for number, start in enumerate(range(0, entry.size, part_size), start=1):
+                end = min(start + part_size, entry.size) - 1
+                result = self._oss2("UploadPartCopy", full, self.bucket.upload_part_copy, source.bucket_name,
+                                    src_full, (start, end), full, upload_id, number)
+                parts.append((number, (result.etag or "").strip('"')))
+            return self.complete_multipart(entry.key, upload_id, parts)
+        except BaseException:
+            self.abort_multipart(entry.key, upload_id)
+            raise
 
 
 def _reraise(exc):
