@@ -23,10 +23,10 @@ MIB = 1024 * KIB
 GIB = 1024 * MIB
 TIB = 1024 * GIB
 
-SRC_TYPES = ("local", "oss", "qiniu", "bos", "ks3", "s3", "youpai", "http", "cos", "azure")
+SRC_TYPES = ("local", "oss", "qiniu", "bos", "ks3", "s3", "youpai", "http", "cos", "azure", "list")
 # Sources addressed by a bucket (or azure container); local and http are not.
 BUCKET_SRC_TYPES = ("oss", "qiniu", "bos", "ks3", "s3", "youpai", "cos", "azure")
-DEST_TYPES = ("oss",)
+DEST_TYPES = ("oss", "local")
 # Announced destination types; named in the error so nobody thinks it is a typo.
 PLANNED_DEST_TYPES = ("s3", "local")
 JOB_TYPES = ("import", "audit")
@@ -73,6 +73,9 @@ class JobConfig:
     src_domain: str = ""
     src_bucket: str = ""
     src_prefix: str = ""
+    # New (srcType=list): a manifest of keys (or a job's error.list) read from listSrcType.
+    list_file_path: str = ""
+    list_src_type: str = "local"
     dest_type: str = "oss"
     dest_access_key: str = ""
     dest_secret_key: str = field(default="", repr=False)
@@ -167,6 +170,8 @@ _JOB_KEYS = (
     _Key("srcDomain", "src_domain", "str"),
     _Key("srcBucket", "src_bucket", "str"),
     _Key("srcPrefix", "src_prefix", "str"),
+    _Key("listFilePath", "list_file_path", "str"),
+    _Key("listSrcType", "list_src_type", "choice", choices=SRC_TYPES[:-1]),
     _Key("destType", "dest_type", "choice", choices=DEST_TYPES),
     _Key("destAccessKey", "dest_access_key", "str"),
     _Key("destSecretKey", "dest_secret_key", "str"),
@@ -521,6 +526,11 @@ def _check_job(cfg: JobConfig, lines, warnings):
             fail("relativePathColumn",
                  f"must differ from httpPrefixColumn (both {cfg.http_prefix_column})",
                  "the usual layout is httpPrefixColumn=1, relativePathColumn=2")
+    if cfg.src_type == "list":
+        require("listFilePath", "set listFilePath to the absolute path of the manifest (one key per line)")
+        if not _is_absolute(cfg.list_file_path):
+            fail("listFilePath", f"must be an absolute path (got '{cfg.list_file_path}')",
+                 "e.g. listFilePath=/data/failed.list")
     if cfg.src_type == "youpai" and cfg.is_download_from_cdn:
         require("cdnDomain", "set cdnDomain, or isDownloadFromCdn=false")
 
@@ -559,6 +569,14 @@ def _check_dest(cfg, fail, require):
         fail("destPrefix", f"must not start with '{cfg.dest_prefix[0]}' (got "
              f"'{cfg.dest_prefix}')", "OSS keys cannot start with '/'; write it as "
              f"'{cfg.dest_prefix.lstrip(_SLASHES)}'")
+    if cfg.dest_type == "local":
+        # A directory: destDomain is its absolute path, destPrefix a folder under it.
+        require("destDomain", "set destDomain to the absolute path of the destination directory")
+        root = cfg.dest_domain[len("file://"):] if cfg.dest_domain.startswith("file://") else cfg.dest_domain
+        if not _is_absolute(root):
+            fail("destDomain", f"for destType=local must be an absolute directory (got '{cfg.dest_domain}')",
+                 "e.g. destDomain=/mnt/nas2/backup")
+        return
     # Audit compares against the destination too, so both job types need it.
     require("destBucket", "set destBucket to the OSS bucket name")
     bucket = cfg.dest_bucket

@@ -250,6 +250,12 @@ def cmd_submit(paths: Paths, args) -> int:
         raise ConfigError(job_file, job_cfg.key_lines.get("srcPrefix", 0), "srcPrefix",
                           f"directory '{job_cfg.src_prefix}' does not exist or is not a directory",
                           "mount the source or fix srcPrefix")
+    # Opening the drivers checks what can be checked without the network (a destination
+    # directory exists, a list file is readable, an endpoint parses), so it fails here, not later.
+    from .storage import open_job_destination, open_job_source
+
+    for open_driver in (open_job_source, open_job_destination):
+        open_driver(job_cfg).close()
     home = paths.home
     home.ensure()
     job = home.job(job_cfg.job_name)

@@ -22,6 +22,8 @@ class ObjectEntry:
     md5: Optional[str] = None  # hex
     etag: Optional[str] = None
     headers: dict = field(default_factory=dict)
+    # Where to read it when the key alone does not say (an http list: the full URL).
+    src: Optional[str] = None
 
     def to_json(self) -> str:
         doc = {"k": self.key, "s": self.size, "m": self.mtime}
@@ -31,6 +33,8 @@ class ObjectEntry:
             doc["5"] = self.md5
         if self.etag:
             doc["e"] = self.etag
+        if self.src:
+            doc["u"] = self.src
         return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
@@ -39,7 +43,7 @@ class ObjectEntry:
         crc = doc.get("c")
         return cls(key=doc["k"], size=int(doc["s"]), mtime=float(doc.get("m", 0)),
                    crc64=int(crc) if crc is not None else None, md5=doc.get("5"),
-                   etag=doc.get("e"))
+                   etag=doc.get("e"), src=doc.get("u"))
 
 
 class Outcome:

@@ -140,13 +140,16 @@ class RoundDiff:
         os.replace(tmp, self.manifest)
 
 
-def cut_tasks(entries: Iterator[ObjectEntry], limits: SplitLimits) -> Iterator[list]:
-    """Group a key-ordered stream into task-sized lists; a file is never split across tasks."""
+def cut_tasks(entries: Iterator[ObjectEntry], limits: SplitLimits,
+              boundary: Optional[Callable[[ObjectEntry, ObjectEntry], bool]] = None) -> Iterator[list]:
+    """Group a listing into task-sized lists; a file is never split across tasks. ``boundary``
+    (a source's ``task_boundary``) may cut more: an http list is cut where the host changes."""
     batch, batch_bytes = [], 0
     for entry in entries:
         if limits.import_since and entry.mtime <= limits.import_since:
             continue
-        if batch and (len(batch) >= limits.max_objects or batch_bytes + entry.size > limits.max_bytes):
+        if batch and (len(batch) >= limits.max_objects or batch_bytes + entry.size > limits.max_bytes
+                      or (boundary is not None and boundary(batch[-1], entry))):
             yield batch
             batch, batch_bytes = [], 0
         batch.append(entry)
@@ -247,7 +250,7 @@ class Scanner:
             entries = (e for e in diff.filter(listed) if resume_after is None or e.key > resume_after)
         else:
             entries = self.source.list(unit.subtree, recursive=unit.recursive, start_after=cpt.last_key)
-        for batch in cut_tasks(entries, self.limits):
+        for batch in cut_tasks(entries, self.limits, getattr(self.source, "task_boundary", None)):
             if self.stop.is_set():
                 return
             cpt.tasks += 1

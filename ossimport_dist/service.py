@@ -79,6 +79,7 @@ class Master:
         self.incremental: dict = {}  # name -> seconds between rescans, for incremental jobs
         self._scanners: dict = {}  # name -> Thread
         self._scan_failed_at: dict = {}
+        self._load_failed_at: dict = {}
 
     def ordered_jobs(self) -> list:
         return [self.jobs[n] for n in sorted(self.jobs)]
@@ -89,12 +90,17 @@ class Master:
             log.info("job %s: removed (clean)", gone)
             self.jobs.pop(gone, None)
         for name in sorted(names - set(self.jobs)):
+            if time.monotonic() - self._load_failed_at.get(name, -1e9) < SCAN_RETRY_S:
+                continue
             job = self.home.job(name)
             try:
                 job_cfg = config_mod.load_job(job.config_file)
                 self.on_job_loaded(name, job_cfg, job)
             except OperatorError as exc:
-                log.error("job %s: cannot load: %s", name, exc)
+                # Said once per try, and shown by stat; tried again later (a NAS may come back).
+                log.error("job %s: cannot load: %s (retrying in %ds)", name, exc, SCAN_RETRY_S)
+                write_atomic(job.root / "scan.error", (str(exc) + "\n").encode("utf-8", "replace"))
+                self._load_failed_at[name] = time.monotonic()
                 continue
             self.jobs[name] = job
             if job_cfg.is_incremental:

@@ -11,6 +11,7 @@ worker uploads only the parts that are missing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from . import crc64
 from .errors import OperatorError
 from .models import (CRC_NOT_MATCH, MD5_NOT_MATCH, SIZE_NOT_MATCH, SOURCE_NOT_EXIST, FileResult,
                      ObjectEntry, Outcome)
+from .storage.base import MTIME_HEADER
 from .storage.errors import RequestFailed
 from .throttle import Throttle
 
@@ -89,6 +91,11 @@ class Backpressure:
             self._sleep(min(delay, self._cap))
 
 
+def _mtime_moved(entry: ObjectEntry, mtime) -> bool:
+    # mtime 0 means the listing did not know it (an http list, a manifest with sizes only).
+    return bool(entry.mtime) and abs(mtime - entry.mtime) > MTIME_SLACK
+
+
 class _Changed(Exception):
     """The source is not the file that was listed (size or mtime differ)."""
 
@@ -131,11 +138,28 @@ class Transferer:
         self._mime = mimetypes.MimeTypes(filenames=())
         self._server_copy = True  # until the store refuses a server-side copy once
 
+    def stat_source(self, entry: ObjectEntry) -> Optional[ObjectEntry]:
+        """The source object as it is now. Entries that carry their own address (an http list's
+        URL) are looked up by the entry, since the key alone does not find them."""
+        return self.source.stat(entry if entry.src else entry.key)
+
+    def _with_size(self, entry: ObjectEntry):
+        """For sources whose listing has no sizes (http): the entry with the size and mtime the
+        source reports now, or a FileResult saying why it cannot be copied."""
+        now = self._call(self.stat_source, entry)
+        if now is None:
+            return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
+        if now.size is None or now.size < 0:
+            return FileResult(entry.key, Outcome.FAILED,
+                              detail="SIZE_UNKNOWN: the server gives no Content-Length for this URL")
+        return dataclasses.replace(entry, size=now.size, mtime=now.mtime or 0.0,
+                                   headers={**(now.headers or {}), **(entry.headers or {})})
+
     def _copy_server_side(self, entry: ObjectEntry) -> Optional[FileResult]:
         """Copy inside the store (same OSS endpoint): the bytes never pass through this worker.
         None when the store refuses (the destination's keys cannot read the source bucket):
         the bytes then go through us, for this file and the rest."""
-        now = self._call(self.source.stat, entry.key)
+        now = self._call(self.stat_source, entry)
         if now is None:
             return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
         if now.size != entry.size:
@@ -197,6 +221,8 @@ class Transferer:
             headers["content-type"] = self._content_type(entry.key)
         if md5_hex:
             headers["x-oss-meta-md5"] = md5_hex
+        if entry.mtime and getattr(self.destination, "preserves_mtime", False):
+            headers[MTIME_HEADER] = repr(entry.mtime)
         return {name.title() if not name.startswith("x-oss-") else name: value
                 for name, value in headers.items()}
 
@@ -205,7 +231,7 @@ class Transferer:
         if stat_now is None:
             return
         size, mtime = stat_now()
-        if size != entry.size or abs(mtime - entry.mtime) > MTIME_SLACK:
+        if size != entry.size or _mtime_moved(entry, mtime):
             raise _Changed(entry, size, mtime)
 
     def _read(self, entry: ObjectEntry, offset: int, length: int, want_md5: bool):
@@ -251,6 +277,11 @@ class Transferer:
             return FileResult(key, Outcome.FAILED, detail="INVALID_KEY: file name is not valid "
                               "UTF-8 and cannot be an OSS key; rename it")
         try:
+            if not getattr(self.source, "sizes_known", True):
+                sized = self._with_size(entry)
+                if isinstance(sized, FileResult):
+                    return sized
+                entry = sized
             if self.options.skip_existing:
                 existing = self._call(self.destination.head, key)
                 if existing is not None and self._same(entry, existing):
@@ -540,10 +571,10 @@ class _MultipartCopy:
 
     def run(self) -> FileResult:
         entry, t = self.entry, self.t
-        current = t.source.stat(entry.key)
+        current = t.stat_source(entry)
         if current is None:
             raise FileNotFoundError(entry.key)
-        if current.size != entry.size or abs(current.mtime - entry.mtime) > MTIME_SLACK:
+        if current.size != entry.size or _mtime_moved(entry, current.mtime):
             raise _Changed(entry, current.size, current.mtime)
         self._resume()
         if self.upload_id is None:
@@ -566,9 +597,8 @@ class _MultipartCopy:
         except _Mismatch as exc:
             return FileResult(entry.key, Outcome.CHECK_FAILED, detail=str(exc))
         # The parts were read at different times: the file must still be the listed one.
-        current = t.source.stat(entry.key)
-        if current is None or current.size != entry.size \
-                or abs(current.mtime - entry.mtime) > MTIME_SLACK:
+        current = t.stat_source(entry)
+        if current is None or current.size != entry.size or _mtime_moved(entry, current.mtime):
             self._abort_quietly(self.upload_id)
             self._forget()
             if current is None:

@@ -12,6 +12,7 @@ files resume their multipart upload from the checkpoint kept in the task folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -88,7 +89,7 @@ class JobRuntime:
         if relist:
             # A retried task copies the file as it is now: the listing that made the task may
             # be days old, and the retry is what an operator runs once the file is stable.
-            now = self.transferer.source.stat(entry.key)
+            now = self.transferer.stat_source(entry)
             if now is None:
                 return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
             entry = ObjectEntry(entry.key, now.size, now.mtime, crc64=now.crc64, md5=now.md5, etag=now.etag,
@@ -97,6 +98,8 @@ class JobRuntime:
             return self.transferer.audit(entry, self.audit_mode)
         result = self.transferer.copy(entry, task_dir)
         if self.audit_after_import and result.outcome == Outcome.SUCCEED:
+            if result.size != entry.size:  # a listing without sizes (http): the copy learnt it
+                entry = dataclasses.replace(entry, size=result.size)
             check = self.transferer.audit(entry, self.audit_mode)
             if not check.ok:
                 return check
@@ -255,7 +258,7 @@ class Worker:
         line = audit_line(result)
         with run.lock:
             run.audit_file.write(line)
-            run.counts.add(entry.size, result)
+            run.counts.add(result.size or entry.size, result)
             if not result.ok:
                 run.errors.append((entry.key, result.detail))
             run.remaining -= 1

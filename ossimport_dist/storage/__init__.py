@@ -17,9 +17,14 @@ from .errors import RequestFailed, UnknownStorageKind
 _SOURCES = MappingProxyType({
     "local": "local:LocalSource",
     "oss": "oss:OssSource",
+    "http": "http:HttpSource",
+    "list": "manifest:ListSource",
+    "azure": "azure:AzureSource",
+    "youpai": "youpai:YoupaiSource",
 })
 _DESTINATIONS = MappingProxyType({
     "oss": "oss:OssDestination",
+    "local": "local:LocalDestination",
 })
 
 

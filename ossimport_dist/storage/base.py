@@ -17,6 +17,11 @@ from typing import BinaryIO, Iterator, Optional
 from ..models import ObjectEntry
 
 
+# A destination that keeps files' modification times (preserves_mtime) reads it from this
+# header on put/init_multipart; stores that keep their own Last-Modified never receive it.
+MTIME_HEADER = "x-ossimport-mtime"
+
+
 @dataclass(frozen=True)
 class Features:
     """Optional capabilities of a driver, as data."""

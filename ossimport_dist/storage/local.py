@@ -1,4 +1,4 @@
-"""A local directory as a source (srcType=local).
+"""A local directory as a source (srcType=local) and as a destination (destType=local).
 
 Listing streams directory by directory, depth first, each directory's children sorted by
 ``name + '/'`` for directories and ``name`` for files: that is exactly the code-point order of
@@ -7,22 +7,40 @@ already listed are skipped without being read.
 
 File names that are not valid UTF-8 come back from ``os.scandir`` as surrogate-escaped str
 (``os.fsdecode``); passing the same str back to ``open``/``stat`` reaches the same file.
+
+As a destination, ``destDomain`` is the absolute root directory and ``destPrefix + key`` the
+path under it. Every file appears whole or not at all (temporary file, then ``os.replace``);
+a multipart upload keeps its parts under ``<root>/.ossimport-uploads/<id>/`` until it completes,
+so a large file resumes from the parts already written. A key that would land outside the root
+(``..``, absolute, NUL, or a symlinked folder pointing outside) is refused with a
+``DestinationError`` naming it.
 """
 
 from __future__ import annotations
 
 import errno
 import io
+import json
 import logging
 import os
+import shutil
 import stat as stat_module
+import uuid
 from typing import Callable, Iterator, Optional
 
-from ..errors import SourceError
+from .. import crc64 as crc64_module
+from ..errors import DestinationError, SourceError
 from ..models import ObjectEntry
-from .base import Features, Source
+from .base import MTIME_HEADER, Destination, Features, PutResult, Source
+from .errors import RequestFailed
 
 log = logging.getLogger(__name__)
+
+
+def _entry(key: str, st: os.stat_result) -> ObjectEntry:
+    # The change token (inode and ctime) tells an incremental rescan that a file was replaced
+    # even when the copy kept the old size and mtime (cp -p): no copy can keep its ctime.
+    return ObjectEntry(key=key, size=st.st_size, mtime=st.st_mtime, etag=f"i{st.st_ino:x}c{st.st_ctime_ns:x}")
 
 
 class LimitedReader(io.RawIOBase):
@@ -153,7 +171,7 @@ class LocalSource(Source):
         if not stat_module.S_ISREG(st.st_mode):
             self.on_skip(key, "not a regular file (device, socket or pipe)")
             return None
-        return ObjectEntry(key=key, size=st.st_size, mtime=st.st_mtime)
+        return _entry(key, st)
 
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
@@ -188,7 +206,7 @@ class LocalSource(Source):
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return ObjectEntry(key=key, size=st.st_size, mtime=st.st_mtime)
+        return _entry(key, st)
 
     def open(self, entry: ObjectEntry, offset: int = 0, length: Optional[int] = None):
         """Raises FileNotFoundError when the file is gone."""
@@ -204,3 +222,254 @@ class LocalSource(Source):
                 raise FileNotFoundError(errno.ENOENT, "now a symbolic link", path) from exc
             raise
         return LimitedReader(io.FileIO(fd, "rb", closefd=True), offset, length)
+
+
+UPLOADS_DIR = ".ossimport-uploads"
+_COPY_CHUNK = 1024 * 1024
+
+
+def _file_crc64(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as handle:
+        while True:
+            data = handle.read(_COPY_CHUNK)
+            if not data:
+                return crc
+            crc = crc64_module.crc64(data, crc)
+
+
+def _header_mtime(headers: Optional[dict]) -> Optional[float]:
+    for name, value in (headers or {}).items():
+        if name.lower() == MTIME_HEADER:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+class LocalDestination(Destination):
+    kind = "local"
+    features = Features(has_crc64=True, multipart=True)
+    preserves_mtime = True  # the transfer sends the source's mtime in MTIME_HEADER
+
+    def __init__(self, root: str, prefix: str = "", fsync: bool = True):
+        path = root[len("file://"):] if root.startswith("file://") else root
+        if not path or not os.path.isabs(path):
+            raise DestinationError(f"destDomain '{root}' is not an absolute directory: for "
+                                   f"destType=local write it like /data/copy/")
+        if not os.path.isdir(path):
+            raise DestinationError(f"destDomain '{root}' is not a directory: create it or fix "
+                                   f"destDomain")
+        self.root = os.path.realpath(path)
+        self.prefix = prefix or ""
+        self.fsync = fsync
+        self.uploads = os.path.join(self.root, UPLOADS_DIR)
+
+    @classmethod
+    def from_job(cls, job):
+        return cls(job.dest_domain, job.dest_prefix)
+
+    # ------------------------------------------------------------------ where a key goes
+
+    def _path(self, key: str) -> str:
+        """The absolute path of ``destPrefix + key``, refusing anything that escapes the root."""
+        full = self.prefix + key
+        segments = full.split("/")
+        if full.endswith("/"):
+            segments = segments[:-1]  # "dir/": a folder marker object
+        bad = (not key or "\x00" in full or full.startswith("/")
+               or any(seg in ("", ".", "..") for seg in segments)
+               or segments[0] == UPLOADS_DIR)
+        if bad:
+            raise DestinationError(f"refusing key '{key}' for destType=local: destPrefix + key "
+                                   f"'{full}' is not a plain relative path under {self.root} "
+                                   f"(no '..', '.', empty or absolute segments, NUL, or "
+                                   f"{UPLOADS_DIR}); rename the source object or fix destPrefix")
+        return os.path.join(self.root, *segments)
+
+    def _inside(self, key: str, directory: str) -> None:
+        real = os.path.realpath(directory)
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise DestinationError(f"refusing key '{key}' for destType=local: its folder "
+                                   f"{directory} leads to {real}, outside {self.root} through "
+                                   f"a symbolic link; remove the link")
+
+    def _parent(self, key: str, path: str) -> str:
+        """Creates the key's folder after checking that no symlink leads it outside the root."""
+        parent = os.path.dirname(path)
+        # Check before creating too: makedirs must not create folders outside through a link.
+        probe = parent
+        while not os.path.lexists(probe):
+            probe = os.path.dirname(probe)
+        self._inside(key, probe)
+        os.makedirs(parent, exist_ok=True)
+        self._inside(key, parent)
+        return parent
+
+    def _temp(self, directory: str, name: str) -> str:
+        return os.path.join(directory, f".{name[:100]}.{uuid.uuid4().hex}.tmp")
+
+    def _commit(self, key: str, tmp: str, path: str, mtime: Optional[float]) -> None:
+        try:
+            if mtime is not None:
+                os.utime(tmp, (mtime, mtime))
+            if os.path.isdir(path) and not os.path.islink(path):
+                raise RequestFailed(409, "FileIsFolder", f"{path} is a folder", retryable=False,
+                                    operation="PUT", key=key)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _write(self, key: str, chunks, mtime: Optional[float]) -> PutResult:
+        """Writes ``chunks`` (an iterable of bytes) to the key's file atomically."""
+        path = self._path(key)
+        parent = self._parent(key, path)
+        if key.endswith("/"):
+            os.makedirs(path, exist_ok=True)
+            self._inside(key, path)
+            if mtime is not None:
+                os.utime(path, (mtime, mtime))
+            return PutResult(crc64=0)
+        tmp = self._temp(parent, os.path.basename(path))
+        crc = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o666)
+        try:
+            with io.FileIO(fd, "wb", closefd=True) as out:
+                for data in chunks:
+                    crc = crc64_module.crc64(data, crc)
+                    view = memoryview(data)
+                    while view:
+                        view = view[out.write(view):]
+                if self.fsync:
+                    os.fsync(out.fileno())
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        self._commit(key, tmp, path, mtime)
+        return PutResult(crc64=crc)
+
+    # ------------------------------------------------------------------ the interface
+
+    def head(self, key: str) -> Optional[ObjectEntry]:
+        path = self._path(key)
+        self._inside(key, path)  # a link (folder or file) leading outside is never read
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat_module.S_ISDIR(st.st_mode):
+            if not key.endswith("/"):
+                return None
+            return ObjectEntry(key=key, size=0, mtime=st.st_mtime, crc64=0)
+        if not stat_module.S_ISREG(st.st_mode) or key.endswith("/"):
+            return None
+        return ObjectEntry(key=key, size=st.st_size, mtime=st.st_mtime, crc64=_file_crc64(path))
+
+    def put(self, key: str, data: bytes, headers: Optional[dict] = None) -> PutResult:
+        return self._write(key, (data,), _header_mtime(headers))
+
+    def _upload_dir(self, key: str, upload_id: str) -> str:
+        """The upload's folder; NoSuchUpload when it is gone or belongs to another key."""
+        if not upload_id or not upload_id.isalnum():
+            raise RequestFailed(404, "NoSuchUpload", f"bad upload id '{upload_id}'",
+                                retryable=False, operation="UploadPart", key=key)
+        folder = os.path.join(self.uploads, upload_id)
+        try:
+            with open(os.path.join(folder, "upload.json"), encoding="utf-8") as handle:
+                doc = json.load(handle)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            raise RequestFailed(404, "NoSuchUpload", f"no upload {upload_id}", retryable=False,
+                                key=key) from None
+        if doc.get("key") != self.prefix + key:
+            raise RequestFailed(404, "NoSuchUpload", f"upload {upload_id} is for another key",
+                                retryable=False, key=key)
+        return folder
+
+    def init_multipart(self, key: str, headers: Optional[dict] = None) -> str:
+        self._path(key)
+        upload_id = uuid.uuid4().hex
+        folder = os.path.join(self.uploads, upload_id)
+        os.makedirs(folder)
+        doc = {"key": self.prefix + key, "mtime": _header_mtime(headers)}
+        with open(os.path.join(folder, "upload.json"), "w", encoding="utf-8") as out:
+            json.dump(doc, out)
+        return upload_id
+
+    @staticmethod
+    def _parts(folder: str) -> dict:
+        """{number: (size, etag, file name)} of the parts in an upload folder."""
+        parts = {}
+        with os.scandir(folder) as it:
+            for dirent in it:
+                stem, _, ext = dirent.name.partition(".")
+                number, _, etag = stem.partition("-")
+                if ext == "part" and number.isdigit() and etag:
+                    parts[int(number)] = (dirent.stat().st_size, etag, dirent.name)
+        return parts
+
+    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PutResult:
+        folder = self._upload_dir(key, upload_id)
+        crc = crc64_module.crc64(data)
+        # The etag is the part's CRC64, so list_parts knows it without reading the part again.
+        etag = f"{crc:016x}"
+        old = self._parts(folder).get(part_number)
+        tmp = self._temp(folder, str(part_number))
+        with open(tmp, "wb") as out:
+            out.write(data)
+            if self.fsync:
+                os.fsync(out.fileno())
+        name = f"{part_number:05d}-{etag}.part"
+        os.replace(tmp, os.path.join(folder, name))
+        if old is not None and old[2] != name:
+            try:
+                os.unlink(os.path.join(folder, old[2]))
+            except FileNotFoundError:
+                pass
+        return PutResult(crc64=crc, etag=etag)
+
+    def list_parts(self, key: str, upload_id: str) -> Optional[dict]:
+        try:
+            folder = self._upload_dir(key, upload_id)
+        except RequestFailed:
+            return None
+        return {n: (size, etag) for n, (size, etag, _) in self._parts(folder).items()}
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list) -> PutResult:
+        folder = self._upload_dir(key, upload_id)
+        with open(os.path.join(folder, "upload.json"), encoding="utf-8") as handle:
+            mtime = json.load(handle).get("mtime")
+        have = self._parts(folder)
+        names = []
+        for number, etag in parts:
+            part = have.get(number)
+            if part is None or part[1] != etag:
+                raise RequestFailed(400, "InvalidPart", f"part {number} with etag {etag} was not "
+                                    f"uploaded", retryable=False, operation="CompleteMultipart",
+                                    key=key)
+            names.append(os.path.join(folder, part[2]))
+
+        def chunks():
+            for name in names:
+                with open(name, "rb") as handle:
+                    while True:
+                        data = handle.read(_COPY_CHUNK)
+                        if not data:
+                            break
+                        yield data
+
+        result = self._write(key, chunks(), mtime)
+        shutil.rmtree(folder, ignore_errors=True)
+        return result
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            folder = self._upload_dir(key, upload_id)
+        except RequestFailed:
+            return
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,532 @@
+"""A list of URLs as a source (srcType=http).
+
+``httpListFilePath`` names a text file, one object per line, whitespace-separated columns:
+the URL is column ``httpPrefixColumn`` followed directly by column ``relativePathColumn``,
+and the relative column (percent-decoded, leading '/' removed) is the key. Since columns are
+split on whitespace, a name with a space is written ``%20`` and comes back as a space in the key;
+the URL is requested as written, with only characters that cannot travel in a request line
+(non-ASCII, controls) percent-encoded.
+
+There is no tree: entries come in file order, ``start_after`` means "after the line with that
+key", and ``subtrees()`` is empty. Sizes are not in the list: ``list()`` says 0 and the real
+size comes from ``stat()`` (HEAD) or the download itself (see ``sizes_known``).
+
+Each entry carries its full URL in ``entry.src`` (serialised by the task file as "u"), so a
+worker needs nothing but the entry; a bare key is resolved through the list file as a fallback.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import http.client
+import io
+import re
+import socket
+import threading
+import weakref
+from typing import Iterator, Optional, Union
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+from ..errors import SourceError
+from ..models import ObjectEntry
+from .base import Features, Source
+from .errors import RequestFailed
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+GONE_STATUSES = (404, 410)
+
+# Response headers a copy carries to its destination object.
+PASS_THROUGH_HEADERS = ("content-type", "content-encoding", "cache-control", "content-disposition")
+
+# Characters a URL may hold as written; everything else (non-ASCII, controls) is %-encoded.
+_URL_SAFE = "!#$%&'()*+,-./:;=?@[]~_"
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _as_url(text: str) -> str:
+    """``text`` made sendable: existing %XX escapes kept, a lone '%' and non-ASCII encoded."""
+    return quote(_LONE_PERCENT.sub("%25", text), safe=_URL_SAFE)
+
+
+def _http_date(text: Optional[str]) -> float:
+    if not text:
+        return 0.0
+    try:
+        return email.utils.parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return 0.0
+
+
+def _key_digest(key: str) -> int:
+    # 8 bytes per key instead of the key itself: a list of tens of millions of URLs stays small.
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogateescape"),
+                                          digest_size=8).digest(), "big")
+
+
+def entry_url(entry: ObjectEntry) -> Optional[str]:
+    """The URL an entry was listed with, when it carries one."""
+    return getattr(entry, "src", None)
+
+
+def _with_url(entry: ObjectEntry, url: str) -> ObjectEntry:
+    # ``src`` is the proposed ObjectEntry field; until it exists it is a plain attribute.
+    entry.src = url
+    return entry
+
+
+class ListFormatError(SourceError):
+    """A line of the URL list cannot be read."""
+
+    def __init__(self, path: str, line: int, what: str):
+        self.path, self.line = path, line
+        super().__init__(f"Unknown http list file format: {path}:{line}: {what}")
+
+
+class HttpReader(io.RawIOBase):
+    """A GET body that refuses to end early: fewer bytes than promised is a retryable failure.
+
+    ``headers`` holds what the copy carries over (Content-Type...). ``size`` is the whole
+    object's size when the server said it (Content-Length or Content-Range), else None.
+    """
+
+    def __init__(self, source: "HttpSource", conn, response, url: str, skip: int,
+                 length: Optional[int], size: Optional[int], headers: dict):
+        super().__init__()
+        self._source, self._conn, self._resp, self.url = source, conn, response, url
+        self.headers, self.size = headers, size
+        self._expected = response.length  # None for chunked or close-delimited bodies
+        self._got = 0
+        self._left = length
+        self._skip = skip
+
+    def readable(self) -> bool:
+        return True
+
+    def _raw(self, size: int) -> bytes:
+        try:
+            data = self._resp.read(size)
+        except (OSError, http.client.HTTPException) as exc:
+            self._abandon()
+            code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
+            raise RequestFailed(0, code, f"reading {self.url}: {exc or code}", retryable=True,
+                                operation="GET", key=self.url) from exc
+        self._got += len(data)
+        if not data and self._expected is not None and self._got < self._expected:
+            self._abandon()
+            raise RequestFailed(0, "IncompleteBody",
+                                f"{self.url}: body ended after {self._got} of "
+                                f"{self._expected} bytes (Content-Length)", retryable=True,
+                                operation="GET", key=self.url)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        # A server that ignored Range sent the whole object: drop what precedes the offset.
+        while self._skip:
+            dropped = self._raw(min(self._skip, 1024 * 1024))
+            if not dropped:
+                return b""
+            self._skip -= len(dropped)
+        if self._left is not None:
+            if size is None or size < 0 or size > self._left:
+                size = self._left
+            if size == 0:
+                return b""
+        if size is None or size < 0:
+            chunks = []
+            while True:
+                piece = self._raw(1024 * 1024)
+                if not piece:
+                    break
+                chunks.append(piece)
+            data = b"".join(chunks)
+        else:
+            data = self._raw(size)
+        if self._left is not None:
+            self._left -= len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def _abandon(self) -> None:
+        if self._conn is not None:
+            self._source._discard(self._conn)
+            self._conn = None
+
+    def close(self) -> None:
+        try:
+            if self._conn is not None and not self._resp.isclosed():
+                # Unread body bytes would be taken for the next response: the connection goes.
+                self._abandon()
+            self._resp.close()
+        finally:
+            super().close()
+
+
+class HttpSource(Source):
+    kind = "http"
+    features = Features()
+    # Proposed as Features(sizes_known=False): list() gives size 0 / mtime 0, so the transfer
+    # must take size and mtime from stat() before choosing single PUT or multipart.
+    sizes_known = False
+
+    def __init__(self, list_path: str, prefix_column: int = 1, relative_column: int = 2, *,
+                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
+        if not list_path or not list_path.startswith("/"):
+            raise SourceError(f"httpListFilePath '{list_path}' is not an absolute path: "
+                              f"write it like /data/url.list")
+        if prefix_column < 1 or relative_column < 1 or prefix_column == relative_column:
+            raise SourceError(f"httpPrefixColumn={prefix_column} and relativePathColumn="
+                              f"{relative_column} must be different column numbers from 1")
+        self.list_path = list_path
+        self.prefix_column, self.relative_column = prefix_column, relative_column
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self._local = threading.local()
+        self._all_lock = threading.Lock()
+        # Weak: a connection dies with the (short-lived part-upload) thread that made it.
+        self._all = weakref.WeakSet()
+        self._index_lock = threading.Lock()
+        self._index = None  # key -> URL, built only when asked about a key without its entry
+
+    @classmethod
+    def from_job(cls, job):
+        return cls(job.http_list_file_path, job.http_prefix_column, job.relative_path_column)
+
+    @classmethod
+    def from_settings(cls, *, prefix: str = "", **_unused):
+        raise SourceError("srcType=http is opened from its job (httpListFilePath), not from a "
+                          "prefix")
+
+    # ------------------------------------------------------------------ the list file
+
+    def _lines(self) -> Iterator[tuple]:
+        """(line number, text) of every non-blank, non-comment line."""
+        try:
+            handle = open(self.list_path, "rb")
+        except FileNotFoundError:
+            raise SourceError(f"httpListFilePath {self.list_path} does not exist: create it "
+                              f"or fix httpListFilePath") from None
+        except OSError as exc:
+            raise SourceError(f"cannot read httpListFilePath {self.list_path}: "
+                              f"{exc.strerror or exc}; give the service's user read "
+                              f"permission") from exc
+        with handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ListFormatError(self.list_path, number,
+                                          "not valid UTF-8; save the list as UTF-8") from None
+                text = text.strip()
+                if text and not text.startswith("#"):
+                    yield number, text
+
+    def _parse(self, number: int, text: str) -> tuple:
+        """(key, url) of one line."""
+        columns = text.split()
+        need = max(self.prefix_column, self.relative_column)
+        if len(columns) < need:
+            raise ListFormatError(self.list_path, number,
+                                  f"{len(columns)} column(s), need {need} (httpPrefixColumn="
+                                  f"{self.prefix_column}, relativePathColumn="
+                                  f"{self.relative_column})")
+        prefix = columns[self.prefix_column - 1]
+        relative = columns[self.relative_column - 1]
+        url = _as_url(prefix + relative)
+        try:
+            parts = urlsplit(url)
+            parts.port  # a port that is not a number in 0..65535 raises ValueError here
+        except ValueError as exc:
+            raise ListFormatError(self.list_path, number, f"bad URL '{prefix + relative}': "
+                                  f"{exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ListFormatError(self.list_path, number,
+                                  f"scheme '{parts.scheme or '(none)'}' in '{prefix}' is not "
+                                  f"supported: only http:// and https:// URLs")
+        if not parts.hostname:
+            raise ListFormatError(self.list_path, number, f"no host in URL '{prefix + relative}'")
+        try:
+            key = unquote(relative, errors="strict")
+        except UnicodeDecodeError:
+            raise ListFormatError(self.list_path, number,
+                                  f"relative path '{relative}' decodes to bytes that are not "
+                                  f"UTF-8") from None
+        key = key.lstrip("/")
+        if not key or "\x00" in key or key.endswith("/"):
+            raise ListFormatError(self.list_path, number,
+                                  f"relative path '{relative}' does not name a file (the key "
+                                  f"must be non-empty, not end with '/' and have no NUL)")
+        return key, url
+
+    def _entries(self) -> Iterator[tuple]:
+        """(line number, key, url) in file order; a key seen twice stops the listing."""
+        seen = {}  # key digest -> line number
+        for number, text in self._lines():
+            key, url = self._parse(number, text)
+            digest = _key_digest(key)
+            first = seen.get(digest)
+            if first is not None and self._key_at(first) == key:
+                raise ListFormatError(self.list_path, number,
+                                      f"key '{key}' is also on line {first}; each key is a "
+                                      f"destination object, so it may appear once")
+            seen.setdefault(digest, number)
+            yield number, key, url
+
+    def _key_at(self, line: int) -> Optional[str]:
+        # Only on a digest hit: confirms a duplicate without keeping every key in memory.
+        for number, text in self._lines():
+            if number == line:
+                return self._parse(number, text)[0]
+            if number > line:
+                break
+        return None
+
+    def list(self, subtree: str = "", recursive: bool = True,
+             start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
+        resuming = bool(start_after)
+        for _, key, url in self._entries():
+            if resuming:
+                resuming = key != start_after
+                continue
+            if subtree and not key.startswith(subtree):
+                continue
+            if not recursive and "/" in key[len(subtree):]:
+                continue
+            yield _with_url(ObjectEntry(key=key, size=0, mtime=0.0), url)
+        if resuming:
+            raise SourceError(f"cannot resume the listing of {self.list_path}: key "
+                              f"'{start_after}' is no longer in it; the list changed after "
+                              f"the scan started: restore it, or clean and resubmit the job")
+
+    def subtrees(self, subtree: str = "") -> list:
+        return []
+
+    def task_boundary(self, prev: ObjectEntry, entry: ObjectEntry) -> bool:
+        """True when ``entry``'s URL is on another host than ``prev``'s: tasks are cut there."""
+        def host(e):
+            parts = urlsplit(entry_url(e) or self._url_of(e.key))
+            return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+        return host(prev) != host(entry)
+
+    def _url_of(self, key: str) -> str:
+        with self._index_lock:
+            if self._index is None:
+                self._index = {k: u for _, k, u in self._entries()}
+            url = self._index.get(key)
+        if url is None:
+            raise FileNotFoundError(f"'{key}' is not in {self.list_path}")
+        return url
+
+    def _target(self, what: Union[str, ObjectEntry]) -> tuple:
+        if isinstance(what, ObjectEntry):
+            return what.key, entry_url(what) or self._url_of(what.key)
+        return what, self._url_of(what)
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _connection(self, scheme: str, host: str, port: Optional[int]):
+        """(connection, fresh) for this thread and host; fresh ones cannot be stale."""
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+        slot = (scheme, host, port)
+        conn = pool.get(slot)
+        if conn is not None:
+            return conn, False
+        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        conn = cls(host, port, timeout=self.connect_timeout)
+        conn.connect()
+        conn.sock.settimeout(self.read_timeout)
+        conn.ossimport_slot = slot
+        pool[slot] = conn
+        with self._all_lock:
+            self._all.add(conn)
+        return conn, True
+
+    def _discard(self, conn) -> None:
+        pool = getattr(self._local, "pool", None) or {}
+        if pool.get(getattr(conn, "ossimport_slot", None)) is conn:
+            del pool[conn.ossimport_slot]
+        with self._all_lock:
+            self._all.discard(conn)
+        conn.close()
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = list(self._all), weakref.WeakSet()
+        for conn in conns:
+            conn.close()
+
+    def _send(self, method: str, url: str, headers: dict):
+        """(connection, response) of one request, redirects not followed."""
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        hostport = f"[{host}]" if ":" in host else host
+        if port:
+            hostport += f":{port}"
+        for attempt in (1, 2):
+            try:
+                conn, fresh = self._connection(scheme, host, port)
+            except OSError as exc:
+                code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
+                raise RequestFailed(0, code, f"cannot connect to {scheme}://{hostport}: {exc}",
+                                    retryable=True, operation=method, key=url) from exc
+            try:
+                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+                conn.putheader("Host", hostport)
+                # Bytes as stored: a gzip file stays gzip, Content-Encoding travels as a header.
+                conn.putheader("Accept-Encoding", "identity")
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders()
+                return conn, conn.getresponse()
+            except (ConnectionError, http.client.BadStatusLine) as exc:
+                self._discard(conn)
+                if not fresh and attempt == 1:
+                    continue  # the server closed an idle kept-alive connection: reconnect once
+                raise RequestFailed(0, type(exc).__name__, f"{url}: {exc or 'connection lost'}",
+                                    retryable=True, operation=method, key=url) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._discard(conn)
+                code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
+                raise RequestFailed(0, code, f"{url}: {exc or code}", retryable=True,
+                                    operation=method, key=url) from exc
+        raise AssertionError("unreachable")
+
+    def _finish(self, conn, resp) -> None:
+        """Reads a response we do not stream, keeping the connection when it can be reused."""
+        try:
+            resp.read()
+        except (OSError, http.client.HTTPException):
+            self._discard(conn)
+            return
+        if resp.will_close:
+            self._discard(conn)
+
+    def _request(self, method: str, url: str, headers: dict):
+        """(connection, response, final URL), redirects followed; the body is left unread."""
+        for _ in range(MAX_REDIRECTS + 1):
+            conn, resp = self._send(method, url, headers)
+            if resp.status not in REDIRECT_STATUSES:
+                return conn, resp, url
+            location = resp.getheader("Location")
+            self._finish(conn, resp)
+            if not location:
+                raise RequestFailed(resp.status, "NoLocation", f"{url}: redirect without a "
+                                    f"Location header", retryable=False, operation=method,
+                                    key=url)
+            target = _as_url(urljoin(url, location.strip()))
+            if urlsplit(target).scheme.lower() not in ("http", "https"):
+                raise RequestFailed(resp.status, "BadRedirect", f"{url} redirects to "
+                                    f"'{location}', which is not http(s)", retryable=False,
+                                    operation=method, key=url)
+            url = target
+        raise RequestFailed(0, "TooManyRedirects", f"more than {MAX_REDIRECTS} redirects",
+                            retryable=False, operation=method, key=url)
+
+    def _failed(self, method: str, url: str, conn, resp) -> RequestFailed:
+        reason = resp.reason or ""
+        self._finish(conn, resp)
+        return RequestFailed(resp.status, "", reason, operation=method, key=url)
+
+    # ------------------------------------------------------------------ the interface
+
+    def stat(self, key: Union[str, ObjectEntry]) -> Optional[ObjectEntry]:
+        """HEAD (or a one-byte GET where HEAD is refused); accepts a key or an entry."""
+        try:
+            rel, url = self._target(key)
+        except FileNotFoundError:
+            return None
+        conn, resp, final = self._request("HEAD", url, {})
+        if resp.status in GONE_STATUSES:
+            self._finish(conn, resp)
+            return None
+        size = None
+        if resp.status in (405, 501) or (resp.status == 200 and
+                                         resp.getheader("Content-Length") is None):
+            # HEAD refused, or no size in its answer: a one-byte range says the total.
+            self._finish(conn, resp)
+            conn, resp, final = self._request("GET", url, {"Range": "bytes=0-0"})
+            if resp.status in GONE_STATUSES:
+                self._finish(conn, resp)
+                return None
+            if resp.status == 206:
+                size = _range_total(resp.getheader("Content-Range"))
+            elif resp.status == 416:
+                size = 0  # no byte 0: the object is empty
+            elif resp.status == 200:
+                # The server ignored Range: read the size from the headers, not the body.
+                length = resp.getheader("Content-Length")
+                size = int(length) if length is not None else None
+                headers = {k.lower(): v for k, v in resp.getheaders()}
+                self._discard(conn)
+                return self._stat_entry(rel, url, size, headers)
+        elif resp.status == 200:
+            size = int(resp.getheader("Content-Length"))
+        if not (200 <= resp.status < 300) and resp.status != 416:
+            raise self._failed("HEAD", final, conn, resp)
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        self._finish(conn, resp)
+        return self._stat_entry(rel, url, size, headers)
+
+    @staticmethod
+    def _stat_entry(rel: str, url: str, size: Optional[int], headers: dict) -> ObjectEntry:
+        entry = ObjectEntry(key=rel, size=size if size is not None else -1,
+                            mtime=_http_date(headers.get("last-modified")),
+                            headers={k: v for k, v in headers.items() if k in PASS_THROUGH_HEADERS})
+        return _with_url(entry, url)
+
+    def open(self, entry: ObjectEntry, offset: int = 0, length: Optional[int] = None):
+        """Raises FileNotFoundError (the transfer's "source file does not exist") on 404/410."""
+        _, url = self._target(entry)
+        headers = {}
+        if offset or length is not None:
+            if length == 0:
+                return io.BytesIO(b"")
+            end = "" if length is None else str(offset + length - 1)
+            headers["Range"] = f"bytes={offset}-{end}"
+        conn, resp, final = self._request("GET", url, headers)
+        if resp.status in GONE_STATUSES:
+            self._finish(conn, resp)
+            raise FileNotFoundError(f"{final}: HTTP {resp.status}, source file does not exist")
+        skip = 0
+        if resp.status == 206:
+            start = _range_start(resp.getheader("Content-Range"))
+            if start != offset:
+                self._discard(conn)
+                raise RequestFailed(206, "BadContentRange", f"asked for bytes from {offset}, "
+                                    f"got Content-Range '{resp.getheader('Content-Range')}'",
+                                    retryable=True, operation="GET", key=final)
+            size = _range_total(resp.getheader("Content-Range"))
+        elif resp.status == 200:
+            skip = offset if headers else 0
+            size = resp.length
+        else:
+            raise self._failed("GET", final, conn, resp)
+        keep = {k.lower(): v for k, v in resp.getheaders() if k.lower() in PASS_THROUGH_HEADERS}
+        return HttpReader(self, conn, resp, final, skip, length, size, keep)
+
+
+def _range_start(content_range: Optional[str]) -> Optional[int]:
+    try:
+        return int(content_range.split()[1].split("-")[0])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+def _range_total(content_range: Optional[str]) -> Optional[int]:
+    try:
+        total = content_range.rsplit("/", 1)[1]
+        return None if total == "*" else int(total)
+    except (AttributeError, IndexError, ValueError):
+        return None

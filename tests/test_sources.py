@@ -1,0 +1,115 @@
+"""Every other source and destination, end to end through console.sh: a tree with awkward names
+(and 1,000+ objects where listing pages) goes in, the destination is checked object by object."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+import time
+import uuid
+from urllib.parse import quote
+
+import pytest
+
+from conftest import assert_migrated, awkward_tree, write_tree
+
+pytest_plugins = ["azurite"]
+
+
+def _run_job(migration, timeout=180) -> dict:
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("start")
+    return migration.wait_state(timeout=timeout)
+
+
+@pytest.fixture
+def web_root(tmp_path):
+    """A plain HTTP file server on loopback serving ``tmp_path/www``."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler = type("QuietHandler", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a, **k: None})
+    handler = functools.partial(handler, directory=str(root))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    srv.root, srv.base = root, f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_http_url_list_into_oss(migration, web_root):
+    files = awkward_tree(30)
+    files.pop("q?uestion&amp.txt")  # a file server cannot serve a '?' in a path name
+    write_tree(web_root.root, files)
+    lines = [f"{web_root.base}/ {quote(key)}" for key in sorted(files)]
+    url_list = migration.dir / "urls.list"
+    url_list.write_text("# exported from the CMS\r\n" + "\r\n".join(lines) + "\r\n")
+    migration.write_conf(job_props={"srcType": "http", "httpListFilePath": str(url_list), "srcPrefix": "",
+                                    "destPrefix": "web/"})
+    s = _run_job(migration)
+    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert_migrated(migration.bucket, files, "web/")
+
+
+def test_http_list_with_a_bad_line_is_named_with_its_line_number(migration, web_root):
+    url_list = migration.dir / "urls.list"
+    url_list.write_text(f"{web_root.base}/ a.txt\nonlyonecolumn\n")
+    migration.write_conf(job_props={"srcType": "http", "httpListFilePath": str(url_list), "srcPrefix": ""})
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("start")
+    deadline = time.monotonic() + 30
+    while "Scan Error" not in (out := migration.ok("stat")):
+        assert time.monotonic() < deadline, out
+        time.sleep(0.3)
+    assert "Unknown http list file format" in out and f"{url_list}:2" in out
+
+
+def test_local_folder_into_a_local_destination_keeps_bytes_and_mtimes(migration, tmp_path):
+    files = awkward_tree(20)
+    write_tree(migration.src, files)
+    os.utime(migration.src / "readme.txt", (1_600_000_000, 1_600_000_000))
+    out = tmp_path / "nas2"
+    migration.write_conf(job_props={"destType": "local", "destDomain": str(out)})
+    r = migration.console("submit", str(migration.job_file))
+    assert r.returncode != 0 and "destDomain" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    out.mkdir()
+    migration.write_conf(job_props={"destType": "local", "destDomain": str(out), "destPrefix": "backup/",
+                                    "multipartUploadThreshold": "1m", "multipartUploadPartSize": "512k"})
+    s = _run_job(migration)
+    assert s["JobState"] == "Succeed", s
+    for key, data in files.items():
+        assert (out / "backup" / key).read_bytes() == data, key
+    assert int((out / "backup" / "readme.txt").stat().st_mtime) == 1_600_000_000
+    stray = [p for p in out.rglob("*") if p.is_file() and ".ossimport" in str(p)]
+    assert not stray
+
+
+def test_a_manifest_of_failed_keys_migrates_exactly_those(migration):
+    files = {f"m/{i:03d}.txt": f"{i}".encode() for i in range(40)}
+    write_tree(migration.src, files)
+    chosen = ["m/003.txt", "m/017.txt", "m/039.txt"]
+    manifest = migration.dir / "retry.list"
+    manifest.write_text("".join(f"{k}\tSIZE_NOT_MATCH: changed during upload\n" for k in chosen))
+    migration.write_conf(job_props={"srcType": "list", "listFilePath": str(manifest), "listSrcType": "local"})
+    s = _run_job(migration)
+    assert s["JobState"] == "Succeed", s
+    assert_migrated(migration.bucket, {k: files[k] for k in chosen})
+
+
+def test_azure_container_into_oss(migration, azurite):
+    container = "c" + uuid.uuid4().hex[:12]
+    client = azurite.service_client().create_container(container)
+    files = {k: v for k, v in awkward_tree(20).items() if "?" not in k}
+    files.update({f"bulk/{i:04d}.txt": b"x" * (i % 7) for i in range(1100)})
+    for key, data in files.items():
+        client.upload_blob(key, data)
+    migration.write_conf(job_props={"srcType": "azure", "srcDomain": azurite.endpoint, "srcBucket": container,
+                                    "srcAccessKey": azurite.account, "srcSecretKey": azurite.key,
+                                    "srcPrefix": "", "taskObjectCountLimit": "300"})
+    s = _run_job(migration, timeout=240)
+    assert s["JobState"] == "Succeed", s
+    assert_migrated(migration.bucket, files)
