@@ -26,7 +26,7 @@ TIB = 1024 * GIB
 SRC_TYPES = ("local", "oss", "qiniu", "bos", "ks3", "s3", "youpai", "http", "cos", "azure", "list")
 # Sources addressed by a bucket (or azure container); local and http are not.
 BUCKET_SRC_TYPES = ("oss", "qiniu", "bos", "ks3", "s3", "youpai", "cos", "azure")
-DEST_TYPES = ("oss", "local")
+DEST_TYPES = ("oss", "local", "s3")
 # Announced destination types; named in the error so nobody thinks it is a typo.
 PLANNED_DEST_TYPES = ("s3", "local")
 JOB_TYPES = ("import", "audit")

@@ -328,7 +328,9 @@ class Transferer:
                 stored = result.crc64
                 if stored is None:  # a store that did not say: ask it
                     stored = self._stored_crc(entry.key, entry.size)
-                if stored != crc:
+                if stored is None and not self.destination.features.has_crc64:
+                    pass  # no CRC64 there (S3): the size was checked, the store checked Content-MD5
+                elif stored != crc:
                     raise _Mismatch(f"{CRC_NOT_MATCH}: read {crc}, stored {stored}")
             except RequestFailed as failure:
                 if not failure.retryable or attempt >= self.options.max_attempts:
@@ -359,7 +361,8 @@ class Transferer:
         return state_dir / "multipart" / f"{name}.json"
 
     def _part_size(self, size: int) -> int:
-        part = max(1, self.options.part_size)
+        # A store may refuse small parts (S3: 5 MiB but the last).
+        part = max(1, self.options.part_size, getattr(self.destination, "min_part_size", 0))
         if -(-size // part) > MAX_PARTS:
             # Larger parts rather than a failure: round up to whole MiB so resumed runs agree.
             part = -(-size // MAX_PARTS)

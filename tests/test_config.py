@@ -234,7 +234,7 @@ def test_format_size_round_trips():
     ("jobType=copy\n", "jobType", "allowed: import, audit"),
     ("srcType=Local\n", "srcType", "case-sensitive: write srcType=local"),
     ("srcType=ftp\n", "srcType", "allowed: local, oss, qiniu"),
-    ("destType=s3\n", "destType", "not supported yet; allowed: oss"),
+    ("destType=ftp\n", "destType", "allowed: oss, local, s3"),
     ("isIncremental=yes\n", "isIncremental", "must be true or false (got 'yes')"),
     ("scanThreadCount=four\n", "scanThreadCount", "must be a whole number"),
     ("scanThreadCount=33\n", "scanThreadCount", "must be from 1 to 32 (got '33')"),
@@ -414,3 +414,19 @@ def test_redact_and_repr_hide_secrets():
     assert SECRET not in repr(cfg)
     assert SECRET not in repr(parse_sys_text(f"workerPassword={SECRET}\n"))
     assert redact({"workerPassword": "x"}) == {"workerPassword": "******"}
+
+
+def test_every_example_job_file_parses_cleanly():
+    """conf/examples has one commented job file per srcType, as OssImport ships them."""
+    from pathlib import Path
+
+    from ossimport_dist.config import SRC_TYPES, load_job
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "conf" / "examples").glob("*.cfg"))
+    seen = set()
+    for path in examples:
+        cfg = load_job(path)
+        assert not cfg.warnings, (path, cfg.warnings)
+        seen.add(cfg.src_type)
+    missing = set(SRC_TYPES) - seen
+    assert not missing, f"no example for srcType {sorted(missing)}"

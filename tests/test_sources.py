@@ -15,7 +15,7 @@ import pytest
 
 from conftest import assert_migrated, awkward_tree, write_tree
 
-pytest_plugins = ["azurite"]
+pytest_plugins = ["azurite", "s3servers"]
 
 
 def _run_job(migration, timeout=180) -> dict:
@@ -113,3 +113,37 @@ def test_azure_container_into_oss(migration, azurite):
     s = _run_job(migration, timeout=240)
     assert s["JobState"] == "Succeed", s
     assert_migrated(migration.bucket, files)
+
+
+def test_s3_bucket_into_oss_on_moto_and_s3rver(migration, s3server):
+    bucket = s3server.new_bucket()
+    client = s3server.client()
+    files = {k: v for k, v in awkward_tree(20).items()}
+    files.update({f"bulk/{i:04d}.txt": b"y" * (i % 5) for i in range(1050)})
+    files["big/video.bin"] = os.urandom(6 * 1024 * 1024 + 3)
+    for key, data in files.items():
+        client.put_object(Bucket=bucket, Key="exports/" + key, Body=data, ContentType="application/x-test")
+    migration.write_conf(job_props={"srcType": "s3", "srcDomain": s3server.endpoint, "srcBucket": bucket,
+                                    "srcAccessKey": s3server.access_key, "srcSecretKey": s3server.secret_key,
+                                    "srcPrefix": "exports/", "taskObjectCountLimit": "300",
+                                    "multipartUploadThreshold": "4m", "multipartUploadPartSize": "1m"})
+    s = _run_job(migration, timeout=240)
+    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert_migrated(migration.bucket, files)
+    assert migration.bucket.head_object("big/video.bin").content_type == "application/x-test"
+
+
+def test_local_folder_into_an_s3_destination(migration, moto_server):
+    bucket = moto_server.new_bucket()
+    files = awkward_tree(20)
+    files["big.bin"] = os.urandom(11 * 1024 * 1024)
+    write_tree(migration.src, files)
+    migration.write_conf(job_props={"destType": "s3", "destDomain": moto_server.endpoint, "destBucket": bucket,
+                                    "destAccessKey": moto_server.access_key,
+                                    "destSecretKey": moto_server.secret_key, "destPrefix": "in/",
+                                    "multipartUploadThreshold": "8m", "multipartUploadPartSize": "1m"})
+    s = _run_job(migration)
+    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    client = moto_server.client()
+    for key, data in files.items():
+        assert client.get_object(Bucket=bucket, Key="in/" + key)["Body"].read() == data, key

@@ -21,10 +21,16 @@ _SOURCES = MappingProxyType({
     "list": "manifest:ListSource",
     "azure": "azure:AzureSource",
     "youpai": "youpai:YoupaiSource",
+    "s3": "s3:S3Source",
+    "cos": "s3:CosSource",
+    "bos": "s3:BosSource",
+    "ks3": "s3:Ks3Source",
+    "qiniu": "s3:QiniuSource",
 })
 _DESTINATIONS = MappingProxyType({
     "oss": "oss:OssDestination",
     "local": "local:LocalDestination",
+    "s3": "s3:S3Destination",
 })
 
 

@@ -1,0 +1,620 @@
+"""Amazon S3 and S3-compatible stores as a source (srcType=s3, qiniu, bos, ks3, cos) and as a
+destination (destType=s3), through boto3.
+
+One boto3 client per store: botocore clients are thread-safe, and the client's urllib3 pool is
+sized for ``workerTaskThreadNum`` so every transfer thread keeps its own kept-alive connection.
+Requests are signed with Signature V4. IP and ``localhost`` endpoints use path-style addressing
+(there is no DNS name to put the bucket in); names use virtual-host style, which every vendor
+below documents. The region comes from the endpoint's host name when it carries one, else
+``us-east-1``. botocore's own retries are off: the transfer engine retries ``RequestFailed``
+with its shared backoff, and two retry layers would multiply.
+
+Vendor srcTypes: each vendor serves an S3-compatible API; OssImport's keys are turned into it
+here. ``srcDomain`` given as a URL or a host name with a dot (or an IP, or with a port) is used
+as given, so a job (or a test) can point at any S3 endpoint; a bare region id is expanded:
+
+========  ==========================================  =============================================
+srcType   srcDomain -> S3 endpoint                    bucket / prefix
+========  ==========================================  =============================================
+s3        ``s3.<region>.amazonaws.com``               as written
+cos       ``cos.<region>.myqcloud.com``; OssImport's  ``<srcBucket>-<appId>`` (unless it already
+          v4 short names (sh, gz, tj, bj, cd, sgp,    ends with it); srcPrefix ``/dir/`` -> key
+          hk, ca, ger) map to ap-shanghai, ...        prefix ``dir/``, ``/`` -> whole bucket
+bos       ``s3.<region>.bcebos.com``; the native API  as written
+          domain ``<region>.bcebos.com`` is rewritten
+ks3       ``ks3-<region>.ksyuncs.com`` (region        as written
+          ``cn-beijing`` or ``ks3-cn-beijing``)
+qiniu     ``s3.<region>.qiniucs.com`` (region         the bucket's S3 name, shown in Kodo's
+          ``cn-east-1`` ...); a download (CDN)        console (usually the Kodo name)
+          domain such as ``*.clouddn.com`` cannot
+          list, and is refused with the fix
+========  ==========================================  =============================================
+
+Where the S3 API falls short and a vendor's own SDK would be needed: qiniu's
+``getObjectMetaMode=stat`` (the Kodo ``stat`` API with its own hash) has no S3 equivalent, HEAD
+is used; OssImport's qiniu/youpai CDN download (``isDownloadFromCdn``) is not done here; COS and
+KS3 archive-class objects need a vendor ``restore`` before a GET works; BOS's native
+``x-bce-meta-*`` metadata and content-md5 (BOS keeps MD5 for multipart objects too) are visible
+only through the BOS API. The S3 ETag is an MD5 only for single-PUT objects without KMS/SSE-C,
+so ``md5`` is set only for a 32-hex-digit ETag (never one with '-').
+
+As a destination S3 has no CRC64: ``put`` returns ``PutResult(crc64=None)`` and the transfer
+checks the stored size by HEAD; every PUT and UploadPart carries ``Content-MD5`` so the server
+itself refuses bytes that were damaged in flight (``BadDigest``), and the returned ETag is
+compared with our MD5 where it is one.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import io
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Iterator, Optional
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from botocore import UNSIGNED
+
+from ..errors import DestinationError, SourceError
+from ..models import ObjectEntry
+from .base import Destination, Features, PutResult, Source
+from .errors import RequestFailed, fatal_error
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+DEFAULT_REGION = "us-east-1"
+DEFAULT_POOL = 64
+PAGE_SIZE = 1000
+
+# Object headers carried from a source object to its copy (user metadata is mapped apart).
+PASS_THROUGH_HEADERS = ("content-type", "content-encoding", "content-disposition",
+                        "content-language", "cache-control", "expires")
+_HEADER_PARAMS = {"content-type": "ContentType", "content-encoding": "ContentEncoding",
+                  "content-disposition": "ContentDisposition",
+                  "content-language": "ContentLanguage", "cache-control": "CacheControl"}
+_OSS_META = "x-oss-meta-"
+_AMZ_META = "x-amz-meta-"
+_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+# Host names that say their region: s3/vendor endpoints and OSS's own S3-compatible endpoint.
+_REGION_IN_HOST = (
+    re.compile(r"^(?:[^.]+\.)?s3[.-](?:dualstack\.)?([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"),
+    re.compile(r"^(?:[^.]+\.)?cos\.([a-z0-9-]+)\.myqcloud\.com$"),
+    re.compile(r"^(?:[^.]+\.)?s3\.([a-z0-9-]+)\.bcebos\.com$"),
+    re.compile(r"^(?:[^.]+\.)?ks3-([a-z0-9-]+?)(?:-internal)?\.ksyuncs\.com$"),
+    re.compile(r"^(?:[^.]+\.)?s3[.-]([a-z0-9-]+)\.qiniucs\.com$"),
+    re.compile(r"^(?:[^.]+\.)?oss-([a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$"),
+)
+
+# OssImport's COS (API v4) region spellings -> COS XML/S3 region ids.
+_COS_SHORT_REGIONS = {"sh": "ap-shanghai", "gz": "ap-guangzhou", "tj": "ap-beijing-1",
+                      "bj": "ap-beijing", "cd": "ap-chengdu", "sgp": "ap-singapore",
+                      "hk": "ap-hongkong", "ca": "na-toronto", "ger": "eu-frankfurt"}
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    url: str  # scheme://host[:port]
+    region: str
+    path_style: bool
+
+
+def parse_endpoint(domain: str, default_scheme: str = "https") -> S3Endpoint:
+    text = domain.strip().rstrip("/")
+    if not text:
+        raise ValueError("empty endpoint")
+    if "://" not in text:
+        text = f"{default_scheme}://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) endpoint: {domain!r}")
+    host = parts.hostname
+    try:
+        ipaddress.ip_address(host)
+        path_style = True
+    except ValueError:
+        path_style = host == "localhost"
+    region = DEFAULT_REGION
+    for pattern in _REGION_IN_HOST:
+        match = pattern.match(host)
+        if match:
+            region = match.group(1)
+            break
+    hostport = f"[{host}]" if ":" in host else host
+    url = f"{parts.scheme}://{hostport}" + (f":{parts.port}" if parts.port else "")
+    return S3Endpoint(url, region, path_style)
+
+
+def _is_full_endpoint(domain: str) -> bool:
+    """A URL, a dotted host name, an IP or host:port: used as given, never rewritten."""
+    text = domain.strip()
+    return "://" in text or "." in text or ":" in text or text == "localhost"
+
+
+def _md5_from_etag(etag: Optional[str]) -> Optional[str]:
+    return etag if etag and _PLAIN_MD5.match(etag.lower()) else None
+
+
+def _strip_etag(etag) -> Optional[str]:
+    return (etag or "").strip('"') or None
+
+
+def _object_params(headers: Optional[dict]) -> dict:
+    """The transfer's OSS-style header dict -> boto3 PutObject/CreateMultipartUpload kwargs."""
+    params: dict = {}
+    metadata = {}
+    for name, value in (headers or {}).items():
+        lower = name.lower()
+        if lower in _HEADER_PARAMS:
+            params[_HEADER_PARAMS[lower]] = value
+        elif lower == "expires":
+            try:
+                params["Expires"] = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                pass  # an unparseable Expires is not worth failing the copy for
+        elif lower.startswith(_OSS_META):
+            metadata[lower[len(_OSS_META):]] = value
+        elif lower.startswith(_AMZ_META):
+            metadata[lower[len(_AMZ_META):]] = value
+    if metadata:
+        params["Metadata"] = metadata
+    return params
+
+
+def _copy_headers(raw: dict) -> dict:
+    """Response headers -> what the transfer copies (user metadata as ``x-oss-meta-*``)."""
+    out = {}
+    for name, value in raw.items():
+        lower = name.lower()
+        if lower in PASS_THROUGH_HEADERS:
+            out[lower] = value
+        elif lower.startswith(_AMZ_META):
+            out[_OSS_META + lower[len(_AMZ_META):]] = value
+    return out
+
+
+def _content_md5(data: bytes) -> tuple:
+    digest = hashlib.md5(data).digest()
+    return digest.hex(), base64.b64encode(digest).decode("ascii")
+
+
+_NETWORK_ERRORS = (botocore.exceptions.EndpointConnectionError,
+                   botocore.exceptions.ConnectionError,
+                   botocore.exceptions.HTTPClientError,
+                   botocore.exceptions.ReadTimeoutError,
+                   botocore.exceptions.ConnectTimeoutError,
+                   botocore.exceptions.IncompleteReadError,
+                   botocore.exceptions.ResponseStreamingError)
+
+# HEAD responses have no body: botocore names the error by its status.
+_STATUS_CODES = {"400": "BadRequest", "403": "AccessDenied", "404": "NotFound",
+                 "503": "ServiceUnavailable"}
+
+
+def _client_config(path_style: bool, pool: int, signed: bool) -> botocore.config.Config:
+    kwargs = dict(max_pool_connections=max(1, pool),
+                  connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                  retries={"total_max_attempts": 1, "mode": "standard"},
+                  s3={"addressing_style": "path" if path_style else "virtual"},
+                  signature_version="s3v4" if signed else UNSIGNED)
+    # Newer botocore adds CRC32 trailers to every upload by default; S3-compatible stores do not
+    # all understand them, and we send Content-MD5 ourselves.
+    try:
+        return botocore.config.Config(request_checksum_calculation="when_required",
+                                      response_checksum_validation="when_required", **kwargs)
+    except TypeError:
+        return botocore.config.Config(**kwargs)
+
+
+class _S3Store:
+    """What source and destination share: the client, the prefix, error translation."""
+
+    role = "dest"
+
+    def __init__(self, domain: str, bucket: str, prefix: str, access_key: str, secret_key: str,
+                 pool_size: int = DEFAULT_POOL):
+        error = self._error_class()
+        if not bucket or "/" in bucket:
+            raise error(f"{self.role}Bucket '{bucket}' is not a bucket name: write the name "
+                        f"alone, without '/' or the endpoint")
+        try:
+            self.endpoint = parse_endpoint(domain)
+        except ValueError as exc:
+            raise error(f"{self.role}Domain '{domain}' is not an endpoint URL like "
+                        f"https://s3.us-west-2.amazonaws.com") from exc
+        self.bucket_name, self.prefix = bucket, prefix or ""
+        self._access_key = access_key
+        signed = bool(access_key or secret_key)
+        session = boto3.session.Session()
+        self.client = session.client(
+            "s3", endpoint_url=self.endpoint.url, region_name=self.endpoint.region,
+            aws_access_key_id=access_key if signed else None,
+            aws_secret_access_key=secret_key if signed else None,
+            config=_client_config(self.endpoint.path_style, pool_size, signed))
+
+    def _error_class(self):
+        return DestinationError if self.role == "dest" else SourceError
+
+    def _failure(self, exc: Exception, op: str, key: str) -> Exception:
+        """A botocore exception -> RequestFailed, or the one-line fatal error it implies."""
+        if isinstance(exc, botocore.exceptions.ClientError):
+            response = exc.response or {}
+            meta = response.get("ResponseMetadata", {})
+            err = response.get("Error", {})
+            status = int(meta.get("HTTPStatusCode") or 0)
+            code = str(err.get("Code", ""))
+            code = _STATUS_CODES.get(code, code)
+            failure = RequestFailed(status, code, str(err.get("Message", "")),
+                                    str(meta.get("RequestId", "")), operation=op, key=key,
+                                    retryable=None if status else True)
+        elif isinstance(exc, botocore.exceptions.ParamValidationError):
+            return self._error_class()(
+                f"{self.role}Bucket '{self.bucket_name}' at {self.endpoint.url}: {op} refused "
+                f"by the client ({exc}): fix {self.role}Bucket")
+        elif isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return self._error_class()(f"{self.role}Bucket '{self.bucket_name}' at "
+                                       f"{self.endpoint.url}: no credentials: set "
+                                       f"{self.role}AccessKey and {self.role}SecretKey")
+        elif isinstance(exc, _NETWORK_ERRORS) or isinstance(exc, OSError):
+            failure = RequestFailed(0, type(exc).__name__,
+                                    f"{self.endpoint.url}: {exc}", retryable=True,
+                                    operation=op, key=key)
+        else:
+            failure = RequestFailed(0, type(exc).__name__, str(exc), retryable=False,
+                                    operation=op, key=key)
+        fatal = fatal_error(failure, role=self.role, bucket=self.bucket_name,
+                            endpoint=self.endpoint.url, access_key=self._access_key)
+        return fatal if fatal is not None else failure
+
+    def _call(self, op: str, key: str, method, **params):
+        try:
+            return method(Bucket=self.bucket_name, **params)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+                OSError) as exc:
+            raise self._failure(exc, op, key) from exc
+
+    def _head(self, full_key: str, rel_key: str) -> Optional[ObjectEntry]:
+        try:
+            resp = self._call("HEAD", full_key, self.client.head_object, Key=full_key)
+        except RequestFailed as exc:
+            if exc.status == 404:
+                return None
+            raise
+        raw = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        etag = _strip_etag(resp.get("ETag"))
+        md5 = (resp.get("Metadata") or {}).get("md5") or _md5_from_etag(etag)
+        modified = resp.get("LastModified")
+        return ObjectEntry(key=rel_key, size=int(resp.get("ContentLength", 0)),
+                           mtime=modified.timestamp() if modified else 0.0,
+                           md5=md5, etag=etag, headers=_copy_headers(raw))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class S3Reader(io.RawIOBase):
+    """A GetObject body; ``headers`` holds what the copy carries over (Content-Type...)."""
+
+    def __init__(self, body, headers: dict, key: str = ""):
+        super().__init__()
+        self._body = body
+        self._key = key
+        self.headers = headers
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(size if size is not None and size >= 0 else None)
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise RequestFailed(0, type(exc).__name__, str(exc) or "read failed",
+                                retryable=True, operation="GetObject", key=self._key) from exc
+        except Exception as exc:
+            # urllib3's ProtocolError and friends escape botocore's wrapping on a reset body.
+            if type(exc).__module__.startswith("urllib3"):
+                raise RequestFailed(0, type(exc).__name__, str(exc) or "read failed",
+                                    retryable=True, operation="GetObject", key=self._key) from exc
+            raise
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close:
+                close()
+        finally:
+            super().close()
+
+
+class S3Source(_S3Store, Source):
+    """srcType=s3, and the base of the vendor srcTypes (see the module docstring)."""
+
+    kind = "s3"
+    features = Features(has_md5=True)
+    role = "src"
+
+    def __init__(self, *, domain: str, bucket: str, prefix: str = "", access_key: str = "",
+                 secret_key: str = "", pool_size: int = DEFAULT_POOL, page_size: int = PAGE_SIZE):
+        super().__init__(domain, bucket, prefix, access_key, secret_key, pool_size)
+        self.page_size = max(1, min(1000, page_size))
+
+    # ------------------------------------------------------------ vendor mapping
+
+    @classmethod
+    def locate(cls, domain: str, bucket: str, prefix: str, app_id: int = 0) -> tuple:
+        """OssImport's (srcDomain, srcBucket, srcPrefix) -> (endpoint, bucket, key prefix)."""
+        domain = domain.strip()
+        if domain and not _is_full_endpoint(domain):
+            domain = f"s3.{domain}.amazonaws.com"
+        return domain or "s3.amazonaws.com", bucket, prefix
+
+    @classmethod
+    def from_settings(cls, *, prefix: str, bucket: str, domain: str, access_key: str,
+                      secret_key: str, app_id: int = 0, pool_size: int = DEFAULT_POOL,
+                      **_unused):
+        endpoint, real_bucket, key_prefix = cls.locate(domain, bucket, prefix, app_id)
+        return cls(domain=endpoint, bucket=real_bucket, prefix=key_prefix,
+                   access_key=access_key, secret_key=secret_key, pool_size=pool_size)
+
+    @classmethod
+    def from_job(cls, job):
+        return cls.from_settings(prefix=job.src_prefix, bucket=job.src_bucket,
+                                 domain=job.src_domain, access_key=job.src_access_key,
+                                 secret_key=job.src_secret_key,
+                                 app_id=getattr(job, "app_id", 0),
+                                 pool_size=getattr(job, "worker_task_thread_num", DEFAULT_POOL))
+
+    # ------------------------------------------------------------ listing
+
+    def _pages(self, prefix: str, delimiter: str, start_after: str):
+        params = {"Prefix": prefix, "MaxKeys": self.page_size}
+        if delimiter:
+            params["Delimiter"] = delimiter
+        if start_after:
+            params["StartAfter"] = start_after
+        while True:
+            try:
+                page = self._call("ListObjectsV2", prefix, self.client.list_objects_v2, **params)
+            except RequestFailed as failure:
+                if failure.retryable:
+                    raise
+                raise SourceError(f"listing srcBucket '{self.bucket_name}' at "
+                                  f"{self.endpoint.url} prefix '{prefix}' failed: "
+                                  f"{failure.describe()}") from failure
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            params["ContinuationToken"] = token
+
+    def list(self, subtree: str = "", recursive: bool = True,
+             start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
+        prefix = self.prefix + subtree
+        after = self.prefix + start_after if start_after else ""
+        after = after if after > prefix else ""
+        cut = len(self.prefix)
+        for page in self._pages(prefix, "" if recursive else "/", after):
+            for item in page.get("Contents", ()):
+                key = item["Key"]
+                # Some S3-compatible servers ignore StartAfter: never yield what was asked away.
+                if after and key <= after:
+                    continue
+                etag = _strip_etag(item.get("ETag"))
+                modified = item.get("LastModified")
+                yield ObjectEntry(key=key[cut:], size=int(item.get("Size", 0)),
+                                  mtime=modified.timestamp() if modified else 0.0,
+                                  md5=_md5_from_etag(etag), etag=etag)
+
+    def subtrees(self, subtree: str = "") -> list:
+        prefix = self.prefix + subtree
+        out = []
+        for page in self._pages(prefix, "/", ""):
+            out.extend(p["Prefix"][len(self.prefix):] for p in page.get("CommonPrefixes", ()))
+        return sorted(out)
+
+    def stat(self, key: str) -> Optional[ObjectEntry]:
+        return self._head(self.prefix + key, key)
+
+    def open(self, entry: ObjectEntry, offset: int = 0, length: Optional[int] = None):
+        """Raises FileNotFoundError when the object is gone."""
+        full = self.prefix + entry.key
+        if length == 0 or (length is None and entry.size == 0 and offset == 0):
+            # A Range on an empty object is a 416: ask for existence and headers instead.
+            head = self.stat(entry.key)
+            if head is None:
+                raise FileNotFoundError(full)
+            return S3Reader(io.BytesIO(b""), head.headers, full)
+        params = {"Key": full}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            params["Range"] = f"bytes={offset}-{end}"
+        try:
+            resp = self._call("GetObject", full, self.client.get_object, **params)
+        except RequestFailed as exc:
+            if exc.status == 404 and exc.code in ("NoSuchKey", "NotFound", ""):
+                raise FileNotFoundError(full) from exc
+            raise
+        raw = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        return S3Reader(resp["Body"], _copy_headers(raw), full)
+
+
+class CosSource(S3Source):
+    """Tencent COS through its S3-compatible XML API."""
+
+    kind = "cos"
+
+    @classmethod
+    def locate(cls, domain, bucket, prefix, app_id=0):
+        domain = domain.strip()
+        if domain and not _is_full_endpoint(domain):
+            region = _COS_SHORT_REGIONS.get(domain, domain)
+            domain = f"cos.{region}.myqcloud.com"
+        if app_id and not bucket.endswith(f"-{app_id}"):
+            bucket = f"{bucket}-{app_id}"
+        # OssImport spells COS prefixes with a leading '/', which is not part of the key.
+        return domain, bucket, prefix.lstrip("/")
+
+
+class BosSource(S3Source):
+    """Baidu BOS through its S3-compatible endpoint."""
+
+    kind = "bos"
+
+    @classmethod
+    def locate(cls, domain, bucket, prefix, app_id=0):
+        text = domain.strip()
+        scheme = ""
+        if "://" in text:
+            scheme, text = text.split("://", 1)
+            scheme += "://"
+        host = text.rstrip("/")
+        native = re.match(r"^([a-z0-9-]+)\.bcebos\.com$", host)
+        if native:  # the BOS API domain: its S3 twin lives under s3.
+            host = f"s3.{native.group(1)}.bcebos.com"
+        elif host and not _is_full_endpoint(host):
+            host = f"s3.{host}.bcebos.com"
+        return scheme + host, bucket, prefix
+
+
+class Ks3Source(S3Source):
+    """Kingsoft KS3 through its S3-compatible endpoint."""
+
+    kind = "ks3"
+
+    @classmethod
+    def locate(cls, domain, bucket, prefix, app_id=0):
+        domain = domain.strip()
+        if domain and not _is_full_endpoint(domain):
+            region = domain[len("ks3-"):] if domain.startswith("ks3-") else domain
+            domain = f"ks3-{region}.ksyuncs.com"
+        return domain, bucket, prefix
+
+
+class QiniuSource(S3Source):
+    """Qiniu Kodo through its S3-compatible endpoint."""
+
+    kind = "qiniu"
+
+    @classmethod
+    def locate(cls, domain, bucket, prefix, app_id=0):
+        domain = domain.strip()
+        host = urlsplit(domain if "://" in domain else "//" + domain).hostname or ""
+        if host.endswith(".clouddn.com") or host.endswith(".qiniudn.com"):
+            raise SourceError(f"srcDomain '{domain}' is a Qiniu download domain, which cannot "
+                              f"list a bucket: set srcDomain to the bucket's region "
+                              f"(e.g. cn-east-1) or its S3 endpoint s3.<region>.qiniucs.com")
+        if domain and not _is_full_endpoint(domain):
+            domain = f"s3.{domain}.qiniucs.com"
+        return domain, bucket, prefix
+
+
+class S3Destination(_S3Store, Destination):
+    """destType=s3: any S3-compatible store, OSS's own S3 endpoint included."""
+
+    kind = "s3"
+    features = Features(has_md5=True, multipart=True)
+    role = "dest"
+    # S3 refuses (EntityTooSmall, at complete time) any part but the last below 5 MiB, while
+    # multipartUploadPartSize may be as small as 100k: the transfer should raise its part size.
+    min_part_size = 5 * 1024 * 1024
+
+    def __init__(self, *, domain: str, bucket: str, prefix: str = "", access_key: str = "",
+                 secret_key: str = "", server_side_encryption: bool = False,
+                 pool_size: int = DEFAULT_POOL):
+        super().__init__(domain, bucket, prefix, access_key, secret_key, pool_size)
+        self.server_side_encryption = server_side_encryption
+
+    @classmethod
+    def from_job(cls, job):
+        return cls(domain=job.dest_domain, bucket=job.dest_bucket, prefix=job.dest_prefix,
+                   access_key=job.dest_access_key, secret_key=job.dest_secret_key,
+                   server_side_encryption=getattr(job, "is_server_side_encryption", False),
+                   pool_size=getattr(job, "worker_task_thread_num", DEFAULT_POOL))
+
+    def _params(self, headers: Optional[dict]) -> dict:
+        params = _object_params(headers)
+        if self.server_side_encryption:
+            params["ServerSideEncryption"] = "AES256"
+        return params
+
+    @staticmethod
+    def _check_etag(op: str, key: str, resp: dict, md5_hex: str) -> Optional[str]:
+        etag = _strip_etag(resp.get("ETag"))
+        # KMS and customer-key encryption make the ETag something other than the MD5.
+        opaque = resp.get("ServerSideEncryption") == "aws:kms" or resp.get("SSECustomerAlgorithm")
+        if etag and not opaque and _md5_from_etag(etag) and etag.lower() != md5_hex:
+            raise RequestFailed(0, "ETagMismatch", f"stored ETag {etag}, sent MD5 {md5_hex}",
+                                retryable=True, operation=op, key=key)
+        return etag
+
+    def head(self, key: str) -> Optional[ObjectEntry]:
+        return self._head(self.prefix + key, key)
+
+    def put(self, key: str, data: bytes, headers: Optional[dict] = None) -> PutResult:
+        full = self.prefix + key
+        md5_hex, md5_b64 = _content_md5(data)
+        resp = self._call("PUT", full, self.client.put_object, Key=full, Body=data,
+                          ContentMD5=md5_b64, **self._params(headers))
+        return PutResult(crc64=None, etag=self._check_etag("PUT", full, resp, md5_hex))
+
+    def init_multipart(self, key: str, headers: Optional[dict] = None) -> str:
+        full = self.prefix + key
+        resp = self._call("CreateMultipartUpload", full, self.client.create_multipart_upload,
+                          Key=full, **self._params(headers))
+        return resp["UploadId"]
+
+    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PutResult:
+        full = self.prefix + key
+        md5_hex, md5_b64 = _content_md5(data)
+        resp = self._call("UploadPart", full, self.client.upload_part, Key=full,
+                          UploadId=upload_id, PartNumber=part_number, Body=data,
+                          ContentMD5=md5_b64)
+        return PutResult(crc64=None, etag=self._check_etag("UploadPart", full, resp, md5_hex))
+
+    def list_parts(self, key: str, upload_id: str) -> Optional[dict]:
+        full = self.prefix + key
+        parts = {}
+        params = {"Key": full, "UploadId": upload_id, "MaxParts": 1000}
+        while True:
+            try:
+                resp = self._call("ListParts", full, self.client.list_parts, **params)
+            except RequestFailed as exc:
+                # 405/501: a server without ListParts (s3rver); the transfer then starts the
+                # object over, which costs bytes but never correctness.
+                if exc.code == "NoSuchUpload" or exc.status in (404, 405, 501):
+                    return None
+                raise
+            for part in resp.get("Parts", ()):
+                parts[int(part["PartNumber"])] = (int(part["Size"]), _strip_etag(part["ETag"]))
+            marker = resp.get("NextPartNumberMarker")
+            if not resp.get("IsTruncated") or not marker:
+                return parts
+            params["PartNumberMarker"] = marker
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list) -> PutResult:
+        full = self.prefix + key
+        listed = [{"PartNumber": int(number), "ETag": f'"{(etag or "").strip(chr(34))}"'}
+                  for number, etag in parts]
+        resp = self._call("CompleteMultipartUpload", full, self.client.complete_multipart_upload,
+                          Key=full, UploadId=upload_id, MultipartUpload={"Parts": listed})
+        return PutResult(crc64=None, etag=_strip_etag(resp.get("ETag")))
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        full = self.prefix + key
+        try:
+            self._call("AbortMultipartUpload", full, self.client.abort_multipart_upload,
+                       Key=full, UploadId=upload_id)
+        except RequestFailed as exc:
+            if exc.code != "NoSuchUpload" and exc.status != 404:
+                raise
