@@ -241,6 +241,12 @@ class Fleet:
                         pass
                 _wait_dead(pids, time.monotonic() + 1)
 
+    def ensure_up(self) -> None:
+        """Every host back on the network: a test that took one down and failed must not take
+        the next tests with it."""
+        for node in self.nodes:
+            self.start_sshd(node.host)  # a no-op for a host that is up
+
     def start_sshd(self, host: Host) -> None:
         node = self._node(host)
         if node.sshd is not None and node.sshd.poll() is None:

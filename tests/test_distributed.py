@@ -116,6 +116,7 @@ def deployed(fleet, tmp_path_factory):
 
 @pytest.fixture
 def cluster(fleet, deployed, tmp_path, bucket, emulator):
+    fleet.ensure_up()
     made = []
 
     def make(**kw):
@@ -366,11 +367,14 @@ def test_a_late_result_from_a_host_presumed_dead_is_accepted_once(cluster, fleet
     # The host drops off the network (its sshd and every SSH session end), but its agent goes on
     # and finishes what it holds.
     agent_pid = int((Path(fleet.host_dir(victim)) / "worker" / "agent.pid").read_text())
-    fleet.stop_sshd(victim, kill_sessions=False)
-    for pid in fleet.host_pids(victim):
-        if pid != agent_pid and psutil.pid_exists(pid) and "sshd" in " ".join(psutil.Process(pid).cmdline()):
-            os.kill(pid, signal.SIGKILL)
     try:
+        fleet.stop_sshd(victim, kill_sessions=False)
+        for pid in fleet.host_pids(victim):
+            try:
+                if pid != agent_pid and "sshd" in " ".join(psutil.Process(pid).cmdline()):
+                    os.kill(pid, signal.SIGKILL)
+            except (psutil.Error, ProcessLookupError):
+                continue  # already gone (or a zombie): not on the network either way
         c.write_sys(**{"workerMaxThroughput(KB/s)": "0"})
         s = c.wait_state(timeout=180)
         assert s["JobState"] == "Succeed", s
