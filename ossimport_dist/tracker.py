@@ -53,11 +53,9 @@ class LocalTracker:
                 job.undispatch(task_id, self.host)
         # Worker folders nobody dispatched (a crash between the two steps of dispatch_one).
         for name in os.listdir(job.worker_tasks):
-            if name.startswith(".") or name in dispatched:
-                if name.startswith("."):
-                    shutil.rmtree(job.worker_tasks / name, ignore_errors=True)
-                continue
-            if job.finished_dir(name) is not None or (job.pending / name).exists():
+            half_copied = name.startswith(".")
+            stale = name not in dispatched and (job.finished_dir(name) is not None or (job.pending / name).exists())
+            if half_copied or stale:
                 shutil.rmtree(job.worker_tasks / name, ignore_errors=True)
 
     # -- steady state -----------------------------------------------------------------------
