@@ -7,7 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ossimport_bootstrap test
 cd "$ROOT"
 # oss2's own integration tests against the emulator (a test suite nobody here wrote).
-"$OSSIMPORT_PY" tests/oss2_compat/run.py -q
+"$OSSIMPORT_PY" tests/oss2_compat/run.py
 # Debian packages the suite needs (openssh-server for the SSH fleet); quick when installed.
 bash "$ROOT/tests/setup_system.sh"
 # The project's suite: migration stories through the real scripts and the real emulator.
