@@ -11,10 +11,59 @@ UTF-8 byte order), so ``start_after`` resumes a listing exactly, like an OSS mar
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Optional
 
 from ..models import ObjectEntry
+
+
+class BoundedReader(io.RawIOBase):
+    """A stream that yields at most ``length`` bytes (all, when None) after dropping the first
+    ``skip`` (a server that ignored a Range sent the whole object). Drivers give ``_raw(n)``:
+    at most n bytes of the underlying body, b"" at its end."""
+
+    READ_ALL_CHUNK = 1 << 20
+
+    def __init__(self, length: Optional[int] = None, skip: int = 0):
+        super().__init__()
+        self._left, self._skip = length, skip
+
+    def _raw(self, size: int) -> bytes:
+        raise NotImplementedError
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while self._skip:
+            dropped = self._raw(min(self._skip, self.READ_ALL_CHUNK))
+            if not dropped:
+                return b""
+            self._skip -= len(dropped)
+        if self._left is not None:
+            if size is None or size < 0 or size > self._left:
+                size = self._left
+            if size == 0:
+                return b""
+        if size is None or size < 0:
+            chunks = []
+            while True:
+                piece = self._raw(self.READ_ALL_CHUNK)
+                if not piece:
+                    break
+                chunks.append(piece)
+            data = b"".join(chunks)
+        else:
+            data = self._raw(size)
+        if self._left is not None:
+            self._left -= len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
 
 # A destination that keeps files' modification times (preserves_mtime) reads it from this

@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ..errors import SourceError
 from ..models import ObjectEntry
-from .base import Features, Source
+from .base import BoundedReader, Features, Source
 from .errors import RequestFailed
 
 CONNECT_TIMEOUT = 10.0
@@ -86,7 +86,7 @@ class ListFormatError(SourceError):
         super().__init__(f"Unknown http list file format: {path}:{line}: {what}")
 
 
-class HttpReader(io.RawIOBase):
+class HttpReader(BoundedReader):
     """A GET body that refuses to end early: fewer bytes than promised is a retryable failure.
 
     ``headers`` holds what the copy carries over (Content-Type...). ``size`` is the whole
@@ -95,16 +95,11 @@ class HttpReader(io.RawIOBase):
 
     def __init__(self, source: "HttpSource", conn, response, url: str, skip: int,
                  length: Optional[int], size: Optional[int], headers: dict):
-        super().__init__()
+        super().__init__(length, skip)
         self._source, self._conn, self._resp, self.url = source, conn, response, url
         self.headers, self.size = headers, size
         self._expected = response.length  # None for chunked or close-delimited bodies
         self._got = 0
-        self._left = length
-        self._skip = skip
-
-    def readable(self) -> bool:
-        return True
 
     def _raw(self, size: int) -> bytes:
         try:
@@ -122,37 +117,6 @@ class HttpReader(io.RawIOBase):
                                 f"{self._expected} bytes (Content-Length)", retryable=True,
                                 operation="GET", key=self.url)
         return data
-
-    def read(self, size: int = -1) -> bytes:
-        # A server that ignored Range sent the whole object: drop what precedes the offset.
-        while self._skip:
-            dropped = self._raw(min(self._skip, 1024 * 1024))
-            if not dropped:
-                return b""
-            self._skip -= len(dropped)
-        if self._left is not None:
-            if size is None or size < 0 or size > self._left:
-                size = self._left
-            if size == 0:
-                return b""
-        if size is None or size < 0:
-            chunks = []
-            while True:
-                piece = self._raw(1024 * 1024)
-                if not piece:
-                    break
-                chunks.append(piece)
-            data = b"".join(chunks)
-        else:
-            data = self._raw(size)
-        if self._left is not None:
-            self._left -= len(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
 
     def _abandon(self) -> None:
         if self._conn is not None:

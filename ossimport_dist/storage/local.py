@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Optional
 from .. import crc64 as crc64_module
 from ..errors import DestinationError, SourceError
 from ..models import ObjectEntry
-from .base import MTIME_HEADER, Destination, Features, PutResult, Source
+from .base import MTIME_HEADER, BoundedReader, Destination, Features, PutResult, Source
 from .errors import RequestFailed
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def _entry(key: str, st: os.stat_result) -> ObjectEntry:
     return ObjectEntry(key=key, size=st.st_size, mtime=st.st_mtime, etag=f"i{st.st_ino:x}c{st.st_ctime_ns:x}")
 
 
-class LimitedReader(io.RawIOBase):
+class LimitedReader(BoundedReader):
     """A file opened at ``offset`` that reads at most ``length`` bytes (to EOF when None).
 
     ``stat_now()`` reports the file's current size and mtime from the open descriptor, so the
@@ -51,30 +51,13 @@ class LimitedReader(io.RawIOBase):
     """
 
     def __init__(self, fileobj, offset: int, length: Optional[int]):
-        super().__init__()
+        super().__init__(length)
         self._file = fileobj
         if offset:
             fileobj.seek(offset)
-        self._left = length
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self._left is not None:
-            if size is None or size < 0 or size > self._left:
-                size = self._left
-            if size == 0:
-                return b""
-        data = self._file.read(size if size is not None else -1)
-        if self._left is not None:
-            self._left -= len(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
+    def _raw(self, size: int) -> bytes:
+        return self._file.read(size)
 
     def fileno(self) -> int:
         return self._file.fileno()

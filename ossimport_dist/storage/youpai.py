@@ -24,7 +24,6 @@ import email.utils
 import hashlib
 import hmac
 import http.client
-import io
 import json
 import socket
 import threading
@@ -34,7 +33,7 @@ from urllib.parse import quote, urlsplit
 
 from ..errors import SourceError
 from ..models import ObjectEntry
-from .base import Features, Source
+from .base import BoundedReader, Features, Source
 from .errors import RequestFailed
 
 DEFAULT_ENDPOINT = "v0.api.upyun.com"
@@ -159,19 +158,15 @@ class _Pool:
             conn.close()
 
 
-class YoupaiReader(io.RawIOBase):
+class YoupaiReader(BoundedReader):
     """A GET body that must deliver ``length`` bytes (or all of a 200): short is retryable."""
 
     def __init__(self, pool: _Pool, conn, resp, where: str, skip: int, length: Optional[int],
                  headers: dict):
-        super().__init__()
+        super().__init__(length, skip)
         self._pool, self._conn, self._resp, self._where = pool, conn, resp, where
         self.headers = headers
-        self._skip, self._left = skip, length
         self._expected, self._got = resp.length, 0
-
-    def readable(self) -> bool:
-        return True
 
     def _raw(self, size: int) -> bytes:
         try:
@@ -188,37 +183,6 @@ class YoupaiReader(io.RawIOBase):
                                 f"{self._got} of {self._expected} bytes", retryable=True,
                                 operation="GET")
         return data
-
-    def read(self, size: int = -1) -> bytes:
-        # A server (a CDN, typically) that ignored Range sent the whole object.
-        while self._skip:
-            dropped = self._raw(min(self._skip, 1 << 20))
-            if not dropped:
-                return b""
-            self._skip -= len(dropped)
-        if self._left is not None:
-            if size is None or size < 0 or size > self._left:
-                size = self._left
-            if size == 0:
-                return b""
-        if size is None or size < 0:
-            chunks = []
-            while True:
-                piece = self._raw(1 << 20)
-                if not piece:
-                    break
-                chunks.append(piece)
-            data = b"".join(chunks)
-        else:
-            data = self._raw(size)
-        if self._left is not None:
-            self._left -= len(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
 
     def _drop(self) -> None:
         if self._conn is not None:
