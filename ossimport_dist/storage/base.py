@@ -11,9 +11,10 @@ UTF-8 byte order), so ``start_after`` resumes a listing exactly, like an OSS mar
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional
 
 from ..models import ObjectEntry
 
@@ -64,6 +65,37 @@ class BoundedReader(io.RawIOBase):
         data = self.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
+
+
+def once_per_key(lines: Callable[[], Iterator[tuple]], parse: Callable[[int, str], tuple],
+                 duplicate: Callable[[int, str, int], Exception]) -> Iterator[tuple]:
+    """(line number, *parse(number, text)) for a list file whose first parsed field is a key that
+    may appear once (each key is a destination object). ``lines()`` yields (number, text) afresh on
+    each call; ``duplicate(number, key, first)`` makes the error raised for a repeated key.
+
+    Keeps an 8-byte digest per key, not the key: a list of tens of millions of lines stays small;
+    a digest hit is confirmed by re-reading the earlier line."""
+    def digest(key: str) -> int:
+        return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogateescape"),
+                                              digest_size=8).digest(), "big")
+
+    def key_at(line: int) -> Optional[str]:
+        for number, text in lines():
+            if number == line:
+                return parse(number, text)[0]
+            if number > line:
+                break
+        return None
+
+    seen = {}  # key digest -> line number
+    for number, text in lines():
+        parsed = parse(number, text)
+        d = digest(parsed[0])
+        first = seen.get(d)
+        if first is not None and key_at(first) == parsed[0]:
+            raise duplicate(number, parsed[0], first)
+        seen.setdefault(d, number)
+        yield (number, *parsed)
 
 
 # A destination that keeps files' modification times (preserves_mtime) reads it from this

@@ -18,7 +18,6 @@ worker needs nothing but the entry; a bare key is resolved through the list file
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import http.client
 import io
 import re
@@ -30,7 +29,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ..errors import SourceError
 from ..models import ObjectEntry
-from .base import BoundedReader, Features, Source
+from .base import BoundedReader, Features, Source, once_per_key
 from .errors import RequestFailed
 
 CONNECT_TIMEOUT = 10.0
@@ -59,12 +58,6 @@ def _http_date(text: Optional[str]) -> float:
         return email.utils.parsedate_to_datetime(text).timestamp()
     except (TypeError, ValueError, IndexError):
         return 0.0
-
-
-def _key_digest(key: str) -> int:
-    # 8 bytes per key instead of the key itself: a list of tens of millions of URLs stays small.
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogateescape"),
-                                          digest_size=8).digest(), "big")
 
 
 def entry_url(entry: ObjectEntry) -> Optional[str]:
@@ -231,26 +224,9 @@ class HttpSource(Source):
 
     def _entries(self) -> Iterator[tuple]:
         """(line number, key, url) in file order; a key seen twice stops the listing."""
-        seen = {}  # key digest -> line number
-        for number, text in self._lines():
-            key, url = self._parse(number, text)
-            digest = _key_digest(key)
-            first = seen.get(digest)
-            if first is not None and self._key_at(first) == key:
-                raise ListFormatError(self.list_path, number,
-                                      f"key '{key}' is also on line {first}; each key is a "
-                                      f"destination object, so it may appear once")
-            seen.setdefault(digest, number)
-            yield number, key, url
-
-    def _key_at(self, line: int) -> Optional[str]:
-        # Only on a digest hit: confirms a duplicate without keeping every key in memory.
-        for number, text in self._lines():
-            if number == line:
-                return self._parse(number, text)[0]
-            if number > line:
-                break
-        return None
+        return once_per_key(self._lines, self._parse, lambda number, key, first: ListFormatError(
+            self.list_path, number, f"key '{key}' is also on line {first}; each key is a "
+                                    f"destination object, so it may appear once"))
 
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:

@@ -13,14 +13,13 @@ stat'ing go to the wrapped source (``listSrcType`` with the usual srcXxx keys).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from typing import Iterator, Optional
 
 from ..errors import SourceError
 from ..models import ObjectEntry
 from . import open_job_source
-from .base import Source
+from .base import Source, once_per_key
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +30,6 @@ class ManifestFormatError(SourceError):
     def __init__(self, path: str, line: int, what: str):
         self.path, self.line = path, line
         super().__init__(f"Unknown list file format: {path}:{line}: {what}")
-
-
-def _key_digest(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogateescape"),
-                                          digest_size=8).digest(), "big")
 
 
 class ListSource(Source):
@@ -100,23 +94,8 @@ class ListSource(Source):
         return key, size
 
     def _entries(self) -> Iterator[tuple]:
-        seen = {}  # key digest -> line number; 8 bytes a key rather than the key itself
-        for number, text in self._lines():
-            key, size = self._parse(number, text)
-            digest = _key_digest(key)
-            first = seen.get(digest)
-            if first is not None and self._key_at(first) == key:
-                raise ManifestFormatError(self.manifest_path, number,
-                                          f"key '{key}' is also on line {first}; name each "
-                                          f"object once")
-            seen.setdefault(digest, number)
-            yield number, key, size
-
-    def _key_at(self, line: int) -> Optional[str]:
-        for number, text in self._lines():
-            if number == line:
-                return self._parse(number, text)[0]
-        return None
+        return once_per_key(self._lines, self._parse, lambda number, key, first: ManifestFormatError(
+            self.manifest_path, number, f"key '{key}' is also on line {first}; name each object once"))
 
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
