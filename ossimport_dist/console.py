@@ -350,7 +350,8 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
     dispatched = sum(len(job.dispatched_ids(h)) for h in job.dispatched_hosts())
     succeed_dirs, failed_dirs = job.succeed_dirs(), job.failed_dirs()
     scan_done = job.scan_finished
-    totals = {"succeed": 0, "succeed_bytes": 0, "skipped": 0, "skipped_bytes": 0, "failed": 0, "failed_bytes": 0}
+    totals = {"succeed": 0, "succeed_bytes": 0, "skipped": 0, "skipped_bytes": 0, "failed": 0, "failed_bytes": 0,
+              "differ": 0, "missing": 0}
     finished_ids = set()
     for d in succeed_dirs + failed_dirs:
         finished_ids.add(parse_finished_name(d.name)[0])
@@ -377,7 +378,11 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
     scan_error = ""
     if (job.root / "scan.error").is_file():
         scan_error = (job.root / "scan.error").read_text("utf-8", "replace").strip()
-    return {"name": job.name, "pending": pending, "dispatched": dispatched, "succeed_tasks": len(succeed_dirs),
+    try:
+        job_type = config_mod.load_job(job.config_file).job_type
+    except OperatorError:
+        job_type = "import"
+    return {"name": job.name, "job_type": job_type, "pending": pending, "dispatched": dispatched, "succeed_tasks": len(succeed_dirs),
             "failed_tasks": len(failed_dirs), "scan_finished": scan_done, "state": state,
             "objects": objects, "bytes": size, "totals": totals, "scan_error": scan_error,
             "bytes_per_s": progress.get("bytes_per_s", 0.0), "files_per_s": progress.get("files_per_s", 0.0),
@@ -428,6 +433,11 @@ def format_stat(s: dict) -> str:
         lines.append(f"Incremental:round {inc['round']}, next rescan {when}; {inc['gone']} object(s) gone from "
                      f"the source since the round before (listed in {inc['gone_files']}, never deleted "
                      f"at the destination)")
+    if s.get("job_type") == "audit":
+        unread = t["failed"] - t["differ"] - t["missing"]
+        lines.append(f"Audit:{t['succeed']} match, {t['differ']} differ, {t['missing']} missing at the destination"
+                     + (f", {unread} could not be read" if unread else "")
+                     + ("; which and how: failed_tasks/*/error.list" if t["failed"] else ""))
     if s["scan_error"]:
         lines.append(f"Scan Error:{s['scan_error']}")
     if s["failed_tasks"]:

@@ -60,6 +60,7 @@ SIZE_NOT_MATCH = "SIZE_NOT_MATCH"
 CRC_NOT_MATCH = "CRC64_NOT_MATCH"
 MD5_NOT_MATCH = "MD5_NOT_MATCH"
 SOURCE_NOT_EXIST = "SOURCE_NOT_EXIST"
+TARGET_NOT_EXIST = "TARGET_NOT_EXIST"
 
 
 @dataclass
@@ -102,6 +103,10 @@ class TaskCounts:
     skipped_bytes: int = 0
     failed: int = 0
     failed_bytes: int = 0
+    # Of the failed: verified different from the source, or absent at the destination. An
+    # audit job's stat reports these; an import counts its failed checks here too.
+    differ: int = 0
+    missing: int = 0
 
     def add(self, entry_size: int, result: FileResult) -> None:
         if result.outcome == Outcome.SUCCEED:
@@ -113,3 +118,8 @@ class TaskCounts:
         else:
             self.failed += 1
             self.failed_bytes += entry_size
+            if result.outcome == Outcome.CHECK_FAILED:
+                if result.detail.startswith(TARGET_NOT_EXIST):
+                    self.missing += 1
+                else:
+                    self.differ += 1

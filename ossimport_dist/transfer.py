@@ -27,8 +27,8 @@ from typing import Callable, Optional
 
 from . import crc64
 from .errors import OperatorError
-from .models import (CRC_NOT_MATCH, MD5_NOT_MATCH, SIZE_NOT_MATCH, SOURCE_NOT_EXIST, FileResult,
-                     ObjectEntry, Outcome)
+from .models import (CRC_NOT_MATCH, MD5_NOT_MATCH, SIZE_NOT_MATCH, SOURCE_NOT_EXIST,
+                     TARGET_NOT_EXIST, FileResult, ObjectEntry, Outcome)
 from .storage.base import MTIME_HEADER
 from .storage.errors import RequestFailed
 from .throttle import Throttle
@@ -379,10 +379,16 @@ class Transferer:
         """Verify the destination against the source without writing anything."""
         key = entry.key
         try:
+            if not getattr(self.source, "sizes_known", True) and not entry.size:
+                sized = self._with_size(entry)
+                if isinstance(sized, FileResult):
+                    return sized
+                entry = sized
             dest = self._call(self.destination.head, key)
             if dest is None:
                 return FileResult(key, Outcome.CHECK_FAILED,
-                                  detail="get target meta failed: object does not exist")
+                                  detail=f"{TARGET_NOT_EXIST}: get target meta failed: "
+                                         f"the object does not exist at the destination")
             if dest.size != entry.size:
                 return FileResult(key, Outcome.CHECK_FAILED,
                                   detail=f"{SIZE_NOT_MATCH}: source {entry.size} bytes, "

@@ -92,8 +92,9 @@ class JobRuntime:
             now = self.transferer.stat_source(entry)
             if now is None:
                 return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
-            entry = ObjectEntry(entry.key, now.size, now.mtime, crc64=now.crc64, md5=now.md5, etag=now.etag,
-                                headers=now.headers)
+            # replace(), not a new entry: an http list's entry carries its URL in ``src``.
+            entry = dataclasses.replace(entry, size=now.size, mtime=now.mtime, crc64=now.crc64, md5=now.md5,
+                                        etag=now.etag, headers=now.headers)
         if self.audit_only:
             return self.transferer.audit(entry, self.audit_mode)
         result = self.transferer.copy(entry, task_dir)

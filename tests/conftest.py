@@ -15,6 +15,8 @@ from pathlib import Path
 import oss2
 import pytest
 
+from ossimport_dist.worker import finished_keys
+
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE = ROOT / "console.sh"
 
@@ -195,3 +197,91 @@ def process_cmdlines() -> str:
 
 
 AUDIT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (Succeed|Skipped|Failed|CheckFailed) .+$")
+
+
+# ----------------------------------------------------------------- audit jobs on any destination
+
+def audit_after_damage(migration, job_props: dict, dest, keys, damaged: list, timeout=180) -> None:
+    """Damage three objects at the destination (same size other bytes, another size, deleted),
+    run the same job again as ``jobType=audit`` and check what it says, object by object: the
+    three named with how they differ in error.list, every other one a match in audit.log, and
+    nothing written."""
+    same_size, resized, deleted = damaged
+    original = dest.read(same_size)
+    dest.write(same_size, bytes(b ^ 0xFF for b in original))
+    dest.write(resized, dest.read(resized) + b"+more")
+    dest.delete(deleted)
+    migration.ok("stop")
+    migration.ok("clean", "local_test")
+    migration.write_conf(job_props={**job_props, "jobType": "audit", "auditMode": "detailed"})
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("start")
+    s = migration.wait_state(timeout=timeout)
+    assert s["JobState"] == "Failed", migration.ok("stat", "detail")
+    reasons, matched = {}, {}
+    for state in ("failed_tasks", "succeed_tasks"):
+        for task in migration.task_dirs(state):
+            errors = task / "error.list"
+            for line in (errors.read_text().splitlines() if errors.is_file() else []):
+                key, reason = line.split("\t", 1)
+                reasons[key] = reason
+            matched.update(finished_keys(task / "audit.log", set(keys)))
+    assert dest.read(same_size) == bytes(b ^ 0xFF for b in original), "an audit must not write"
+    assert dest.read(deleted) is None, "an audit must not write"
+    assert set(reasons) == set(damaged), reasons
+    assert re.match(r"(CRC64|MD5)_NOT_MATCH", reasons[same_size]), reasons[same_size]
+    assert reasons[resized].startswith("SIZE_NOT_MATCH"), reasons[resized]
+    assert "does not exist" in reasons[deleted], reasons[deleted]
+    assert set(matched) == set(keys) - set(damaged)
+    assert s["Audit"].startswith(f"{len(keys) - 3} match, 2 differ, 1 missing at the destination;"), s
+
+
+class OssDest:
+    """A destination as the audit stories touch it: read (None when absent), write, delete."""
+
+    def __init__(self, bucket, prefix=""):
+        self.bucket, self.prefix = bucket, prefix
+
+    def read(self, key):
+        try:
+            return self.bucket.get_object(self.prefix + key).read()
+        except oss2.exceptions.NoSuchKey:
+            return None
+
+    def write(self, key, data):
+        self.bucket.put_object(self.prefix + key, data)
+
+    def delete(self, key):
+        self.bucket.delete_object(self.prefix + key)
+
+
+class FolderDest:
+    def __init__(self, root):
+        self.root = root
+
+    def read(self, key):
+        p = self.root / key
+        return p.read_bytes() if p.is_file() else None
+
+    def write(self, key, data):
+        (self.root / key).write_bytes(data)
+
+    def delete(self, key):
+        (self.root / key).unlink()
+
+
+class S3Dest:
+    def __init__(self, client, bucket, prefix=""):
+        self.client, self.bucket, self.prefix = client, bucket, prefix
+
+    def read(self, key):
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def write(self, key, data):
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+
+    def delete(self, key):
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)

@@ -10,8 +10,8 @@ import time
 
 import oss2
 
-from conftest import (AUDIT_LINE, assert_migrated, awkward_tree, process_cmdlines, task_keys,
-                      write_tree)
+from conftest import (AUDIT_LINE, OssDest, assert_migrated, audit_after_damage, awkward_tree,
+                      process_cmdlines, task_keys, write_tree)
 
 
 def test_local_folder_arrives_verified_with_ossimport_state_tree(migration):
@@ -300,11 +300,10 @@ def test_bucket_to_bucket_copy_through_oss_source(migration, emulator):
     files["photos/large.bin"] = os.urandom(3 * 1024 * 1024 + 5)
     for k, v in files.items():
         src_bucket.put_object(k, v, headers={"Content-Type": "image/jpeg"})
-    migration.write_conf(job_props={"srcType": "oss", "srcDomain": emulator.endpoint,
-                                    "srcBucket": src_bucket.bucket_name, "srcPrefix": "photos/",
-                                    "srcAccessKey": emulator.key_id, "srcSecretKey": emulator.secret,
-                                    "destPrefix": "copied/", "multipartUploadThreshold": "1m",
-                                    "multipartUploadPartSize": "1m"})
+    job = {"srcType": "oss", "srcDomain": emulator.endpoint, "srcBucket": src_bucket.bucket_name,
+           "srcPrefix": "photos/", "srcAccessKey": emulator.key_id, "srcSecretKey": emulator.secret,
+           "destPrefix": "copied/", "multipartUploadThreshold": "1m", "multipartUploadPartSize": "1m"}
+    migration.write_conf(job_props=job)
     migration.ok("submit", str(migration.job_file))
     before = emulator.stats()["by_operation"]
     migration.ok("start")
@@ -319,6 +318,8 @@ def test_bucket_to_bucket_copy_through_oss_source(migration, emulator):
     assert ops.get("PutObject", 0) == 0 and ops.get("UploadPart", 0) == 0, ops
     audit = "".join((t / "audit.log").read_text() for t in migration.task_dirs("succeed_tasks"))
     assert audit.count("Detail:server-side copy") == len(files)
+    audit_after_damage(migration, job, OssDest(migration.bucket, "copied/"),
+                       [k[len("photos/"):] for k in files], ["001 é+#.jpg", "large.bin", "024 é+#.jpg"])
 
 
 def test_retry_is_safe_from_cron(migration):
