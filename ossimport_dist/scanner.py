@@ -189,9 +189,31 @@ class Scanner:
                     f.result()
         if self.stop.is_set():
             return False
+        if self.incremental and self.round_no > 0:
+            self._report_vanished_units(units)
         self.job.mark_scan_finished()
         log.info("job %s: scan finished", self.job.name)
         return True
+
+    def _report_vanished_units(self, units: list) -> None:
+        """A unit of the round before that is no longer planned (its whole folder is gone): all of
+        its keys are gone from the source. Units follow the job's frozen scanThreadCount and
+        maxMultiThreadScanDepth, so a key that still exists is always in the same unit as before."""
+        planned = {u.hex for u in units}
+        for manifest in sorted(self.job.round_dir(self.round_no - 1).glob("*.manifest")):
+            unit_hex = manifest.name[:-len(".manifest")]
+            report = self.job.round_dir(self.round_no) / f"{unit_hex}.deleted"
+            if unit_hex in planned or report.exists():
+                continue
+            tmp = report.with_name(report.name + ".tmp")
+            with open(manifest, "r", encoding="ascii") as f, \
+                    open(tmp, "w", encoding="utf-8", errors="surrogateescape") as gone:
+                for line in f:
+                    if line.strip():
+                        gone.write(ObjectEntry.from_json(line).key + "\n")
+            os.replace(tmp, report)
+            log.info("job %s: folder of scan unit %s is gone; its keys are listed in %s",
+                     self.job.name, unit_hex, report)
 
     # -- one unit ---------------------------------------------------------------------------
     def _cpt_path(self, unit: ScanUnit):

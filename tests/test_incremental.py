@@ -5,6 +5,7 @@ are retried in the next one, and files gone from the source are reported, never 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 from conftest import assert_migrated, write_tree
@@ -23,9 +24,13 @@ def _wait_round(migration, round_no: int, states=("Succeed",), timeout=120) -> d
 
 def test_rounds_copy_new_and_changed_files_report_gone_ones_and_retry_failures(migration, emulator, monkeypatch):
     monkeypatch.setenv("OSSIMPORT_TEST_MIN_INTERVAL", "1")
-    files = {"keep.txt": b"unchanged", "grow.txt": b"v1", "same-size.bin": b"AAAAAAAA", "gone.txt": b"bye"}
+    files = {"keep.txt": b"unchanged", "grow.txt": b"v1", "same-size.bin": b"AAAAAAAA", "gone.txt": b"bye",
+             "old-site/index.html": b"<html>", "old-site/img/logo.png": b"png", "photos/a.jpg": b"jpg"}
     write_tree(migration.src, files)
-    migration.write_conf(job_props={"isIncremental": "true", "incrementalModeInterval": "2"})
+    # Two scan threads: each top-level folder is a scan unit of its own, so a folder that
+    # vanishes whole takes its unit with it.
+    migration.write_conf(job_props={"isIncremental": "true", "incrementalModeInterval": "2",
+                                    "scanThreadCount": "2", "maxMultiThreadScanDepth": "1"})
     migration.ok("submit", str(migration.job_file))
     migration.ok("start")
     s = _wait_round(migration, 0)
@@ -42,10 +47,11 @@ def test_rounds_copy_new_and_changed_files_report_gone_ones_and_retry_failures(m
     os.utime(replacement, ns=(old.st_atime_ns, old.st_mtime_ns))
     os.replace(replacement, migration.src / "same-size.bin")
     (migration.src / "gone.txt").unlink()
+    shutil.rmtree(migration.src / "old-site")
     s = _wait_round(migration, 1, states=("Failed",), timeout=180)
-    assert "1 object(s) gone" in s["Incremental"]
+    assert "3 object(s) gone" in s["Incremental"]
     gone = "".join(p.read_text() for p in (migration.job_dir / "rounds" / "1").glob("*.deleted"))
-    assert gone == "gone.txt\n"
+    assert sorted(gone.splitlines()) == ["gone.txt", "old-site/img/logo.png", "old-site/index.html"]
     failed_keys = set()
     for t in migration.task_dirs("failed_tasks"):
         failed_keys |= {line.split("\t")[0] for line in (t / "error.list").read_text().splitlines()}
@@ -55,6 +61,8 @@ def test_rounds_copy_new_and_changed_files_report_gone_ones_and_retry_failures(m
     emulator.set_faults(None)
     _wait_round(migration, 2, timeout=180)
     expected = {"keep.txt": b"unchanged", "grow.txt": b"version two", "same-size.bin": b"BBBBBBBB",
-                "new.txt": b"new file", "gone.txt": b"bye"}  # gone.txt stays at the destination
+                "new.txt": b"new file", "photos/a.jpg": b"jpg",
+                # gone from the source, kept at the destination:
+                "gone.txt": b"bye", "old-site/index.html": b"<html>", "old-site/img/logo.png": b"png"}
     assert_migrated(migration.bucket, expected)
     assert not migration.task_dirs("failed_tasks")
