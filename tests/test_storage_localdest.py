@@ -43,6 +43,42 @@ def test_put_then_head(dest, root):
     assert leftovers(root) == []
 
 
+def test_head_takes_the_crc64_kept_with_the_file_until_the_file_changes(dest, root):
+    dest.put("kept.bin", b"A" * 4000, {MTIME_HEADER: "1600000000"})
+    path = root / "pre" / "kept.bin"
+    assert dest.head("kept.bin").crc64 == crc64.crc64(b"A" * 4000)
+    # Bytes changed behind our back with size and mtime restored: the kept CRC64 is what head
+    # gives, so it did not read the file (as OSS gives an object's stored CRC64).
+    st = path.stat()
+    path.write_bytes(b"B" * 4000)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert dest.head("kept.bin").crc64 == crc64.crc64(b"A" * 4000)
+    # Any ordinary change moves the mtime: the file is read again.
+    path.write_bytes(b"C" * 4000)
+    assert dest.head("kept.bin").crc64 == crc64.crc64(b"C" * 4000)
+    # A file nobody wrote through us has no kept CRC64 at all.
+    (root / "pre" / "by-hand.txt").write_bytes(b"hand")
+    assert dest.head("by-hand.txt").crc64 == crc64.crc64(b"hand")
+
+
+def test_opening_sweeps_what_a_crash_left_and_nothing_fresh(root):
+    LocalDestination(str(root))
+    temps = root / UPLOADS_DIR / "tmp"
+    stale_tmp, fresh_tmp = temps / ".a.bin.0123.tmp", temps / ".b.bin.4567.tmp"
+    stale_up, fresh_up = root / UPLOADS_DIR / "aaaa1111", root / UPLOADS_DIR / "bbbb2222"
+    for p in (stale_tmp, fresh_tmp):
+        p.write_bytes(b"half a file")
+    for p in (stale_up, fresh_up):
+        p.mkdir()
+        (p / "upload.json").write_text("{}")
+    week_ago = os.stat(fresh_tmp).st_mtime - 8 * 24 * 3600
+    os.utime(stale_tmp, (week_ago, week_ago))
+    os.utime(stale_up, (week_ago, week_ago))
+    LocalDestination(str(root))
+    assert not stale_tmp.exists() and not stale_up.exists()
+    assert fresh_tmp.exists() and fresh_up.exists() and temps.is_dir()
+
+
 def test_put_replaces_whole_and_empty_files_work(dest, root):
     dest.put("x", b"first version, longer")
     dest.put("x", b"second")
@@ -74,7 +110,7 @@ def test_keys_that_would_escape_are_refused(tmp_path, key):
     with pytest.raises(DestinationError):
         dest.init_multipart(key)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
-    assert list(root.iterdir()) == []
+    assert [str(p.relative_to(root)) for p in root.rglob("*")] == [UPLOADS_DIR, f"{UPLOADS_DIR}/tmp"]
 
 
 def test_a_symlinked_folder_pointing_outside_is_refused(tmp_path, root):
@@ -121,7 +157,7 @@ def test_multipart_complete_and_resume(dest, root):
     assert done.crc64 == crc64.crc64(whole)
     assert (root / "pre" / "big" / "file").read_bytes() == whole
     assert (root / "pre" / "big" / "file").stat().st_mtime == 1500000000
-    assert list((root / UPLOADS_DIR).iterdir()) == []
+    assert [p.name for p in (root / UPLOADS_DIR).iterdir()] == ["tmp"] and leftovers(root) == []
     assert dest.list_parts("big/file", upload) is None
 
 

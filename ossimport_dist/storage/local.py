@@ -11,7 +11,15 @@ File names that are not valid UTF-8 come back from ``os.scandir`` as surrogate-e
 As a destination, ``destDomain`` is the absolute root directory and ``destPrefix + key`` the
 path under it. Every file appears whole or not at all (temporary file, then ``os.replace``);
 a multipart upload keeps its parts under ``<root>/.ossimport-uploads/<id>/`` until it completes,
-so a large file resumes from the parts already written. A key that would land outside the root
+so a large file resumes from the parts already written. Temporary files live in
+``<root>/.ossimport-uploads/tmp/`` (or, when a folder is another file system, next to the file),
+so the leftovers of a crash are found in one place: opening the destination removes temporary
+files untouched for ``STALE_TEMP_SECONDS`` and uploads untouched for ``STALE_UPLOAD_SECONDS``.
+
+Each file written carries its CRC64 in the extended attribute ``user.ossimport.crc64`` with the
+size and mtime it was computed for, as OSS keeps an object's CRC64: ``head`` then needs no
+read of the file (the audit after import, skip-existing). A file changed since, or a file
+system without user xattrs, gets its CRC64 by reading the file. A key that would land outside the root
 (``..``, absolute, NUL, or a symlinked folder pointing outside) is refused with a
 ``DestinationError`` naming it.
 """
@@ -25,6 +33,7 @@ import logging
 import os
 import shutil
 import stat as stat_module
+import time
 import uuid
 from typing import Callable, Iterator, Optional
 
@@ -208,6 +217,12 @@ class LocalSource(Source):
 
 
 UPLOADS_DIR = ".ossimport-uploads"
+TEMP_DIR = "tmp"
+CRC_XATTR = "user.ossimport.crc64"
+# A write in progress touches its temporary file every chunk; one left this long is a crash's.
+STALE_TEMP_SECONDS = 6 * 3600
+# A multipart upload a stopped job may still resume; after a week it is abandoned.
+STALE_UPLOAD_SECONDS = 7 * 24 * 3600
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -248,6 +263,43 @@ class LocalDestination(Destination):
         self.prefix = prefix or ""
         self.fsync = fsync
         self.uploads = os.path.join(self.root, UPLOADS_DIR)
+        self.temps = os.path.join(self.uploads, TEMP_DIR)
+        self._xattrs = hasattr(os, "setxattr")
+        try:
+            os.makedirs(self.temps, exist_ok=True)
+            self._temps_dev = os.stat(self.temps).st_dev
+        except OSError as exc:
+            raise DestinationError(f"destDomain '{root}': cannot create {self.temps} "
+                                   f"({exc.strerror}); make the folder writable") from None
+        self.sweep()
+
+    def sweep(self, now: Optional[float] = None) -> int:
+        """Removes what crashed writers left: stale temporary files and abandoned uploads."""
+        now = time.time() if now is None else now
+        removed = 0
+        for folder, age, is_upload in ((self.temps, STALE_TEMP_SECONDS, False),
+                                       (self.uploads, STALE_UPLOAD_SECONDS, True)):
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for dirent in entries:
+                if is_upload and (dirent.name == TEMP_DIR or not dirent.name.isalnum()):
+                    continue
+                try:
+                    if now - dirent.stat(follow_symlinks=False).st_mtime < age:
+                        continue
+                    if is_upload:
+                        shutil.rmtree(dirent.path)
+                    else:
+                        os.unlink(dirent.path)
+                    removed += 1
+                except OSError:
+                    continue
+        if removed:
+            log.info("destination %s: removed %d temporary file(s) or upload(s) left by a crash",
+                     self.root, removed)
+        return removed
 
     @classmethod
     def from_job(cls, job):
@@ -291,12 +343,40 @@ class LocalDestination(Destination):
         return parent
 
     def _temp(self, directory: str, name: str) -> str:
-        return os.path.join(directory, f".{name[:100]}.{uuid.uuid4().hex}.tmp")
+        """A temporary file's path: in the one temp folder, unless ``directory`` is on another
+        file system (a mount inside the root), where os.replace could not move it."""
+        try:
+            same_fs = os.stat(directory).st_dev == self._temps_dev
+        except OSError:
+            same_fs = False
+        return os.path.join(self.temps if same_fs else directory,
+                            f".{name[:100]}.{uuid.uuid4().hex}.tmp")
 
-    def _commit(self, key: str, tmp: str, path: str, mtime: Optional[float]) -> None:
+    def _remember_crc(self, tmp: str, crc: int) -> None:
+        if not self._xattrs:
+            return
+        st = os.stat(tmp)
+        try:
+            os.setxattr(tmp, CRC_XATTR, f"{crc} {st.st_size} {st.st_mtime_ns}".encode("ascii"))
+        except OSError:
+            self._xattrs = False  # this file system keeps no user xattrs: head reads files
+
+    def _stored_crc(self, path: str, st: os.stat_result) -> Optional[int]:
+        if not self._xattrs:
+            return None
+        try:
+            crc, size, mtime_ns = os.getxattr(path, CRC_XATTR).decode("ascii").split()
+            if int(size) == st.st_size and int(mtime_ns) == st.st_mtime_ns:
+                return int(crc)
+        except (OSError, ValueError, UnicodeDecodeError):
+            pass
+        return None
+
+    def _commit(self, key: str, tmp: str, path: str, mtime: Optional[float], crc: int) -> None:
         try:
             if mtime is not None:
                 os.utime(tmp, (mtime, mtime))
+            self._remember_crc(tmp, crc)
             if os.path.isdir(path) and not os.path.islink(path):
                 raise RequestFailed(409, "FileIsFolder", f"{path} is a folder", retryable=False,
                                     operation="PUT", key=key)
@@ -334,7 +414,7 @@ class LocalDestination(Destination):
         except BaseException:
             os.unlink(tmp)
             raise
-        self._commit(key, tmp, path, mtime)
+        self._commit(key, tmp, path, mtime, crc)
         return PutResult(crc64=crc)
 
     # ------------------------------------------------------------------ the interface
@@ -352,7 +432,9 @@ class LocalDestination(Destination):
             return ObjectEntry(key=key, size=0, mtime=st.st_mtime, crc64=0)
         if not stat_module.S_ISREG(st.st_mode) or key.endswith("/"):
             return None
-        return ObjectEntry(key=key, size=st.st_size, mtime=st.st_mtime, crc64=_file_crc64(path))
+        crc = self._stored_crc(path, st)
+        return ObjectEntry(key=key, size=st.st_size, mtime=st.st_mtime,
+                           crc64=_file_crc64(path) if crc is None else crc)
 
     def put(self, key: str, data: bytes, headers: Optional[dict] = None) -> PutResult:
         return self._write(key, (data,), _header_mtime(headers))
