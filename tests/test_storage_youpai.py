@@ -14,7 +14,7 @@ from ossimport_dist.errors import SourceError
 from ossimport_dist.models import ObjectEntry
 from ossimport_dist.storage.errors import RequestFailed
 from ossimport_dist.storage.youpai import YoupaiSource
-from upyun_server import Tree, UpyunServer
+from upyun_server import LIST_END, Tree, UpyunServer
 
 SERVICE, OPERATOR = "svc-test", "operator1"
 
@@ -202,3 +202,44 @@ def test_copies_through_transferer_into_oss(server, tree, password, emulator, bu
     assert head.headers["Content-Type"] == "text/plain"
     src.close()
     dest.close()
+
+
+def test_upyuns_own_sdk_sees_the_double_as_our_driver_does(server, tree, password):
+    """The double is checked against UPYUN's official Python SDK (``upyun`` from PyPI): the SDK
+    signs, lists (its text format), heads and downloads every file, and must agree with our
+    driver key by key. What the SDK and the double agree on is what UPYUN ships to its users."""
+    import io
+
+    import upyun
+
+    sdk = upyun.UpYun(SERVICE, OPERATOR, password, endpoint=server.endpoint.split("://", 1)[1], timeout=10)
+    seen = {}
+
+    def walk(folder):
+        begin = None
+        while True:
+            page = sdk.get_list_with_iter("/" + folder, limit=97, begin=begin)
+            for item in page["files"]:
+                path = folder + item["name"]
+                if item["type"] == "F":
+                    walk(path + "/")
+                else:
+                    seen[path] = (int(item["size"]), int(item["time"]))
+            begin = page["iter"]
+            if begin == LIST_END:
+                return
+
+    walk("")
+    ours = source(server, password)
+    assert {e.key: (e.size, int(e.mtime)) for e in ours.list()} == seen
+    assert len(seen) > 1000
+    for key in AWKWARD:
+        info = sdk.getinfo("/" + key)
+        assert (info["file-type"], int(info["file-size"])) == ("file", len(tree.files[key][0])), key
+        got = io.BytesIO()
+        sdk.get("/" + key, got)
+        assert got.getvalue() == tree.files[key][0] == ours.open(ours.stat(key)).read(), key
+    with pytest.raises(upyun.UpYunServiceException) as info:
+        upyun.UpYun(SERVICE, OPERATOR, "wrong", endpoint=sdk.endpoint).getinfo("/readme.txt")
+    assert info.value.status == 401
+    ours.close()

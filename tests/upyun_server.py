@@ -8,10 +8,15 @@ them, over an in-memory tree:
   base64(HMAC-SHA1(key=MD5 hex of the password, METHOD&URI&DATE)) with URI the path as sent;
   a wrong operator or signature, or a Date far from now, gets 401 and a JSON error body
   ``{"msg": ..., "code": ..., "id": ...}`` (codes here are illustrative, not UPYUN's table);
-- ``GET /<service>/<folder>/`` with ``Accept: application/json`` lists a folder one page at a
-  time (``x-list-limit``, ``x-list-iter``), answering ``{"files": [{"name", "type", "length",
-  "last_modified"}], "iter": ...}``; ``type`` is ``folder`` for folders, the MIME type for files;
-  the page after the last one is marked ``g2gCZAAEbmV4dGQAA2VvZg``;
+- ``GET /<service>/<folder>/`` lists a folder one page at a time (``x-list-limit``,
+  ``x-list-iter``). With ``Accept: application/json`` it answers ``{"files": [{"name", "type",
+  "length", "last_modified"}], "iter": ...}``, ``type`` being ``folder`` for folders and the MIME
+  type for files; without it, the older text form, a line ``name<TAB>N|F<TAB>size<TAB>time`` per
+  child (``F`` a folder), which UPYUN's own Python SDK reads. The page after the last one is
+  marked ``g2gCZAAEbmV4dGQAA2VvZg`` in ``x-upyun-list-iter``.
+
+UPYUN's official Python SDK (``upyun`` on PyPI) is run against this double in the tests, so its
+signature and formats agree at least with what UPYUN ships to its own users.
 - ``HEAD`` answers ``x-upyun-file-type``, ``x-upyun-file-size``, ``x-upyun-file-date``;
 - ``GET`` of a file honours a single ``Range: bytes=a-b``.
 
@@ -165,8 +170,6 @@ class _Handler(BaseHTTPRequestHandler):
         return self._object(rest)
 
     def _list(self, folder: str):
-        if "json" not in self.headers.get("Accept", ""):
-            return self._error(406, "this test double answers JSON listings only", 40600001)
         try:
             limit = max(1, min(10000, int(self.headers.get("x-list-limit", "100"))))
         except ValueError:
@@ -182,6 +185,11 @@ class _Handler(BaseHTTPRequestHandler):
         page = children[start:start + limit]
         nxt = start + limit
         token = base64.b64encode(str(nxt).encode()).decode() if nxt < len(children) else LIST_END
+        if "json" not in self.headers.get("Accept", ""):
+            text = "\n".join(f"{name}\t{'F' if is_dir else 'N'}\t{size}\t{mtime}"
+                             for name, is_dir, size, mtime in page)
+            return self._send(200, text.encode(), {"Content-Type": "text/plain; charset=utf-8",
+                                                   "x-upyun-list-iter": token})
         files = [{"name": name,
                   "type": "folder" if is_dir else (mimetypes.guess_type(name)[0] or
                                                    "application/octet-stream"),
