@@ -43,8 +43,8 @@ def cpu_seconds(pid: int) -> float:
     return t.user + t.system
 
 
-def run(files: int, size: int, threads: int, audit: bool, part: str, threshold: str, workdir: Path) -> dict:
-    src = workdir / "src"
+def make_source(src: Path, files: int, size: int) -> None:
+    """``files`` files of ``size`` random bytes, spread over 50 folders."""
     for i in range(files):
         p = src / f"d{i % 50:02d}" / f"file-{i:06d}.bin"
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,11 @@ def run(files: int, size: int, threads: int, audit: bool, part: str, threshold: 
                 n = min(remaining, 8 << 20)
                 f.write(os.urandom(n))
                 remaining -= n
+
+
+def run(files: int, size: int, threads: int, audit: bool, part: str, threshold: str, workdir: Path) -> dict:
+    src = workdir / "src"
+    make_source(src, files, size)
     secret = secrets.token_hex(16)
     emu = start_process(str(workdir / "oss"), "bench", secret)
     try:

@@ -1,9 +1,7 @@
 """OSS as a source and as the destination.
 
-Small-object writes and HEADs go through a lean client: one kept-alive ``http.client``
-connection per thread, each request signed with OSS V1. On a 2-core worker the CPU per
-request decides small-file throughput, and the SDK spends about six times more per PUT than
-this path. Multipart bookkeeping (init, list, complete, abort) and listing go through oss2,
+Small-object writes and HEADs go through the lean path (``lean.py``), each request signed
+with OSS V1. Multipart bookkeeping (init, list, complete, abort) and listing go through oss2,
 where per-request overhead is noise.
 
 Every failure comes out as ``RequestFailed`` (retry or not) or, when no request to the store
@@ -19,13 +17,7 @@ import hashlib
 import hmac
 import http.client
 import io
-import ipaddress
-import socket
-import threading
-import weakref
-from dataclasses import dataclass
 from typing import Iterator, Optional
-from urllib.parse import quote, urlencode, urlsplit
 
 import oss2
 import oss2.exceptions
@@ -33,54 +25,12 @@ import oss2.exceptions
 from ..errors import DestinationError, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source
-from .errors import RequestFailed, fatal_error, parse_error_body
-
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
+from .errors import RequestFailed, fatal_error
+from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, Endpoint, LeanClient, check_response, parse_endpoint
 
 # Object headers copied from a source object to its destination copy.
 PASS_THROUGH_HEADERS = ("content-type", "content-encoding", "content-disposition",
                         "content-language", "cache-control", "expires")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where requests for one bucket go: virtual-host style for names, path style for IPs."""
-
-    scheme: str
-    host: str  # what we connect to
-    port: Optional[int]
-    url: str  # scheme://host[:port], as the operator wrote it, for messages and oss2
-    path_style: bool
-    bucket: str
-
-    @property
-    def host_header(self) -> str:
-        hostport = self.host if self.port is None else f"{self.host}:{self.port}"
-        return hostport if self.path_style else f"{self.bucket}.{hostport}"
-
-    def path(self, full_key: str) -> str:
-        quoted = quote(full_key, safe="")
-        return f"/{self.bucket}/{quoted}" if self.path_style else f"/{quoted}"
-
-
-def parse_endpoint(domain: str, bucket: str) -> Endpoint:
-    url = domain.strip().rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) endpoint: {domain!r}")
-    host = parts.hostname
-    try:
-        ipaddress.ip_address(host)
-        path_style = True
-    except ValueError:
-        path_style = host == "localhost"
-    port = parts.port
-    hostport = f"[{host}]" if ":" in host else host
-    base = f"{parts.scheme}://{hostport}" + (f":{port}" if port else "")
-    return Endpoint(parts.scheme, host, port, base, path_style, bucket)
 
 
 def _http_date() -> str:
@@ -96,52 +46,18 @@ def _parse_http_date(text: Optional[str]) -> float:
         return 0.0
 
 
-class LeanClient:
-    """Signed OSS requests over one kept-alive connection per calling thread."""
+class OssLeanClient(LeanClient):
+    """The lean path signed with OSS V1 (header form)."""
 
-    def __init__(self, endpoint: Endpoint, access_key: str, secret_key: str,
-                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
-        self.endpoint = endpoint
+    def __init__(self, endpoint: Endpoint, access_key: str, secret_key: str):
+        super().__init__(endpoint)
         self._access_key = access_key
         self._secret = secret_key.encode("utf-8")
-        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
-        self._local = threading.local()
-        self._all_lock = threading.Lock()
-        # Weak: a connection dies with the (short-lived part-upload) thread that made it.
-        self._all = weakref.WeakSet()
 
-    def _connection(self):
-        """(connection, fresh): fresh ones cannot be stale, so errors on them are real."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, False
-        ep = self.endpoint
-        cls = http.client.HTTPSConnection if ep.scheme == "https" else http.client.HTTPConnection
-        conn = cls(ep.host, ep.port, timeout=self._connect_timeout)
-        conn.connect()
-        conn.sock.settimeout(self._read_timeout)
-        try:
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        self._local.conn = conn
-        with self._all_lock:
-            self._all.add(conn)
-        return conn, True
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            with self._all_lock:
-                self._all.discard(conn)
-            conn.close()
-
-    def close(self) -> None:
-        with self._all_lock:
-            conns, self._all = list(self._all), weakref.WeakSet()
-        for conn in conns:
-            conn.close()
+    def authorize(self, method: str, full_key: str, path: str, headers: dict,
+                  params: Optional[dict]) -> None:
+        headers["Date"] = _http_date()
+        headers["Authorization"] = self.sign(method, full_key, headers, params)
 
     def sign(self, method: str, full_key: str, headers: dict, params: Optional[dict]) -> str:
         content_md5 = content_type = ""
@@ -163,49 +79,6 @@ class LeanClient:
         to_sign = f"{method}\n{content_md5}\n{content_type}\n{headers['Date']}\n{canonical}{resource}"
         digest = hmac.new(self._secret, to_sign.encode("utf-8"), hashlib.sha1).digest()
         return f"OSS {self._access_key}:{base64.b64encode(digest).decode('ascii')}"
-
-    def request(self, method: str, full_key: str, *, params: Optional[dict] = None,
-                headers: Optional[dict] = None, body: Optional[bytes] = None):
-        """(status, lower-cased headers, body). Raises RequestFailed(status 0) on network errors."""
-        hdrs = dict(headers) if headers else {}
-        hdrs["Date"] = _http_date()
-        hdrs["Host"] = self.endpoint.host_header
-        hdrs["Authorization"] = self.sign(method, full_key, hdrs, params)
-        path = self.endpoint.path(full_key)
-        if params:
-            path += "?" + urlencode(params, quote_via=quote)
-        if body is None and method in ("PUT", "POST"):
-            body = b""
-        for attempt in (1, 2):
-            try:
-                conn, fresh = self._connection()
-            except OSError as exc:
-                raise RequestFailed(0, type(exc).__name__,
-                                    f"cannot connect to {self.endpoint.url}: {exc}",
-                                    retryable=True) from exc
-            try:
-                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-                for name, value in hdrs.items():
-                    conn.putheader(name, value)
-                if body is not None:
-                    conn.putheader("Content-Length", str(len(body)))
-                conn.endheaders(body if body else None)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (ConnectionError, http.client.BadStatusLine) as exc:
-                self._drop()
-                if not fresh and attempt == 1:
-                    continue  # the server closed an idle kept-alive connection: reconnect once
-                raise RequestFailed(0, type(exc).__name__, str(exc) or "connection lost",
-                                    retryable=True) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop()
-                code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
-                raise RequestFailed(0, code, str(exc) or code, retryable=True) from exc
-            if resp.will_close:
-                self._drop()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-        raise AssertionError("unreachable")
 
 
 def _crc_header(headers: dict) -> Optional[int]:
@@ -230,7 +103,7 @@ class _OssStore:
                                       f"like http://oss-cn-hangzhou.aliyuncs.com") from exc
         self.bucket_name, self.prefix = bucket, prefix or ""
         self._access_key = access_key
-        self.lean = LeanClient(self.endpoint, access_key, secret_key)
+        self.lean = OssLeanClient(self.endpoint, access_key, secret_key)
         try:
             self.bucket = oss2.Bucket(oss2.Auth(access_key, secret_key), self.endpoint.url,
                                       bucket, connect_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
@@ -249,16 +122,9 @@ class _OssStore:
         return fatal if fatal is not None else failure
 
     def _check(self, op: str, key: str, status: int, headers: dict, body: bytes) -> None:
-        if 200 <= status < 300:
-            return
-        doc = parse_error_body(body)
-        code = doc.get("Code", "")
-        if status == 403 and not code:
-            code = "AccessDenied"  # a HEAD has no body to say why
-        failure = RequestFailed(status, code, doc.get("Message", ""),
-                                headers.get("x-oss-request-id", doc.get("RequestId", "")),
-                                operation=op, key=key)
-        raise self._fail(failure)
+        check_response(op, key, status, headers, body, role=self.role, bucket=self.bucket_name,
+                       endpoint=self.endpoint.url, access_key=self._access_key,
+                       request_id_header="x-oss-request-id")
 
     def _oss2(self, op: str, key: str, call, *args, **kwargs):
         try:

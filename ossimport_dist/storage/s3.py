@@ -47,14 +47,17 @@ compared with our MD5 where it is one.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.utils
 import hashlib
+import hmac
 import io
 import ipaddress
 import re
+import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import boto3
 import botocore.config
@@ -65,9 +68,10 @@ from ..errors import DestinationError, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source
 from .errors import RequestFailed, fatal_error
+from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, LeanClient, check_response
+from .lean import parse_endpoint as lean_endpoint
 
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_POOL = 64
 PAGE_SIZE = 1000
@@ -141,6 +145,13 @@ def _md5_from_etag(etag: Optional[str]) -> Optional[str]:
     return etag if etag and _PLAIN_MD5.match(etag.lower()) else None
 
 
+def _http_time(text: Optional[str]) -> float:
+    try:
+        return email.utils.parsedate_to_datetime(text).timestamp() if text else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _strip_etag(etag) -> Optional[str]:
     return (etag or "").strip('"') or None
 
@@ -165,6 +176,24 @@ def _object_params(headers: Optional[dict]) -> dict:
     if metadata:
         params["Metadata"] = metadata
     return params
+
+
+def _object_headers(headers: Optional[dict]) -> dict:
+    """The transfer's OSS-style header dict -> S3 request headers (user metadata as
+    ``x-amz-meta-*``), for the lean PUT."""
+    out = {}
+    for name, value in (headers or {}).items():
+        lower = name.lower()
+        if lower.startswith(_OSS_META):
+            lower = _AMZ_META + lower[len(_OSS_META):]
+        elif lower not in PASS_THROUGH_HEADERS and not lower.startswith(_AMZ_META):
+            continue
+        if not value.isascii():
+            # S3 headers are ASCII; a non-ASCII value travels RFC 2047-encoded, as S3 itself
+            # returns such metadata.
+            value = "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
+        out[lower] = value
+    return out
 
 
 def _copy_headers(raw: dict) -> dict:
@@ -212,6 +241,48 @@ def _client_config(path_style: bool, pool: int, signed: bool) -> botocore.config
         return botocore.config.Config(**kwargs)
 
 
+class S3LeanClient(LeanClient):
+    """The lean path signed with AWS Signature V4, header form. The payload is not hashed
+    (``UNSIGNED-PAYLOAD``): every request that carries bytes carries their Content-MD5, which
+    the store checks, and hashing each body twice would cost more CPU than the request."""
+
+    keep_slash = True
+
+    def __init__(self, endpoint, region: str, access_key: str, secret_key: str):
+        super().__init__(endpoint)
+        self._access_key, self._secret, self._region = access_key, secret_key, region
+        self._day_key = ("", b"")  # (yyyymmdd, signing key): derived once a day
+
+    def _signing_key(self, day: str) -> bytes:
+        cached_day, key = self._day_key
+        if cached_day != day:
+            key = hmac.new(("AWS4" + self._secret).encode("utf-8"), day.encode(), hashlib.sha256).digest()
+            for part in (self._region, "s3", "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._day_key = (day, key)  # one tuple swap: threads see the old or the new pair
+        return key
+
+    def authorize(self, method: str, full_key: str, path: str, headers: dict,
+                  params: Optional[dict]) -> None:
+        if not (self._access_key or self._secret):
+            return  # a public bucket read anonymously
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        headers["x-amz-date"] = stamp
+        headers["x-amz-content-sha256"] = UNSIGNED_PAYLOAD
+        signed = sorted((name.lower(), " ".join(str(value).split())) for name, value in headers.items())
+        names = ";".join(name for name, _ in signed)
+        query = "&".join(f"{quote(k, safe='-_.~')}={quote(str(v), safe='-_.~')}"
+                         for k, v in sorted((params or {}).items()))
+        canonical = "\n".join([method, path, query, "".join(f"{n}:{v}\n" for n, v in signed), names,
+                               UNSIGNED_PAYLOAD])
+        scope = f"{stamp[:8]}/{self._region}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope,
+                             hashlib.sha256(canonical.encode("utf-8")).hexdigest()])
+        signature = hmac.new(self._signing_key(stamp[:8]), to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={self._access_key}/{scope}, "
+                                    f"SignedHeaders={names}, Signature={signature}")
+
+
 class _S3Store:
     """What source and destination share: the client, the prefix, error translation."""
 
@@ -237,6 +308,10 @@ class _S3Store:
             aws_access_key_id=access_key if signed else None,
             aws_secret_access_key=secret_key if signed else None,
             config=_client_config(self.endpoint.path_style, pool_size, signed))
+        # HEAD and small PUTs, the requests made once per object, skip boto3's overhead.
+        lean = dataclasses.replace(lean_endpoint(self.endpoint.url, bucket),
+                                   path_style=self.endpoint.path_style)
+        self.lean = S3LeanClient(lean, self.endpoint.region, access_key, secret_key)
 
     def _error_class(self):
         return DestinationError if self.role == "dest" else SourceError
@@ -279,22 +354,24 @@ class _S3Store:
                 OSError) as exc:
             raise self._failure(exc, op, key) from exc
 
+    def _check(self, op: str, key: str, status: int, headers: dict, body: bytes) -> None:
+        check_response(op, key, status, headers, body, role=self.role, bucket=self.bucket_name,
+                       endpoint=self.endpoint.url, access_key=self._access_key,
+                       request_id_header="x-amz-request-id")
+
     def _head(self, full_key: str, rel_key: str) -> Optional[ObjectEntry]:
-        try:
-            resp = self._call("HEAD", full_key, self.client.head_object, Key=full_key)
-        except RequestFailed as exc:
-            if exc.status == 404:
-                return None
-            raise
-        raw = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        etag = _strip_etag(resp.get("ETag"))
-        md5 = (resp.get("Metadata") or {}).get("md5") or _md5_from_etag(etag)
-        modified = resp.get("LastModified")
-        return ObjectEntry(key=rel_key, size=int(resp.get("ContentLength", 0)),
-                           mtime=modified.timestamp() if modified else 0.0,
-                           md5=md5, etag=etag, headers=_copy_headers(raw))
+        status, headers, body = self.lean.request("HEAD", full_key)
+        if status == 404:
+            return None
+        self._check("HEAD", full_key, status, headers, body)
+        etag = _strip_etag(headers.get("etag"))
+        md5 = headers.get(_AMZ_META + "md5") or _md5_from_etag(etag)
+        return ObjectEntry(key=rel_key, size=int(headers.get("content-length", 0)),
+                           mtime=_http_time(headers.get("last-modified")),
+                           md5=md5, etag=etag, headers=_copy_headers(headers))
 
     def close(self) -> None:
+        self.lean.close()
         self.client.close()
 
 
@@ -550,9 +627,12 @@ class S3Destination(_S3Store, Destination):
 
     @staticmethod
     def _check_etag(op: str, key: str, resp: dict, md5_hex: str) -> Optional[str]:
-        etag = _strip_etag(resp.get("ETag"))
+        """The ETag of a write (boto3 response or lower-cased headers), checked against our MD5."""
+        etag = _strip_etag(resp.get("ETag") or resp.get("etag"))
         # KMS and customer-key encryption make the ETag something other than the MD5.
-        opaque = resp.get("ServerSideEncryption") == "aws:kms" or resp.get("SSECustomerAlgorithm")
+        opaque = ("aws:kms" in (resp.get("ServerSideEncryption"), resp.get("x-amz-server-side-encryption"))
+                  or resp.get("SSECustomerAlgorithm")
+                  or resp.get("x-amz-server-side-encryption-customer-algorithm"))
         if etag and not opaque and _md5_from_etag(etag) and etag.lower() != md5_hex:
             raise RequestFailed(0, "ETagMismatch", f"stored ETag {etag}, sent MD5 {md5_hex}",
                                 retryable=True, operation=op, key=key)
@@ -564,9 +644,13 @@ class S3Destination(_S3Store, Destination):
     def put(self, key: str, data: bytes, headers: Optional[dict] = None) -> PutResult:
         full = self.prefix + key
         md5_hex, md5_b64 = _content_md5(data)
-        resp = self._call("PUT", full, self.client.put_object, Key=full, Body=data,
-                          ContentMD5=md5_b64, **self._params(headers))
-        return PutResult(crc64=None, etag=self._check_etag("PUT", full, resp, md5_hex))
+        hdrs = _object_headers(headers)
+        hdrs["Content-MD5"] = md5_b64
+        if self.server_side_encryption:
+            hdrs["x-amz-server-side-encryption"] = "AES256"
+        status, rhdrs, body = self.lean.request("PUT", full, headers=hdrs, body=data)
+        self._check("PUT", full, status, rhdrs, body)
+        return PutResult(crc64=None, etag=self._check_etag("PUT", full, rhdrs, md5_hex))
 
     def init_multipart(self, key: str, headers: Optional[dict] = None) -> str:
         full = self.prefix + key
