@@ -179,6 +179,11 @@ def test_destination_put_head_and_multipart_round_trip(s3server):
     assert dest.put("empty", b"").etag == hashlib.md5(b"").hexdigest()
     assert dest.head("empty").size == 0
     assert dest.head("missing") is None
+    # S3 headers are ASCII: a non-ASCII value (OSS allows them) travels RFC 2047-encoded.
+    dest.put("meta.txt", b"m", {"x-oss-meta-owner": "张三", "Content-Disposition": "inline"})
+    raw = s3server.client().head_object(Bucket=bucket, Key="dst/meta.txt")
+    assert raw["Metadata"]["owner"] == "=?UTF-8?B?5byg5LiJ?="
+    assert raw["ContentDisposition"] == "inline"
 
     big = os.urandom(5 * 1024 * 1024) + os.urandom(1234)
     parts_data = [big[:5 * 1024 * 1024], big[5 * 1024 * 1024:]]
