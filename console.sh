@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ossimport-dist console: submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] | retry [job] | version
+# ossimport-dist console: submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] | retry [job] | errors [job] [-o file] | version
 set -e
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/bin/bootstrap.sh"

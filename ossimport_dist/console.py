@@ -1,6 +1,7 @@
 """``console.sh``: the operator's commands, with OssImport's names and words.
 
-    console.sh submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] | retry [job] | version
+    console.sh submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] | retry [job]
+               | errors [job] [-o file] | version
 
 Every failure an operator can fix prints one line on stderr and exits non-zero (2 for bad
 configuration or state), never a traceback.
@@ -509,6 +510,33 @@ def detail_lines(job: JobLayout) -> str:
     return "\n".join(lines)
 
 
+def cmd_errors(paths: Paths, args) -> int:
+    """Gathers the failed objects of a job (every failed task's error.list) into one manifest,
+    which a new job reads with srcType=list to copy exactly those."""
+    names = job_names_for(paths, args.job)
+    if len(names) != 1:
+        raise StateError(f"name the job: {', '.join(names) or 'no job submitted'}")
+    job = paths.home.job(names[0])
+    frozen = config_mod.load_job(job.config_file)
+    out = open(args.output, "w", encoding="utf-8", errors="surrogateescape") if args.output else sys.stdout
+    count = 0
+    try:
+        for task in job.failed_dirs():
+            for line in iter_lines(task / "error.list"):
+                if line.strip():
+                    out.write(line + "\n")
+                    count += 1
+    finally:
+        if args.output:
+            out.close()
+    where = args.output or "standard output"
+    inner = frozen.list_src_type if frozen.src_type == "list" else frozen.src_type
+    print(f"{count} failed object(s) of job:{job.name} written to {where}; to copy exactly these, "
+          f"submit a job with the same src keys and srcType=list, listSrcType={inner}, "
+          f"listFilePath={args.output or '<that file>'}", file=sys.stderr)
+    return 0
+
+
 def cmd_version(paths: Optional[Paths], args) -> int:
     print(f"ossimport-dist {__version__}")
     return 0
@@ -533,6 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("words", nargs="*", metavar="[detail] [job]")
     s = sub.add_parser("retry", help="move failed tasks back to pending")
     s.add_argument("job", nargs="?")
+    s = sub.add_parser("errors", help="gather the failed objects of a job into one list file "
+                                      "(key<TAB>reason), the input of a srcType=list job")
+    s.add_argument("job", nargs="?")
+    s.add_argument("-o", "--output", help="write here instead of standard output")
     sub.add_parser("deploy", help="install the agent on every host of the workers file (over SSH)")
     s = sub.add_parser("set", help="change jobMaxThroughput(KB/s) of a running job")
     s.add_argument("assignment", help="key=value")
@@ -542,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"submit": cmd_submit, "start": cmd_start, "stop": cmd_stop, "clean": cmd_clean,
-            "stat": cmd_stat, "retry": cmd_retry, "version": cmd_version, "deploy": cmd_deploy,
+            "stat": cmd_stat, "retry": cmd_retry, "errors": cmd_errors, "version": cmd_version, "deploy": cmd_deploy,
             "set": cmd_set}
 
 

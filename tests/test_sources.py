@@ -102,18 +102,35 @@ def test_local_folder_into_a_local_destination_keeps_bytes_and_mtimes(migration,
                         ["bulk/1/file-0016.bin", "hash#dir/a#b.txt", "中文目录/文件.txt"])
 
 
-def test_a_manifest_of_failed_keys_migrates_exactly_those(migration):
+def test_the_failed_objects_of_one_job_are_gathered_and_copied_by_a_list_job(migration, tmp_path):
     files = {f"m/{i:03d}.txt": f"{i}".encode() for i in range(40)}
     write_tree(migration.src, files)
-    chosen = ["m/003.txt", "m/017.txt", "m/039.txt"]
-    manifest = migration.dir / "retry.list"
-    manifest.write_text("".join(f"{k}\tSIZE_NOT_MATCH: changed during upload\n" for k in chosen))
-    job = {"srcType": "list", "listFilePath": str(manifest), "listSrcType": "local"}
+    out = tmp_path / "nas2"
+    blocked = ["m/003.txt", "m/017.txt", "m/039.txt"]
+    for key in blocked:  # a folder where the file should go: these three fail
+        (out / key).mkdir(parents=True)
+    migration.write_conf(job_props={"destType": "local", "destDomain": str(out)})
+    assert _run_job(migration)["JobState"] == "Failed"
+
+    manifest = migration.dir / "failed.list"
+    r = migration.console("errors", "-o", str(manifest))
+    assert r.returncode == 0 and "3 failed object(s) of job:local_test" in r.stderr, r.stderr
+    assert "listSrcType=local" in r.stderr and str(manifest) in r.stderr
+    assert sorted(line.split("\t")[0] for line in manifest.read_text().splitlines()) == blocked
+
+    # The folders are cleared; a new job reads the list and copies exactly those three.
+    for key in blocked:
+        (out / key).rmdir()
+    migration.ok("stop")
+    migration.ok("clean", "local_test")
+    job = {"srcType": "list", "listFilePath": str(manifest), "listSrcType": "local",
+           "destType": "local", "destDomain": str(out)}
     migration.write_conf(job_props=job)
     s = _run_job(migration)
-    assert s["JobState"] == "Succeed", s
-    assert_migrated(migration.bucket, {k: files[k] for k in chosen})
-    audit_after_damage(migration, job, OssDest(migration.bucket), chosen, chosen)
+    assert s["JobState"] == "Succeed" and s["Files"].startswith("3/3 done"), s
+    for key, data in files.items():
+        assert (out / key).read_bytes() == data, key
+    audit_after_damage(migration, job, FolderDest(out), blocked, blocked)
 
 
 def test_azure_container_into_oss(migration, azurite):
