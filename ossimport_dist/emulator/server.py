@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -24,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, unquote
 from xml.etree import ElementTree
 
-from . import xmlgen
+from . import s3, s3auth, s3body, xmlgen
 from .auth import V1_SUBRESOURCES, AuthRequest, Authenticator
 from .faults import FaultInjector
 from .store import (IO_CHUNK, ObjectMeta, Store, StoreError, crc64_update, iter_file_range)
@@ -137,8 +138,14 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         cl = self.headers.get('Content-Length')
         self._remaining = int(cl) if cl and not self._chunked else 0
         self._body_done = not self._chunked and self._remaining == 0
+        self._body_decoder = None  # S3 requests: aws-chunked decoding and digest checks
 
     def _iter_body(self):
+        """The request body as the handlers see it (for S3: decoded and checked)."""
+        raw = self._iter_http_body()
+        return self._body_decoder(raw) if self._body_decoder is not None else raw
+
+    def _iter_http_body(self):
         rfile = self.rfile
         if self._chunked:
             while not self._body_done:
@@ -171,7 +178,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             self._body_done = True
 
     def _read_body(self, limit: int = MAX_XML_BODY) -> bytes:
-        if not self._chunked and self._remaining <= limit:
+        if not self._chunked and self._remaining <= limit and self._body_decoder is None:
             data = self.rfile.read(self._remaining) if self._remaining else b''
             if len(data) != self._remaining:
                 raise ConnectionAbort()
@@ -193,7 +200,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         try:
-            for _ in self._iter_body():
+            for _ in self._iter_http_body():
                 pass
         except (ConnectionAbort, ValueError, OSError):
             self.close_connection = True
@@ -225,6 +232,10 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         lines = ['HTTP/1.1 %d %s' % (status, self.responses.get(status, ('',))[0]),
                  'Server: AliyunOSS', 'Date: ' + http_date(time.time()),
                  'x-oss-request-id: ' + self._rid]
+        if self._s3:
+            headers = s3.s3_response_headers(headers or [], self._rid)
+        if status == 304:
+            body = b''  # a 304 has no body, whatever Content-Length says; one would desync the connection
         for k, v in headers or ():
             lines.append('%s: %s' % (k, v))
         if chunked:
@@ -244,16 +255,23 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _error(self, e: StoreError) -> None:
-        extra = ''
-        if e.code == 'SignatureDoesNotMatch':
-            extra = '<OSSAccessKeyId>%s</OSSAccessKeyId>' % xmlgen.escape(self._access_key_hint())
-        body = xmlgen.error(e.code, e.message, self._rid, self.emu.host_id, extra)
+        if self._s3:
+            body = s3.error_body(e.code, e.message, self.path.partition('?')[0], self._rid, self.emu.host_id,
+                                 e.details)
+        else:
+            body = self._oss_error_body(e)
         headers = [('Content-Type', 'application/xml'), ('x-oss-ec', '0000-00000000')]
         headers.extend(e.headers.items())
         if self.command == 'HEAD':
             headers.append(('x-oss-err', base64.b64encode(body).decode()))
         self._drain()
         self._send(e.status, headers, body)
+
+    def _oss_error_body(self, e: StoreError) -> bytes:
+        extra = ''
+        if e.code == 'SignatureDoesNotMatch':
+            extra = '<OSSAccessKeyId>%s</OSSAccessKeyId>' % xmlgen.escape(self._access_key_hint())
+        return xmlgen.error(e.code, e.message, self._rid, self.emu.host_id, extra)
 
     def _access_key_hint(self) -> str:
         auth = self.headers.get('Authorization', '')
@@ -265,6 +283,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         emu = self.emu
         self._rid = '%s%08X' % (emu.rid_prefix, next(emu.request_ids))
         self._status = 0
+        self._s3 = False
         try:
             self._init_body()
         except ValueError:
@@ -276,12 +295,18 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             return
         params = parse_qsl(query, keep_blank_values=True)
         pdict = dict(params)
+        wire_headers = self.headers
+        self._s3 = s3auth.is_signed_s3(wire_headers.get('Authorization', ''), pdict)
+        if self._s3:
+            self.headers = s3.oss_view_of_headers(wire_headers)
         try:
             bucket, key = self._resolve(raw_path)
         except StoreError as e:
             self._error(e)
             return
-        op = classify(self.command, bucket, key, pdict, self.headers)
+        op = self._classify(bucket, key, pdict)
+        if self._s3:
+            pdict = s3.s3_params(op, pdict)
         emu.stats.count(op, self.command)
         try:
             fault = emu.faults.choose(op)
@@ -306,7 +331,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
                 kb = key.encode('utf-8', 'surrogatepass')
                 if len(kb) > 1023 or key[0] in '/\\' or '\ufffd' in key:
                     raise StoreError('InvalidObjectName', 'The specified object is not valid.', 400)
-            emu.auth.verify(AuthRequest(self.command, bucket, key, params, self.headers.items()))
+            self._authenticate(wire_headers, bucket, key, params, raw_path, query)
             handler = getattr(self, 'op_' + op, None)
             if handler is None:
                 raise StoreError('NotImplemented', 'The emulator does not implement %s.' % op, 501)
@@ -333,6 +358,22 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         finally:
             if self._status:
                 emu.stats.status(self._status)
+
+    def _classify(self, bucket: str, key: str, p: Dict[str, str]) -> str:
+        unsupported = s3.unsupported_subresource(p) if self._s3 else None
+        if unsupported:
+            return 'Unsupported_' + unsupported
+        return classify(self.command, bucket, key, p, self.headers)
+
+    def _authenticate(self, wire_headers, bucket, key, params, raw_path, query) -> None:
+        if not self._s3:
+            self.emu.auth.verify(AuthRequest(self.command, bucket, key, params, wire_headers.items()))
+            return
+        header_values = functools.partial(_all_values, wire_headers)
+        grant = s3auth.verify(s3auth.S3Request(self.command, raw_path, query, header_values),
+                              self.emu.auth.credentials)
+        self._body_decoder = functools.partial(s3body.decoded_body, header_values=header_values,
+                                               signer=grant.chunk_signer)
 
     def _reset(self) -> None:
         # SO_LINGER 0 turns close() into an RST, which clients see as "connection reset by peer"
@@ -401,7 +442,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         sc = 'Standard'
         if body.strip():
             try:
-                node = ElementTree.fromstring(body).find('StorageClass')
+                node = _parse_xml(body).find('StorageClass')
             except ElementTree.ParseError:
                 raise StoreError('MalformedXML', 'The XML you provided was not well-formed.', 400)
             if node is not None and node.text:
@@ -473,7 +514,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         self._check_md5(hashlib.md5(body).digest())
         try:
-            root = ElementTree.fromstring(_shield_controls(body))
+            root = _parse_xml(_shield_controls(body))
         except ElementTree.ParseError:
             raise StoreError('MalformedXML', 'The XML you provided was not well-formed.', 400)
         quiet = (root.findtext('Quiet') or 'false').strip().lower() == 'true'
@@ -875,7 +916,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             parts = [(n, up.parts[n].etag) for n in sorted(up.parts)]
         else:
             try:
-                root = ElementTree.fromstring(body)
+                root = _parse_xml(body)
                 parts = [(int(x.findtext('PartNumber')), x.findtext('ETag') or '') for x in root.findall('Part')]
             except (ElementTree.ParseError, TypeError, ValueError):
                 raise StoreError('MalformedXML', 'The XML you provided was not well-formed.', 400)
@@ -952,6 +993,19 @@ def classify(method: str, bucket: str, key: str, p: Dict[str, str], headers) -> 
         if 'append' in p:
             return 'AppendObject'
     return 'Unsupported_Object' + method
+
+
+def _all_values(headers, name: str) -> List[str]:
+    return headers.get_all(name) or []
+
+
+def _parse_xml(body: bytes) -> ElementTree.Element:
+    """Parse a request body, dropping XML namespaces (S3 SDKs send the S3 one, OSS clients none)."""
+    root = ElementTree.fromstring(body)
+    for el in root.iter():
+        if isinstance(el.tag, str) and el.tag.startswith('{'):
+            el.tag = el.tag.split('}', 1)[1]
+    return root
 
 
 def _int_param(p: Dict[str, str], name: str, default: int, maximum: int) -> int:

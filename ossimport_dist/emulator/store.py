@@ -41,12 +41,14 @@ IO_CHUNK = 1024 * 1024
 class StoreError(Exception):
     """An OSS error detected by the store; mapped to an XML error by the server."""
 
-    def __init__(self, code: str, message: str, status: int, headers: Optional[dict] = None):
+    def __init__(self, code: str, message: str, status: int, headers: Optional[dict] = None,
+                 details: Optional[Dict[str, str]] = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
         self.headers = headers or {}
+        self.details = details or {}  # extra <Error> elements (S3 sends e.g. StringToSign)
 
 
 def _atomic_write_json(path: str, tmp_dir: str, obj) -> None:

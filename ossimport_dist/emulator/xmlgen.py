@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -196,3 +196,11 @@ def list_uploads(bucket: str, prefix: str, delimiter: str, key_marker: str, uplo
     out.extend('<CommonPrefixes><Prefix>%s</Prefix></CommonPrefixes>' % _x(enc(p, url)) for p in prefixes)
     out.append('</ListMultipartUploadsResult>\n')
     return ''.join(out).encode()
+
+
+def s3_error(code: str, message: str, resource: str, request_id: str, host_id: str,
+             details: Dict[str, str]) -> bytes:
+    extra = ''.join('<%s>%s</%s>' % (k, _x(v), k) for k, v in details.items())
+    return (HEAD + '<Error><Code>%s</Code><Message>%s</Message>%s<Resource>%s</Resource><RequestId>%s</RequestId>'
+            '<HostId>%s</HostId></Error>\n' % (_x(code), _x(message), extra, _x(resource), request_id,
+                                                _x(host_id))).encode()

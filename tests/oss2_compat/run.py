@@ -107,6 +107,24 @@ def _adapt_suite(tests_dir: str) -> None:
             f.write(b'\xff\xd8\xff\xe0' + os.urandom(64 * 1024) + b'\xff\xd9')
 
 
+MAX_RERUN = 3  # more failures than this are not flakes
+
+
+def _failed_tests(junit: str) -> list:
+    """Node ids (tests/<file>.py::<Class>::<test>) of the failed tests in a junit report."""
+    from xml.etree import ElementTree
+    try:
+        root = ElementTree.parse(junit).getroot()
+    except (OSError, ElementTree.ParseError):
+        return []
+    out = []
+    for case in root.iter('testcase'):
+        if case.find('failure') is not None or case.find('error') is not None:
+            module, _, cls = case.get('classname', '').rpartition('.')
+            out.append('%s.py::%s::%s' % (module.replace('.', '/'), cls, case.get('name')))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument('--cache', default=os.path.join(tempfile.gettempdir(), 'ossimport-oss2-compat'))
@@ -133,11 +151,23 @@ def main() -> int:
         cmd += [os.path.join('tests', m + '.py') for m in MODULES]
         for nodeid in DESELECT:
             cmd += ['--deselect', 'tests/' + nodeid]
-        if args.junit:
-            cmd += ['--junitxml', os.path.abspath(args.junit)]
-        cmd += rest
+        junit = os.path.abspath(args.junit) if args.junit else os.path.join(work, 'junit.xml')
+        cmd += ['--junitxml', junit] + rest
         # the tests open tests/example.jpg etc. relative to the current directory
-        return subprocess.call(cmd, cwd=work, env=env)
+        status = subprocess.call(cmd, cwd=work, env=env)
+        failed = _failed_tests(junit) if status == 1 else []
+        if not failed or len(failed) > MAX_RERUN:
+            return status
+        # A few of oss2's tests race their own threads (test_relpath_and_abspath once failed in
+        # about ten runs with a TypeError, then passed): a test that fails alone is run once
+        # more, and said loudly, so a real regression (which fails again) still fails CI.
+        print('oss2 compat: rerunning once: %s' % ' '.join(failed), flush=True)
+        rerun = [c for c in cmd if c not in ('--junitxml', junit)]
+        rerun = [c for c in rerun if not c.startswith('tests/') or not c.endswith('.py')]
+        status = subprocess.call(rerun + failed, cwd=work, env=env)
+        print('oss2 compat: %s on rerun: %s' % ('PASSED (flaky)' if status == 0 else 'FAILED again',
+                                                 ' '.join(failed)), flush=True)
+        return status
     finally:
         emu.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
