@@ -326,7 +326,7 @@ class Transferer:
                 headers = self._object_headers(entry, stream_headers, md5_hex)
                 result = self.destination.put(entry.key, data, headers)
                 stored = result.crc64
-                if stored is None:  # a store that did not say: ask it
+                if stored is None and not result.bytes_confirmed:  # a store that did not say: ask it
                     stored = self._stored_crc(entry.key, entry.size)
                 if stored is None and not self.destination.features.has_crc64:
                     pass  # no CRC64 there (S3): the size was checked, the store checked Content-MD5

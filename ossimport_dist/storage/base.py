@@ -119,6 +119,9 @@ class PutResult:
 
     crc64: Optional[int] = None  # x-oss-hash-crc64ecma, when the store computes it
     etag: Optional[str] = None
+    # The store confirmed it holds exactly the bytes sent (S3: the ETag is their MD5), so a
+    # store without CRC64 needs no HEAD to check the write.
+    bytes_confirmed: bool = False
 
 
 class Source:
