@@ -1,7 +1,9 @@
-"""CRC64-ECMA exactly as OSS reports it in ``x-oss-hash-crc64ecma``.
+"""CRC64-ECMA exactly as OSS reports it in ``x-oss-hash-crc64ecma`` (the CRC-64/XZ model).
 
-The C extension of crcmod does the byte crunching; joining the CRCs of multipart parts uses the
-combine function oss2 exports, so a multipart object is verified without reading it twice.
+fastcrc (SIMD, about 20 GB/s here) does the byte crunching where its wheel installs; crcmod's C
+extension (about 0.4 GB/s, byte at a time) otherwise. At crcmod's speed the CRC alone was close to
+half of a worker's CPU per large file. Joining the CRCs of multipart parts uses the combine
+function oss2 exports, so a multipart object is verified without reading it twice.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ _POLY = 0x142F0E1EBA9EA3693
 _XOROUT = 0xFFFFFFFFFFFFFFFF
 
 # Pure functions (no state between calls): crc = _crc_fun(data, previous_crc) chains.
-_crc_fun = crcmod.mkCrcFun(_POLY, initCrc=0, xorOut=_XOROUT, rev=True)
+try:
+    from fastcrc import crc64 as _fast
+
+    def _crc_fun(data, crc: int = 0) -> int:
+        return _fast.xz(data if isinstance(data, bytes) else bytes(data), initial=crc)
+
+    IMPLEMENTATION = "fastcrc"
+except ImportError:  # a platform without its wheel
+    _crc_fun = crcmod.mkCrcFun(_POLY, initCrc=0, xorOut=_XOROUT, rev=True)
+    IMPLEMENTATION = "crcmod"
 _combine_fun = mkCombineFun(_POLY, 0, True, _XOROUT)
 
 

@@ -7,6 +7,7 @@ runs the same stories against the OSS emulator as a real subprocess, over HTTP.
 import hashlib
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -159,6 +160,20 @@ def test_crc64_matches_oss_and_combines_parts():
     assert running.value == whole
     assert crc64.combine(crc64.crc64(data[:4096]), crc64.crc64(data[4096:]), 10000 - 4096) == whole
     assert crc64.combine(whole, crc64.crc64(b""), 0) == whole
+
+
+def test_fast_crc64_agrees_with_crcmod_byte_for_byte():
+    import crcmod
+
+    assert crc64.IMPLEMENTATION == "fastcrc", "the fast CRC64 wheel should be installed here"
+    slow = crcmod.mkCrcFun(0x142F0E1EBA9EA3693, initCrc=0, xorOut=0xFFFFFFFFFFFFFFFF, rev=True)
+    rng = random.Random(7)
+    previous = 0
+    for size in (0, 1, 7, 8, 9, 63, 64, 65, 4095, 4096, 100_003):
+        data = rng.randbytes(size)
+        assert crc64.crc64(data, previous) == slow(data, previous), size
+        assert crc64.crc64(memoryview(data), previous) == slow(data, previous), size
+        previous = slow(data, previous)
 
 
 def test_throttle_holds_the_rate_across_threads():

@@ -30,9 +30,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import crcmod
+from .. import crc64 as _crc64
 
-crc64_update = crcmod.mkCrcFun(0x142F0E1EBA9EA3693, initCrc=0, xorOut=0xFFFFFFFFFFFFFFFF, rev=True)
+crc64_update = _crc64.crc64  # the client's own, fast implementation: same CRC-64/XZ
 
 MIN_PART_SIZE = 100 * 1024
 IO_CHUNK = 1024 * 1024
