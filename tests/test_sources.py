@@ -103,10 +103,10 @@ def test_local_folder_into_a_local_destination_keeps_bytes_and_mtimes(migration,
 
 
 def test_the_failed_objects_of_one_job_are_gathered_and_copied_by_a_list_job(migration, tmp_path):
-    files = {f"m/{i:03d}.txt": f"{i}".encode() for i in range(40)}
+    files = awkward_tree(30)
     write_tree(migration.src, files)
     out = tmp_path / "nas2"
-    blocked = ["m/003.txt", "m/017.txt", "m/039.txt"]
+    blocked = ["percent%25/100%.txt", "with space/file name.txt", "中文目录/文件.txt"]
     for key in blocked:  # a folder where the file should go: these three fail
         (out / key).mkdir(parents=True)
     migration.write_conf(job_props={"destType": "local", "destDomain": str(out)})

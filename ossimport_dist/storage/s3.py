@@ -52,12 +52,10 @@ request, which on a 2-core worker caps small-file throughput.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import email.utils
 import hashlib
 import hmac
 import io
-import ipaddress
 import re
 import time
 from dataclasses import dataclass
@@ -115,29 +113,16 @@ class S3Endpoint:
 
 
 def parse_endpoint(domain: str, default_scheme: str = "https") -> S3Endpoint:
-    text = domain.strip().rstrip("/")
-    if not text:
+    if not domain.strip():
         raise ValueError("empty endpoint")
-    if "://" not in text:
-        text = f"{default_scheme}://{text}"
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) endpoint: {domain!r}")
-    host = parts.hostname
-    try:
-        ipaddress.ip_address(host)
-        path_style = True
-    except ValueError:
-        path_style = host == "localhost"
+    ep = lean_endpoint(domain, "", default_scheme)
     region = DEFAULT_REGION
     for pattern in _REGION_IN_HOST:
-        match = pattern.match(host)
+        match = pattern.match(ep.host)
         if match:
             region = match.group(1)
             break
-    hostport = f"[{host}]" if ":" in host else host
-    url = f"{parts.scheme}://{hostport}" + (f":{parts.port}" if parts.port else "")
-    return S3Endpoint(url, region, path_style)
+    return S3Endpoint(ep.url, region, ep.path_style)
 
 
 def _is_full_endpoint(domain: str) -> bool:
@@ -327,10 +312,9 @@ class _S3Store:
             aws_access_key_id=access_key if signed else None,
             aws_secret_access_key=secret_key if signed else None,
             config=_client_config(self.endpoint.path_style, pool_size, signed))
-        # HEAD and small PUTs, the requests made once per object, skip boto3's overhead.
-        lean = dataclasses.replace(lean_endpoint(self.endpoint.url, bucket),
-                                   path_style=self.endpoint.path_style)
-        self.lean = S3LeanClient(lean, self.endpoint.region, access_key, secret_key)
+        # HEAD, PUT and UploadPart, the requests made per object or part, skip boto3's overhead.
+        self.lean = S3LeanClient(lean_endpoint(self.endpoint.url, bucket), self.endpoint.region,
+                                 access_key, secret_key)
 
     def _error_class(self):
         return DestinationError if self.role == "dest" else SourceError
