@@ -1,6 +1,8 @@
 """The local-directory source: listing order, resuming a listing, odd files, reading ranges."""
 
+import gc
 import os
+import tempfile
 
 import pytest
 
@@ -62,6 +64,37 @@ def test_start_after_resumes_exactly_at_every_key(src):
     # Markers that are not keys behave like an OSS marker too.
     for marker in ["", "a", "a/", "a/c", "a0", "aa", "y", "zz"]:
         assert keys(src.list(start_after=marker)) == [k for k in everything if k > marker]
+
+
+def test_a_huge_directory_lists_the_same_through_sorted_runs_on_disk(tmp_path, monkeypatch):
+    # A flat folder of many files is sorted in runs of spill_after names on disk, then merged:
+    # the listing (order, markers, sizes, odd names) must be the one an in-memory sort gives.
+    root = tmp_path / "flat"
+    tree = {f"f{i:04d}{'-x' if i % 3 else ''}.bin": bytes(i % 5) for i in range(500)}
+    tree.update({k: v for k, v in TREE.items()})
+    make_tree(root, tree)
+    os.mkdir(os.path.join(os.fsencode(root), b"bad-\xff-name"))
+    open(os.path.join(os.fsencode(root), b"bad-\xff-name", b"f"), "wb").close()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    small = LocalSource(str(root) + "/")
+    huge = LocalSource(str(root) + "/")
+    huge.spill_after = 7
+    expected = [(e.key, e.size) for e in small.list()]
+    assert [(e.key, e.size) for e in huge.list()] == expected and len(expected) == 509
+    for marker in ["", "a", "a/", "f0100", "f0100-x.bin", "f0499.bin", "zz"]:
+        assert keys(huge.list(start_after=marker)) == keys(small.list(start_after=marker)), marker
+    assert huge.subtrees() == small.subtrees()
+    # The runs are gone once read, and when a listing is dropped half way.
+    assert list(temp.iterdir()) == []
+    listing = huge.list()
+    next(listing)
+    assert list(temp.iterdir()) != []
+    listing.close()
+    del listing
+    gc.collect()
+    assert list(temp.iterdir()) == []
 
 
 def test_directories_before_the_marker_are_not_read(src, monkeypatch):

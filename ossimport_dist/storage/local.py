@@ -27,14 +27,17 @@ system without user xattrs, gets its CRC64 by reading the file. A key that would
 from __future__ import annotations
 
 import errno
+import heapq
 import io
 import json
 import logging
 import os
 import shutil
 import stat as stat_module
+import tempfile
 import time
 import uuid
+import weakref
 from typing import Callable, Iterator, Optional
 
 from .. import crc64 as crc64_module
@@ -82,9 +85,49 @@ class LimitedReader(BoundedReader):
             super().close()
 
 
+class _SortedRuns:
+    """The children of one huge directory as sorted runs in a temporary folder, merged on
+    reading. Records are ``D|F`` + name + NUL: NUL is the one byte no file name holds."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="ossimport-scan-")
+        self.paths = []
+        # The folder goes when the listing is dropped, read to the end or not.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
+
+    def add(self, children: list) -> None:
+        children.sort()
+        path = os.path.join(self.folder, f"{len(self.paths):06d}.run")
+        with open(path, "wb") as out:
+            for name, is_dir in children:
+                out.write((b"D" if is_dir else b"F") + name.encode("utf-8", "surrogatepass") + b"\0")
+        self.paths.append(path)
+
+    @staticmethod
+    def _read(path: str):
+        with open(path, "rb") as f:
+            rest = b""
+            while True:
+                data = f.read(1 << 20)
+                if not data:
+                    return
+                *records, rest = (rest + data).split(b"\0")
+                for record in records:
+                    yield record[1:].decode("utf-8", "surrogatepass"), record[:1] == b"D"
+
+    def merged(self):
+        try:
+            yield from heapq.merge(*(self._read(p) for p in self.paths))
+        finally:
+            self._cleanup()
+
+
 class LocalSource(Source):
     kind = "local"
     features = Features()
+    # Children of one directory held in memory before sorting spills to disk (about 100 bytes
+    # each): a folder of ten million files lists in bounded memory.
+    spill_after = 100_000
 
     def __init__(self, prefix: str, allow_symlinks: bool = False,
                  on_skip: Optional[Callable[[str, str], None]] = None):
@@ -113,18 +156,26 @@ class LocalSource(Source):
     def _path(self, key: str) -> str:
         return self.root + key
 
-    def _scan(self, rel_dir: str) -> list:
-        """(sort key, DirEntry, is_dir) of a directory's children, in key order."""
+    def _scan(self, rel_dir: str):
+        """(sort key, is_dir) of a directory's children, in key order: a list for an ordinary
+        directory; for one with more than ``spill_after`` children (a flat NAS folder of millions
+        of files), sorted runs spilled to temporary files and merged as they are read, so memory
+        stays bounded whatever the directory holds."""
         path = self._path(rel_dir)
+        runs = None
+        children = []
         try:
             with os.scandir(path) as it:
-                children = []
                 for entry in it:
                     try:
                         is_dir = entry.is_dir(follow_symlinks=False)
                     except OSError:
                         is_dir = False
-                    children.append((entry.name + "/" if is_dir else entry.name, entry, is_dir))
+                    children.append((entry.name + "/" if is_dir else entry.name, is_dir))
+                    if len(children) >= self.spill_after:
+                        runs = runs or _SortedRuns()
+                        runs.add(children)
+                        children = []
         except FileNotFoundError:
             if rel_dir:
                 return []  # removed since its parent was listed: nothing left to copy
@@ -137,29 +188,37 @@ class LocalSource(Source):
                               f"permission on it") from exc
         except OSError as exc:
             raise SourceError(f"cannot list directory {path}: {exc.strerror or exc}") from exc
-        children.sort(key=lambda child: child[0])
-        return children
+        if runs is None:
+            children.sort()
+            return children
+        runs.add(children)
+        return runs.merged()
 
-    def _file_entry(self, key: str, dirent) -> Optional[ObjectEntry]:
+    def _file_entry(self, key: str) -> Optional[ObjectEntry]:
         """The entry for a non-directory child, or None after reporting why it is skipped."""
+        path = self._path(key)
         try:
-            if dirent.is_symlink():
-                if dirent.is_dir(follow_symlinks=True):
-                    self.on_skip(key, "symbolic link to a directory (never followed)")
-                    return None
-                if not self.allow_symlinks:
-                    self.on_skip(key, "symbolic link (isAllowSymbolicLink=false)")
-                    return None
-                st = dirent.stat(follow_symlinks=True)
-            else:
-                st = dirent.stat(follow_symlinks=False)
+            st = os.lstat(path)
         except FileNotFoundError:
-            if dirent.is_symlink():
-                self.on_skip(key, "broken symbolic link")
-            return None  # a plain file deleted since the directory was read: nothing to copy
+            return None  # deleted since the directory was read: nothing to copy
         except OSError as exc:
             self.on_skip(key, f"cannot stat: {exc.strerror or exc}")
             return None
+        if stat_module.S_ISLNK(st.st_mode):
+            try:
+                target = os.stat(path)
+            except OSError:
+                target = None
+            if target is not None and stat_module.S_ISDIR(target.st_mode):
+                self.on_skip(key, "symbolic link to a directory (never followed)")
+                return None
+            if not self.allow_symlinks:
+                self.on_skip(key, "symbolic link (isAllowSymbolicLink=false)")
+                return None
+            if target is None:
+                self.on_skip(key, "broken symbolic link")
+                return None
+            st = target
         if not stat_module.S_ISREG(st.st_mode):
             self.on_skip(key, "not a regular file (device, socket or pipe)")
             return None
@@ -168,30 +227,31 @@ class LocalSource(Source):
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
         after = start_after or ""
-        # A stack of sorted child lists with a cursor each: depth first, streaming.
-        stack = [(subtree, self._scan(subtree), 0)]
+        # A stack of sorted child iterators, one per open directory: depth first, streaming.
+        stack = [(subtree, iter(self._scan(subtree)))]
         while stack:
-            rel_dir, children, i = stack.pop()
-            if i >= len(children):
+            rel_dir, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
                 continue
-            stack.append((rel_dir, children, i + 1))
-            sort_key, dirent, is_dir = children[i]
+            sort_key, is_dir = child
             key = rel_dir + sort_key
             if is_dir:
                 # Every key under dir/ sorts before start_after when start_after is past dir/
                 # and not inside it.
                 if not recursive or (after > key and not after.startswith(key)):
                     continue
-                stack.append((key, self._scan(key), 0))
+                stack.append((key, iter(self._scan(key))))
                 continue
             if key <= after:
                 continue
-            entry = self._file_entry(key, dirent)
+            entry = self._file_entry(key)
             if entry is not None:
                 yield entry
 
     def subtrees(self, subtree: str = "") -> list:
-        return [subtree + sort_key for sort_key, _, is_dir in self._scan(subtree) if is_dir]
+        return [subtree + sort_key for sort_key, is_dir in self._scan(subtree) if is_dir]
 
     def stat(self, key: str) -> Optional[ObjectEntry]:
         try:
