@@ -80,6 +80,15 @@ def test_lists_every_key_in_order_with_paging(server, tree, password):
     assert all(r[2].get("x-list-limit") == "97" for r in pages)
 
 
+def test_a_huge_folder_lists_the_same_through_sorted_runs_on_disk(server, tree, password):
+    whole, spilled = source(server, password), source(server, password)
+    spilled.spill_after = 50  # bulk/ holds 1,100 files: 22 runs merged
+    assert [(e.key, e.size) for e in spilled.list()] == [(e.key, e.size) for e in whole.list()]
+    for marker in ["bulk/", "bulk/f00500.bin", "bulk/f01099.bin", "a b.txt"]:
+        assert [e.key for e in spilled.list(start_after=marker)] == \
+            [e.key for e in whole.list(start_after=marker)], marker
+
+
 def test_start_after_subtree_and_non_recursive(server, tree, password):
     src = source(server, password, list_limit=500)
     keys = expected_keys(tree)

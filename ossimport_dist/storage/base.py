@@ -12,9 +12,15 @@ UTF-8 byte order), so ``start_after`` resumes a listing exactly, like an OSS mar
 from __future__ import annotations
 
 import hashlib
+import heapq
 import io
+import json
+import os
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional
 
 from ..models import ObjectEntry
 
@@ -101,6 +107,61 @@ def once_per_key(lines: Callable[[], Iterator[tuple]], parse: Callable[[int, str
 # A destination that keeps files' modification times (preserves_mtime) reads it from this
 # header on put/init_multipart; stores that keep their own Last-Modified never receive it.
 MTIME_HEADER = "x-ossimport-mtime"
+
+
+# Children of one folder a source holds in memory (about 100 bytes each) before sorting spills
+# to disk.
+SPILL_AFTER = 100_000
+
+
+def sorted_bounded(items: Iterable[tuple], limit: int = SPILL_AFTER):
+    """``items`` (tuples of JSON-able values, a unique str key first) in key order, holding at
+    most ``limit`` of them in memory: beyond that, sorted runs go to a temporary folder and are
+    merged as they are read. Reads ``items`` to the end before returning, so errors of the
+    listing behind them surface here. Sources list one folder at a time this way, and a flat
+    folder of ten million files lists in bounded memory."""
+    chunk, runs = [], None
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= limit:
+            runs = runs or _SortedRuns()
+            runs.add(chunk)
+            chunk = []
+    if runs is None:
+        chunk.sort()
+        return chunk
+    runs.add(chunk)
+    return runs.merged()
+
+
+class _SortedRuns:
+    """Sorted runs, one JSON array per line (JSON keeps any str, lone surrogates of undecodable
+    file names included), in a temporary folder that goes with the listing."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="ossimport-scan-")
+        self.paths = []
+        # The folder goes when the listing is dropped, read to the end or not.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
+
+    def add(self, chunk: list) -> None:
+        chunk.sort()
+        path = os.path.join(self.folder, f"{len(self.paths):06d}.run")
+        with open(path, "w", encoding="ascii") as out:
+            out.writelines(json.dumps(item) + "\n" for item in chunk)
+        self.paths.append(path)
+
+    @staticmethod
+    def _read(path: str):
+        with open(path, "r", encoding="ascii") as f:
+            for line in f:
+                yield tuple(json.loads(line))
+
+    def merged(self):
+        try:
+            yield from heapq.merge(*(self._read(p) for p in self.paths))
+        finally:
+            self._cleanup()
 
 
 @dataclass(frozen=True)

@@ -27,23 +27,21 @@ system without user xattrs, gets its CRC64 by reading the file. A key that would
 from __future__ import annotations
 
 import errno
-import heapq
 import io
 import json
 import logging
 import os
 import shutil
 import stat as stat_module
-import tempfile
 import time
 import uuid
-import weakref
 from typing import Callable, Iterator, Optional
 
 from .. import crc64 as crc64_module
 from ..errors import DestinationError, SourceError
 from ..models import ObjectEntry
-from .base import MTIME_HEADER, BoundedReader, Destination, Features, PutResult, Source
+from .base import (MTIME_HEADER, SPILL_AFTER, BoundedReader, Destination, Features, PutResult, Source,
+                   sorted_bounded)
 from .errors import RequestFailed
 
 log = logging.getLogger(__name__)
@@ -85,49 +83,10 @@ class LimitedReader(BoundedReader):
             super().close()
 
 
-class _SortedRuns:
-    """The children of one huge directory as sorted runs in a temporary folder, merged on
-    reading. Records are ``D|F`` + name + NUL: NUL is the one byte no file name holds."""
-
-    def __init__(self):
-        self.folder = tempfile.mkdtemp(prefix="ossimport-scan-")
-        self.paths = []
-        # The folder goes when the listing is dropped, read to the end or not.
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
-
-    def add(self, children: list) -> None:
-        children.sort()
-        path = os.path.join(self.folder, f"{len(self.paths):06d}.run")
-        with open(path, "wb") as out:
-            for name, is_dir in children:
-                out.write((b"D" if is_dir else b"F") + name.encode("utf-8", "surrogatepass") + b"\0")
-        self.paths.append(path)
-
-    @staticmethod
-    def _read(path: str):
-        with open(path, "rb") as f:
-            rest = b""
-            while True:
-                data = f.read(1 << 20)
-                if not data:
-                    return
-                *records, rest = (rest + data).split(b"\0")
-                for record in records:
-                    yield record[1:].decode("utf-8", "surrogatepass"), record[:1] == b"D"
-
-    def merged(self):
-        try:
-            yield from heapq.merge(*(self._read(p) for p in self.paths))
-        finally:
-            self._cleanup()
-
-
 class LocalSource(Source):
     kind = "local"
     features = Features()
-    # Children of one directory held in memory before sorting spills to disk (about 100 bytes
-    # each): a folder of ten million files lists in bounded memory.
-    spill_after = 100_000
+    spill_after = SPILL_AFTER
 
     def __init__(self, prefix: str, allow_symlinks: bool = False,
                  on_skip: Optional[Callable[[str, str], None]] = None):
@@ -157,25 +116,10 @@ class LocalSource(Source):
         return self.root + key
 
     def _scan(self, rel_dir: str):
-        """(sort key, is_dir) of a directory's children, in key order: a list for an ordinary
-        directory; for one with more than ``spill_after`` children (a flat NAS folder of millions
-        of files), sorted runs spilled to temporary files and merged as they are read, so memory
-        stays bounded whatever the directory holds."""
+        """(sort key, is_dir) of a directory's children, in key order, in bounded memory."""
         path = self._path(rel_dir)
-        runs = None
-        children = []
         try:
-            with os.scandir(path) as it:
-                for entry in it:
-                    try:
-                        is_dir = entry.is_dir(follow_symlinks=False)
-                    except OSError:
-                        is_dir = False
-                    children.append((entry.name + "/" if is_dir else entry.name, is_dir))
-                    if len(children) >= self.spill_after:
-                        runs = runs or _SortedRuns()
-                        runs.add(children)
-                        children = []
+            return sorted_bounded(self._children(path), self.spill_after)
         except FileNotFoundError:
             if rel_dir:
                 return []  # removed since its parent was listed: nothing left to copy
@@ -188,11 +132,16 @@ class LocalSource(Source):
                               f"permission on it") from exc
         except OSError as exc:
             raise SourceError(f"cannot list directory {path}: {exc.strerror or exc}") from exc
-        if runs is None:
-            children.sort()
-            return children
-        runs.add(children)
-        return runs.merged()
+
+    @staticmethod
+    def _children(path: str):
+        with os.scandir(path) as it:
+            for entry in it:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    is_dir = False
+                yield entry.name + "/" if is_dir else entry.name, is_dir
 
     def _file_entry(self, key: str) -> Optional[ObjectEntry]:
         """The entry for a non-directory child, or None after reporting why it is skipped."""

@@ -7,8 +7,8 @@ operator and ``srcSecretKey`` the operator's password. Every request is signed
 URI is the percent-encoded request path exactly as sent; only the MD5 of the password is kept.
 
 UPYUN storage is a tree of real folders with no prefix listing, so ``list()`` walks it folder by
-folder, depth first. Each folder's children are read whole (all ``x-list-iter`` pages) and
-sorted by ``name + '/'`` for folders and ``name`` for files: that is the code-point order of the
+folder, depth first. Each folder's children are read whole (all ``x-list-iter`` pages; beyond
+100,000 of them in sorted runs on disk, so memory stays bounded) and sorted by ``name + '/'`` for folders and ``name`` for files: that is the code-point order of the
 full keys, so ``start_after`` is a plain string comparison and folders wholly before it are
 never listed. A ``srcPrefix`` that does not end in '/' selects the names in its parent folder
 that start with its last part, as an OSS prefix would.
@@ -33,7 +33,7 @@ from urllib.parse import quote, urlsplit
 
 from ..errors import SourceError
 from ..models import ObjectEntry
-from .base import BoundedReader, Features, Source
+from .base import SPILL_AFTER, BoundedReader, Features, Source, sorted_bounded
 from .errors import RequestFailed
 
 DEFAULT_ENDPOINT = "v0.api.upyun.com"
@@ -207,6 +207,7 @@ class YoupaiReader(BoundedReader):
 class YoupaiSource(Source):
     kind = "youpai"
     features = Features()
+    spill_after = SPILL_AFTER
 
     def __init__(self, *, service: str, operator: str, password: str, prefix: str = "",
                  domain: str = "", cdn_domain: str = "", download_from_cdn: bool = False,
@@ -305,9 +306,9 @@ class YoupaiSource(Source):
 
     # ------------------------------------------------------------------ listing
 
-    def _read_folder(self, full_dir: str) -> Optional[list]:
-        """[(name, is_dir, size, mtime)] of a folder, every page; None when it does not exist."""
-        out = []
+    def _read_folder(self, full_dir: str) -> Iterator[tuple]:
+        """(name, is_dir, size, mtime) of a folder's children, page by page; raises
+        FileNotFoundError when the folder does not exist."""
         token = ""
         while True:
             extra = {"Accept": "application/json", "x-list-limit": str(self.list_limit)}
@@ -315,63 +316,62 @@ class YoupaiSource(Source):
                 extra["x-list-iter"] = token
             status, headers, body = self._request("List", "GET", full_dir, extra)
             if status == 404:
-                return None
+                raise FileNotFoundError(full_dir)
             if not 200 <= status < 300:
                 raise self._failure("List", full_dir, status, headers, body)
             try:
                 doc = json.loads(body) if body.strip() else {}
                 files = doc.get("files") or []
-                for item in files:
-                    name = item["name"]
-                    is_dir = str(item.get("type", "")) in ("F", "folder")
-                    out.append((name, is_dir, int(item.get("length") or 0),
-                                _unix_time(str(item.get("last_modified") or ""))))
+                page = [(item["name"], str(item.get("type", "")) in ("F", "folder"),
+                         int(item.get("length") or 0),
+                         _unix_time(str(item.get("last_modified") or ""))) for item in files]
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise RequestFailed(status, "BadListing", f"listing {full_dir} is not UPYUN's "
                                     f"JSON: {body[:200]!r}", retryable=True,
                                     operation="List", key=full_dir) from exc
+            yield from page
             token = doc.get("iter") or headers.get("x-upyun-list-iter") or ""
             if not token or token == LIST_END or not files:
-                return out
+                return
 
-    def _children(self, rel_dir: str) -> list:
-        """(key relative to the prefix, is_dir, size, mtime) of a folder's children, sorted."""
+    def _children(self, rel_dir: str):
+        """(key relative to the prefix, is_dir, size, mtime) of a folder's children, in key
+        order, in bounded memory (sorted runs on disk beyond ``spill_after`` children)."""
         full = self.prefix + rel_dir
         folder, _, partial = full.rpartition("/")
         folder = folder + "/" if folder else ""
-        items = self._read_folder(folder)
-        if items is None:
+        cut = len(self.prefix)
+
+        def keyed():
+            for name, is_dir, size, mtime in self._read_folder(folder):
+                if name and "/" not in name and name.startswith(partial):
+                    yield (folder + name)[cut:] + ("/" if is_dir else ""), is_dir, size, mtime
+
+        try:
+            return sorted_bounded(keyed(), self.spill_after)
+        except FileNotFoundError:
             if rel_dir:
                 return []  # removed since its parent was listed: nothing left to copy
             raise SourceError(f"srcPrefix '{self.prefix}' does not exist in {self._where()}: "
-                              f"fix srcPrefix (a folder path like dir/sub/) or srcBucket")
-        cut = len(self.prefix)
-        out = []
-        for name, is_dir, size, mtime in items:
-            if not name or "/" in name or not name.startswith(partial):
-                continue
-            key = (folder + name)[cut:] + ("/" if is_dir else "")
-            out.append((key, is_dir, size, mtime))
-        out.sort(key=lambda child: child[0])
-        return out
+                              f"fix srcPrefix (a folder path like dir/sub/) or srcBucket") from None
 
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
         after = start_after or ""
-        # A stack of sorted child lists with a cursor each: depth first, streaming.
-        stack = [(self._children(subtree), 0)]
+        # A stack of sorted child iterators, one per open folder: depth first, streaming.
+        stack = [iter(self._children(subtree))]
         while stack:
-            children, i = stack.pop()
-            if i >= len(children):
+            child = next(stack[-1], None)
+            if child is None:
+                stack.pop()
                 continue
-            stack.append((children, i + 1))
-            key, is_dir, size, mtime = children[i]
+            key, is_dir, size, mtime = child
             if is_dir:
                 # Every key under dir/ sorts before start_after when start_after is past dir/
                 # and not inside it.
                 if not recursive or (after > key and not after.startswith(key)):
                     continue
-                stack.append((self._children(key), 0))
+                stack.append(iter(self._children(key)))
                 continue
             if key > after:
                 yield ObjectEntry(key=key, size=size, mtime=mtime)
