@@ -79,8 +79,10 @@ def once_per_key(lines: Callable[[], Iterator[tuple]], parse: Callable[[int, str
     may appear once (each key is a destination object). ``lines()`` yields (number, text) afresh on
     each call; ``duplicate(number, key, first)`` makes the error raised for a repeated key.
 
-    Keeps an 8-byte digest per key, not the key: a list of tens of millions of lines stays small;
-    a digest hit is confirmed by re-reading the earlier line."""
+    The whole file is checked before the first line is given: an 8-byte digest of each key,
+    with its line number, sorted in bounded memory (``sorted_bounded``), so equal keys meet as
+    neighbours whatever the file's size, and a repeated key is refused before any task is cut.
+    A digest hit is confirmed by re-reading both lines."""
     def digest(key: str) -> int:
         return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogateescape"),
                                               digest_size=8).digest(), "big")
@@ -93,15 +95,18 @@ def once_per_key(lines: Callable[[], Iterator[tuple]], parse: Callable[[int, str
                 break
         return None
 
-    seen = {}  # key digest -> line number
-    for number, text in lines():
-        parsed = parse(number, text)
-        d = digest(parsed[0])
-        first = seen.get(d)
-        if first is not None and key_at(first) == parsed[0]:
-            raise duplicate(number, parsed[0], first)
-        seen.setdefault(d, number)
-        yield (number, *parsed)
+    def checked() -> Iterator[tuple]:
+        before = None
+        for d, number in sorted_bounded((digest(parse(n, t)[0]), n) for n, t in lines()):
+            if before is not None and before[0] == d:
+                key = key_at(number)
+                if key_at(before[1]) == key:
+                    raise duplicate(number, key, before[1])
+            before = (d, number)
+        for number, text in lines():
+            yield (number, *parse(number, text))
+
+    return checked()
 
 
 # A destination that keeps files' modification times (preserves_mtime) reads it from this
@@ -115,7 +120,7 @@ SPILL_AFTER = 100_000
 
 
 def sorted_bounded(items: Iterable[tuple], limit: int = SPILL_AFTER):
-    """``items`` (tuples of JSON-able values, a unique str key first) in key order, holding at
+    """``items`` (distinct tuples of JSON-able values) in order, holding at
     most ``limit`` of them in memory: beyond that, sorted runs go to a temporary folder and are
     merged as they are read. Reads ``items`` to the end before returning, so errors of the
     listing behind them surface here. Sources list one folder at a time this way, and a flat
