@@ -383,7 +383,8 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
         job_type = config_mod.load_job(job.config_file).job_type
     except OperatorError:
         job_type = "import"
-    return {"name": job.name, "job_type": job_type, "pending": pending, "dispatched": dispatched, "succeed_tasks": len(succeed_dirs),
+    return {"name": job.name, "job_type": job_type, "pending": pending, "dispatched": dispatched,
+            "succeed_tasks": len(succeed_dirs),
             "failed_tasks": len(failed_dirs), "scan_finished": scan_done, "state": state,
             "objects": objects, "bytes": size, "totals": totals, "scan_error": scan_error,
             "bytes_per_s": progress.get("bytes_per_s", 0.0), "files_per_s": progress.get("files_per_s", 0.0),
@@ -518,7 +519,11 @@ def cmd_errors(paths: Paths, args) -> int:
         raise StateError(f"name the job: {', '.join(names) or 'no job submitted'}")
     job = paths.home.job(names[0])
     frozen = config_mod.load_job(job.config_file)
-    out = open(args.output, "w", encoding="utf-8", errors="surrogateescape") if args.output else sys.stdout
+    try:
+        out = open(args.output, "w", encoding="utf-8", errors="surrogateescape") if args.output else sys.stdout
+    except OSError as exc:
+        raise StateError(f"cannot write {args.output}: {exc.strerror or exc}; choose a writable path "
+                         f"with -o") from None
     count = 0
     try:
         for task in job.failed_dirs():

@@ -329,7 +329,8 @@ class Transferer:
                 if stored is None and not result.bytes_confirmed:  # a store that did not say: ask it
                     stored = self._stored_crc(entry.key, entry.size)
                 if stored is None and not self.destination.features.has_crc64:
-                    pass  # no CRC64 there (S3): the size was checked, the store checked Content-MD5
+                    pass  # no CRC64 there (S3): the store checked Content-MD5 and confirmed
+                    # our bytes by their ETag, or the HEAD above checked the size
                 elif stored != crc:
                     raise _Mismatch(f"{CRC_NOT_MATCH}: read {crc}, stored {stored}")
             except RequestFailed as failure:

@@ -113,6 +113,8 @@ def test_the_failed_objects_of_one_job_are_gathered_and_copied_by_a_list_job(mig
     assert _run_job(migration)["JobState"] == "Failed"
 
     manifest = migration.dir / "failed.list"
+    r = migration.console("errors", "-o", str(migration.dir / "no-such-dir" / "failed.list"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "no-such-dir" in r.stderr
     r = migration.console("errors", "-o", str(manifest))
     assert r.returncode == 0 and "3 failed object(s) of job:local_test" in r.stderr, r.stderr
     assert "listSrcType=local" in r.stderr and str(manifest) in r.stderr
