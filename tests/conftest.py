@@ -58,9 +58,9 @@ def write_tree(root: Path, files: dict) -> None:
         p.write_bytes(data)
 
 
-def awkward_tree(n_bulk: int = 30) -> dict:
-    """Names operators really have: unicode, spaces, #, %, +, empty files, deep folders."""
-    files = {
+def awkward_names() -> dict:
+    """Names operators really have: unicode, spaces, #, %, +, an empty file."""
+    return {
         "readme.txt": b"hello\n",
         "empty.dat": b"",
         "with space/file name.txt": b"space" * 10,
@@ -69,9 +69,14 @@ def awkward_tree(n_bulk: int = 30) -> dict:
         "plus+dir/a+b=c.txt": b"plus",
         "中文目录/文件.txt": "内容".encode(),
         "emoji/😀.bin": os.urandom(300),
-        "/".join(f"d{i}" for i in range(25)) + "/deep.txt": b"deep",
-        "q?uestion&amp.txt": b"query chars",
     }
+
+
+def awkward_tree(n_bulk: int = 30) -> dict:
+    """The awkward names, a deep folder, query characters and ``n_bulk`` files of growing size."""
+    files = awkward_names()
+    files["/".join(f"d{i}" for i in range(25)) + "/deep.txt"] = b"deep"
+    files["q?uestion&amp.txt"] = b"query chars"
     for i in range(n_bulk):
         files[f"bulk/{i % 3}/file-{i:04d}.bin"] = os.urandom(97 * i)
     return files

@@ -22,6 +22,7 @@ from ossimport_dist.storage.errors import RequestFailed
 from ossimport_dist.storage.s3 import (BosSource, CosSource, Ks3Source, QiniuSource, S3Destination,
                                        S3Source)
 
+from conftest import awkward_names
 from s3servers import moto_auth_server, moto_server, s3rver_server, s3server  # noqa: F401
 
 PREFIX = "src/"
@@ -31,18 +32,7 @@ PAGE = 100
 
 
 def awkward_objects() -> dict:
-    files = {
-        "readme.txt": b"hello\n",
-        "empty.dat": b"",
-        "with space/file name.txt": b"space" * 10,
-        "hash#dir/a#b.txt": b"hash",
-        "percent%25/100%.txt": b"percent",
-        "plus+dir/a+b=c.txt": b"plus",
-        "中文目录/文件.txt": "内容".encode(),
-        "emoji/😀.bin": os.urandom(300),
-        LONG_KEY: b"long key",
-        "top-empty": b"",
-    }
+    files = {**awkward_names(), LONG_KEY: b"long key", "top-empty": b""}
     for i in range(BULK):
         files[f"bulk/{i:04d}.bin"] = str(i).encode() * (i % 5)
     return files

@@ -14,19 +14,13 @@ from ossimport_dist.errors import SourceError
 from ossimport_dist.models import ObjectEntry
 from ossimport_dist.storage.errors import RequestFailed
 from ossimport_dist.storage.youpai import YoupaiSource
+from conftest import awkward_names
 from upyun_server import LIST_END, Tree, UpyunServer
 
 SERVICE, OPERATOR = "svc-test", "operator1"
 
 AWKWARD = {
-    "readme.txt": b"hello\n",
-    "empty.dat": b"",
-    "with space/file name.txt": b"space" * 10,
-    "hash#dir/a#b.txt": b"hash",
-    "percent%25/100%.txt": b"percent",
-    "plus+dir/a+b=c.txt": b"plus",
-    "中文目录/文件.txt": "内容".encode(),
-    "emoji/😀.bin": os.urandom(300),
+    **awkward_names(),
     "a/x.txt": b"folder a",
     "a b.txt": b"sorts after a/ as a key, before it by name",
     "a-b.txt": b"dash",
