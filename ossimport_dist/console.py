@@ -23,7 +23,7 @@ from . import __version__
 from . import config as config_mod
 from .accounting import read_counts, read_progress
 from .errors import ConfigError, OperatorError, StateError
-from .layout import Home, JobLayout, iter_lines, parse_finished_name
+from .layout import SKIPPED_LIST, Home, JobLayout, iter_lines, parse_finished_name
 from .scanner import scanned_totals
 
 STANDALONE_JOB_FILE = "local_job.cfg"
@@ -352,7 +352,7 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
     succeed_dirs, failed_dirs = job.succeed_dirs(), job.failed_dirs()
     scan_done = job.scan_finished
     totals = {"succeed": 0, "succeed_bytes": 0, "skipped": 0, "skipped_bytes": 0, "failed": 0, "failed_bytes": 0,
-              "differ": 0, "missing": 0}
+              "differ": 0, "missing": 0, "not_regular": 0}
     finished_ids = set()
     for d in succeed_dirs + failed_dirs:
         finished_ids.add(parse_finished_name(d.name)[0])
@@ -418,8 +418,10 @@ def format_stat(s: dict) -> str:
     ]
     total_files = s["objects"]
     scanned = "" if s["scan_finished"] else " (scan in progress)"
+    not_regular = (f" ({t['not_regular']} not a regular file: 'console.sh errors {s['name']}' lists them)"
+                   if t.get("not_regular") else "")
     lines.append(f"Files:{done_files}/{total_files}{scanned} done, succeed {t['succeed']}, "
-                 f"skipped {t['skipped']}, failed {t['failed']}")
+                 f"skipped {t['skipped']}{not_regular}, failed {t['failed']}")
     pct = f" ({100.0 * (done_bytes + t['failed_bytes']) / s['bytes']:.1f}%)" if s["bytes"] else ""
     lines.append(f"Bytes:{human_bytes(done_bytes)}/{human_bytes(s['bytes'])}{pct} done, "
                  f"failed {human_bytes(t['failed_bytes'])}")
@@ -539,7 +541,31 @@ def cmd_errors(paths: Paths, args) -> int:
     print(f"{count} failed object(s) of job:{job.name} written to {where}; to copy exactly these, "
           f"submit a job with the same src keys and srcType=list, listSrcType={inner}, "
           f"listFilePath={args.output or '<that file>'}", file=sys.stderr)
+    _print_skipped(job)
     return 0
+
+
+SKIPPED_SHOWN = 20
+
+
+def _print_skipped(job: JobLayout) -> None:
+    """Entries the listing found but that are not files (FIFOs, sockets, unfollowed symlinks):
+    never copied, never retried, and never silent. Not part of the list file: a list job would
+    refuse them again."""
+    shown = total = 0
+    for task in job.succeed_dirs() + job.failed_dirs():
+        for line in iter_lines(task / SKIPPED_LIST):
+            if not line.strip():
+                continue
+            total += 1
+            if shown < SKIPPED_SHOWN:
+                key, _, reason = line.partition("\t")
+                print(f"skipped: {key}: {reason}", file=sys.stderr)
+                shown += 1
+    if total:
+        more = f" ({total - shown} more not shown)" if total > shown else ""
+        print(f"{total} listed entr{'y' if total == 1 else 'ies'} of job:{job.name} not copied because they are not regular files{more}; "
+              f"all of them: master/jobs/{job.name}/*_tasks/*/{SKIPPED_LIST}", file=sys.stderr)
 
 
 def cmd_version(paths: Optional[Paths], args) -> int:

@@ -37,14 +37,14 @@ import javaproperties
 from . import config as config_mod
 from .errors import OperatorError
 from .hosts import Host
-from .layout import RETRIES_FILE, TASK_FILE, JobLayout, write_atomic
+from .layout import RETRIES_FILE, SKIPPED_LIST, TASK_FILE, JobLayout, write_atomic
 
 log = logging.getLogger("ossimport.dispatcher")
 
 POLL_S = 1.0
 FILES_PER_THREAD = 4
 AGENT_RESTART_EVERY_S = 20.0
-RESULT_FILES = ("TASK", "audit.log", "error.list", "STATUS", "DONE", "COUNTS", RETRIES_FILE)
+RESULT_FILES = ("TASK", "audit.log", "error.list", "STATUS", "DONE", "COUNTS", RETRIES_FILE, SKIPPED_LIST)
 AGENT_MODULE = "ossimport_dist.agent"
 
 

@@ -8,6 +8,7 @@
       master/jobs/<job>/pending_tasks/<taskid>/TASK
       master/jobs/<job>/dispatched/<host>/<taskid>/TASK
       master/jobs/<job>/succeed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,DONE,COUNTS}
+                                              (+ skipped.list when entries were not regular files)
       master/jobs/<job>/failed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,COUNTS}
       worker/jobs/<job>/tasks/<taskid>/       a task a worker runs (TASK, then its results)
 
@@ -31,6 +32,7 @@ from .models import ObjectEntry, Task
 TASK_FILE = "TASK"
 AUDIT_LOG = "audit.log"
 ERROR_LIST = "error.list"
+SKIPPED_LIST = "skipped.list"  # entries listed but not copied: not regular files, with why
 STATUS_FILE = "STATUS"
 DONE_FILE = "DONE"
 COUNTS_FILE = "COUNTS"

@@ -24,6 +24,10 @@ class ObjectEntry:
     headers: dict = field(default_factory=dict)
     # Where to read it when the key alone does not say (an http list: the full URL).
     src: Optional[str] = None
+    # Set by the listing when the entry is recorded but never copied, with the reason (a code
+    # below, then words): a FIFO under srcPrefix, a manifest line naming a key that leaves the
+    # source. Listed entries are never dropped silently; the worker writes this as their outcome.
+    refused: Optional[str] = None
 
     def to_json(self) -> str:
         doc = {"k": self.key, "s": self.size, "m": self.mtime}
@@ -35,6 +39,8 @@ class ObjectEntry:
             doc["e"] = self.etag
         if self.src:
             doc["u"] = self.src
+        if self.refused:
+            doc["x"] = self.refused
         return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
@@ -43,7 +49,7 @@ class ObjectEntry:
         crc = doc.get("c")
         return cls(key=doc["k"], size=int(doc["s"]), mtime=float(doc.get("m", 0)),
                    crc64=int(crc) if crc is not None else None, md5=doc.get("5"),
-                   etag=doc.get("e"), src=doc.get("u"))
+                   etag=doc.get("e"), src=doc.get("u"), refused=doc.get("x"))
 
 
 class Outcome:
@@ -61,6 +67,18 @@ CRC_NOT_MATCH = "CRC64_NOT_MATCH"
 MD5_NOT_MATCH = "MD5_NOT_MATCH"
 SOURCE_NOT_EXIST = "SOURCE_NOT_EXIST"
 TARGET_NOT_EXIST = "TARGET_NOT_EXIST"
+# Refused at listing time. NOT_REGULAR_FILE (a FIFO, socket, device, a symlink the job does not
+# follow) is skipped and counted: copying it again can never succeed. INVALID_KEY (a list line
+# with '..', '.' or empty segments) fails: the operator must fix the list.
+NOT_REGULAR_FILE = "NOT_REGULAR_FILE"
+INVALID_KEY = "INVALID_KEY"
+
+
+def refused_result(entry: "ObjectEntry") -> "FileResult":
+    """How a refused entry ends: skipped when it is not a file at all, failed otherwise."""
+    reason = entry.refused or ""
+    outcome = Outcome.SKIPPED if reason.startswith(NOT_REGULAR_FILE) else Outcome.FAILED
+    return FileResult(entry.key, outcome, detail=reason)
 
 
 @dataclass
@@ -107,6 +125,8 @@ class TaskCounts:
     # audit job's stat reports these; an import counts its failed checks here too.
     differ: int = 0
     missing: int = 0
+    # Of the skipped: entries that are not regular files (listed in skipped.list).
+    not_regular: int = 0
 
     def add(self, entry_size: int, result: FileResult) -> None:
         if result.outcome == Outcome.SUCCEED:
@@ -115,6 +135,8 @@ class TaskCounts:
         elif result.outcome == Outcome.SKIPPED:
             self.skipped += 1
             self.skipped_bytes += entry_size
+            if result.detail.startswith(NOT_REGULAR_FILE):
+                self.not_regular += 1
         else:
             self.failed += 1
             self.failed_bytes += entry_size

@@ -24,9 +24,10 @@ from typing import Callable, Optional
 
 from .accounting import JobAccount
 from .errors import OperatorError
-from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, STATUS_COMPLETED, STATUS_FAILED,
-                     STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
-from .models import SOURCE_NOT_EXIST, FileResult, ObjectEntry, Outcome, Task, TaskCounts
+from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, SKIPPED_LIST, STATUS_COMPLETED,
+                     STATUS_FAILED, STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
+from .models import (SOURCE_NOT_EXIST, FileResult, ObjectEntry, Outcome, Task, TaskCounts,
+                     refused_result)
 
 log = logging.getLogger("ossimport.worker")
 
@@ -86,6 +87,11 @@ class JobRuntime:
     abort_on_unexpected: bool = False
 
     def run_one(self, entry: ObjectEntry, task_dir: Path, relist: bool = False) -> FileResult:
+        if entry.refused:
+            # Refused by the listing. Only a key the source did not have may have appeared since.
+            if not (relist and entry.refused.startswith(SOURCE_NOT_EXIST)):
+                return refused_result(entry)
+            entry = dataclasses.replace(entry, refused=None)
         if relist:
             # A retried task copies the file as it is now: the listing that made the task may
             # be days old, and the retry is what an operator runs once the file is stable.
@@ -115,6 +121,7 @@ class TaskRun:
     counts: TaskCounts
     remaining: int
     errors: list = field(default_factory=list)  # (key, detail)
+    skips: list = field(default_factory=list)  # (key, detail) of entries that are not files
     aborted: bool = False
     relist: bool = False  # a retried task: stat each source file again before copying
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -262,6 +269,8 @@ class Worker:
             run.counts.add(result.size or entry.size, result)
             if not result.ok:
                 run.errors.append((entry.key, result.detail))
+            elif result.outcome == Outcome.SKIPPED and entry.refused:
+                run.skips.append((entry.key, result.detail))
             run.remaining -= 1
             last = run.remaining == 0
         run.runtime.account.file_done()
@@ -279,6 +288,9 @@ class Worker:
         ok = run.counts.failed == 0
         errors = "".join(f"{printable_key(k)}\t{d}\n" for k, d in run.errors)
         write_atomic(folder / ERROR_LIST, errors.encode("utf-8", "surrogateescape"))
+        if run.skips:
+            skips = "".join(f"{printable_key(k)}\t{d}\n" for k, d in run.skips)
+            write_atomic(folder / SKIPPED_LIST, skips.encode("utf-8", "surrogateescape"))
         write_atomic(folder / COUNTS_FILE, json.dumps(vars(run.counts)).encode("utf-8"))
         write_atomic(folder / STATUS_FILE, ((STATUS_COMPLETED if ok else STATUS_FAILED) + "\n").encode())
         if ok:
