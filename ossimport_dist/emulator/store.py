@@ -36,6 +36,9 @@ crc64_update = _crc64.crc64  # the client's own, fast implementation: same CRC-6
 
 MIN_PART_SIZE = 100 * 1024
 IO_CHUNK = 1024 * 1024
+# Folders of ours beside the buckets in the data directory, never bucket names (OSS forbids dots first).
+_STAGING_PREFIX = ".staging-"
+_TRASH_PREFIX = ".trash-"
 
 
 class StoreError(Exception):
@@ -144,6 +147,10 @@ class Store:
     def _load(self) -> None:
         for name in sorted(os.listdir(self.root)):
             bpath = os.path.join(self.root, name)
+            if name.startswith((_STAGING_PREFIX, _TRASH_PREFIX)):
+                # Our own leftovers of a crash in create_bucket or delete_bucket.
+                shutil.rmtree(bpath, ignore_errors=True)
+                continue
             info_path = os.path.join(bpath, 'bucket.json')
             if not os.path.isfile(info_path):
                 continue
@@ -217,13 +224,24 @@ class Store:
             if name in self.buckets:
                 raise StoreError('BucketAlreadyExists', 'The requested bucket name is not available.', 409)
             bpath = os.path.join(self.root, name)
-            shutil.rmtree(bpath, ignore_errors=True)
+            # Built aside and renamed into place: a folder of that name that is not a bucket
+            # (someone else's data in --data-dir) is refused, never replaced, and a crash
+            # mid-creation leaves only a staging folder of ours, swept at the next start.
+            staging = os.path.join(self.root, _STAGING_PREFIX + uuid.uuid4().hex)
             for sub in ('tmp', 'mpu'):
-                os.makedirs(os.path.join(bpath, sub))
+                os.makedirs(os.path.join(staging, sub))
             for i in range(256):
-                os.makedirs(os.path.join(bpath, 'obj', '%02x' % i))
-            b = Bucket(name=name, path=bpath, created=time.time(), storage_class=storage_class, acl=acl)
+                os.makedirs(os.path.join(staging, 'obj', '%02x' % i))
+            b = Bucket(name=name, path=staging, created=time.time(), storage_class=storage_class, acl=acl)
             self._save_bucket(b)
+            try:
+                os.rename(staging, bpath)  # replaces only an empty directory
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise StoreError('BucketAlreadyExists',
+                                 f'The data directory already holds a folder or file named {name} '
+                                 f'that is not a bucket; it is left as it is.', 409) from None
+            b.path = bpath
             self.buckets[name] = b
             return b
 
@@ -244,7 +262,7 @@ class Store:
                     raise StoreError('BucketNotEmpty', 'The bucket you tried to delete is not empty.', 409)
                 del self.buckets[name]
             # rename first so a crash mid-rmtree never leaves a half bucket that loads
-            trash = os.path.join(self.root, '.trash-' + uuid.uuid4().hex)
+            trash = os.path.join(self.root, _TRASH_PREFIX + uuid.uuid4().hex)
             os.replace(b.path, trash)
         shutil.rmtree(trash, ignore_errors=True)
 
