@@ -62,9 +62,10 @@ class SplitLimits:
 
 
 def plan_units(source: Source, threads: int, depth: int) -> list:
-    """The scan units: one subtree when listing is single-threaded, else every directory above
-    ``depth`` listed alone and every directory at ``depth`` listed whole."""
-    if threads <= 1:
+    """The scan units: one subtree when listing is single-threaded or the source is one list
+    file, else every directory above ``depth`` listed alone and every directory at ``depth``
+    listed whole."""
+    if threads <= 1 or not source.features.lists_by_folder:
         return [ScanUnit("", True)]
     units = []
 

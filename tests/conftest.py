@@ -3,10 +3,13 @@ through the real ``console.sh``, and checks of the destination object by object.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import re
 import secrets
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -290,3 +293,19 @@ class S3Dest:
 
     def delete(self, key):
         self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
+
+@pytest.fixture
+def web_root(tmp_path):
+    """A plain HTTP file server on loopback serving ``tmp_path/www``."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = type("QuietHandler", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a, **k: None})
+    handler = functools.partial(handler, directory=str(root))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    srv.root, srv.base = root, f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.shutdown()
+    srv.server_close()

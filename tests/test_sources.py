@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import functools
 import gzip
-import http.server
 import os
-import threading
 import time
 import uuid
 from urllib.parse import quote
@@ -23,22 +20,6 @@ def _run_job(migration, timeout=180) -> dict:
     migration.ok("submit", str(migration.job_file))
     migration.ok("start")
     return migration.wait_state(timeout=timeout)
-
-
-@pytest.fixture
-def web_root(tmp_path):
-    """A plain HTTP file server on loopback serving ``tmp_path/www``."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = type("QuietHandler", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a, **k: None})
-    handler = functools.partial(handler, directory=str(root))
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    srv.root, srv.base = root, f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def test_http_url_list_into_oss(migration, web_root):

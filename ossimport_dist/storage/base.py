@@ -177,6 +177,9 @@ class Features:
     has_md5: bool = False  # stat()/head() can report an MD5 (not an opaque multipart ETag)
     server_side_copy_from: tuple = ()  # source kinds it can copy from without the bytes passing through us
     multipart: bool = False
+    # subtrees() names the folders under a prefix, so a scan can be split into one unit per
+    # folder. A list file (manifest, URL list) is one stream in file order: it has no folders.
+    lists_by_folder: bool = True
 
 
 @dataclass

@@ -128,7 +128,7 @@ class HttpReader(BoundedReader):
 
 class HttpSource(Source):
     kind = "http"
-    features = Features()
+    features = Features(lists_by_folder=False)
     # Proposed as Features(sizes_known=False): list() gives size 0 / mtime 0, so the transfer
     # must take size and mtime from stat() before choosing single PUT or multipart.
     sizes_known = False

@@ -40,7 +40,8 @@ class ListSource(Source):
             raise SourceError(f"listFilePath '{manifest_path}' is not an absolute path: write it "
                               f"like /data/keys.list")
         self.inner, self.manifest_path = inner, manifest_path
-        self.features = inner.features
+        # What the inner source can do with an object, but listed from one file, not by folder.
+        self.features = dataclasses.replace(inner.features, lists_by_folder=False)
         self.sizes_known = getattr(inner, "sizes_known", True)
 
     @classmethod
