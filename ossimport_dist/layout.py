@@ -56,6 +56,14 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def private_file(path: Path) -> Path:
+    """Create ``path`` (and its folder) readable by its owner only, or tighten it to 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
 def write_task_file(path: Path, task: Task) -> None:
     """TASK: one JSON header line, then one JSON line per object. It never holds secrets."""
     header = '{"taskId":"%s","jobName":"%s","objects":%d,"bytes":%d}\n' % (
@@ -110,13 +118,38 @@ class Home:
     def pid_file(self) -> Path:
         return self.root / "master" / "ossimport.pid"
 
+    @property
+    def service_lock(self) -> Path:
+        """Held by the one service of this working directory for its whole life (servicelock)."""
+        return self.root / "master" / "service.lock"
+
     def job(self, name: str) -> "JobLayout":
+        """The job's folders. The name becomes a path under workingDir, so anything but a job
+        name ('..', '/abs', 'a/b', a file name) is refused here, for every caller."""
+        from .config import JOB_NAME_RULE, is_job_name
+
+        if not isinstance(name, str) or not is_job_name(name):
+            raise StateError(f"{quote_arg(name)} is not a job name ({JOB_NAME_RULE})")
         return JobLayout(self, name)
 
     def job_names(self) -> list:
+        from .config import is_job_name
+
         if not self.master_jobs.is_dir():
             return []
-        return sorted(p.name for p in self.master_jobs.iterdir() if (p / "job.cfg").is_file())
+        return sorted(p.name for p in self.master_jobs.iterdir()
+                      if is_job_name(p.name) and (p / "job.cfg").is_file())
+
+    def private_log(self, name: str) -> Path:
+        """``logs/<name>``, created 0600 (tightened if it exists): logs name hosts, buckets and
+        paths, which are nobody else's business."""
+        path = self.logs / name
+        try:
+            private_file(path)
+        except OSError as exc:
+            raise StateError(f"cannot write the log {path}: {exc.strerror or exc}; "
+                             f"make workingDir ({self.root}) a directory this user can write") from None
+        return path
 
     def ensure(self) -> None:
         for d in (self.logs, self.jobqueue, self.master_jobs, self.worker_jobs):
@@ -232,10 +265,11 @@ class JobLayout:
         write_atomic(self.queue_marker, b"")
 
     def remove(self) -> None:
-        if self.queue_marker.exists():
-            self.queue_marker.unlink()
-        shutil.rmtree(self.home.worker_jobs / self.name, ignore_errors=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove the job's state: its queue marker, worker folder and master folder, and never
+        anything outside workingDir (a folder on the way that is a symlink out is refused; a
+        symlink in the job's place is removed, not followed)."""
+        for path in (self.queue_marker, self.home.worker_jobs / self.name, self.root):
+            _remove_inside(self.home.root, path)
 
     # -- scanning -------------------------------------------------------------------------
     @property
@@ -340,6 +374,33 @@ class JobLayout:
             shutil.rmtree(d)
             moved += 1
         return moved
+
+
+def _remove_inside(root: Path, path: Path) -> None:
+    top = os.path.realpath(root)
+    parent = os.path.realpath(path.parent)
+    if parent != top and not parent.startswith(top.rstrip("/") + "/"):
+        raise StateError(f"{path.parent} leads outside workingDir ({top}) to {parent}; nothing removed "
+                         f"there: remove {path} by hand if it is really this job's")
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StateError(f"cannot remove {exc.filename or path}: {exc.strerror or exc}; "
+                         f"fix its permissions and clean again") from None
+
+
+def quote_arg(text) -> str:
+    """A command-line argument quoted for a message: undecodable bytes escaped, length capped."""
+    if not isinstance(text, str):
+        return repr(text)
+    shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    shown = shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
+    return f"'{shown[:60]}...' ({len(text)} characters)" if len(shown) > 64 else f"'{shown}'"
 
 
 def retry_count(task_dir: Path) -> int:
