@@ -359,9 +359,10 @@ def cmd_clean(paths: Paths, args) -> int:
             names = [config_mod.load_job(paths.default_job_file()).job_name]
         except OperatorError:
             names = paths.home.job_names()
+    distributed = paths.distributed  # a bad workers file stops clean before it removes anything
     held = _hold_for_clean(paths.home)
     try:
-        _clean_jobs(paths, names)
+        _clean_jobs(paths, names, distributed)
     finally:
         if held is not None:
             held.release()
@@ -387,14 +388,14 @@ def _hold_for_clean(home: Home) -> Optional[servicelock.HeldLock]:
     return held
 
 
-def _clean_jobs(paths: Paths, names: list) -> None:
+def _clean_jobs(paths: Paths, names: list, distributed: bool) -> None:
     for name in names:
         job = paths.home.job(name)
-        if not job.exists() and not job.root.exists():
+        if not job.exists() and not job.root.exists() and not job.root.is_symlink():
             print(f"job:{name} does not exist, nothing to clean")
             continue
         job.remove()
-        if paths.distributed:
+        if distributed:
             _clean_hosts(paths, name)
         log_line(paths.home, "submit.log", f"clean job:{name}")
         print(f"clean job:{name} success!")

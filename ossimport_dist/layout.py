@@ -268,8 +268,11 @@ class JobLayout:
         """Remove the job's state: its queue marker, worker folder and master folder, and never
         anything outside workingDir (a folder on the way that is a symlink out is refused; a
         symlink in the job's place is removed, not followed)."""
-        for path in (self.queue_marker, self.home.worker_jobs / self.name, self.root):
-            _remove_inside(self.home.root, path)
+        paths = (self.queue_marker, self.home.worker_jobs / self.name, self.root)
+        for path in paths:
+            _check_inside(self.home.root, path)  # all of them first: refused means untouched
+        for path in paths:
+            _remove(path)
 
     # -- scanning -------------------------------------------------------------------------
     @property
@@ -376,12 +379,15 @@ class JobLayout:
         return moved
 
 
-def _remove_inside(root: Path, path: Path) -> None:
+def _check_inside(root: Path, path: Path) -> None:
     top = os.path.realpath(root)
     parent = os.path.realpath(path.parent)
     if parent != top and not parent.startswith(top.rstrip("/") + "/"):
-        raise StateError(f"{path.parent} leads outside workingDir ({top}) to {parent}; nothing removed "
-                         f"there: remove {path} by hand if it is really this job's")
+        raise StateError(f"{path.parent} leads outside workingDir ({top}) to {parent}; nothing removed: "
+                         f"remove {path} by hand if it is really this job's")
+
+
+def _remove(path: Path) -> None:
     try:
         if path.is_symlink() or not path.is_dir():
             path.unlink()
@@ -400,7 +406,7 @@ def quote_arg(text) -> str:
         return repr(text)
     shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     shown = shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
-    return f"'{shown[:60]}...' ({len(text)} characters)" if len(shown) > 64 else f"'{shown}'"
+    return f"'{shown[:60]}...' ({len(text)} characters)" if len(shown) > 128 else f"'{shown}'"
 
 
 def retry_count(task_dir: Path) -> int:
