@@ -59,9 +59,10 @@ class Paths:
         if self._hosts is None:
             from .hosts import lists_hosts, read_workers
 
-            self._hosts = []
+            hosts = []
             if self.workers_file is not None and lists_hosts(self.workers_file):
-                self._hosts = read_workers(self.workers_file, default_port=self.sys_cfg.ssh_port)
+                hosts = read_workers(self.workers_file, default_port=self.sys_cfg.ssh_port)
+            self._hosts = hosts  # only once read: a bad file fails every command that asks
         return self._hosts
 
     def warn_sys(self) -> None:
@@ -353,13 +354,13 @@ def job_names_for(paths: Paths, name: Optional[str]) -> list:
 
 
 def cmd_clean(paths: Paths, args) -> int:
+    distributed = paths.distributed  # a bad workers file stops clean before it removes anything
     names = [args.job] if args.job else []
     if not names:
         try:
             names = [config_mod.load_job(paths.default_job_file()).job_name]
         except OperatorError:
             names = paths.home.job_names()
-    distributed = paths.distributed  # a bad workers file stops clean before it removes anything
     held = _hold_for_clean(paths.home)
     try:
         _clean_jobs(paths, names, distributed)
