@@ -1,7 +1,9 @@
 """The on-disk state tree, exactly as OssImport lays it out, and the only code that moves tasks.
 
     <workingDir>/
-      logs/                                   ossimport2.log, job_stat.log, submit.log, ...
+      logs/                                   ossimport2.log, job_stat.log, submit.log, ... (0600)
+      master/service.lock                     held by the one service of this workingDir (servicelock)
+      master/ossimport.pid                    that service's pid
       master/jobqueue/<job>                   jobs whose source is not fully split yet
       master/jobs/<job>/job.cfg               the submitted (frozen) job configuration, mode 0600
       master/jobs/<job>/checkpoints/0/<hex>.cpt   how far each scan unit has listed

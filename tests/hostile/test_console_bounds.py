@@ -47,6 +47,9 @@ def one_error_line(r) -> str:
 def bad_names(migration, victim):
     traversal = "local_test/../../../../victim/dir"
     assert (migration.work / "master" / "jobs" / traversal).resolve() == victim  # it does lead there
+    fifo = victim.parent / "pipe"
+    if not fifo.exists():
+        os.mkfifo(fifo)  # looked at as a possible job file, never opened (that would hang)
     return [
         (traversal, f"'{traversal}'"),
         (".", "'.'"),
@@ -57,6 +60,7 @@ def bad_names(migration, victim):
         ("j" * 200, f"'{'j' * 60}...' (200 characters)"),
         (NON_UTF8, "'caf\\xe9_job'"),
         ("two\nlines", "'two\\nlines'"),
+        (str(fifo), f"'{fifo}'"),
     ]
 
 
@@ -108,6 +112,17 @@ def test_the_job_file_passed_for_a_name_is_pointed_at_its_job(migration):
     # The name itself still works.
     assert migration.ok("clean", "local_test").strip() == "clean job:local_test success!"
     assert not migration.job_dir.exists() and migration.job_file.is_file()
+
+
+def test_set_without_a_job_names_the_choice_instead_of_guessing(migration):
+    migration.write_conf()
+    r = migration.console("set", "jobMaxThroughput(KB/s)=5")
+    assert r.returncode == 2
+    assert one_error_line(r) == "error: name the job: console.sh set jobMaxThroughput(KB/s)=5 <job> (jobs: none submitted)"
+    submitted(migration)
+    r = migration.console("set", "jobMaxThroughput(KB/s)=5")
+    assert r.returncode == 0 and r.stdout.strip() == "job:local_test jobMaxThroughput(KB/s)=5 (takes effect within seconds)"
+    assert "jobMaxThroughput(KB/s)=5" in (migration.job_dir / "job.cfg").read_text()
 
 
 def test_clean_removes_a_symlink_in_a_jobs_place_not_what_it_points_to(migration):
