@@ -137,9 +137,16 @@ def _pid_file_pid(home: Home) -> Optional[int]:
         return None
 
 
+def _check_lock_file(home: Home) -> None:
+    lock = home.service_lock
+    if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+        raise StateError(f"{lock} is not a regular file; remove it ('console.sh start' makes it again)")
+
+
 def cmd_start(paths: Paths, args) -> int:
     home = paths.ensure_home()
     paths.warn_sys()
+    _check_lock_file(home)
     pid = service_pid(home)
     if pid is not None:
         print(f"service is already running (pid {pid}); logs in {home.logs / 'ossimport2.log'}")
@@ -307,7 +314,11 @@ def cmd_submit(paths: Paths, args) -> int:
     for open_driver in (open_job_source, open_job_destination):
         open_driver(job_cfg).close()
     home = paths.ensure_home()
+    home.private_log("submit.log")  # checked before the job exists, so a bad log leaves no half-submitted job
     job = home.job(job_cfg.job_name)
+    job.check_inside()
+    if job.root.is_symlink():
+        raise StateError(f"{job.root} is a symlink; a job's state is written only inside workingDir: remove it")
     try:
         job.create(lambda path: config_mod.write_properties(
             path, job_cfg.properties(), mode=0o600, comment=f"submitted from {job_file.resolve()}"))
@@ -375,6 +386,7 @@ def _hold_for_clean(home: Home) -> Optional[servicelock.HeldLock]:
     None when the working directory has no state yet (nothing to clean, nothing to lock)."""
     if not home.service_lock.parent.is_dir():
         return None
+    _check_lock_file(home)
     try:
         held = servicelock.acquire(home.service_lock, servicelock.ROLE_CLEAN)
     except OSError as exc:

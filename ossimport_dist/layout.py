@@ -59,10 +59,14 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def private_file(path: Path) -> Path:
-    """Create ``path`` (and its folder) readable by its owner only, or tighten it to 0600."""
+    """Create ``path`` (and its folder) readable by its owner only, or tighten it to 0600.
+    A symlink in its place is refused (ELOOP), not followed to a file outside workingDir."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
-    os.chmod(path, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
     return path
 
 
@@ -149,6 +153,9 @@ class Home:
         try:
             private_file(path)
         except OSError as exc:
+            if path.is_symlink():
+                raise StateError(f"{path} is a symlink; logs are written only inside workingDir: "
+                                 f"remove it") from None
             raise StateError(f"cannot write the log {path}: {exc.strerror or exc}; "
                              f"make workingDir ({self.root}) a directory this user can write") from None
         return path
@@ -270,11 +277,18 @@ class JobLayout:
         """Remove the job's state: its queue marker, worker folder and master folder, and never
         anything outside workingDir (a folder on the way that is a symlink out is refused; a
         symlink in the job's place is removed, not followed)."""
-        paths = (self.queue_marker, self.home.worker_jobs / self.name, self.root)
-        for path in paths:
-            _check_inside(self.home.root, path)  # all of them first: refused means untouched
-        for path in paths:
+        self.check_inside()  # all of them first: refused means untouched
+        for path in self._own_paths():
             _remove(path)
+
+    def check_inside(self) -> None:
+        """StateError unless every folder holding this job's state is inside workingDir (no
+        symlink on the way out of it)."""
+        for path in self._own_paths():
+            _check_inside(self.home.root, path)
+
+    def _own_paths(self) -> tuple:
+        return (self.queue_marker, self.home.worker_jobs / self.name, self.root)
 
     # -- scanning -------------------------------------------------------------------------
     @property

@@ -317,7 +317,11 @@ def _log_to(path: Path) -> None:
 def _run_holding_lock(home: Home, service: ServiceLoop) -> int:
     """Run ``service`` while it holds the working directory's service lock, so that a second
     start on the same workingDir exits instead of running beside it."""
-    held = servicelock.acquire(home.service_lock, servicelock.ROLE_SERVICE)
+    try:
+        held = servicelock.acquire(home.service_lock, servicelock.ROLE_SERVICE)
+    except OSError as exc:
+        log.error("%s not started: cannot lock %s: %s", service.name, home.service_lock, exc.strerror or exc)
+        return 1
     if held is None:
         other = servicelock.holder(home.service_lock)
         log.error("%s not started: %s (pid %s) holds %s", service.name, other.role if other else "another process",

@@ -51,7 +51,8 @@ class HeldLock:
 
 def acquire(path: Path, role: str, wait_s: float = ACQUIRE_WAIT_S) -> Optional[HeldLock]:
     """Hold the lock as ``role``; None when another process holds it (after ``wait_s``)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    # Never through a symlink: the file is truncated, and must be ours, inside workingDir.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -70,7 +71,7 @@ def acquire(path: Path, role: str, wait_s: float = ACQUIRE_WAIT_S) -> Optional[H
 def holder(path: Path, wait_s: float = ACQUIRE_WAIT_S) -> Optional[Holder]:
     """Who holds the lock, or None when nobody does (or the file does not exist)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:

@@ -5,6 +5,7 @@ one service however many starts race, with clean refused beside it."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 
 import psutil
@@ -153,6 +154,38 @@ def test_clean_refuses_a_state_folder_that_leads_outside_working_dir(migration):
     assert (outside / "local_test" / "keep.txt").read_bytes() == b"keep"
     assert (migration.work / "master" / "jobqueue" / "local_test").exists()  # untouched as well
     assert_untouched(migration, victim)
+
+
+@pytest.mark.parametrize("planted", ["logs/ossimport2.log", "logs/submit.log", "master/service.lock",
+                                     "master/jobs/local_test"])
+def test_a_symlink_planted_in_the_state_tree_leads_nowhere_outside(migration, planted):
+    write_tree(migration.src, {"a.txt": b"a"})
+    migration.write_conf()
+    outside = migration.dir / "victim" / "target"
+    write_tree(outside.parent, {"target" if planted != "master/jobs/local_test" else "target/keep.txt": b"keep"})
+    os.chmod(outside, 0o644 if outside.is_file() else 0o755)
+    before = sorted(str(p) for p in outside.parent.rglob("*"))
+    link = migration.work / planted
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside)
+    expected = {
+        "logs/ossimport2.log": f"error: {link} is a symlink; logs are written only inside workingDir: remove it",
+        "logs/submit.log": f"error: {link} is a symlink; logs are written only inside workingDir: remove it",
+        "master/service.lock": f"error: {link} is not a regular file; remove it ('console.sh start' makes it again)",
+        "master/jobs/local_test": f"error: {link} is a symlink; a job's state is written only inside "
+                                  f"workingDir: remove it",
+    }[planted]
+    command = ["start"] if planted in ("logs/ossimport2.log", "master/service.lock") else ["submit", str(migration.job_file)]
+    r = migration.console(*command)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert one_error_line(r) == expected
+    assert service_processes(migration) == []
+    assert sorted(str(p) for p in outside.parent.rglob("*")) == before
+    if outside.is_file():
+        assert outside.read_bytes() == b"keep" and stat.S_IMODE(outside.stat().st_mode) == 0o644
+    else:
+        assert (outside / "keep.txt").read_bytes() == b"keep"
+    assert link.is_symlink()
 
 
 # -- one service per working directory ----------------------------------------------------------
