@@ -408,12 +408,19 @@ def _remove(path: Path) -> None:
         if path.is_symlink() or not path.is_dir():
             path.unlink()
         else:
-            shutil.rmtree(path)
+            shutil.rmtree(path, onerror=_unless_vanished)
     except FileNotFoundError:
         pass
     except OSError as exc:
         raise StateError(f"cannot remove {exc.filename or path}: {exc.strerror or exc}; "
                          f"fix its permissions and clean again") from None
+
+
+def _unless_vanished(func, path, exc_info) -> None:
+    """rmtree's error hook: an entry that vanished meanwhile (a worker finishing its task) is
+    gone as wanted, and the rest of the tree is still removed; any other error stops."""
+    if not issubclass(exc_info[0], FileNotFoundError):
+        raise exc_info[1]
 
 
 def quote_arg(text) -> str:

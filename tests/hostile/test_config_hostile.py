@@ -36,7 +36,7 @@ def tree(root) -> list:
 
 # -- workingDir --------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["a regular file", "under a regular file"])
-@pytest.mark.parametrize("command", ["submit", "start"])
+@pytest.mark.parametrize("command", ["submit", "start", "retry"])
 def test_working_dir_that_cannot_be_a_directory_is_one_line(migration, where, command):
     write_tree(migration.src, {"a.txt": b"a"})
     blocker = migration.dir / "not-a-dir"
