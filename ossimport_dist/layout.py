@@ -399,8 +399,8 @@ def _check_inside(root: Path, path: Path) -> None:
     top = os.path.realpath(root)
     parent = os.path.realpath(path.parent)
     if parent != top and not parent.startswith(top.rstrip("/") + "/"):
-        raise StateError(f"{path.parent} leads outside workingDir ({top}) to {parent}; nothing removed: "
-                         f"remove {path} by hand if it is really this job's")
+        raise StateError(f"{path.parent} leads outside workingDir ({top}) to {parent}; nothing touched: "
+                         f"make it a folder inside workingDir (and remove {path} by hand if it is this job's)")
 
 
 def _remove(path: Path) -> None:

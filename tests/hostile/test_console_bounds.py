@@ -149,20 +149,21 @@ def test_clean_refuses_a_state_folder_that_leads_outside_working_dir(migration):
     r = migration.console("clean", "local_test")
     assert r.returncode == 2
     assert one_error_line(r) == (f"error: {worker_jobs} leads outside workingDir ({migration.work}) to "
-                                 f"{outside}; nothing removed: remove {worker_jobs / 'local_test'} by hand "
-                                 f"if it is really this job's")
+                                 f"{outside}; nothing touched: make it a folder inside workingDir (and remove "
+                                 f"{worker_jobs / 'local_test'} by hand if it is this job's)")
     assert (outside / "local_test" / "keep.txt").read_bytes() == b"keep"
     assert (migration.work / "master" / "jobqueue" / "local_test").exists()  # untouched as well
     assert_untouched(migration, victim)
 
 
 @pytest.mark.parametrize("planted", ["logs/ossimport2.log", "logs/submit.log", "master/service.lock",
-                                     "master/jobs/local_test"])
+                                     "master/jobs/local_test", "worker/jobs"])
 def test_a_symlink_planted_in_the_state_tree_leads_nowhere_outside(migration, planted):
     write_tree(migration.src, {"a.txt": b"a"})
     migration.write_conf()
     outside = migration.dir / "victim" / "target"
-    write_tree(outside.parent, {"target" if planted != "master/jobs/local_test" else "target/keep.txt": b"keep"})
+    to_folder = planted in ("master/jobs/local_test", "worker/jobs")
+    write_tree(outside.parent, {"target/keep.txt" if to_folder else "target": b"keep"})
     os.chmod(outside, 0o644 if outside.is_file() else 0o755)
     before = sorted(str(p) for p in outside.parent.rglob("*"))
     link = migration.work / planted
@@ -174,6 +175,9 @@ def test_a_symlink_planted_in_the_state_tree_leads_nowhere_outside(migration, pl
         "master/service.lock": f"error: {link} is not a regular file; remove it ('console.sh start' makes it again)",
         "master/jobs/local_test": f"error: {link} is a symlink; a job's state is written only inside "
                                   f"workingDir: remove it",
+        "worker/jobs": f"error: {link} leads outside workingDir ({migration.work}) to {outside}; nothing touched: "
+                       f"make it a folder inside workingDir (and remove {link / 'local_test'} by hand if it is "
+                       f"this job's)",
     }[planted]
     command = ["start"] if planted in ("logs/ossimport2.log", "master/service.lock") else ["submit", str(migration.job_file)]
     r = migration.console(*command)
@@ -181,7 +185,8 @@ def test_a_symlink_planted_in_the_state_tree_leads_nowhere_outside(migration, pl
     assert one_error_line(r) == expected
     assert service_processes(migration) == []
     assert sorted(str(p) for p in outside.parent.rglob("*")) == before
-    if outside.is_file():
+    assert not migration.job_dir.is_dir() or planted == "master/jobs/local_test"
+    if not to_folder:
         assert outside.read_bytes() == b"keep" and stat.S_IMODE(outside.stat().st_mode) == 0o644
     else:
         assert (outside / "keep.txt").read_bytes() == b"keep"
