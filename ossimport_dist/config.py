@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from typing import Optional
@@ -44,6 +45,7 @@ TEST_MIN_INTERVAL_ENV = "OSSIMPORT_TEST_MIN_INTERVAL"
 MIN_PART_SIZE = 100 * KIB  # OSS refuses smaller parts (except the last)
 MAX_PART_SIZE = 5 * GIB
 MAX_SINGLE_PUT = 5 * GIB  # OSS refuses a single PUT above this
+MAX_CONFIG_BYTES = MIB  # a job file or sys.properties is a few KB; more is the wrong file
 
 _JOB_NAME = re.compile(r"[A-Za-z0-9_-]{4,128}")
 _INT = re.compile(r"[+-]?[0-9]+")
@@ -334,13 +336,27 @@ def redact(mapping) -> dict:
 
 def _read_file(path, fix):
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        # O_NONBLOCK: opening a FIFO passed for a config file must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(path, 0, "", "file not found", fix) from None
     except OSError as exc:
         raise ConfigError(path, 0, "", f"cannot read the file ({exc.strerror})",
                           "check its permissions, or pass the right path") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise ConfigError(path, 0, "", f"cannot read the file ({kind})", "pass the path of the properties file")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(path, 0, "", f"{info.st_size} bytes, more than a configuration file holds "
+                              f"(at most {format_size(MAX_CONFIG_BYTES)})", "pass the path of the properties file")
+        try:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(path, 0, "", f"cannot read the file ({exc.strerror})",
+                              "check its permissions, or pass the right path") from None
     return _decode(raw, str(path))
 
 

@@ -211,3 +211,33 @@ def test_password_in_dest_domain_never_reaches_logs_and_logs_are_private(migrati
     r = migration.console("submit", str(migration.job_file))
     assert r.returncode == 2
     assert "admin:******@" in one_error_line(r) and password not in r.stderr
+
+
+# -- the job file itself -------------------------------------------------------------------------
+def test_a_job_file_that_is_a_fifo_a_folder_or_huge_is_refused_without_waiting(migration):
+    write_tree(migration.src, {"a.txt": b"a"})
+    migration.write_conf()
+    fifo = migration.dir / "job.fifo"
+    os.mkfifo(fifo)  # nobody writes it: opening it the plain way would wait forever
+    huge = migration.dir / "huge.cfg"
+    with open(huge, "wb") as f:
+        f.truncate(2 * 1024 * 1024)
+    cases = [
+        (fifo, f"error: {fifo}: cannot read the file (not a regular file); pass the path of the properties file"),
+        (migration.src, f"error: {migration.src}: cannot read the file (a directory); pass the path of the "
+                        f"properties file"),
+        (huge, f"error: {huge}: 2097152 bytes, more than a configuration file holds (at most 1m); pass the path "
+               f"of the properties file"),
+    ]
+    for path, expected in cases:
+        r = migration.console("submit", str(path), timeout=20)
+        assert r.returncode == 2, (path, r.stdout, r.stderr)
+        assert one_error_line(r) == expected
+        assert not migration.work.exists()
+    # sys.properties itself, the file every command reads first.
+    migration.sys_file.unlink()
+    os.mkfifo(migration.sys_file)
+    r = migration.console("stat", timeout=20)
+    assert r.returncode == 2
+    assert one_error_line(r) == (f"error: {migration.sys_file}: cannot read the file (not a regular file); "
+                                 f"pass the path of the properties file")
