@@ -728,6 +728,7 @@ def _case_hint(key, warnings):
 
 __all__ = [
     "JobConfig", "SysConfig", "load_job", "load_sys", "parse_job_text", "parse_sys_text",
-    "parse_size", "format_size", "write_properties", "redact", "scrub_passwords", "is_job_name", "SECRET_KEYS", "REDACTED",
+    "parse_size", "format_size", "write_properties", "redact", "scrub_passwords", "is_job_name",
+    "SECRET_KEYS", "REDACTED",
     "SRC_TYPES", "DEST_TYPES", "JOB_KEY_NAMES", "SYS_KEY_NAMES", "TEST_MIN_INTERVAL_ENV",
 ]

@@ -241,3 +241,15 @@ def test_a_job_file_that_is_a_fifo_a_folder_or_huge_is_refused_without_waiting(m
     assert r.returncode == 2
     assert one_error_line(r) == (f"error: {migration.sys_file}: cannot read the file (not a regular file); "
                                  f"pass the path of the properties file")
+
+
+def test_scrub_passwords_keeps_the_user_and_host_and_hides_only_the_password():
+    from ossimport_dist.config import scrub_passwords
+
+    assert scrub_passwords("loaded (local -> http://admin:s3cr:et@oss.example.com/bkt)") == \
+        "loaded (local -> http://admin:******@oss.example.com/bkt)"
+    assert scrub_passwords("HTTPS://u:p@h:8080 and s3://k:v@bucket/x") == \
+        "HTTPS://u:******@h:8080 and s3://k:******@bucket/x"
+    assert scrub_passwords("http://user@host/ and user:pass without a scheme") == \
+        "http://user@host/ and user:pass without a scheme"
+    assert scrub_passwords("http://:only-password@host") == "http://:******@host"

@@ -119,10 +119,12 @@ def test_set_without_a_job_names_the_choice_instead_of_guessing(migration):
     migration.write_conf()
     r = migration.console("set", "jobMaxThroughput(KB/s)=5")
     assert r.returncode == 2
-    assert one_error_line(r) == "error: name the job: console.sh set jobMaxThroughput(KB/s)=5 <job> (jobs: none submitted)"
+    assert one_error_line(r) == ("error: name the job: console.sh set jobMaxThroughput(KB/s)=5 <job> "
+                                 "(jobs: none submitted)")
     submitted(migration)
     r = migration.console("set", "jobMaxThroughput(KB/s)=5")
-    assert r.returncode == 0 and r.stdout.strip() == "job:local_test jobMaxThroughput(KB/s)=5 (takes effect within seconds)"
+    assert r.returncode == 0
+    assert r.stdout.strip() == "job:local_test jobMaxThroughput(KB/s)=5 (takes effect within seconds)"
     assert "jobMaxThroughput(KB/s)=5" in (migration.job_dir / "job.cfg").read_text()
 
 
@@ -179,7 +181,8 @@ def test_a_symlink_planted_in_the_state_tree_leads_nowhere_outside(migration, pl
                        f"make it a folder inside workingDir (and remove {link / 'local_test'} by hand if it is "
                        f"this job's)",
     }[planted]
-    command = ["start"] if planted in ("logs/ossimport2.log", "master/service.lock") else ["submit", str(migration.job_file)]
+    starts = planted in ("logs/ossimport2.log", "master/service.lock")
+    command = ["start"] if starts else ["submit", str(migration.job_file)]
     r = migration.console(*command)
     assert r.returncode == 2, r.stdout + r.stderr
     assert one_error_line(r) == expected
@@ -262,7 +265,8 @@ def test_start_during_a_clean_starts_nothing_and_says_why(migration):
                                      f"removing a job; run 'console.sh start' again when it is done")
         assert service_processes(migration) == []
         r = migration.console("clean", "local_test")
-        assert one_error_line(r) == f"error: another 'console.sh clean' (pid {os.getpid()}) is running; wait for it to end"
+        assert one_error_line(r) == (f"error: another 'console.sh clean' (pid {os.getpid()}) is running; "
+                                     f"wait for it to end")
         assert (migration.job_dir / "job.cfg").is_file()
     finally:
         held.release()
@@ -291,3 +295,16 @@ def test_start_racing_clean_leaves_one_consistent_outcome(migration):
         migration.ok("stop")
         migration.console("clean", "local_test")
         assert service_processes(migration) == []
+
+
+def test_the_state_tree_itself_refuses_a_name_that_is_a_path(tmp_path):
+    """Defense in depth under the console: whoever asks, a job's folder is a name under workingDir."""
+    from ossimport_dist.errors import StateError
+    from ossimport_dist.layout import Home
+
+    home = Home(tmp_path / "work")
+    for name in ("..", ".", "", "a/b", "/etc", "x" * 129, NON_UTF8):
+        with pytest.raises(StateError, match="is not a job name"):
+            home.job(name)
+    assert home.job("local_test").root == tmp_path / "work" / "master" / "jobs" / "local_test"
+    assert not (tmp_path / "work").exists()
