@@ -34,6 +34,7 @@ LIVE_JOB_KEYS = ("jobMaxThroughput(KB/s)",)
 SERVICE_MARK = "ossimport_dist.service_main"
 # How long 'start' waits for the service it forked to hold the service lock (or to exit).
 START_WAIT_S = 30.0
+START_GRACE_S = 0.3
 
 
 # -- where things are -------------------------------------------------------------------------
@@ -198,7 +199,10 @@ def _wait_until_holding(home: Home, proc: subprocess.Popen, log_path: Path) -> O
             return proc.returncode
         holder = servicelock.holder(home.service_lock, wait_s=0.2)
         if holder is not None and holder.pid == proc.pid and _pid_file_pid(home) == proc.pid:
-            return None
+            # A service that fails its first ticks (a state folder it cannot use) is said
+            # to have exited, not to have started.
+            time.sleep(START_GRACE_S)
+            return proc.poll()
         time.sleep(0.05)
     proc.kill()
     proc.wait(10)
