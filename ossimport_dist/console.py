@@ -372,10 +372,15 @@ def cmd_clean(paths: Paths, args) -> int:
     distributed = paths.distributed  # a bad workers file stops clean before it removes anything
     names = [args.job] if args.job else []
     if not names:
+        default = paths.default_job_file()
         try:
-            names = [config_mod.load_job(paths.default_job_file()).job_name]
-        except OperatorError:
-            names = paths.home.job_names()
+            names = [config_mod.load_job(default).job_name]
+        except OperatorError as exc:
+            # Without a readable default job file, guessing would mean cleaning every job.
+            problem = exc.problem if isinstance(exc, ConfigError) else str(exc)
+            jobs = ", ".join(paths.home.job_names()) or "none"
+            raise StateError(f"clean without a job name cleans the job of {default}, which cannot be read "
+                             f"({problem}); name the job: console.sh clean <job> (jobs: {jobs})") from None
     held = _hold_for_clean(paths.home)
     try:
         _clean_jobs(paths, names, distributed)

@@ -115,6 +115,23 @@ def test_the_job_file_passed_for_a_name_is_pointed_at_its_job(migration):
     assert not migration.job_dir.exists() and migration.job_file.is_file()
 
 
+def test_clean_without_a_name_and_no_readable_job_file_cleans_nothing(migration):
+    victim = submitted(migration)
+    migration.job_file.write_text("jobName=../../victim\n")
+    r = migration.console("clean")
+    assert r.returncode == 2
+    assert one_error_line(r) == (
+        f"error: clean without a job name cleans the job of {migration.job_file}, which cannot be read "
+        f"(must be {RULE} (got '../../victim')); name the job: console.sh clean <job> (jobs: local_test)")
+    migration.job_file.unlink()
+    r = migration.console("clean")
+    assert one_error_line(r) == (
+        f"error: clean without a job name cleans the job of {migration.job_file}, which cannot be read "
+        f"(file not found); name the job: console.sh clean <job> (jobs: local_test)")
+    assert (victim / "keep.txt").read_bytes() == b"keep"
+    assert (migration.job_dir / "job.cfg").is_file()
+
+
 def test_set_without_a_job_names_the_choice_instead_of_guessing(migration):
     migration.write_conf()
     r = migration.console("set", "jobMaxThroughput(KB/s)=5")
