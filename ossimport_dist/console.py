@@ -177,7 +177,8 @@ def cmd_start(paths: Paths, args) -> int:
         if other is not None and other.role == servicelock.ROLE_SERVICE:
             print(f"service is already running (pid {other.pid}); logs in {log_path}")
             return 0
-        what = f"'console.sh clean' (pid {other.pid}) is removing a job" if other else "another start was under way"
+        what = (f"'console.sh clean' (pid {other.pid}) is removing a job" if other else
+                "a clean or another start held the service lock, and has let go since")
         raise StateError(f"service not started: {what}; run 'console.sh start' again when it is done")
     if code is not None:
         print(f"error: the service exited at once (code {code}); see {log_path}", file=sys.stderr)

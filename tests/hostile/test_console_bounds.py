@@ -307,7 +307,8 @@ def test_start_racing_clean_leaves_one_consistent_outcome(migration):
         if start_code == 0:
             assert len(running) == 1 and start_out.startswith("service started"), (start_out, start_err)
         else:
-            assert running == [] and start_err.startswith("error: service not started: 'console.sh clean'")
+            # Clean held the lock longer than a start waits for it (or let go just as it gave up).
+            assert running == [] and start_err.startswith("error: service not started: "), start_err
         assert clean_code == 0 or start_code == 0
         migration.ok("stop")
         migration.console("clean", "local_test")
