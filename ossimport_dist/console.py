@@ -239,6 +239,15 @@ def cmd_stop(paths: Paths, args) -> int:
 def _stop_pid(home: Home, pid: int) -> None:
     import psutil
 
+    try:
+        is_service = SERVICE_MARK in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        is_service = False
+    if not is_service:
+        # The lock names its holder; a name read as a holder was being replaced is not a reason
+        # to signal whatever process has that pid now.
+        raise StateError(f"{home.service_lock} names pid {pid}, which is not an ossimport service now; "
+                         f"run 'console.sh stop' again")
     os.kill(pid, signal.SIGTERM)
     try:
         psutil.Process(pid).wait(timeout=20)

@@ -45,6 +45,7 @@ class HeldLock:
 
     def release(self) -> None:
         if self.fd >= 0:
+            os.ftruncate(self.fd, 0)  # so the next holder's name is never read beside ours
             os.close(self.fd)  # closing the last descriptor drops the flock
             self.fd = -1
 

@@ -326,3 +326,18 @@ def test_the_state_tree_itself_refuses_a_name_that_is_a_path(tmp_path):
             home.job(name)
     assert home.job("local_test").root == tmp_path / "work" / "master" / "jobs" / "local_test"
     assert not (tmp_path / "work").exists()
+
+
+def test_stop_never_signals_a_process_that_is_not_a_service(migration):
+    submitted(migration)
+    lock = migration.work / "master" / "service.lock"
+    held = servicelock.acquire(lock, servicelock.ROLE_SERVICE)  # this test process, posing as one
+    try:
+        r = migration.console("stop")
+        assert r.returncode == 2
+        assert one_error_line(r) == (f"error: {lock} names pid {os.getpid()}, which is not an ossimport service "
+                                     f"now; run 'console.sh stop' again")
+    finally:
+        held.release()
+    assert lock.read_bytes() == b""  # a released lock names nobody
+    assert migration.ok("stop").strip() == "service is not running"
