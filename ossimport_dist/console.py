@@ -297,7 +297,7 @@ def cmd_set(paths: Paths, args) -> int:
     if len(names) != 1:
         raise StateError(f"name the job: console.sh set {args.assignment} <job> "
                          f"(jobs: {', '.join(names) or 'none submitted'})")
-    job = paths.home.job(names[0])
+    job = job_to_write(paths.home, names[0])
     frozen = config_mod.load_job(job.config_file)
     props = frozen.properties()
     props[key] = value.strip()
@@ -329,10 +329,7 @@ def cmd_submit(paths: Paths, args) -> int:
         open_driver(job_cfg).close()
     home = paths.ensure_home()
     home.private_log("submit.log")  # checked before the job exists, so a bad log leaves no half-submitted job
-    job = home.job(job_cfg.job_name)
-    job.check_inside()
-    if job.root.is_symlink():
-        raise StateError(f"{job.root} is a symlink; a job's state is written only inside workingDir: remove it")
+    job = job_to_write(home, job_cfg.job_name)
     try:
         job.create(lambda path: config_mod.write_properties(
             path, job_cfg.properties(), mode=0o600, comment=f"submitted from {job_file.resolve()}"))
@@ -341,6 +338,16 @@ def cmd_submit(paths: Paths, args) -> int:
     log_line(home, "submit.log", f"submit job:{job_cfg.job_name} from {job_file.resolve()}")
     print(f"submit job:{job_cfg.job_name} success!")
     return 0
+
+
+def job_to_write(home: Home, name: str) -> JobLayout:
+    """The job, for a command that writes into its folders: refused when they lead outside
+    workingDir (a symlink planted in the state tree), before anything is written."""
+    job = home.job(name)
+    job.check_inside()
+    if job.root.is_symlink():
+        raise StateError(f"{job.root} is a symlink; a job's state is written only inside workingDir: remove it")
+    return job
 
 
 def check_job_argument(paths: Paths, command: str, arg: str, retype: str) -> None:
@@ -456,7 +463,7 @@ def cmd_retry(paths: Paths, args) -> int:
             print("another retry is running; nothing done")
             return 0
         for name in job_names_for(paths, args.job):
-            moved = home.job(name).retry_failed()
+            moved = job_to_write(home, name).retry_failed()
             if moved:
                 log_line(home, "submit.log", f"retry job:{name}: {moved} failed task(s) back to pending")
                 print(f"retry job:{name}: {moved} failed task(s) back to pending")

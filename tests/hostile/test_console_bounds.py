@@ -157,6 +157,21 @@ def test_clean_removes_a_symlink_in_a_jobs_place_not_what_it_points_to(migration
     assert_untouched(migration, victim)
 
 
+def test_retry_and_set_never_write_through_a_symlinked_job_folder(migration):
+    victim = submitted(migration)
+    (victim / "job.cfg").write_text("jobName=evil_job\n")
+    link = migration.work / "master" / "jobs" / "evil_job"
+    link.symlink_to(victim)
+    for args in (["retry", "evil_job"], ["set", "jobMaxThroughput(KB/s)=7", "evil_job"]):
+        r = migration.console(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert one_error_line(r) == (f"error: {link} is a symlink; a job's state is written only inside "
+                                     f"workingDir: remove it")
+    assert sorted(p.name for p in victim.iterdir()) == ["job.cfg", "keep.txt"]
+    assert (victim / "job.cfg").read_text() == "jobName=evil_job\n"
+    assert_untouched(migration, victim)
+
+
 def test_clean_refuses_a_state_folder_that_leads_outside_working_dir(migration):
     victim = submitted(migration)
     # worker/jobs replaced by a symlink to a folder outside workingDir that has a local_test.
