@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .config import JOB_NAME_RULE, is_job_name
 from .errors import StateError
 from .models import ObjectEntry, Task
 
@@ -132,15 +133,11 @@ class Home:
     def job(self, name: str) -> "JobLayout":
         """The job's folders. The name becomes a path under workingDir, so anything but a job
         name ('..', '/abs', 'a/b', a file name) is refused here, for every caller."""
-        from .config import JOB_NAME_RULE, is_job_name
-
         if not isinstance(name, str) or not is_job_name(name):
             raise StateError(f"{quote_arg(name)} is not a job name ({JOB_NAME_RULE})")
         return JobLayout(self, name)
 
     def job_names(self) -> list:
-        from .config import is_job_name
-
         if not self.master_jobs.is_dir():
             return []
         return sorted(p.name for p in self.master_jobs.iterdir()
