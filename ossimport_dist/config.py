@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from typing import Optional
@@ -44,6 +45,7 @@ TEST_MIN_INTERVAL_ENV = "OSSIMPORT_TEST_MIN_INTERVAL"
 MIN_PART_SIZE = 100 * KIB  # OSS refuses smaller parts (except the last)
 MAX_PART_SIZE = 5 * GIB
 MAX_SINGLE_PUT = 5 * GIB  # OSS refuses a single PUT above this
+MAX_CONFIG_BYTES = MIB  # a job file or sys.properties is a few KB; more is the wrong file
 
 _JOB_NAME = re.compile(r"[A-Za-z0-9_-]{4,128}")
 _INT = re.compile(r"[+-]?[0-9]+")
@@ -53,6 +55,9 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _SLASHES = "/\\"
 _WIN_ABS = re.compile(r"[A-Za-z]:/")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+# scheme://user:password@host: the password part, for scrub_passwords.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]*@")
+JOB_NAME_RULE = "4 to 128 letters, digits, '_' or '-'"
 
 
 # --- the two configurations ---------------------------------------------------------------
@@ -311,6 +316,17 @@ def redact_for_worker(sys_cfg: "SysConfig") -> dict:
     return {k: props[k] for k in WORKER_SYS_KEYS}
 
 
+def is_job_name(text: str) -> bool:
+    """A job name is also a folder name under workingDir, so nothing else may pass for one."""
+    return bool(_JOB_NAME.fullmatch(text))
+
+
+def scrub_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` replaced by
+    ``******``: a domain may carry one, and domains are logged and printed."""
+    return _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", str(text))
+
+
 def redact(mapping) -> dict:
     """A copy of ``mapping`` with every non-empty secret value replaced by ``******``."""
     return {k: (REDACTED if k in SECRET_KEYS and v else v) for k, v in mapping.items()}
@@ -320,13 +336,27 @@ def redact(mapping) -> dict:
 
 def _read_file(path, fix):
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        # O_NONBLOCK: opening a FIFO passed for a config file must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(path, 0, "", "file not found", fix) from None
     except OSError as exc:
         raise ConfigError(path, 0, "", f"cannot read the file ({exc.strerror})",
                           "check its permissions, or pass the right path") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise ConfigError(path, 0, "", f"cannot read the file ({kind})", "pass the path of the properties file")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(path, 0, "", f"{info.st_size} bytes, more than a configuration file holds "
+                              f"(at most {format_size(MAX_CONFIG_BYTES)})", "pass the path of the properties file")
+        try:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(path, 0, "", f"cannot read the file ({exc.strerror})",
+                              "check its permissions, or pass the right path") from None
     return _decode(raw, str(path))
 
 
@@ -495,8 +525,8 @@ def _check_job(cfg: JobConfig, lines, warnings):
                                     if key.startswith(("src", "http")) else ""),
                  hint or fix)
 
-    if not _JOB_NAME.fullmatch(cfg.job_name):
-        fail("jobName", f"must be 4 to 128 letters, digits, '_' or '-' (got '{cfg.job_name}')",
+    if not is_job_name(cfg.job_name):
+        fail("jobName", f"must be {JOB_NAME_RULE} (got '{cfg.job_name}')",
              "e.g. jobName=nas_to_oss_2024")
 
     floor = _min_interval()
@@ -507,6 +537,7 @@ def _check_job(cfg: JobConfig, lines, warnings):
 
     _check_src_prefix(cfg, fail)
     _check_dest(cfg, fail, require)
+    _check_local_overlap(cfg, fail)
 
     if cfg.src_type in BUCKET_SRC_TYPES:
         require("srcBucket", "set srcBucket to the source bucket name")
@@ -562,6 +593,26 @@ def _check_src_prefix(cfg, fail):
         elif not (prefix.startswith("/") and prefix.endswith("/")):
             fail("srcPrefix", f"for cos must start and end with '/' (got '{prefix}')",
                  f"write it as '/{prefix.strip('/')}/'" if prefix.strip("/") else "write '/'")
+        _check_key_segments("srcPrefix", cfg.src_prefix, fail)
+    elif cfg.src_type in BUCKET_SRC_TYPES:
+        _check_key_segments("srcPrefix", prefix, fail)
+
+
+def _check_key_segments(key, prefix, fail):
+    """An object key prefix made of plain names. A local destination joins it to a path, where
+    '..' climbs out of destDomain; an object store keeps '.', '..' and '' as literal segments no
+    tool shows the same way, so a prefix spelled with them is a typo either way."""
+    # A source prefix may start with one '/' (cos spells every prefix so; S3 keys may start
+    # with it); a destination prefix cannot, which _check_dest says first.
+    segments = (prefix[1:] if prefix.startswith("/") else prefix).split("/")
+    if segments[-1] == "":
+        segments.pop()  # the trailing '/' of a folder
+    bad = next((s for s in segments if s in ("", ".", "..")), None)
+    if bad is None:
+        return
+    what = "an empty segment ('//')" if bad == "" else f"a '{bad}' segment"
+    fail(key, f"has {what} (got '{prefix}')",
+         "write folder names separated by single '/', e.g. " + key + "=backup/2024/")
 
 
 def _check_dest(cfg, fail, require):
@@ -569,10 +620,11 @@ def _check_dest(cfg, fail, require):
         fail("destPrefix", f"must not start with '{cfg.dest_prefix[0]}' (got "
              f"'{cfg.dest_prefix}')", "OSS keys cannot start with '/'; write it as "
              f"'{cfg.dest_prefix.lstrip(_SLASHES)}'")
+    _check_key_segments("destPrefix", cfg.dest_prefix, fail)
     if cfg.dest_type == "local":
         # A directory: destDomain is its absolute path, destPrefix a folder under it.
         require("destDomain", "set destDomain to the absolute path of the destination directory")
-        root = cfg.dest_domain[len("file://"):] if cfg.dest_domain.startswith("file://") else cfg.dest_domain
+        root = _local_dest_root(cfg)
         if not _is_absolute(root):
             fail("destDomain", f"for destType=local must be an absolute directory (got '{cfg.dest_domain}')",
                  "e.g. destDomain=/mnt/nas2/backup")
@@ -592,9 +644,41 @@ def _check_dest(cfg, fail, require):
     _check_endpoint(cfg.dest_domain, bucket, "destDomain", "destBucket", fail, required=True)
 
 
+def _local_dest_root(cfg) -> str:
+    return cfg.dest_domain[len("file://"):] if cfg.dest_domain.startswith("file://") else cfg.dest_domain
+
+
+def _check_local_overlap(cfg, fail):
+    """A local destination must not share a folder with a local source: a copy into the folder
+    it lists would list its own output (and overwrite its input). Symlinks resolved first."""
+    local_source = cfg.src_type == "local" or (cfg.src_type == "list" and cfg.list_src_type == "local")
+    if cfg.dest_type != "local" or not local_source or not cfg.src_prefix:
+        return
+    src = os.path.realpath(cfg.src_prefix)
+    dest = os.path.realpath(_local_dest_root(cfg))
+    if dest == src:
+        where = "is the same directory as srcPrefix"
+    elif _inside(dest, src):
+        where = "is inside srcPrefix"
+    elif _inside(src, dest):
+        where = "contains srcPrefix"
+    else:
+        return
+    as_written = (os.path.normpath(_local_dest_root(cfg)), os.path.normpath(cfg.src_prefix))
+    resolved = f" (resolved: destDomain '{dest}', srcPrefix '{src}')" if (dest, src) != as_written else ""
+    fail("destDomain", f"'{cfg.dest_domain}' {where} '{cfg.src_prefix}'{resolved}",
+         "the copy would read what it writes: choose a destDomain outside srcPrefix, "
+         "and srcPrefix outside destDomain")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip("/") + "/")
+
+
 def _check_endpoint(domain, bucket, key, bucket_key, fail, required):
     if not domain and not required:
         return
+    domain = scrub_passwords(domain)  # only quoted in messages from here on
     match = re.fullmatch(r"(https?)://([^/?#]*)(.*)", domain, flags=re.IGNORECASE)
     if not match:
         fail(key, f"must start with http:// or https:// (got '{domain}')",
@@ -644,6 +728,7 @@ def _case_hint(key, warnings):
 
 __all__ = [
     "JobConfig", "SysConfig", "load_job", "load_sys", "parse_job_text", "parse_sys_text",
-    "parse_size", "format_size", "write_properties", "redact", "SECRET_KEYS", "REDACTED",
+    "parse_size", "format_size", "write_properties", "redact", "scrub_passwords", "is_job_name",
+    "SECRET_KEYS", "REDACTED",
     "SRC_TYPES", "DEST_TYPES", "JOB_KEY_NAMES", "SYS_KEY_NAMES", "TEST_MIN_INTERVAL_ENV",
 ]

@@ -21,9 +21,10 @@ from typing import Optional
 
 from . import __version__
 from . import config as config_mod
+from . import servicelock
 from .accounting import read_counts, read_progress
 from .errors import ConfigError, OperatorError, StateError
-from .layout import SKIPPED_LIST, Home, JobLayout, iter_lines, parse_finished_name
+from .layout import SKIPPED_LIST, Home, JobLayout, iter_lines, parse_finished_name, quote_arg
 from .scanner import scanned_totals
 
 STANDALONE_JOB_FILE = "local_job.cfg"
@@ -31,6 +32,9 @@ DISTRIBUTED_JOB_FILE = "job.cfg"
 # Job keys that may change while the job runs ('console.sh set'); the rest is frozen at submit.
 LIVE_JOB_KEYS = ("jobMaxThroughput(KB/s)",)
 SERVICE_MARK = "ossimport_dist.service_main"
+# How long 'start' waits for the service it forked to hold the service lock (or to exit).
+START_WAIT_S = 30.0
+START_GRACE_S = 0.3
 
 
 # -- where things are -------------------------------------------------------------------------
@@ -50,15 +54,38 @@ class Paths:
         # workers.txt beside conf/ (or OssImport's conf/workers); distributed when it lists hosts.
         self.workers_file = workers_file or find_workers_file(self.sys_file.parent, self.sys_file.parent.parent)
         self._hosts = None
+        self._sys_warned = False
 
     def hosts(self) -> list:
         if self._hosts is None:
-            from .hosts import read_workers
+            from .hosts import lists_hosts, read_workers
 
-            self._hosts = []
-            if self.workers_file is not None and _lists_hosts(self.workers_file):
-                self._hosts = read_workers(self.workers_file, default_port=self.sys_cfg.ssh_port)
+            hosts = []
+            if self.workers_file is not None and lists_hosts(self.workers_file):
+                hosts = read_workers(self.workers_file, default_port=self.sys_cfg.ssh_port)
+            self._hosts = hosts  # only once read: a bad file fails every command that asks
         return self._hosts
+
+    def warn_sys(self) -> None:
+        """sys.properties' warnings (a mis-cased key, a job key in it), once per command."""
+        if not self._sys_warned:
+            warn(self.sys_cfg.warnings)
+            self._sys_warned = True
+
+    def ensure_home(self) -> Home:
+        """The working directory's folders, made if missing; one line naming workingDir if it
+        cannot be (a regular file, a path under one, no permission)."""
+        try:
+            self.home.ensure()
+        except OSError as exc:
+            raise self.working_dir_error(exc) from None
+        return self.home
+
+    def working_dir_error(self, exc: OSError) -> ConfigError:
+        return ConfigError(self.sys_file, self.sys_cfg.key_lines.get("workingDir", 0), "workingDir",
+                           f"'{self.home.root}' is not a writable directory ({exc.filename or exc}: "
+                           f"{exc.strerror or exc})",
+                           "set workingDir to a directory this user can create and write")
 
     @property
     def distributed(self) -> bool:
@@ -86,56 +113,52 @@ class Paths:
         return self.sys_file.parent / name
 
 
-def _lists_hosts(path: Path) -> bool:
-    try:
-        return any(line.split("#", 1)[0].strip() for line in path.read_text("utf-8").splitlines())
-    except OSError:
-        return False
-
-
 def warn(lines) -> None:
     for line in lines:
-        print(f"warning: {line}", file=sys.stderr)
+        print(f"warning: {config_mod.scrub_passwords(line)}", file=sys.stderr)
 
 
 def log_line(home: Home, name: str, text: str) -> None:
-    home.logs.mkdir(parents=True, exist_ok=True)
-    with open(home.logs / name, "a", encoding="utf-8") as f:
+    with open(home.private_log(name), "a", encoding="utf-8") as f:
         f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + text + "\n")
 
 
 # -- the service process ----------------------------------------------------------------------
 def service_pid(home: Home) -> Optional[int]:
-    """The pid of the service this working directory started, if it is alive."""
-    import psutil
+    """The pid of the service running on this working directory (the holder of its service
+    lock), or None. 0 when the lock is held but names no pid."""
+    holder = servicelock.holder(home.service_lock)
+    return holder.pid if holder is not None and holder.role == servicelock.ROLE_SERVICE else None
 
+
+def _pid_file_pid(home: Home) -> Optional[int]:
     try:
-        pid = int(home.pid_file.read_text().split()[0])
+        return int(home.pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE or SERVICE_MARK not in " ".join(proc.cmdline()):
-            return None
-    except psutil.Error:
-        return None
-    return pid
+
+
+def _check_lock_file(home: Home) -> None:
+    lock = home.service_lock
+    if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+        raise StateError(f"{lock} is not a regular file; remove it ('console.sh start' makes it again)")
 
 
 def cmd_start(paths: Paths, args) -> int:
-    home = paths.home
-    home.ensure()
+    home = paths.ensure_home()
+    paths.warn_sys()
+    _check_lock_file(home)
     pid = service_pid(home)
-    if pid:
+    if pid is not None:
         print(f"service is already running (pid {pid}); logs in {home.logs / 'ossimport2.log'}")
         return 0
     if paths.distributed:
         paths.require_distributed("start")
-        log_path = home.logs / "master.log"
+        log_path = home.private_log("master.log")
         entry = "run_distributed(sys.argv[1], sys.argv[2], sys.argv[3])"
         extra = [str(paths.workers_file)]
     else:
-        log_path = home.logs / "ossimport2.log"
+        log_path = home.private_log("ossimport2.log")
         entry = "run(sys.argv[1], sys.argv[2])"
         extra = []
     out = open(log_path, "ab")
@@ -147,10 +170,18 @@ def cmd_start(paths: Paths, args) -> int:
         stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
         cwd=str(paths.install_dir))
     out.close()
-    home.pid_file.write_text(f"{proc.pid}\n")
-    time.sleep(0.5)
-    if proc.poll() is not None:
-        print(f"error: the service exited at once (code {proc.returncode}); see {log_path}", file=sys.stderr)
+    code = _wait_until_holding(home, proc, log_path)
+    if code == servicelock.LOCKED_EXIT:
+        # Another start won the race for the lock: one service, and this start says so.
+        other = servicelock.holder(home.service_lock)
+        if other is not None and other.role == servicelock.ROLE_SERVICE:
+            print(f"service is already running (pid {other.pid}); logs in {log_path}")
+            return 0
+        what = (f"'console.sh clean' (pid {other.pid}) is removing a job" if other else
+                "a clean or another start held the service lock, and has let go since")
+        raise StateError(f"service not started: {what}; run 'console.sh start' again when it is done")
+    if code is not None:
+        print(f"error: the service exited at once (code {code}); see {log_path}", file=sys.stderr)
         return 1
     if paths.distributed:
         print(f"master started (pid {proc.pid}); it starts the agent on each of {len(paths.hosts())} "
@@ -160,10 +191,31 @@ def cmd_start(paths: Paths, args) -> int:
     return 0
 
 
-def cmd_stop(paths: Paths, args) -> int:
+def _wait_until_holding(home: Home, proc: subprocess.Popen, log_path: Path) -> Optional[int]:
+    """None once the forked service holds the service lock (and wrote its pid file), else its
+    exit code. Bounded: a service that neither holds the lock nor exits is ended."""
+    deadline = time.monotonic() + START_WAIT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return proc.returncode
+        holder = servicelock.holder(home.service_lock, wait_s=0.2)
+        if holder is not None and holder.pid == proc.pid and _pid_file_pid(home) == proc.pid:
+            # A service that fails its first ticks (a state folder it cannot use) is said
+            # to have exited, not to have started.
+            time.sleep(START_GRACE_S)
+            return proc.poll()
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(10)
+    raise StateError(f"the service did not start within {START_WAIT_S:.0f} s (ended it); see {log_path}")
 
+
+def cmd_stop(paths: Paths, args) -> int:
     home = paths.home
     pid = service_pid(home)
+    if pid is not None and pid <= 1:
+        raise StateError(f"{home.service_lock} is held by a process that wrote no pid; find it with "
+                         f"'fuser {home.service_lock}' and end it")
     if paths.distributed:
         from .dispatcher import stop_agents
 
@@ -187,11 +239,24 @@ def cmd_stop(paths: Paths, args) -> int:
 def _stop_pid(home: Home, pid: int) -> None:
     import psutil
 
+    try:
+        is_service = SERVICE_MARK in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        is_service = False
+    if not is_service:
+        # The lock names its holder; a name read as a holder was being replaced is not a reason
+        # to signal whatever process has that pid now.
+        raise StateError(f"{home.service_lock} names pid {pid}, which is not an ossimport service now; "
+                         f"run 'console.sh stop' again")
     os.kill(pid, signal.SIGTERM)
     try:
         psutil.Process(pid).wait(timeout=20)
     except psutil.TimeoutExpired:
         os.kill(pid, signal.SIGKILL)
+        try:
+            psutil.Process(pid).wait(timeout=10)
+        except psutil.Error:
+            pass
     except psutil.Error:
         pass
     if home.pid_file.exists():
@@ -228,7 +293,11 @@ def cmd_set(paths: Paths, args) -> int:
     if not sep or key not in LIVE_JOB_KEYS:
         raise StateError(f"'{args.assignment}': only {', '.join(LIVE_JOB_KEYS)} can change while a job runs "
                          f"(write it as key=value); the rest needs 'clean' and 'submit'")
-    job = paths.home.job(job_names_for(paths, args.job)[0])
+    names = job_names_for(paths, args.job)
+    if len(names) != 1:
+        raise StateError(f"name the job: console.sh set {args.assignment} <job> "
+                         f"(jobs: {', '.join(names) or 'none submitted'})")
+    job = job_to_write(paths.home, names[0])
     frozen = config_mod.load_job(job.config_file)
     props = frozen.properties()
     props[key] = value.strip()
@@ -246,6 +315,7 @@ def cmd_set(paths: Paths, args) -> int:
 def cmd_submit(paths: Paths, args) -> int:
     job_file = Path(args.job_file) if args.job_file else paths.default_job_file()
     job_cfg = config_mod.load_job(job_file)
+    paths.warn_sys()
     warn(job_cfg.warnings)
     if job_cfg.src_type == "local" and not os.path.isdir(job_cfg.src_prefix):
         raise ConfigError(job_file, job_cfg.key_lines.get("srcPrefix", 0), "srcPrefix",
@@ -257,14 +327,53 @@ def cmd_submit(paths: Paths, args) -> int:
 
     for open_driver in (open_job_source, open_job_destination):
         open_driver(job_cfg).close()
-    home = paths.home
-    home.ensure()
-    job = home.job(job_cfg.job_name)
-    job.create(lambda path: config_mod.write_properties(
-        path, job_cfg.properties(), mode=0o600, comment=f"submitted from {job_file.resolve()}"))
+    home = paths.ensure_home()
+    home.private_log("submit.log")  # checked before the job exists, so a bad log leaves no half-submitted job
+    job = job_to_write(home, job_cfg.job_name)
+    try:
+        job.create(lambda path: config_mod.write_properties(
+            path, job_cfg.properties(), mode=0o600, comment=f"submitted from {job_file.resolve()}"))
+    except OSError as exc:
+        raise paths.working_dir_error(exc) from None
     log_line(home, "submit.log", f"submit job:{job_cfg.job_name} from {job_file.resolve()}")
     print(f"submit job:{job_cfg.job_name} success!")
     return 0
+
+
+def job_to_write(home: Home, name: str) -> JobLayout:
+    """The job, for a command that writes into its folders: refused when they lead outside
+    workingDir (a symlink planted in the state tree), before anything is written."""
+    job = home.job(name)
+    job.check_inside()
+    if job.root.is_symlink():
+        raise StateError(f"{job.root} is a symlink; a job's state is written only inside workingDir: remove it")
+    return job
+
+
+def check_job_argument(paths: Paths, command: str, arg: str, retype: str) -> None:
+    """A job named on the command line becomes a folder under workingDir, so only a job name
+    passes: not '..', a path, an empty string or the job file the operator also passes to
+    submit (then the message names the job it holds). ``retype`` is the command to suggest,
+    with '{job}' where the name goes."""
+    if config_mod.is_job_name(arg):
+        return
+    held = _job_in_file(arg)
+    if held is not None:
+        shown = arg if arg.isprintable() and len(arg) < 200 else quote_arg(arg)
+        raise StateError(f"{command} takes a job name; {shown} holds job '{held}': "
+                         f"run 'console.sh {retype.replace('{job}', held)}'")
+    jobs = ", ".join(paths.home.job_names()) or "none"
+    raise StateError(f"{command} takes a job name ({config_mod.JOB_NAME_RULE}), not {quote_arg(arg)}; "
+                     f"jobs in {paths.home.master_jobs}: {jobs}")
+
+
+def _job_in_file(arg: str) -> Optional[str]:
+    try:
+        if not os.path.isfile(arg):  # never open a FIFO or a device to look
+            return None
+        return config_mod.load_job(arg).job_name
+    except (OperatorError, OSError, ValueError):
+        return None
 
 
 def job_names_for(paths: Paths, name: Optional[str]) -> list:
@@ -277,26 +386,58 @@ def job_names_for(paths: Paths, name: Optional[str]) -> list:
 
 
 def cmd_clean(paths: Paths, args) -> int:
-    pid = service_pid(paths.home)
-    if pid:
-        raise StateError(f"the service is running (pid {pid}); run 'console.sh stop' before 'clean'")
+    distributed = paths.distributed  # a bad workers file stops clean before it removes anything
     names = [args.job] if args.job else []
     if not names:
+        default = paths.default_job_file()
         try:
-            names = [config_mod.load_job(paths.default_job_file()).job_name]
-        except OperatorError:
-            names = paths.home.job_names()
+            names = [config_mod.load_job(default).job_name]
+        except OperatorError as exc:
+            # Without a readable default job file, guessing would mean cleaning every job.
+            problem = exc.problem if isinstance(exc, ConfigError) else str(exc)
+            jobs = ", ".join(paths.home.job_names()) or "none"
+            raise StateError(f"clean without a job name cleans the job of {default}, which cannot be read "
+                             f"({problem}); name the job: console.sh clean <job> (jobs: {jobs})") from None
+    held = _hold_for_clean(paths.home)
+    try:
+        _clean_jobs(paths, names, distributed)
+    finally:
+        if held is not None:
+            held.release()
+    return 0
+
+
+def _hold_for_clean(home: Home) -> Optional[servicelock.HeldLock]:
+    """The service lock, held while clean removes jobs, so no service starts in the middle.
+    None when the working directory has no state yet (nothing to clean, nothing to lock)."""
+    if not home.service_lock.parent.is_dir():
+        return None
+    _check_lock_file(home)
+    try:
+        held = servicelock.acquire(home.service_lock, servicelock.ROLE_CLEAN)
+    except OSError as exc:
+        raise StateError(f"cannot lock {home.service_lock}: {exc.strerror or exc}; "
+                         f"make workingDir ({home.root}) writable") from None
+    if held is None:
+        other = servicelock.holder(home.service_lock)
+        if other is not None and other.role == servicelock.ROLE_CLEAN:
+            raise StateError(f"another 'console.sh clean' (pid {other.pid}) is running; wait for it to end")
+        pid = other.pid if other is not None else "?"
+        raise StateError(f"the service is running (pid {pid}); run 'console.sh stop' before 'clean'")
+    return held
+
+
+def _clean_jobs(paths: Paths, names: list, distributed: bool) -> None:
     for name in names:
         job = paths.home.job(name)
-        if not job.exists() and not job.root.exists():
+        if not job.exists() and not job.root.exists() and not job.root.is_symlink():
             print(f"job:{name} does not exist, nothing to clean")
             continue
         job.remove()
-        if paths.distributed:
+        if distributed:
             _clean_hosts(paths, name)
         log_line(paths.home, "submit.log", f"clean job:{name}")
         print(f"clean job:{name} success!")
-    return 0
 
 
 def _clean_hosts(paths: Paths, name: str) -> None:
@@ -311,8 +452,7 @@ def _clean_hosts(paths: Paths, name: str) -> None:
 
 # -- retry ------------------------------------------------------------------------------------
 def cmd_retry(paths: Paths, args) -> int:
-    home = paths.home
-    home.ensure()
+    home = paths.ensure_home()
     import fcntl  # POSIX only; retry from cron is a Linux operator's habit
 
     lock_path = home.root / "master" / "retry.lock"
@@ -323,7 +463,7 @@ def cmd_retry(paths: Paths, args) -> int:
             print("another retry is running; nothing done")
             return 0
         for name in job_names_for(paths, args.job):
-            moved = home.job(name).retry_failed()
+            moved = job_to_write(home, name).retry_failed()
             if moved:
                 log_line(home, "submit.log", f"retry job:{name}: {moved} failed task(s) back to pending")
                 print(f"retry job:{name}: {moved} failed task(s) back to pending")
@@ -624,9 +764,11 @@ def main(argv=None) -> int:
             return cmd_version(None, args)
         paths = Paths(Path(args.install_dir), Path(args.sys_file) if args.sys_file else None,
                       Path(args.workers_file) if args.workers_file else None)
+        if getattr(args, "job", None) is not None:
+            check_job_argument(paths, args.command, args.job, _retype(args))
         return COMMANDS[args.command](paths, args)
     except OperatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {config_mod.scrub_passwords(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -635,6 +777,14 @@ def main(argv=None) -> int:
         # /dev/null so the interpreter's own flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _retype(args) -> str:
+    """The command line the operator typed, with '{job}' for the job argument."""
+    words = {"stat": "stat detail" if getattr(args, "detail", False) else "stat",
+             "set": f"set {getattr(args, 'assignment', '')}"}.get(args.command, args.command)
+    tail = f" -o {args.output}" if getattr(args, "output", None) else ""
+    return words + " {job}" + tail
 
 
 if __name__ == "__main__":

@@ -85,11 +85,7 @@ def parse_host(text: str, default_port: int = 22, path="<workers>", line: int = 
 def read_workers(path, default_port: int = 22) -> list[Host]:
     """The hosts of a workers file, in order (the first is the master host)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(path, 0, "", f"cannot read the workers file: {exc.strerror or exc}",
-                          "list one worker host per line in it") from None
+    text = read_workers_text(path)
     hosts: list[Host] = []
     seen_addr: dict[tuple[str, int], int] = {}
     seen_name: dict[str, int] = {}
@@ -110,6 +106,27 @@ def read_workers(path, default_port: int = 22) -> list[Host]:
         raise ConfigError(path, 0, "", "no hosts listed",
                           "list one worker host per line; the first one is the master")
     return hosts
+
+
+def read_workers_text(path: Path) -> str:
+    """The workers file as text; ``ConfigError`` naming the file (and the line of a byte that
+    is not UTF-8) when it cannot be read."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, 0, "", f"cannot read the workers file: {exc.strerror or exc}",
+                          "list one worker host per line in it") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(path, line, "", f"byte 0x{raw[exc.start]:02x} is not valid UTF-8",
+                          "save the file as UTF-8; a host name is plain ASCII") from None
+
+
+def lists_hosts(path: Path) -> bool:
+    """True when the workers file names at least one host (else the install is standalone)."""
+    return any(line.split("#", 1)[0].strip() for line in read_workers_text(path).splitlines())
 
 
 def find_workers_file(conf_dir, install_dir) -> Optional[Path]:

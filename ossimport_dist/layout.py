@@ -1,7 +1,9 @@
 """The on-disk state tree, exactly as OssImport lays it out, and the only code that moves tasks.
 
     <workingDir>/
-      logs/                                   ossimport2.log, job_stat.log, submit.log, ...
+      logs/                                   ossimport2.log, job_stat.log, submit.log, ... (0600)
+      master/service.lock                     held by the one service of this workingDir (servicelock)
+      master/ossimport.pid                    that service's pid
       master/jobqueue/<job>                   jobs whose source is not fully split yet
       master/jobs/<job>/job.cfg               the submitted (frozen) job configuration, mode 0600
       master/jobs/<job>/checkpoints/0/<hex>.cpt   how far each scan unit has listed
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .config import JOB_NAME_RULE, is_job_name
 from .errors import StateError
 from .models import ObjectEntry, Task
 
@@ -54,6 +57,18 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` (and its folder) readable by its owner only, or tighten it to 0600.
+    A symlink in its place is refused (ELOOP), not followed to a file outside workingDir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path
 
 
 def write_task_file(path: Path, task: Task) -> None:
@@ -110,13 +125,37 @@ class Home:
     def pid_file(self) -> Path:
         return self.root / "master" / "ossimport.pid"
 
+    @property
+    def service_lock(self) -> Path:
+        """Held by the one service of this working directory for its whole life (servicelock)."""
+        return self.root / "master" / "service.lock"
+
     def job(self, name: str) -> "JobLayout":
+        """The job's folders. The name becomes a path under workingDir, so anything but a job
+        name ('..', '/abs', 'a/b', a file name) is refused here, for every caller."""
+        if not isinstance(name, str) or not is_job_name(name):
+            raise StateError(f"{quote_arg(name)} is not a job name ({JOB_NAME_RULE})")
         return JobLayout(self, name)
 
     def job_names(self) -> list:
         if not self.master_jobs.is_dir():
             return []
-        return sorted(p.name for p in self.master_jobs.iterdir() if (p / "job.cfg").is_file())
+        return sorted(p.name for p in self.master_jobs.iterdir()
+                      if is_job_name(p.name) and (p / "job.cfg").is_file())
+
+    def private_log(self, name: str) -> Path:
+        """``logs/<name>``, created 0600 (tightened if it exists): logs name hosts, buckets and
+        paths, which are nobody else's business."""
+        path = self.logs / name
+        try:
+            private_file(path)
+        except OSError as exc:
+            if path.is_symlink():
+                raise StateError(f"{path} is a symlink; logs are written only inside workingDir: "
+                                 f"remove it") from None
+            raise StateError(f"cannot write the log {path}: {exc.strerror or exc}; "
+                             f"make workingDir ({self.root}) a directory this user can write") from None
+        return path
 
     def ensure(self) -> None:
         for d in (self.logs, self.jobqueue, self.master_jobs, self.worker_jobs):
@@ -232,10 +271,21 @@ class JobLayout:
         write_atomic(self.queue_marker, b"")
 
     def remove(self) -> None:
-        if self.queue_marker.exists():
-            self.queue_marker.unlink()
-        shutil.rmtree(self.home.worker_jobs / self.name, ignore_errors=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove the job's state: its queue marker, worker folder and master folder, and never
+        anything outside workingDir (a folder on the way that is a symlink out is refused; a
+        symlink in the job's place is removed, not followed)."""
+        self.check_inside()  # all of them first: refused means untouched
+        for path in self._own_paths():
+            _remove(path)
+
+    def check_inside(self) -> None:
+        """StateError unless every folder holding this job's state is inside workingDir (no
+        symlink on the way out of it)."""
+        for path in self._own_paths():
+            _check_inside(self.home.root, path)
+
+    def _own_paths(self) -> tuple:
+        return (self.queue_marker, self.home.worker_jobs / self.name, self.root)
 
     # -- scanning -------------------------------------------------------------------------
     @property
@@ -340,6 +390,43 @@ class JobLayout:
             shutil.rmtree(d)
             moved += 1
         return moved
+
+
+def _check_inside(root: Path, path: Path) -> None:
+    top = os.path.realpath(root)
+    parent = os.path.realpath(path.parent)
+    if parent != top and not parent.startswith(top.rstrip("/") + "/"):
+        raise StateError(f"{path.parent} leads outside workingDir ({top}) to {parent}; nothing touched: "
+                         f"make it a folder inside workingDir (and remove {path} by hand if it is this job's)")
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path, onerror=_unless_vanished)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StateError(f"cannot remove {exc.filename or path}: {exc.strerror or exc}; "
+                         f"fix its permissions and clean again") from None
+
+
+def _unless_vanished(func, path, exc_info) -> None:
+    """rmtree's error hook: an entry that vanished meanwhile (a worker finishing its task) is
+    gone as wanted, and the rest of the tree is still removed; any other error stops."""
+    if not issubclass(exc_info[0], FileNotFoundError):
+        raise exc_info[1]
+
+
+def quote_arg(text) -> str:
+    """A command-line argument quoted for a message: undecodable bytes escaped, length capped."""
+    if not isinstance(text, str):
+        return repr(text)
+    shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    shown = shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
+    return f"'{shown[:60]}...' ({len(text)} characters)" if len(shown) > 128 else f"'{shown}'"
 
 
 def retry_count(task_dir: Path) -> int:

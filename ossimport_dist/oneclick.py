@@ -72,7 +72,7 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
         console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file)))
     if console.cmd_start(paths, None) != 0:
         return 1, {}
-    stat_log = home.logs / "job_stat.log"
+    stat_log = home.private_log("job_stat.log")
     retries = 0
     started = time.monotonic()
     while True:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Optional
 
 from . import config as config_mod
+from . import servicelock
 from .accounting import JobAccount
 from .errors import OperatorError
-from .layout import Home, JobLayout, write_atomic
+from .layout import Home, JobLayout, private_file, write_atomic
 from .scanner import Scanner, SplitLimits
 from .storage import open_job_destination, open_job_source
 from .throttle import Throttle
@@ -295,9 +296,17 @@ class StandaloneService(ServiceLoop):
                 pass
 
 
+class _ScrubbingFormatter(logging.Formatter):
+    """Every line, tracebacks included, without the password of a user:password@ URL: a job's
+    domains may carry one, and an SDK's error may quote them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return config_mod.scrub_passwords(super().format(record))
+
+
 def _log_to(path: Path) -> None:
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
+    handler = logging.FileHandler(private_file(Path(path)))
+    handler.setFormatter(_ScrubbingFormatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -305,11 +314,36 @@ def _log_to(path: Path) -> None:
     logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 
+def _run_holding_lock(home: Home, service: ServiceLoop) -> int:
+    """Run ``service`` while it holds the working directory's service lock, so that a second
+    start on the same workingDir exits instead of running beside it."""
+    try:
+        held = servicelock.acquire(home.service_lock, servicelock.ROLE_SERVICE)
+    except OSError as exc:
+        log.error("%s not started: cannot lock %s: %s", service.name, home.service_lock, exc.strerror or exc)
+        return 1
+    if held is None:
+        other = servicelock.holder(home.service_lock)
+        log.error("%s not started: %s (pid %s) holds %s", service.name, other.role if other else "another process",
+                  other.pid if other else "?", home.service_lock)
+        return servicelock.LOCKED_EXIT
+    try:
+        write_atomic(home.pid_file, f"{os.getpid()}\n".encode("ascii"))
+        return service.run()
+    finally:
+        try:
+            if home.pid_file.read_text().split()[0] == str(os.getpid()):
+                home.pid_file.unlink()
+        except (OSError, IndexError):
+            pass
+        held.release()
+
+
 def run(home_dir: str, sys_path: str, log_file: Optional[str] = None) -> int:
     home = Home(Path(home_dir))
     home.ensure()
     _log_to(Path(log_file) if log_file else home.logs / "ossimport2.log")
-    return StandaloneService(home, Path(sys_path)).run()
+    return _run_holding_lock(home, StandaloneService(home, Path(sys_path)))
 
 
 def ssh_settings(sys_cfg):
@@ -391,4 +425,4 @@ def run_distributed(home_dir: str, sys_path: str, workers_file: str) -> int:
     home = Home(Path(home_dir))
     home.ensure()
     _log_to(home.logs / "master.log")
-    return DistributedService(home, Path(sys_path), Path(workers_file)).run()
+    return _run_holding_lock(home, DistributedService(home, Path(sys_path), Path(workers_file)))
