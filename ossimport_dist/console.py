@@ -23,7 +23,8 @@ from . import __version__
 from . import config as config_mod
 from .accounting import read_counts, read_progress
 from .errors import ConfigError, OperatorError, StateError
-from .layout import DAMAGED_FILE, DAMAGED_LIST, SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines, parse_finished_name
+from .layout import (DAMAGED_FILE, DAMAGED_LIST, SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines,
+                     parse_finished_name)
 from .scanner import scanned_totals
 
 STANDALONE_JOB_FILE = "local_job.cfg"
@@ -331,7 +332,11 @@ def cmd_retry(paths: Paths, args) -> int:
             if moved:
                 log_line(home, "submit.log", f"retry job:{name}: {moved} failed task(s) back to pending")
                 print(f"retry job:{name}: {moved} failed task(s) back to pending")
-            elif reason is None:
+            stuck = sum(1 for d in home.job(name).failed_dirs() if damaged_reason(d))
+            if stuck:
+                print(f"retry job:{name}: {stuck} failed task(s) whose TASK file was damaged cannot run again; "
+                      f"'console.sh stat {name}' says what to do")
+            if not (moved or stuck or reason):
                 print(f"None failed tasks for job:{name}.")
     return 0
 
@@ -398,7 +403,8 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
             "succeed_tasks": len(succeed_dirs),
             "failed_tasks": len(failed_dirs), "scan_finished": scan_done, "state": state,
             "objects": objects, "bytes": size, "totals": totals, "scan_error": job.scan_error(),
-            "scan_failure": scan_failure, "reasons": reasons, "damaged_tasks": len(damaged_tasks), "damaged": job.damaged_files(),
+            "scan_failure": scan_failure, "reasons": reasons, "damaged_tasks": len(damaged_tasks),
+            "damaged": job.damaged_files(),
             "bytes_per_s": progress.get("bytes_per_s", 0.0), "files_per_s": progress.get("files_per_s", 0.0),
             "incremental": incremental_stat(job) if job.round_file.exists() or job.round_dir(0).is_dir() else None}
 

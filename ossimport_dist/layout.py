@@ -10,7 +10,14 @@
       master/jobs/<job>/succeed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,DONE,COUNTS}
                                               (+ skipped.list when entries were not regular files)
       master/jobs/<job>/failed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,COUNTS}
+                                              (TASK.corrupt + DAMAGED when its TASK could not be read)
+      master/jobs/<job>/scan.error            the last transient scan problem (the scan retries)
+      master/jobs/<job>/scan.failed           why the scan or the job's load gave up: Failed until retry
+      master/jobs/<job>/damaged.list          state files found damaged, and what was done about each
       worker/jobs/<job>/tasks/<taskid>/       a task a worker runs (TASK, then its results)
+
+A damaged state file (empty, truncated, not text, JSON of the wrong shape) is renamed
+``<name>.corrupt`` beside where it was, never deleted and never read again.
 
 A task's life: pending -> dispatched/<host> -> succeed | failed -> pending (retry). Every move is
 one ``os.rename`` of a directory (atomic on one filesystem), so a crash leaves each task in
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +61,8 @@ STANDALONE_HOST = "localhost"
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write a file so readers see the old content or the new, never half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Per process and thread: two scan threads may note the same file at once.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         view = memoryview(data)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .errors import OperatorError, SourceError
-from .layout import TASK_FILE, JobLayout, move_aside, read_task_file, record_damage, write_atomic
+from .layout import TASK_FILE, DamagedStateFile, JobLayout, move_aside, read_task_file, record_damage, write_atomic
 from .models import ObjectEntry, Task
 from .storage.base import Source
 from .storage.errors import RequestFailed
@@ -354,9 +354,11 @@ class Scanner:
             first_failed_at = now if failures == 1 else first_failed_at
             if failures >= self.retry.attempts or now - first_failed_at >= self.retry.give_up_after_s:
                 raise ScanFailed(f"{self.source_label}: {what} failed {failures} time(s) in a row over "
-                                 f"{now - first_failed_at:.0f} s, last: {failure.describe()}", transient=True) from cause
+                                 f"{now - first_failed_at:.1f} s, last: {failure.describe()}",
+                                 transient=True) from cause
             wait = self.retry.wait_s(failures)
-            note = f"{self.source_label}: {what}: {failure.describe()}; try {failures + 1} of {self.retry.attempts} in {wait:.1f} s"
+            note = (f"{self.source_label}: {what}: {failure.describe()}; try {failures + 1} of "
+                    f"{self.retry.attempts} in {wait:.1f} s")
             log.warning("job %s: %s", self.job.name, note)
             if self.on_retry:
                 self.on_retry(note)
@@ -373,7 +375,14 @@ class Scanner:
             task_file = self._find_task_file(task_id)
             if task_file is None:
                 return
-            task = read_task_file(task_file)
+            try:
+                task = read_task_file(task_file)
+            except DamagedStateFile as damage:
+                # Without the task's last key the unit cannot resume exactly: an intact copy, or
+                # the scan stops naming the file.
+                if not self.job.repair_task_file(task_file, damage.problem):
+                    raise
+                task = read_task_file(task_file)
             cpt.tasks += 1
             cpt.objects += len(task.objects)
             cpt.bytes += task.total_bytes

@@ -100,7 +100,7 @@ class Master:
                 # A job.cfg edited by hand, a source or destination folder gone: the job ends
                 # Failed with the reason, and the service serves its other jobs.
                 self._load_failed.add(name)
-                self._scan_gave_up(job, f"cannot start the job: {exc}; once fixed, 'console.sh retry {name}' "
+                self._give_up(job, f"cannot start the job: {exc}; once fixed, 'console.sh retry {name}' "
                                         f"starts it again")
                 continue
             self.jobs[name] = job
@@ -161,19 +161,19 @@ class Master:
                     source_label=source_label(job_cfg), on_retry=job.note_scan_error).run()
             job.clear_scan_error()
         except ScanFailed as exc:
-            self._scan_gave_up(job, f"{exc}; once it answers, 'console.sh retry {name}' resumes the scan "
+            self._give_up(job, f"{exc}; once it answers, 'console.sh retry {name}' resumes the scan "
                                     f"from its checkpoints")
         except OperatorError as exc:
-            self._scan_gave_up(job, f"{exc}; once fixed, 'console.sh retry {name}' resumes the scan "
+            self._give_up(job, f"{exc}; once fixed, 'console.sh retry {name}' resumes the scan "
                                     f"from its checkpoints")
         except Exception as exc:  # noqa: BLE001 - keep the service alive; the log has the trace
             log.exception("job %s: scan failed", name)
-            self._scan_gave_up(job, f"unexpected error while scanning: {type(exc).__name__}: {exc} (the trace "
+            self._give_up(job, f"unexpected error while scanning: {type(exc).__name__}: {exc} (the trace "
                                     f"is in the service log); 'console.sh retry {name}' runs the scan again")
 
     @staticmethod
-    def _scan_gave_up(job: JobLayout, reason: str) -> None:
-        log.error("job %s: scan failed: %s", job.name, reason)
+    def _give_up(job: JobLayout, reason: str) -> None:
+        log.error("job %s: gave up: %s", job.name, reason)
         job.fail_scan(reason)
 
 

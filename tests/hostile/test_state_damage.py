@@ -121,6 +121,8 @@ def test_damaged_pending_task_fails_alone_and_the_service_runs_the_rest(migratio
     # 'retry' from cron stays harmless: the damaged task cannot run again, it is not moved.
     r = migration.console("retry", "local_test")
     assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr
+    assert r.stdout.strip() == ("retry job:local_test: 1 failed task(s) whose TASK file was damaged cannot run "
+                                "again; 'console.sh stat local_test' says what to do")
     assert migration.task_dirs("failed_tasks") == [failed]
 
 
