@@ -258,14 +258,38 @@ class JobLayout:
         return self.root / "ROUND"
 
     def round_state(self) -> dict:
-        """{'round': n, 'next_at': Unix time of the next rescan or None}."""
-        try:
-            import json
+        """{'round': n, 'next_at': Unix time of the next rescan or None}. A damaged ROUND would
+        send the job back to round 0: it is moved aside and rebuilt from the newest round folder,
+        the next rescan scheduled anew."""
+        import json
 
-            doc = json.loads(self.round_file.read_text())
-            return {"round": int(doc.get("round", 0)), "next_at": doc.get("next_at")}
-        except (OSError, ValueError):
+        try:
+            data = self.round_file.read_bytes()
+        except OSError:
             return {"round": 0, "next_at": None}
+        try:
+            doc = json.loads(data.decode("utf-8"))
+            round_no, next_at = doc["round"], doc.get("next_at")
+            if type(round_no) is int and round_no >= 0 and (next_at is None or type(next_at) in (int, float)):
+                return {"round": round_no, "next_at": next_at}
+            problem = "JSON of the wrong shape (a field has a value no job writes)"
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
+        except ValueError:
+            problem = "empty" if not data.strip() else "not valid JSON"
+        except (KeyError, TypeError, AttributeError):
+            problem = "JSON of the wrong shape (no round number)"
+        rebuilt = max([int(d.name) for parent in (self.root / "checkpoints", self.root / "rounds")
+                       if parent.is_dir() for d in parent.iterdir() if d.name.isdigit()] or [0])
+        try:
+            aside = move_aside(self.round_file)
+            self.set_round_state(rebuilt, None)
+            record_damage(self.root, self.round_file, problem, f"moved aside to {aside.name}; round {rebuilt} "
+                                                               f"taken from the newest round folder, next rescan "
+                                                               f"scheduled anew")
+        except OSError:
+            pass  # another reader healed it first, or the tree is read-only: the answer stands
+        return {"round": rebuilt, "next_at": None}
 
     def set_round_state(self, round_no: int, next_at: Optional[float]) -> None:
         import json

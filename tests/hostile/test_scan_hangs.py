@@ -246,3 +246,20 @@ def test_bad_retry_schedule_in_the_environment_is_named_and_the_default_applies(
     assert re.search(r"OSSIMPORT_SCAN_RETRY='attempts=-1' ignored \(attempts must be more than 0\); "
                      r"the default listing retry schedule applies", log), log
     assert "Traceback" not in log
+
+
+def test_manifest_with_a_bad_line_fails_at_once_and_reads_nothing_outside_the_source(migration):
+    write_tree(migration.src, {"a.txt": b"a"})
+    manifest = migration.dir / "wanted.list"
+    manifest.write_text("a.txt\n/etc/passwd\n")
+    migration.write_conf(job_props={"srcType": "list", "listSrcType": "local", "listFilePath": str(manifest)})
+    r = import_sh(migration, "--yes")
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "Traceback" not in out, out
+    want = (f"Unknown list file format: {manifest}:2: key '/etc/passwd' starts with '/' or holds NUL: keys are "
+            f"relative to the source prefix; once fixed, {RETRY_HINT}")
+    assert reason_of(migration) == want
+    assert f"Job local_test failed: {want}. JobState:Failed" in r.stdout
+    # The whole list is checked before a task is cut: not even a.txt was copied.
+    assert dest_objects(migration.bucket) == {}
+    assert migration.task_dirs("pending_tasks") == [] and migration.task_dirs("succeed_tasks") == []

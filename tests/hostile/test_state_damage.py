@@ -46,7 +46,10 @@ def scan_with_transfers_held(migration, files: dict, **job_props) -> None:
     migration.ok("submit", str(migration.job_file))
     migration.ok("start")
     wait_for(lambda: migration.stat()["Is Scan Finished"] == "true", "the scan to finish")
-    migration.ok("stop")
+    # Killed, not stopped: a stop waits for the transfer threads the throttle holds.
+    service = psutil.Process(migration.service_pid())
+    service.kill()
+    service.wait(10)
     migration.write_conf(job_props=job_props)
 
 
@@ -231,3 +234,32 @@ def test_missing_counts_is_recounted_too(migration):
     s = migration.stat()
     assert s["Files"] == before["Files"], s
     assert lines_of(migration, "Damaged") == [f"{task / 'COUNTS'}: missing; recounted from audit.log"]
+
+
+def test_damaged_round_file_of_an_incremental_job_is_rebuilt_not_reset_to_round_zero(migration, monkeypatch):
+    monkeypatch.setenv("OSSIMPORT_TEST_MIN_INTERVAL", "1")
+    files = {"a.txt": b"a", "b/c.txt": b"c"}
+    write_tree(migration.src, files)
+    migration.write_conf(job_props={"isIncremental": "true", "incrementalModeInterval": "1"})
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("start")
+    wait_for(lambda: migration.stat().get("Incremental", "").startswith("round 1,")
+             and migration.stat()["JobState"] == "Succeed", "round 1 to finish")
+    migration.ok("stop")
+    round_file = migration.job_dir / "ROUND"
+    round_file.write_bytes(b'{"round": ')
+
+    (migration.src / "new.txt").write_bytes(b"new")
+    files["new.txt"] = b"new"
+    migration.ok("start")
+    (damaged,) = lines_of(migration, "Damaged")
+    assert damaged == (f"{round_file}: not valid JSON; moved aside to ROUND.corrupt; round 1 taken from the "
+                       f"newest round folder, next rescan scheduled anew")
+    assert (migration.job_dir / "ROUND.corrupt").read_bytes() == b'{"round": '
+    # The next round is round 2, which copies the new file; round 0's full pass is not run again.
+    wait_for(lambda: migration.stat().get("Incremental", "").startswith("round 2,")
+             and migration.stat()["JobState"] == "Succeed", "round 2 to finish")
+    assert_migrated(migration.bucket, files)
+    keys = [k for t in migration.task_dirs("succeed_tasks") for k in task_keys(t / "TASK")]
+    assert sorted(keys) == sorted(files)
+    assert len(lines_of(migration, "Damaged")) == 1
