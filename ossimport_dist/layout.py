@@ -436,10 +436,10 @@ class JobLayout:
             return folder / TASK_FILE
         return None
 
-    def repair_task_file(self, damaged: Path, problem: str) -> bool:
+    def repair_task_file(self, task_id: str, damaged: Path, problem: str) -> bool:
         """Put an intact copy of a damaged TASK in its place, the damaged one moved aside and
         recorded in damaged.list; False (nothing changed) when the tree holds no intact copy."""
-        twin = self.intact_task_copy(damaged.parent.name)
+        twin = self.intact_task_copy(task_id)
         if twin is None:
             return False
         aside = move_aside(damaged) if damaged.exists() else damaged

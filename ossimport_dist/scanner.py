@@ -132,12 +132,8 @@ class ListingRetry:
 
 
 class ScanFailed(SourceError):
-    """The scan gave up; ``transient`` when the source failed in a way that may pass (retrying
-    later may work), not for a source that refuses for good."""
-
-    def __init__(self, text: str, transient: bool):
-        self.transient = transient
-        super().__init__(text)
+    """The source kept failing in a way that may pass until the retry schedule ran out (a source
+    that refuses for good raises its own error at once)."""
 
 
 def transient_failure(exc: BaseException) -> Optional[RequestFailed]:
@@ -354,8 +350,7 @@ class Scanner:
             first_failed_at = now if failures == 1 else first_failed_at
             if failures >= self.retry.attempts or now - first_failed_at >= self.retry.give_up_after_s:
                 raise ScanFailed(f"{self.source_label}: {what} failed {failures} time(s) in a row over "
-                                 f"{now - first_failed_at:.1f} s, last: {failure.describe()}",
-                                 transient=True) from cause
+                                 f"{now - first_failed_at:.1f} s, last: {failure.describe()}") from cause
             wait = self.retry.wait_s(failures)
             note = (f"{self.source_label}: {what}: {failure.describe()}; try {failures + 1} of "
                     f"{self.retry.attempts} in {wait:.1f} s")
@@ -380,7 +375,7 @@ class Scanner:
             except DamagedStateFile as damage:
                 # Without the task's last key the unit cannot resume exactly: an intact copy, or
                 # the scan stops naming the file.
-                if not self.job.repair_task_file(task_file, damage.problem):
+                if not self.job.repair_task_file(task_id, task_file, damage.problem):
                     raise
                 task = read_task_file(task_file)
             cpt.tasks += 1

@@ -98,7 +98,7 @@ class LocalTracker:
                 return
             except DamagedStateFile as damage:
                 problem = damage.problem
-            if attempt == 2 or not job.repair_task_file(folder / TASK_FILE, problem):
+            if attempt == 2 or not job.repair_task_file(task_id, folder / TASK_FILE, problem):
                 break
             log.warning("job %s: task %s: TASK %s is %s; rebuilt from an intact copy", job.name, task_id,
                         folder / TASK_FILE, problem)
