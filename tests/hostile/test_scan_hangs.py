@@ -263,3 +263,21 @@ def test_manifest_with_a_bad_line_fails_at_once_and_reads_nothing_outside_the_so
     # The whole list is checked before a task is cut: not even a.txt was copied.
     assert dest_objects(migration.bucket) == {}
     assert migration.task_dirs("pending_tasks") == [] and migration.task_dirs("succeed_tasks") == []
+
+
+def test_listing_refused_for_good_fails_at_the_first_try(migration, src_bucket, emulator):
+    fill(src_bucket, {"a.txt": b"a"})
+    migration.write_conf(job_props=oss_source(migration, src_bucket, srcSecretKey="not-the-secret"))
+    before = emulator.stats()["by_operation"].get("ListObjectsV2", 0)
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("start")
+    s = migration.wait_state(timeout=30)
+    assert s["JobState"] == "Failed", s
+    reason = reason_of(migration)
+    assert reason.startswith(f"srcBucket '{src_bucket.bucket_name}' at {src_bucket.endpoint} rejected the signature "
+                             f"(SignatureDoesNotMatch): srcSecretKey does not belong to srcAccessKey "
+                             f"'{migration.key_id}'; fix srcSecretKey"), reason
+    assert reason.endswith(f"; once fixed, {RETRY_HINT}") and "not-the-secret" not in reason
+    # No retry can cure a wrong key: one request, no backoff.
+    assert emulator.stats()["by_operation"]["ListObjectsV2"] - before == 1
+    assert alive(migration.service_pid())
