@@ -13,8 +13,9 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .layout import write_atomic
-from .models import TaskCounts
+from .layout import (AUDIT_LOG, COUNTS_FILE, TASK_FILE, DamagedStateFile, damaged_reason, job_root_of,
+                     move_aside, read_task_file, record_damage, write_atomic)
+from .models import FileResult, TaskCounts
 
 RATE_WINDOW_S = 10.0
 
@@ -81,7 +82,83 @@ def read_progress(path: Path) -> dict:
 
 
 def read_counts(task_dir: Path) -> TaskCounts:
+    """A finished task's COUNTS. A damaged one (empty, not JSON, wrong shape, a negative or
+    non-integer number) would drop the task's files from the totals: it is moved aside, noted in
+    the job's damaged.list, and the counts are rebuilt from the task's audit.log and TASK."""
+    path = task_dir / COUNTS_FILE
     try:
-        return TaskCounts(**json.loads((task_dir / "COUNTS").read_text("utf-8")))
-    except (OSError, ValueError, TypeError):
-        return TaskCounts()
+        return _parse_counts(path.read_bytes())
+    except FileNotFoundError:
+        if damaged_reason(task_dir) is not None:
+            return TaskCounts()
+        problem = "missing"
+    except OSError as exc:
+        problem = f"unreadable ({exc.strerror or exc})"
+    except ValueError as exc:
+        problem = str(exc)
+    counts = recount(task_dir)
+    try:
+        aside = move_aside(path) if path.exists() else None
+        write_atomic(path, json.dumps(vars(counts)).encode("utf-8"))
+        record_damage(job_root_of(task_dir), path, problem,
+                      (f"moved aside to {aside.name}; " if aside else "") + "recounted from audit.log")
+    except OSError:
+        pass  # a read-only tree: the recount still serves this reader
+    return counts
+
+
+def _parse_counts(data: bytes) -> TaskCounts:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except ValueError:
+        raise ValueError("empty" if not data.strip() else "not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"JSON of the wrong shape (a {type(doc).__name__}, not an object)")
+    fields = set(vars(TaskCounts()))
+    for name, value in doc.items():
+        if name not in fields:
+            raise ValueError(f"JSON of the wrong shape (unknown field '{name}')")
+        if type(value) is not int or value < 0:
+            raise ValueError(f"'{name}' is {value!r}, not a count")
+    return TaskCounts(**doc)
+
+
+def recount(task_dir: Path) -> TaskCounts:
+    """A task's counts from its audit.log (the last line of a key wins: an interrupted run's
+    failure retried on resume), with sizes and the file total from its TASK when it reads."""
+    try:
+        objects = read_task_file(task_dir / TASK_FILE).objects
+    except (OSError, DamagedStateFile):
+        objects = []
+    sizes = {o.key: o.size for o in objects}
+    outcomes = audit_outcomes(task_dir / AUDIT_LOG, set(sizes))
+    counts = TaskCounts(files=len(objects) or len(outcomes), bytes=sum(sizes.values()))
+    for key, (outcome, detail) in outcomes.items():
+        counts.add(sizes.get(key, 0), FileResult(key, outcome, detail=detail))
+    return counts
+
+
+def audit_outcomes(audit_log: Path, keys: set) -> dict:
+    """key -> (outcome, detail) of each line of an audit.log (``<date> <time> <Outcome> <key>[
+    Detail:<detail>]``), the last line of a key winning. ``keys`` (the task's keys) tells a key
+    that itself holds " Detail:" from the detail; without them the first one splits."""
+    out = {}
+    try:
+        f = open(audit_log, "r", encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return out
+    with f:
+        for line in f:
+            parts = line.rstrip("\n").split(" ", 3)
+            if len(parts) < 4:
+                continue
+            rest, cut = parts[3], -1
+            if rest not in keys:
+                cut = rest.find(" Detail:")
+                while keys and cut != -1 and rest[:cut] not in keys:
+                    cut = rest.find(" Detail:", cut + 1)
+            key, detail = (rest, "") if cut == -1 else (rest[:cut], rest[cut + len(" Detail:"):])
+            out[key] = (parts[2], detail)
+    return out

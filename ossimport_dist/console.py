@@ -24,7 +24,8 @@ from . import config as config_mod
 from . import servicelock
 from .accounting import read_counts, read_progress
 from .errors import ConfigError, OperatorError, StateError
-from .layout import SKIPPED_LIST, Home, JobLayout, iter_lines, parse_finished_name, quote_arg
+from .layout import (DAMAGED_FILE, DAMAGED_LIST, SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines,
+                     parse_finished_name, quote_arg)
 from .scanner import scanned_totals
 
 STANDALONE_JOB_FILE = "local_job.cfg"
@@ -463,11 +464,19 @@ def cmd_retry(paths: Paths, args) -> int:
             print("another retry is running; nothing done")
             return 0
         for name in job_names_for(paths, args.job):
+            reason = job_to_write(home, name).clear_scan_failure()
+            if reason is not None:
+                log_line(home, "submit.log", f"retry job:{name}: the scan resumes (it had failed: {reason})")
+                print(f"retry job:{name}: the scan resumes from its checkpoints")
             moved = job_to_write(home, name).retry_failed()
             if moved:
                 log_line(home, "submit.log", f"retry job:{name}: {moved} failed task(s) back to pending")
                 print(f"retry job:{name}: {moved} failed task(s) back to pending")
-            else:
+            stuck = sum(1 for d in home.job(name).failed_dirs() if damaged_reason(d))
+            if stuck:
+                print(f"retry job:{name}: {stuck} failed task(s) whose TASK file was damaged cannot run again; "
+                      f"'console.sh stat {name}' says what to do")
+            if not (moved or stuck or reason):
                 print(f"None failed tasks for job:{name}.")
     return 0
 
@@ -484,6 +493,9 @@ def human_bytes(n: float) -> str:
 def human_duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+STAT_SHOWN = 5  # Reason: and Damaged: lines stat prints before pointing at the files
 
 
 def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
@@ -508,7 +520,12 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
             # retry removed, so adding running counts never counts a file twice.
             totals[k] += counts.get(k, 0)
     objects, size, _ = scanned_totals(job)
-    if scan_done and pending == 0 and dispatched == 0:
+    scan_failure = job.scan_failure()
+    if scan_failure is not None and dispatched == 0:
+        # A scan that gave up leaves part of the source unlisted: never Succeed. Pending tasks
+        # of a job that could not even load would wait for ever.
+        state = "Failed"
+    elif scan_done and pending == 0 and dispatched == 0:
         state = "Failed" if failed_dirs else "Succeed"
     elif running:
         state = "Running"
@@ -516,9 +533,8 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
         state = "Submitted"
     else:
         state = "Abort"
-    scan_error = ""
-    if (job.root / "scan.error").is_file():
-        scan_error = (job.root / "scan.error").read_text("utf-8", "replace").strip()
+    damaged_tasks = [r for r in map(damaged_reason, failed_dirs) if r]
+    reasons = ([scan_failure] if scan_failure is not None else []) + damaged_tasks
     try:
         job_type = config_mod.load_job(job.config_file).job_type
     except OperatorError:
@@ -526,7 +542,9 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
     return {"name": job.name, "job_type": job_type, "pending": pending, "dispatched": dispatched,
             "succeed_tasks": len(succeed_dirs),
             "failed_tasks": len(failed_dirs), "scan_finished": scan_done, "state": state,
-            "objects": objects, "bytes": size, "totals": totals, "scan_error": scan_error,
+            "objects": objects, "bytes": size, "totals": totals, "scan_error": job.scan_error(),
+            "scan_failure": scan_failure, "reasons": reasons, "damaged_tasks": len(damaged_tasks),
+            "damaged": job.damaged_files(),
             "bytes_per_s": progress.get("bytes_per_s", 0.0), "files_per_s": progress.get("files_per_s", 0.0),
             "incremental": incremental_stat(job) if job.round_file.exists() or job.round_dir(0).is_dir() else None}
 
@@ -584,6 +602,14 @@ def format_stat(s: dict) -> str:
                      + ("; which and how: failed_tasks/*/error.list" if t["failed"] else ""))
     if s["scan_error"]:
         lines.append(f"Scan Error:{s['scan_error']}")
+    for reason in s["reasons"][:STAT_SHOWN]:
+        lines.append(f"Reason:{reason}")
+    for damaged in s["damaged"][:STAT_SHOWN]:
+        lines.append(f"Damaged:{damaged}")
+    more = max(0, len(s["reasons"]) - STAT_SHOWN) + max(0, len(s["damaged"]) - STAT_SHOWN)
+    if more:
+        lines.append(f"More:{more} more not shown: master/jobs/{s['name']}/{DAMAGED_LIST} and "
+                     f"failed_tasks/*/{DAMAGED_FILE}")
     if s["failed_tasks"]:
         lines.append(f"Errors:see master/jobs/{s['name']}/failed_tasks/*/error.list; "
                      f"'console.sh retry {s['name']}' runs them again")

@@ -12,7 +12,14 @@
       master/jobs/<job>/succeed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,DONE,COUNTS}
                                               (+ skipped.list when entries were not regular files)
       master/jobs/<job>/failed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,COUNTS}
+                                              (TASK.corrupt + DAMAGED when its TASK could not be read)
+      master/jobs/<job>/scan.error            the last transient scan problem (the scan retries)
+      master/jobs/<job>/scan.failed           why the scan or the job's load gave up: Failed until retry
+      master/jobs/<job>/damaged.list          state files found damaged, and what was done about each
       worker/jobs/<job>/tasks/<taskid>/       a task a worker runs (TASK, then its results)
+
+A damaged state file (empty, truncated, not text, JSON of the wrong shape) is renamed
+``<name>.corrupt`` beside where it was, never deleted and never read again.
 
 A task's life: pending -> dispatched/<host> -> succeed | failed -> pending (retry). Every move is
 one ``os.rename`` of a directory (atomic on one filesystem), so a crash leaves each task in
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +48,14 @@ STATUS_FILE = "STATUS"
 DONE_FILE = "DONE"
 COUNTS_FILE = "COUNTS"
 RETRIES_FILE = "RETRIES"  # how many times the task was retried; a retried task re-reads its sources
+# In a failed task whose TASK could not be read nor rebuilt from another copy: why, and what to do.
+DAMAGED_FILE = "DAMAGED"
+CORRUPT_SUFFIX = ".corrupt"  # a damaged state file is renamed <name>.corrupt, kept but never read
+# Per job: the last transient scan (or load) problem, cleared by the next good scan; the reason
+# the scan gave up (the job is Failed until 'console.sh retry' removes it); damaged state files.
+SCAN_ERROR_FILE = "scan.error"
+SCAN_FAILED_FILE = "scan.failed"
+DAMAGED_LIST = "damaged.list"
 STATUS_COMPLETED = "Completed"
 STATUS_FAILED = "Failed"
 
@@ -48,7 +64,8 @@ STANDALONE_HOST = "localhost"
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write a file so readers see the old content or the new, never half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Per process and thread: two scan threads may note the same file at once.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         view = memoryview(data)
@@ -79,13 +96,97 @@ def write_task_file(path: Path, task: Task) -> None:
     write_atomic(path, (header + body).encode("ascii"))
 
 
+class DamagedStateFile(StateError):
+    """A state file that cannot be read: empty, truncated, not text, or JSON of the wrong shape."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
 def read_task_file(path: Path) -> Task:
+    """The task in a TASK file; DamagedStateFile when it is not exactly what write_task_file
+    wrote (the header's object count and bytes catch a file cut at a line boundary)."""
     import json
 
-    with open(path, "r", encoding="ascii") as f:
-        header = json.loads(f.readline())
-        objects = [ObjectEntry.from_json(line) for line in f if line.strip()]
-    return Task(task_id=header["taskId"], job_name=header["jobName"], objects=objects)
+    try:
+        with open(path, "r", encoding="ascii") as f:
+            header = json.loads(f.readline())
+            objects = [ObjectEntry.from_json(line) for line in f if line.strip()]
+        task = Task(task_id=header["taskId"], job_name=header["jobName"], objects=objects)
+        if header["objects"] != len(objects) or header["bytes"] != task.total_bytes:
+            raise DamagedStateFile(path, f"truncated: its header names {header['objects']} object(s) "
+                                         f"of {header['bytes']} bytes, it holds {len(objects)} of "
+                                         f"{task.total_bytes}")
+        return task
+    except UnicodeDecodeError:
+        raise DamagedStateFile(path, "not ASCII text (the file is garbage)") from None
+    except ValueError as exc:  # JSONDecodeError included
+        problem = "empty" if _is_empty(path) else f"not valid JSON ({exc})"
+        raise DamagedStateFile(path, problem) from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DamagedStateFile(path, f"JSON of the wrong shape ({type(exc).__name__}: {exc})") from None
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged state file to <name>.corrupt (numbered when that name is taken), so it is
+    kept for a look and never read again. Returns the new path."""
+    target = path.with_name(path.name + CORRUPT_SUFFIX)
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}{CORRUPT_SUFFIX}.{n}")
+    os.rename(path, target)
+    return target
+
+
+def record_damage(job_root: Path, path: Path, problem: str, action: str) -> str:
+    """Note a damaged state file in the job's damaged.list (what stat shows); returns the line."""
+    line = f"{path}: {problem}; {action}"
+    with open(job_root / DAMAGED_LIST, "a", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(line.replace("\n", " ") + "\n")
+    return line
+
+
+def job_root_of(task_dir: Path) -> Path:
+    """The job folder of a finished task folder (<job>/succeed_tasks|failed_tasks/<name>)."""
+    return task_dir.parent.parent
+
+
+def mark_task_damaged(folder: Path, reason: str) -> Path:
+    """Make ``folder`` a failed task whose TASK could not be read: the TASK moved aside, an empty
+    error.list (its keys are unknown), COUNTS with the files its header names when that line
+    still reads, and DAMAGED with ``reason``. The tracker then records it like any failed task."""
+    import json
+
+    files = size = 0
+    try:
+        with open(folder / TASK_FILE, "r", encoding="ascii") as f:
+            header = json.loads(f.readline())
+        files, size = max(0, int(header["objects"])), max(0, int(header["bytes"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    aside = move_aside(folder / TASK_FILE) if (folder / TASK_FILE).exists() else folder / TASK_FILE
+    write_atomic(folder / DAMAGED_FILE, (reason + "\n").encode("utf-8", "surrogateescape"))
+    write_atomic(folder / ERROR_LIST, b"")
+    counts = {"files": files, "bytes": size, "failed": files, "failed_bytes": size}
+    write_atomic(folder / COUNTS_FILE, json.dumps(counts).encode("utf-8"))
+    write_atomic(folder / STATUS_FILE, (STATUS_FAILED + "\n").encode())
+    return aside
+
+
+def damaged_reason(task_dir: Path) -> Optional[str]:
+    try:
+        return (task_dir / DAMAGED_FILE).read_text("utf-8", "replace").strip() or None
+    except OSError:
+        return None
 
 
 def finished_name(task_id: str, host: str, epoch_ms: Optional[int] = None) -> str:
@@ -196,14 +297,38 @@ class JobLayout:
         return self.root / "ROUND"
 
     def round_state(self) -> dict:
-        """{'round': n, 'next_at': Unix time of the next rescan or None}."""
-        try:
-            import json
+        """{'round': n, 'next_at': Unix time of the next rescan or None}. A damaged ROUND would
+        send the job back to round 0: it is moved aside and rebuilt from the newest round folder,
+        the next rescan scheduled anew."""
+        import json
 
-            doc = json.loads(self.round_file.read_text())
-            return {"round": int(doc.get("round", 0)), "next_at": doc.get("next_at")}
-        except (OSError, ValueError):
+        try:
+            data = self.round_file.read_bytes()
+        except OSError:
             return {"round": 0, "next_at": None}
+        try:
+            doc = json.loads(data.decode("utf-8"))
+            round_no, next_at = doc["round"], doc.get("next_at")
+            if type(round_no) is int and round_no >= 0 and (next_at is None or type(next_at) in (int, float)):
+                return {"round": round_no, "next_at": next_at}
+            problem = "JSON of the wrong shape (a field has a value no job writes)"
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
+        except ValueError:
+            problem = "empty" if not data.strip() else "not valid JSON"
+        except (KeyError, TypeError, AttributeError):
+            problem = "JSON of the wrong shape (no round number)"
+        rebuilt = max([int(d.name) for parent in (self.root / "checkpoints", self.root / "rounds")
+                       if parent.is_dir() for d in parent.iterdir() if d.name.isdigit()] or [0])
+        try:
+            aside = move_aside(self.round_file)
+            self.set_round_state(rebuilt, None)
+            record_damage(self.root, self.round_file, problem, f"moved aside to {aside.name}; round {rebuilt} "
+                                                               f"taken from the newest round folder, next rescan "
+                                                               f"scheduled anew")
+        except OSError:
+            pass  # another reader healed it first, or the tree is read-only: the answer stands
+        return {"round": rebuilt, "next_at": None}
 
     def set_round_state(self, round_no: int, next_at: Optional[float]) -> None:
         import json
@@ -296,6 +421,82 @@ class JobLayout:
         if self.queue_marker.exists():
             self.queue_marker.unlink()
 
+    def reopen_scan(self) -> None:
+        """The scan runs again (from its checkpoints): a damaged one must be rebuilt."""
+        write_atomic(self.queue_marker, b"")
+
+    # -- how the scan is going, and state files found damaged ---------------------------------
+    @property
+    def scan_error_file(self) -> Path:
+        return self.root / SCAN_ERROR_FILE
+
+    def note_scan_error(self, text: str) -> None:
+        write_atomic(self.scan_error_file, (text + "\n").encode("utf-8", "replace"))
+
+    def clear_scan_error(self) -> None:
+        if self.scan_error_file.exists():
+            self.scan_error_file.unlink()
+
+    def scan_error(self) -> str:
+        try:
+            return self.scan_error_file.read_text("utf-8", "replace").strip()
+        except OSError:
+            return ""
+
+    @property
+    def scan_failed_file(self) -> Path:
+        return self.root / SCAN_FAILED_FILE
+
+    def fail_scan(self, reason: str) -> None:
+        """The scan gave up: the job ends Failed with ``reason`` once nothing else runs."""
+        write_atomic(self.scan_failed_file, (reason.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+        self.clear_scan_error()
+
+    def scan_failure(self) -> Optional[str]:
+        """Why the scan gave up, or None. An unreadable record still fails the job, saying so."""
+        try:
+            data = self.scan_failed_file.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"the scan gave up, and its reason in {self.scan_failed_file} cannot be read: {exc}"
+        return (data.decode("utf-8", "replace").strip().splitlines() or [""])[0] or \
+            f"the scan gave up ({self.scan_failed_file} is empty)"
+
+    def clear_scan_failure(self) -> Optional[str]:
+        """Let the scan run again (it resumes from its checkpoints); returns the reason cleared."""
+        reason = self.scan_failure()
+        if reason is not None:
+            self.scan_failed_file.unlink()
+        return reason
+
+    def damaged_files(self) -> list:
+        return [line for line in iter_lines(self.root / DAMAGED_LIST) if line.strip()]
+
+    def intact_task_copy(self, task_id: str) -> Optional[Path]:
+        """A TASK of ``task_id`` that reads back whole, among the copies the tree keeps of a task
+        (pending, dispatched to a host, the worker's folder): the exact content of a damaged one."""
+        candidates = [self.pending / task_id, self.worker_tasks / task_id]
+        candidates += [self.dispatched(h) / task_id for h in self.dispatched_hosts()]
+        for folder in candidates:
+            try:
+                read_task_file(folder / TASK_FILE)
+            except (OSError, DamagedStateFile):
+                continue
+            return folder / TASK_FILE
+        return None
+
+    def repair_task_file(self, task_id: str, damaged: Path, problem: str) -> bool:
+        """Put an intact copy of a damaged TASK in its place, the damaged one moved aside and
+        recorded in damaged.list; False (nothing changed) when the tree holds no intact copy."""
+        twin = self.intact_task_copy(task_id)
+        if twin is None:
+            return False
+        aside = move_aside(damaged) if damaged.exists() else damaged
+        shutil.copyfile(twin, damaged)
+        record_damage(self.root, damaged, problem, f"moved aside to {aside.name}; rebuilt from {twin}")
+        return True
+
     def task_known(self, task_id: str) -> bool:
         """True when a task with this id is anywhere in the tree (the scanner must not add it twice)."""
         if (self.pending / task_id).exists():
@@ -380,6 +581,8 @@ class JobLayout:
         """failed -> pending for every failed task; returns how many moved."""
         moved = 0
         for d in self.failed_dirs():
+            if damaged_reason(d) is not None:
+                continue  # no TASK to run again: its DAMAGED file (shown by stat) says what to do
             task_id = parse_finished_name(d.name)[0]
             tmp = self.pending / f".{task_id}.retry"
             shutil.rmtree(tmp, ignore_errors=True)

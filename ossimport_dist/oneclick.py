@@ -75,14 +75,16 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
     stat_log = home.private_log("job_stat.log")
     retries = 0
     started = time.monotonic()
+    last_scan_error = ""
     while True:
         running = console.service_pid(home) is not None
         s = console.job_stat(home, job, running)
         with open(stat_log, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S") + "\n" + console.format_stat(s) + "\n\n")
         print(progress_line(s), flush=True)
-        if s["scan_error"]:
+        if s["scan_error"] and s["scan_error"] != last_scan_error:
             print(f"  scan error: {s['scan_error']}", flush=True)
+        last_scan_error = s["scan_error"]
         if s["state"] == "Succeed":
             t = s["totals"]
             elapsed = time.monotonic() - started
@@ -96,12 +98,17 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
         if s["state"] == "Failed":
             print(console.format_stat(s))
             print(console.detail_lines(job))
-            if retries < max_retries and asker.ask(f"{s['failed_tasks']} task(s) failed. Retry them?", default=False):
+            # Tasks whose TASK was damaged cannot run again, and a scan that gave up already
+            # retried with backoff: its Reason says what to fix before 'console.sh retry'.
+            retryable = s["failed_tasks"] - s["damaged_tasks"]
+            if (s["scan_failure"] is None and retryable > 0 and retries < max_retries
+                    and asker.ask(f"{retryable} task(s) failed. Retry them?", default=False)):
                 retries += 1
                 console.cmd_retry(paths, SimpleNamespace(job=s["name"]))
             else:
-                print(f"Job {s['name']} failed: see {job.failed}/*/error.list and {home.logs / 'ossimport2.log'}. "
-                      f"JobState:Failed")
+                why = s["reasons"][0] if s["reasons"] else (f"see {job.failed}/*/error.list and "
+                                                            f"{home.logs / 'ossimport2.log'}")
+                print(f"Job {s['name']} failed: {why}. JobState:Failed")
                 return 1, s
         elif s["state"] == "Abort":
             print(f"the service is not running (it stopped or died); see {home.logs / 'ossimport2.log'}; "

@@ -7,6 +7,12 @@ tasks it has cut and the last key it put in one. A task's id is derived from (jo
 so a master killed between writing a task and its checkpoint finds the task already in the tree
 on restart, takes its last key as the checkpoint, and neither duplicates nor drops a file.
 
+A listing request that fails transiently is retried with backoff (``ListingRetry``), the unit
+resuming from its checkpoint; one that keeps failing, or fails for good (a bad list file, access
+denied), raises ``ScanFailed`` and the master ends the job Failed with the reason. A damaged
+checkpoint is moved aside and its unit scanned again from its start: ``_catch_up`` finds the
+unit's tasks in the tree by their ids, so none is cut twice.
+
 Memory: at most one task's worth of entries per thread (taskObjectCountLimit), plus what the
 driver holds to list one directory.
 """
@@ -18,14 +24,17 @@ import json
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from .layout import TASK_FILE, JobLayout, read_task_file, write_atomic
+from .errors import OperatorError, SourceError
+from .layout import TASK_FILE, DamagedStateFile, JobLayout, move_aside, read_task_file, record_damage, write_atomic
 from .models import ObjectEntry, Task
 from .storage.base import Source
+from .storage.errors import RequestFailed
 
 log = logging.getLogger("ossimport.scanner")
 
@@ -41,7 +50,12 @@ class ScanUnit:
 
     @property
     def hex(self) -> str:
-        return hashlib.md5(self.unit_id.encode("utf-8", "surrogateescape")).hexdigest()
+        return unit_hex(self.unit_id)
+
+
+def unit_hex(unit_id: str) -> str:
+    """The name of a unit's checkpoint file (and of its manifests), from its id."""
+    return hashlib.md5(unit_id.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass
@@ -52,6 +66,83 @@ class UnitCheckpoint:
     objects: int = 0
     bytes: int = 0
     done: bool = False
+
+
+def read_checkpoint(data: bytes, unit_id: Optional[str] = None) -> UnitCheckpoint:
+    """A checkpoint file's content; ValueError saying what is wrong when it is not one that
+    ``Scanner._save`` wrote (for ``unit_id``, when given)."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except ValueError:
+        raise ValueError("empty" if not data.strip() else "not valid JSON") from None
+    if not isinstance(doc, dict) or set(doc) - set(UnitCheckpoint.__dataclass_fields__) or "unit" not in doc:
+        raise ValueError("JSON of the wrong shape (not a scan checkpoint)")
+    cpt = UnitCheckpoint(**doc)
+    counts_ok = all(type(v) is int and v >= 0 for v in (cpt.tasks, cpt.objects, cpt.bytes))
+    if not (counts_ok and isinstance(cpt.unit, str) and type(cpt.done) is bool
+            and (cpt.last_key is None if cpt.tasks == 0 else isinstance(cpt.last_key, str))):
+        raise ValueError("JSON of the wrong shape (a field has a value no scan writes)")
+    if unit_id is not None and cpt.unit != unit_id:
+        raise ValueError(f"holds the checkpoint of unit '{cpt.unit}', not of '{unit_id}'")
+    return cpt
+
+
+SCAN_RETRY_ENV = "OSSIMPORT_SCAN_RETRY"
+
+
+@dataclass(frozen=True)
+class ListingRetry:
+    """How a listing that failed transiently (HTTP 5xx, throttled, connection refused or reset)
+    is retried: the unit resumes from its checkpoint after waits doubling from ``first_wait_s``
+    up to ``max_wait_s``. After ``attempts`` failures in a row without a task cut, or
+    ``give_up_after_s`` seconds of them, the scan gives up (``ScanFailed``).
+
+    ``OSSIMPORT_SCAN_RETRY`` in the service's environment changes the schedule, e.g.
+    ``attempts=3,first_wait_s=0.05,max_wait_s=0.1``: the tests shorten it so, an operator with a
+    flaky source may lengthen it."""
+
+    attempts: int = 8
+    first_wait_s: float = 1.0
+    max_wait_s: float = 30.0
+    give_up_after_s: float = 600.0
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> "ListingRetry":
+        spec = environ.get(SCAN_RETRY_ENV, "").strip()
+        values = {}
+        try:
+            for item in filter(None, (i.strip() for i in spec.split(","))):
+                name, _, value = item.partition("=")
+                if name.strip() not in cls.__dataclass_fields__:
+                    raise ValueError(f"unknown setting '{name.strip()}'")
+                number = int(value) if name.strip() == "attempts" else float(value)
+                if not number > 0:
+                    raise ValueError(f"{name.strip()} must be more than 0")
+                values[name.strip()] = number
+        except ValueError as exc:
+            log.error("%s='%s' ignored (%s); the default listing retry schedule applies", SCAN_RETRY_ENV,
+                      spec, exc)
+            return cls()
+        return cls(**values)
+
+    def wait_s(self, failures: int) -> float:
+        return min(self.max_wait_s, self.first_wait_s * 2 ** (failures - 1))
+
+
+class ScanFailed(SourceError):
+    """The source kept failing in a way that may pass until the retry schedule ran out (a source
+    that refuses for good raises its own error at once)."""
+
+
+def transient_failure(exc: BaseException) -> Optional[RequestFailed]:
+    """The retryable request failure behind ``exc`` (some drivers wrap it in a SourceError)."""
+    while exc is not None:
+        if isinstance(exc, RequestFailed):
+            return exc if exc.retryable else None
+        exc = exc.__cause__
+    return None
 
 
 @dataclass(frozen=True)
@@ -165,8 +256,12 @@ class Scanner:
     def __init__(self, job: JobLayout, source: Source, limits: SplitLimits, threads: int = 1,
                  depth: int = 1, stop: Optional[threading.Event] = None,
                  on_task: Optional[Callable[[Task], None]] = None, round_no: int = 0,
-                 incremental: bool = False):
+                 incremental: bool = False, retry: Optional[ListingRetry] = None,
+                 source_label: str = "the source", on_retry: Optional[Callable[[str], None]] = None):
         self.job, self.source, self.limits = job, source, limits
+        self.retry = retry or ListingRetry()
+        self.source_label = source_label  # how messages name the source: "srcBucket 'b' at <url>"
+        self.on_retry = on_retry  # told each transient failure, with when the next try is
         self.threads, self.depth = max(1, threads), max(1, depth)
         self.stop = stop or threading.Event()
         self.on_task = on_task
@@ -179,7 +274,9 @@ class Scanner:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         if self.incremental:
             self.job.round_dir(self.round_no).mkdir(parents=True, exist_ok=True)
-        units = plan_units(self.source, self.threads, self.depth)
+        units = self._retrying("listing its folders", lambda: plan_units(self.source, self.threads, self.depth))
+        if units is None:
+            return False
         log.info("job %s: scanning %d unit(s) with %d thread(s)", self.job.name, len(units), self.threads)
         if self.threads == 1:
             for unit in units:
@@ -221,10 +318,48 @@ class Scanner:
         return self.checkpoints / f"{unit.hex}.cpt"
 
     def load_checkpoint(self, unit: ScanUnit) -> UnitCheckpoint:
+        """The unit's checkpoint; a damaged one is moved aside, recorded in damaged.list, and the
+        unit starts over (``_catch_up`` then walks the tasks it had already cut)."""
         path = self._cpt_path(unit)
-        if path.is_file():
-            return UnitCheckpoint(**json.loads(path.read_text("utf-8")))
-        return UnitCheckpoint(unit=unit.unit_id)
+        try:
+            return read_checkpoint(path.read_bytes(), unit.unit_id)
+        except FileNotFoundError:
+            return UnitCheckpoint(unit=unit.unit_id)
+        except ValueError as exc:
+            aside = move_aside(path)
+            line = record_damage(self.job.root, path, str(exc),
+                                 f"moved aside to {aside.name}; unit '{unit.unit_id}' scanned again from its start")
+            log.error("job %s: damaged checkpoint %s", self.job.name, line)
+            return UnitCheckpoint(unit=unit.unit_id)
+
+    def _retrying(self, what: str, attempt: Callable[[], object], progress: Callable[[], int] = lambda: 0):
+        """``attempt()``, tried again on transient failures per ``self.retry`` (a try that made
+        progress starts the count again); None when stopped while waiting."""
+        failures, first_failed_at, seen = 0, 0.0, progress()
+        while True:
+            try:
+                return attempt()
+            except (RequestFailed, OperatorError) as exc:
+                failure = transient_failure(exc)
+                if failure is None:
+                    raise
+                cause = exc
+            if progress() != seen:
+                failures, seen = 0, progress()
+            failures += 1
+            now = time.monotonic()
+            first_failed_at = now if failures == 1 else first_failed_at
+            if failures >= self.retry.attempts or now - first_failed_at >= self.retry.give_up_after_s:
+                raise ScanFailed(f"{self.source_label}: {what} failed {failures} time(s) in a row over "
+                                 f"{now - first_failed_at:.1f} s, last: {failure.describe()}") from cause
+            wait = self.retry.wait_s(failures)
+            note = (f"{self.source_label}: {what}: {failure.describe()}; try {failures + 1} of "
+                    f"{self.retry.attempts} in {wait:.1f} s")
+            log.warning("job %s: %s", self.job.name, note)
+            if self.on_retry:
+                self.on_retry(note)
+            if self.stop.wait(wait):
+                return None
 
     def _save(self, unit: ScanUnit, cpt: UnitCheckpoint) -> None:
         write_atomic(self._cpt_path(unit), json.dumps(asdict(cpt)).encode("utf-8"))
@@ -236,7 +371,14 @@ class Scanner:
             task_file = self._find_task_file(task_id)
             if task_file is None:
                 return
-            task = read_task_file(task_file)
+            try:
+                task = read_task_file(task_file)
+            except DamagedStateFile as damage:
+                # Without the task's last key the unit cannot resume exactly: an intact copy, or
+                # the scan stops naming the file.
+                if not self.job.repair_task_file(task_id, task_file, damage.problem):
+                    raise
+                task = read_task_file(task_file)
             cpt.tasks += 1
             cpt.objects += len(task.objects)
             cpt.bytes += task.total_bytes
@@ -262,6 +404,11 @@ class Scanner:
         if cpt.done:
             return
         self._catch_up(unit, cpt)
+        where = f"listing '{unit.subtree}'" if unit.subtree else "listing"
+        self._retrying(where, lambda: self._list_unit(unit, cpt), lambda: cpt.tasks)
+
+    def _list_unit(self, unit: ScanUnit, cpt: UnitCheckpoint) -> None:
+        """List the unit past its checkpoint into tasks; called again after a failed listing."""
         if self.incremental:
             # The manifest must hold the whole unit, so a resumed unit lists from its start and
             # only tasks what lies past its checkpoint.
@@ -291,16 +438,29 @@ class Scanner:
             self._save(unit, cpt)
 
 
+def damaged_checkpoints(job: JobLayout, round_no: int) -> list:
+    """Checkpoint files of a round that do not read back (a finished scan must rebuild them, or
+    its totals would lose their units)."""
+    bad = []
+    for p in sorted(job.round_checkpoints(round_no).glob("*.cpt")):
+        try:
+            if unit_hex(read_checkpoint(p.read_bytes()).unit) != p.stem:
+                bad.append(p)  # another unit's checkpoint under this unit's name
+        except (OSError, ValueError):
+            bad.append(p)
+    return bad
+
+
 def scanned_totals(job: JobLayout) -> tuple:
     """(objects, bytes, tasks) put in tasks so far, summed over the checkpoints of every round."""
     objects = size = tasks = 0
     if job.checkpoints.parent.is_dir():
         for p in job.checkpoints.parent.glob("*/*.cpt"):
             try:
-                doc = json.loads(p.read_text("utf-8"))
+                cpt = read_checkpoint(p.read_bytes())
             except (OSError, ValueError):
-                continue
-            objects += doc.get("objects", 0)
-            size += doc.get("bytes", 0)
-            tasks += doc.get("tasks", 0)
+                continue  # damaged: the scan rebuilds it (damaged_checkpoints)
+            objects += cpt.objects
+            size += cpt.bytes
+            tasks += cpt.tasks
     return objects, size, tasks

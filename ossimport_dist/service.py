@@ -25,7 +25,7 @@ from . import servicelock
 from .accounting import JobAccount
 from .errors import OperatorError
 from .layout import Home, JobLayout, private_file, write_atomic
-from .scanner import Scanner, SplitLimits
+from .scanner import ListingRetry, ScanFailed, Scanner, SplitLimits, damaged_checkpoints
 from .storage import open_job_destination, open_job_source
 from .throttle import Throttle
 from .tracker import LocalTracker
@@ -37,7 +37,6 @@ log = logging.getLogger("ossimport.service")
 TICK_S = 0.2
 PROGRESS_EVERY_S = 1.0
 SYS_RELOAD_EVERY_S = 3.0
-SCAN_RETRY_S = 30.0
 
 
 def throughput_bps(sys_cfg) -> int:
@@ -79,8 +78,8 @@ class Master:
         self.jobs: dict = {}  # name -> JobLayout
         self.incremental: dict = {}  # name -> seconds between rescans, for incremental jobs
         self._scanners: dict = {}  # name -> Thread
-        self._scan_failed_at: dict = {}
-        self._load_failed_at: dict = {}
+        self._load_failed: set = set()  # jobs that could not be loaded, until a retry
+        self.listing_retry = ListingRetry.from_env()
 
     def ordered_jobs(self) -> list:
         return [self.jobs[n] for n in sorted(self.jobs)]
@@ -91,19 +90,22 @@ class Master:
             log.info("job %s: removed (clean)", gone)
             self.jobs.pop(gone, None)
         for name in sorted(names - set(self.jobs)):
-            if time.monotonic() - self._load_failed_at.get(name, -1e9) < SCAN_RETRY_S:
-                continue
             job = self.home.job(name)
+            if name in self._load_failed and job.scan_failure() is not None:
+                continue  # Failed with its reason until 'console.sh retry' clears it
+            self._load_failed.discard(name)
             try:
                 job_cfg = config_mod.load_job(job.config_file)
                 self.on_job_loaded(name, job_cfg, job)
             except OperatorError as exc:
-                # Said once per try, and shown by stat; tried again later (a NAS may come back).
-                log.error("job %s: cannot load: %s (retrying in %ds)", name, exc, SCAN_RETRY_S)
-                write_atomic(job.root / "scan.error", (str(exc) + "\n").encode("utf-8", "replace"))
-                self._load_failed_at[name] = time.monotonic()
+                # A job.cfg edited by hand, a source or destination folder gone: the job ends
+                # Failed with the reason, and the service serves its other jobs.
+                self._load_failed.add(name)
+                self._give_up(job, f"cannot start the job: {exc}; once fixed, 'console.sh retry {name}' "
+                                        f"starts it again")
                 continue
             self.jobs[name] = job
+            self._rebuild_damaged_checkpoints(job)
             if job_cfg.is_incremental:
                 self.incremental[name] = job_cfg.incremental_mode_interval
             log.info("job %s: loaded (%s -> %s/%s)", name, job_cfg.src_type, job_cfg.dest_domain,
@@ -113,8 +115,8 @@ class Master:
                 self._next_round(name, job)
             if job.scan_finished or (name in self._scanners and self._scanners[name].is_alive()):
                 continue
-            if time.monotonic() - self._scan_failed_at.get(name, -1e9) < SCAN_RETRY_S:
-                continue
+            if job.scan_failure() is not None:
+                continue  # Failed with its reason until 'console.sh retry' clears it
             t = threading.Thread(target=self._scan, args=(name,), name=f"scan-{name}", daemon=True)
             self._scanners[name] = t
             t.start()
@@ -134,9 +136,19 @@ class Master:
             log.info("job %s: round %d: rescanning the source (%d failed task(s) of the last round retried)",
                      name, state["round"] + 1, retried)
 
+    def _rebuild_damaged_checkpoints(self, job: JobLayout) -> None:
+        """A finished scan with a damaged checkpoint would lose that unit from the totals: the
+        scan runs again, rebuilds it from the unit's tasks, and finds nothing new to cut."""
+        if not job.scan_finished:
+            return
+        bad = damaged_checkpoints(job, job.round_state()["round"])
+        if bad:
+            log.error("job %s: %d damaged checkpoint(s), first %s; scanning again to rebuild them",
+                      job.name, len(bad), bad[0])
+            job.reopen_scan()
+
     def _scan(self, name: str) -> None:
         job = self.jobs[name]
-        error_file = job.root / "scan.error"
         try:
             job_cfg = config_mod.load_job(job.config_file)
             source, _ = open_job_drivers(job_cfg)
@@ -146,17 +158,35 @@ class Master:
                                  job_cfg.import_since if round_no == 0 else 0)
             Scanner(job, source, limits, threads=job_cfg.scan_thread_count,
                     depth=job_cfg.max_multi_thread_scan_depth, stop=self.stop_event,
-                    round_no=round_no, incremental=job_cfg.is_incremental).run()
-            if error_file.exists():
-                error_file.unlink()
+                    round_no=round_no, incremental=job_cfg.is_incremental, retry=self.listing_retry,
+                    source_label=source_label(job_cfg), on_retry=job.note_scan_error).run()
+            job.clear_scan_error()
+        except ScanFailed as exc:
+            self._give_up(job, f"{exc}; once it answers, 'console.sh retry {name}' resumes the scan "
+                                    f"from its checkpoints")
         except OperatorError as exc:
-            log.error("job %s: scan failed: %s (retrying in %ds)", name, exc, SCAN_RETRY_S)
-            write_atomic(error_file, (str(exc) + "\n").encode("utf-8", "replace"))
-            self._scan_failed_at[name] = time.monotonic()
+            self._give_up(job, f"{exc}; once fixed, 'console.sh retry {name}' resumes the scan "
+                                    f"from its checkpoints")
         except Exception as exc:  # noqa: BLE001 - keep the service alive; the log has the trace
             log.exception("job %s: scan failed", name)
-            write_atomic(error_file, f"unexpected error: {type(exc).__name__}: {exc}\n".encode("utf-8", "replace"))
-            self._scan_failed_at[name] = time.monotonic()
+            self._give_up(job, f"unexpected error while scanning: {type(exc).__name__}: {exc} (the trace "
+                                    f"is in the service log); 'console.sh retry {name}' runs the scan again")
+
+    @staticmethod
+    def _give_up(job: JobLayout, reason: str) -> None:
+        log.error("job %s: gave up: %s", job.name, reason)
+        job.fail_scan(reason)
+
+
+def source_label(job_cfg) -> str:
+    """The source as messages name it, by the keys that set it."""
+    if job_cfg.src_type == "local":
+        return f"srcPrefix {job_cfg.src_prefix}"
+    if job_cfg.src_type == "http":
+        return f"httpListFilePath {job_cfg.http_list_file_path}"
+    if job_cfg.src_type == "list":
+        return f"listFilePath {job_cfg.list_file_path} (listSrcType={job_cfg.list_src_type})"
+    return f"srcType={job_cfg.src_type} srcBucket '{job_cfg.src_bucket}' at {job_cfg.src_domain}"
 
 
 class SysWatcher:

@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .layout import STANDALONE_HOST, TASK_FILE, JobLayout
+from .layout import (STANDALONE_HOST, TASK_FILE, DamagedStateFile, JobLayout, mark_task_damaged,
+                     record_damage)
 from .worker import Worker, task_status
 
 log = logging.getLogger("ossimport.tracker")
@@ -46,7 +47,7 @@ class LocalTracker:
                 job.finish(task_id, self.host, folder, task_status(folder) == "Completed")
             elif (folder / TASK_FILE).is_file():
                 log.info("job %s: task %s resumes on %s", job.name, task_id, self.host)
-                self.worker.submit(self.runtime_for(job.name), folder)
+                self.submit(job, task_id, folder)
             else:
                 log.info("job %s: task %s was never received by %s; back to pending", job.name, task_id, self.host)
                 shutil.rmtree(folder, ignore_errors=True)
@@ -85,7 +86,30 @@ class LocalTracker:
         folder = job.worker_tasks / task_id
         shutil.rmtree(folder, ignore_errors=True)
         os.rename(tmp, folder)
-        self.worker.submit(self.runtime_for(job.name), folder)
+        self.submit(job, task_id, folder)
+
+    def submit(self, job: JobLayout, task_id: str, folder: Path) -> None:
+        """Hand a dispatched task folder to the worker. A TASK that cannot be read is rebuilt
+        from an intact copy when the tree keeps one, else the task fails with why and what to do:
+        one damaged file never stops the service or the job's other tasks."""
+        for attempt in (1, 2):
+            try:
+                self.worker.submit(self.runtime_for(job.name), folder)
+                return
+            except DamagedStateFile as damage:
+                problem = damage.problem
+            if attempt == 2 or not job.repair_task_file(task_id, folder / TASK_FILE, problem):
+                break
+            log.warning("job %s: task %s: TASK %s is %s; rebuilt from an intact copy", job.name, task_id,
+                        folder / TASK_FILE, problem)
+        reason = (f"DAMAGED_TASK: the TASK file of task {task_id} is {problem} and no intact copy is left; "
+                  f"its files are unknown, so this task copied none: run 'console.sh clean {job.name}' "
+                  f"and submit the job again with isSkipExistFile=true (it copies only what is missing)")
+        aside = mark_task_damaged(folder, reason)
+        record_damage(job.root, folder / TASK_FILE, problem, f"moved aside to {aside.name}; task {task_id} failed")
+        log.error("job %s: task %s: TASK %s is %s; moved aside to %s, task failed", job.name, task_id,
+                  folder / TASK_FILE, problem, aside.name)
+        self.task_finished(job, task_id, folder, False)
 
     def task_finished(self, job: JobLayout, task_id: str, folder: Path, ok: bool) -> None:
         result = job.finish(task_id, self.host, folder, ok)
