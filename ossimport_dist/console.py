@@ -464,15 +464,16 @@ def cmd_retry(paths: Paths, args) -> int:
             print("another retry is running; nothing done")
             return 0
         for name in job_names_for(paths, args.job):
-            reason = job_to_write(home, name).clear_scan_failure()
+            job = job_to_write(home, name)
+            reason = job.clear_scan_failure()
             if reason is not None:
                 log_line(home, "submit.log", f"retry job:{name}: the scan resumes (it had failed: {reason})")
                 print(f"retry job:{name}: the scan resumes from its checkpoints")
-            moved = job_to_write(home, name).retry_failed()
+            moved = job.retry_failed()
             if moved:
                 log_line(home, "submit.log", f"retry job:{name}: {moved} failed task(s) back to pending")
                 print(f"retry job:{name}: {moved} failed task(s) back to pending")
-            stuck = sum(1 for d in home.job(name).failed_dirs() if damaged_reason(d))
+            stuck = sum(1 for d in job.failed_dirs() if damaged_reason(d))
             if stuck:
                 print(f"retry job:{name}: {stuck} failed task(s) whose TASK file was damaged cannot run again; "
                       f"'console.sh stat {name}' says what to do")
