@@ -141,6 +141,9 @@ class SourceRefused(OSError):
     def __init__(self, text: str):
         super().__init__(None, text)
 
+    def __str__(self) -> str:
+        return self.strerror
+
 
 # openat2(2) (Linux 5.6) resolves a whole path under a directory in one call, refusing every
 # symbolic link on the way; its number is the same on every architecture.
