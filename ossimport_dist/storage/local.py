@@ -291,6 +291,7 @@ class LocalSource(Source):
 
     def close(self) -> None:
         self._closer()
+        self._root_fd = -1  # its number may be reused: later calls fail with EBADF instead
 
     @classmethod
     def from_settings(cls, *, prefix: str, allow_symlinks: bool = False, **_unused):
@@ -329,9 +330,13 @@ class LocalSource(Source):
         is on the way."""
         rel = rel.rstrip("/") or "."
         root = self._root()
+        if "/" not in rel and rel != "..":  # one name: O_NOFOLLOW alone keeps it beneath
+            return os.open(rel, flags | _NOFOLLOW, dir_fd=root)
         if self._openat2 is not None:
             return self._openat2(root, os.fsencode(rel), flags | _NOFOLLOW)
         *folders, last = rel.split("/")
+        if ".." in folders or last == "..":
+            raise SourceRefused(f"'{rel}' leads out of {self.root}")
         fd = root
         try:
             for name in folders:

@@ -439,3 +439,80 @@ def test_a_folder_mounted_over_srcPrefix_later_is_the_one_read(tmp_path, resolve
     assert read(source, ObjectEntry("a.txt", 7)) == b"mounted"
     assert [e.key for e in source.list()] == ["a.txt"]
     source.close()
+
+
+def test_files_and_folders_gone_after_listing_are_missing_not_refused(tmp_path, resolver):
+    src = tmp_path / "src"
+    write_tree(src, {"gone.txt": b"1", "dir/gone.txt": b"2", "was-dir/f.txt": b"3"})
+    source = resolver(src)
+    listed = {e.key: e for e in source.list()}
+    os.unlink(src / "gone.txt")
+    shutil.rmtree(src / "dir")
+    shutil.rmtree(src / "was-dir")
+    (src / "was-dir").write_bytes(b"a file where the folder was")
+    for key in listed:
+        with pytest.raises(FileNotFoundError):
+            read(source, listed[key])
+        assert source.stat(key) is None, key
+
+
+def test_a_large_file_replaced_by_a_fifo_is_never_copied(tmp_path, resolver):
+    # The multipart path looks at the file before reading it; a FIFO there must end the file
+    # too, with nothing written at the destination.
+    from ossimport_dist.models import Outcome
+    from ossimport_dist.storage.local import LocalDestination
+    from ossimport_dist.transfer import Transferer, TransferOptions
+
+    src = tmp_path / "src"
+    write_tree(src, {"big.bin": os.urandom(3 << 20), "small.txt": b"small"})
+    source = resolver(src)
+    listed = {e.key: e for e in source.list()}
+    for key in listed:
+        os.unlink(src / key)
+        os.mkfifo(src / key)
+    out = tmp_path / "out"
+    out.mkdir()
+    options = TransferOptions(multipart_threshold=1 << 20, part_size=256 << 10, parts_in_parallel=2,
+                              max_attempts=2, backoff_base=0.001, backoff_cap=0.01)
+    transfer = Transferer(source, LocalDestination(str(out)), options, sleep=lambda s: None)
+    results = {}
+    copier = threading.Thread(target=lambda: results.update(
+        {key: transfer.copy(entry, tmp_path / "state") for key, entry in listed.items()}), daemon=True)
+    copier.start()
+    copier.join(10)
+    assert not copier.is_alive(), "a copy blocked on a FIFO"
+    assert results["small.txt"].outcome == Outcome.FAILED
+    assert results["small.txt"].detail == (f"SourceRefused: {src}/small.txt is a FIFO now, not the "
+                                           f"regular file listed; nothing was read")
+    assert results["big.bin"].outcome in (Outcome.FAILED, Outcome.CHECK_FAILED)
+    assert [p.name for p in out.iterdir() if p.name != ".ossimport-uploads"] == []
+
+
+def test_many_threads_read_through_one_source_while_srcPrefix_is_rechecked(tmp_path, resolver,
+                                                                          monkeypatch):
+    from ossimport_dist.storage import local
+
+    files = {f"d{i % 4}/sub/f{i:03d}": os.urandom(i) for i in range(200)}
+    src = tmp_path / "src"
+    write_tree(src, files)
+    source = resolver(src)
+    entries = list(source.list())
+    monkeypatch.setattr(local, "ROOT_RECHECK_SECONDS", 0.0)  # every call looks at srcPrefix
+    wrong = []
+
+    def reader(offset):
+        for entry in entries[offset:] + entries[:offset]:
+            if read(source, entry) != files[entry.key] or source.stat(entry.key).size != entry.size:
+                wrong.append(entry.key)
+
+    threads = [threading.Thread(target=reader, args=(n * 25,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(t.is_alive() for t in threads) and wrong == []
+    fds_before = len(os.listdir("/proc/self/fd"))
+    source.close()
+    assert len(os.listdir("/proc/self/fd")) == fds_before - 1
+    with pytest.raises(OSError):
+        read(source, entries[0])
