@@ -146,8 +146,11 @@ class SourceRefused(OSError):
 
 
 # openat2(2) (Linux 5.6) resolves a whole path under a directory in one call, refusing every
-# symbolic link on the way; its number is the same on every architecture.
+# symbolic link on the way. 437 on the architectures that share the generic syscall numbers;
+# elsewhere (MIPS, Alpha) the openat walk is used rather than a number that means another call.
 _SYS_OPENAT2 = 437
+_OPENAT2_MACHINES = frozenset({"x86_64", "i386", "i686", "aarch64", "arm64", "armv7l", "armv8l",
+                               "ppc64le", "ppc64", "s390x", "riscv64", "loongarch64"})
 _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -180,7 +183,7 @@ class _Openat2:
     @classmethod
     def probe(cls, dir_fd: int) -> Optional["_Openat2"]:
         """The call when this kernel has it (and no seccomp filter refuses it), else None."""
-        if not sys.platform.startswith("linux"):
+        if not sys.platform.startswith("linux") or os.uname().machine not in _OPENAT2_MACHINES:
             return None
         try:
             call = cls()
@@ -265,8 +268,8 @@ class LocalSource(Source):
         except OSError as exc:
             raise SourceError(f"srcPrefix '{self.root}' cannot be opened ({exc.strerror}); give "
                               f"the worker's user execute permission on it") from None
-        st = os.fstat(fd)
         self._fds.append(fd)
+        st = os.fstat(fd)
         real = self._real_path(fd, self.root) or os.path.realpath(self.root)
         self._real_root = real if real.endswith("/") else real + "/"
         self._root_id = (st.st_dev, st.st_ino)
