@@ -74,6 +74,16 @@ def _refused(key: str, reason: str, st: Optional[os.stat_result] = None) -> Obje
     return dataclasses.replace(_entry(key, st), size=0, refused=reason)
 
 
+# Control characters as \xNN: a reason is one field of one line in error.list and skipped.list.
+_CONTROL_ESCAPES = str.maketrans({code: f"\\x{code:02x}" for code in [*range(32), 127]})
+
+
+def _shown(text: str) -> str:
+    """A path or key inside a reason: one line of valid UTF-8 (bytes of a name that are not
+    UTF-8 shown as \\udcNN, control characters as \\xNN)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").translate(_CONTROL_ESCAPES)
+
+
 def _kind(mode: int) -> str:
     for test, what in ((stat_module.S_ISFIFO, "a FIFO"), (stat_module.S_ISSOCK, "a socket"),
                        (stat_module.S_ISCHR, "a character device"),
@@ -143,6 +153,11 @@ class SourceRefused(OSError):
 
     def __str__(self) -> str:
         return self.strerror
+
+    @classmethod
+    def not_regular(cls, path: str, mode: int) -> "SourceRefused":
+        return cls(f"{_shown(path)} is {_kind(mode)} now, not the regular file listed; nothing "
+                   f"was read")
 
 
 # openat2(2) (Linux 5.6) resolves a whole path under a directory in one call, refusing every
@@ -339,7 +354,7 @@ class LocalSource(Source):
             return self._openat2(root, os.fsencode(rel), flags | _NOFOLLOW)
         *folders, last = rel.split("/")
         if ".." in folders or last == "..":
-            raise SourceRefused(f"'{rel}' leads out of {self.root}")
+            raise SourceRefused(f"'{_shown(rel)}' leads out of {_shown(self.root)}")
         fd = root
         try:
             for name in folders:
@@ -370,7 +385,7 @@ class LocalSource(Source):
 
     def _scan(self, rel_dir: str):
         """(sort key, is_dir) of a directory's children, in key order, in bounded memory."""
-        path = self._path(rel_dir)
+        path = _shown(self._path(rel_dir))
         try:
             fd = self._open_beneath(rel_dir, _READ_DIR)
         except FileNotFoundError:
@@ -409,8 +424,9 @@ class LocalSource(Source):
                 yield entry.name + "/" if is_dir else entry.name, is_dir
 
     def _unreadable(self, key: str, exc: OSError) -> ObjectEntry:
-        folder = self._path(key).rsplit("/", 1)[0] + "/"
-        return _refused(key, f"{SOURCE_NOT_READABLE}: cannot look at {self._path(key)} "
+        path = _shown(self._path(key))
+        folder = path.rsplit("/", 1)[0] + "/"
+        return _refused(key, f"{SOURCE_NOT_READABLE}: cannot look at {path} "
                              f"({exc.strerror or exc}); give the worker's user execute "
                              f"permission on {folder}")
 
@@ -438,7 +454,7 @@ class LocalSource(Source):
                 to = os.readlink(name, dir_fd=dir_fd)
             except OSError:
                 to = "?"
-            return _refused(key, f"{NOT_REGULAR_FILE}: broken symbolic link (to {to})", link)
+            return _refused(key, f"{NOT_REGULAR_FILE}: broken symbolic link (to {_shown(to)})", link)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 return _refused(key, f"{NOT_REGULAR_FILE}: symbolic link loop", link)
@@ -450,7 +466,7 @@ class LocalSource(Source):
             os.close(fd)
         if real is None or not self._inside(real):
             return _refused(key, f"{NOT_REGULAR_FILE}: symbolic link to outside srcPrefix "
-                                 f"({real or 'unknown'})", link)
+                                 f"({_shown(real or 'unknown')})", link)
         if stat_module.S_ISDIR(target.st_mode):
             return _refused(key, f"{NOT_REGULAR_FILE}: symbolic link to a folder (never followed)", link)
         if not stat_module.S_ISREG(target.st_mode):
@@ -508,7 +524,7 @@ class LocalSource(Source):
         None when there is nothing at ``key``."""
         problem = key_problem(key)
         if problem:
-            return _refused(key, f"{INVALID_KEY}: key '{key}' {problem}; keys are plain paths "
+            return _refused(key, f"{INVALID_KEY}: key '{_shown(key)}' {problem}; keys are plain paths "
                                  f"relative to srcPrefix")
         folder, _, name = key.rpartition("/")
         try:
@@ -526,7 +542,7 @@ class LocalSource(Source):
             return None if isinstance(exc, FileNotFoundError) else self._unreadable(key, exc)
         rel, st = self._obstacle(key)
         if st is not None and stat_module.S_ISLNK(st.st_mode):
-            return _refused(key, f"{NOT_REGULAR_FILE}: folder {self._path(rel)}/ on the way is a "
+            return _refused(key, f"{NOT_REGULAR_FILE}: folder {_shown(self._path(rel))}/ on the way is a "
                                  f"symbolic link (never followed)", st)
         return None  # a file where a folder should be: no such key
 
@@ -537,10 +553,10 @@ class LocalSource(Source):
         return LimitedReader(io.FileIO(fd, "rb", closefd=True), offset, length)
 
     def _open_file(self, key: str) -> int:
-        path = self._path(key)
         problem = key_problem(key)
         if problem:
-            raise SourceRefused(f"key '{key}' {problem}: not a plain path under {self.root}")
+            raise SourceRefused(f"key '{_shown(key)}' {problem}: not a plain path under "
+                                f"{_shown(self.root)}")
         try:
             fd = self._open_beneath(key, _READ_FILE)
         except OSError as exc:
@@ -550,8 +566,7 @@ class LocalSource(Source):
         try:
             st = os.fstat(fd)
             if not stat_module.S_ISREG(st.st_mode):
-                raise SourceRefused(f"{path} is {_kind(st.st_mode)} now, not the regular file "
-                                    f"listed; nothing was read")
+                raise SourceRefused.not_regular(self._path(key), st.st_mode)
             os.set_blocking(fd, True)  # regular files ignore O_NONBLOCK; reads must not see it
         except BaseException:
             os.close(fd)
@@ -562,11 +577,10 @@ class LocalSource(Source):
         """After a refused resolution: the descriptor through an allowed last link (checked to
         be under srcPrefix), or the error that says what is in the way."""
         rel, st = self._obstacle(key)
-        path = self._path(rel)
+        path = _shown(self._path(rel))
         if st is None or not stat_module.S_ISLNK(st.st_mode):
             if st is not None and rel == key:
-                raise SourceRefused(f"{path} is {_kind(st.st_mode)} now, not the regular file "
-                                    f"listed; nothing was read")
+                raise SourceRefused.not_regular(self._path(key), st.st_mode)
             if st is not None and not stat_module.S_ISDIR(st.st_mode):
                 raise FileNotFoundError(errno.ENOENT, f"{path} is a file, not a folder", path)
             raise exc
@@ -582,11 +596,11 @@ class LocalSource(Source):
             fd = os.open(name, _READ_FILE, dir_fd=dir_fd)
         finally:
             os.close(dir_fd)
-        real = self._real_path(fd, path)
+        real = self._real_path(fd, self._path(key))
         if real is None or not self._inside(real):
             os.close(fd)
             raise SourceRefused(f"{path} is a symbolic link to outside srcPrefix "
-                                f"({real or 'unknown'}); nothing was read")
+                                f"({_shown(real or 'unknown')}); nothing was read")
         return fd
 
 

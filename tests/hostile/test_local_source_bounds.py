@@ -115,7 +115,7 @@ def wait_for_listing(migration, timeout=30):
     the first PUT is held by the emulator."""
     deadline = time.monotonic() + timeout
     while not list(migration.job_dir.glob("*_tasks/*/TASK")) and \
-            not list(migration.job_dir.glob("dispatched/*/TASK")):
+            not list(migration.job_dir.glob("dispatched/*/*/TASK")):
         assert time.monotonic() < deadline, "the scan wrote no task"
         time.sleep(0.01)
 
@@ -314,11 +314,12 @@ def test_keys_that_leave_the_folder_are_refused_by_stat_and_open(tmp_path, resol
     src = tmp_path / "src"
     write_tree(src, {"real.txt": b"real", "sub/x": b"x"})
     source = resolver(src)
-    assert source.stat(key).refused == (f"INVALID_KEY: key '{key}' {problem}; keys are plain "
+    shown = key.replace("\x00", "\\x00")  # reasons are one line of printable text
+    assert source.stat(key).refused == (f"INVALID_KEY: key '{shown}' {problem}; keys are plain "
                                         f"paths relative to srcPrefix")
     with pytest.raises(SourceRefused) as err:
         source.open(ObjectEntry(key, 4))
-    assert str(err.value) == f"key '{key}' {problem}: not a plain path under {src}/"
+    assert str(err.value) == f"key '{shown}' {problem}: not a plain path under {src}/"
 
 
 def test_a_special_file_swapped_in_fails_the_open_without_blocking(tmp_path, resolver):
@@ -516,3 +517,25 @@ def test_many_threads_read_through_one_source_while_srcPrefix_is_rechecked(tmp_p
     assert len(os.listdir("/proc/self/fd")) == fds_before - 1
     with pytest.raises(OSError):
         read(source, entries[0])
+
+
+def test_reasons_stay_one_line_of_text_whatever_the_names(tmp_path, resolver):
+    # A reason is one field of one line in error.list / skipped.list: a name with a line break
+    # or bytes that are not UTF-8 must not split it or make it unreadable.
+    src = tmp_path / "src"
+    src.mkdir()
+    raw = os.path.join(os.fsencode(src), b"bad\nname-\xff")
+    with open(raw, "wb") as f:
+        f.write(b"x")
+    os.symlink(b"to\tnowhere-\xfe", os.path.join(os.fsencode(src), b"link\r"))
+    source = resolver(src)
+    listed = {e.key: e for e in source.list()}
+    assert listed["link\r"].refused == "NOT_REGULAR_FILE: broken symbolic link (to to\\x09nowhere-\\udcfe)"
+    os.unlink(raw)
+    os.mkfifo(raw)
+    with pytest.raises(SourceRefused) as err:
+        read(source, listed["bad\nname-\udcff"])
+    assert str(err.value) == (f"{src}/bad\\x0aname-\\udcff is a FIFO now, not the regular file "
+                              f"listed; nothing was read")
+    for text in (listed["link\r"].refused, str(err.value)):
+        assert text.encode("utf-8").decode("utf-8").isprintable()
