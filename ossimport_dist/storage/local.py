@@ -424,6 +424,7 @@ class LocalSource(Source):
                 yield entry.name + "/" if is_dir else entry.name, is_dir
 
     def _unreadable(self, key: str, exc: OSError) -> ObjectEntry:
+        # A failure, not a NOT_REGULAR_FILE skip: once the permission is fixed it is a file to copy.
         path = _shown(self._path(key))
         folder = path.rsplit("/", 1)[0] + "/"
         return _refused(key, f"{SOURCE_NOT_READABLE}: cannot look at {path} "
@@ -593,14 +594,36 @@ class LocalSource(Source):
         folder, _, name = key.rpartition("/")
         dir_fd = self._open_beneath(folder, _WALK)
         try:
-            fd = os.open(name, _READ_FILE, dir_fd=dir_fd)
+            # O_PATH follows the link and opens nothing: a device or FIFO it leads to (anywhere)
+            # is looked at, never opened, until it is known to be a file under srcPrefix.
+            target_fd = os.open(name, _PATH | _CLOEXEC, dir_fd=dir_fd)
+            try:
+                real = self._real_path(target_fd, self._path(key))
+                if real is None or not self._inside(real):
+                    raise SourceRefused(f"{path} is a symbolic link to outside srcPrefix "
+                                        f"({_shown(real or 'unknown')}); nothing was read")
+                target = os.fstat(target_fd)
+                if not stat_module.S_ISREG(target.st_mode):
+                    raise SourceRefused.not_regular(self._path(key), target.st_mode)
+                return self._reopen(target_fd, target, dir_fd, name, path)
+            finally:
+                os.close(target_fd)
         finally:
             os.close(dir_fd)
-        real = self._real_path(fd, self._path(key))
-        if real is None or not self._inside(real):
+
+    @staticmethod
+    def _reopen(target_fd: int, target: os.stat_result, dir_fd: int, name: str, shown: str) -> int:
+        """``target_fd`` (checked, maybe O_PATH) opened for reading: through /proc, which reaches
+        the very same file, or else by name again, checked to be the same file."""
+        try:
+            return os.open(f"/proc/self/fd/{target_fd}", _READ_FILE)
+        except OSError:
+            pass
+        fd = os.open(name, _READ_FILE, dir_fd=dir_fd)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (target.st_dev, target.st_ino):
             os.close(fd)
-            raise SourceRefused(f"{path} is a symbolic link to outside srcPrefix "
-                                f"({_shown(real or 'unknown')}); nothing was read")
+            raise SourceRefused(f"{shown} changed while it was opened; nothing was read")
         return fd
 
 

@@ -47,6 +47,24 @@ def read(source, entry):
         return f.read()
 
 
+def bounded(fn, timeout=10):
+    """fn() in a thread the test does not wait on for more than ``timeout`` seconds: an open()
+    that blocks fails the test instead of hanging it. Returns fn's result or exception."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(fn())
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive(), f"blocked for {timeout}s"
+    return outcome[0]
+
+
 def outside_file(tmp_path, data=b"outside secret"):
     """A file outside srcPrefix with its content and times, to show it was left alone."""
     path = tmp_path / "outside" / "data" / "secret.txt"
@@ -291,6 +309,14 @@ def test_a_link_is_followed_only_to_a_file_under_srcPrefix(tmp_path, resolver):
     assert str(err.value) == (f"{src}/link is a symbolic link to outside srcPrefix "
                               f"({os.path.realpath(outside)}); nothing was read")
     assert source.stat("link").refused.startswith("NOT_REGULAR_FILE: symbolic link to outside")
+    # A link to a FIFO (inside) or a device (outside) is looked at, never opened: no blocking.
+    os.mkfifo(src / "fifo")
+    for target, why in (("fifo", f"{src}/link is a FIFO now, not the regular file listed"),
+                        ("/dev/null", f"{src}/link is a symbolic link to outside srcPrefix (/dev/null)")):
+        os.unlink(src / "link")
+        os.symlink(target, src / "link")
+        refusal = bounded(lambda: read(source, link))
+        assert isinstance(refusal, SourceRefused) and str(refusal).startswith(why), refusal
     # Without isAllowSymbolicLink nothing is read through a link, even inside.
     strict = resolver(src)
     os.unlink(src / "link")
@@ -333,20 +359,7 @@ def test_a_special_file_swapped_in_fails_the_open_without_blocking(tmp_path, res
     make_socket(src / "sock")
     os.mknod(src / "dev", 0o600 | stat_module.S_IFCHR, os.makedev(1, 3))
     (src / "dir").mkdir()
-    outcomes = {}
-
-    def try_all():
-        for name, entry in listed.items():
-            try:
-                read(source, entry)
-                outcomes[name] = "read"
-            except SourceRefused as exc:
-                outcomes[name] = str(exc)
-
-    reader = threading.Thread(target=try_all, daemon=True)
-    reader.start()
-    reader.join(10)
-    assert not reader.is_alive(), "open() blocked on a special file"
+    outcomes = {name: str(bounded(lambda: read(source, entry))) for name, entry in listed.items()}
     kinds = {"fifo": "a FIFO", "sock": "a socket", "dev": "a character device", "dir": "a folder"}
     assert outcomes == {name: f"{src}/{name} is {what} now, not the regular file listed; "
                               f"nothing was read" for name, what in kinds.items()}
@@ -476,12 +489,8 @@ def test_a_large_file_replaced_by_a_fifo_is_never_copied(tmp_path, resolver):
     options = TransferOptions(multipart_threshold=1 << 20, part_size=256 << 10, parts_in_parallel=2,
                               max_attempts=2, backoff_base=0.001, backoff_cap=0.01)
     transfer = Transferer(source, LocalDestination(str(out)), options, sleep=lambda s: None)
-    results = {}
-    copier = threading.Thread(target=lambda: results.update(
-        {key: transfer.copy(entry, tmp_path / "state") for key, entry in listed.items()}), daemon=True)
-    copier.start()
-    copier.join(10)
-    assert not copier.is_alive(), "a copy blocked on a FIFO"
+    results = {key: bounded(lambda: transfer.copy(entry, tmp_path / "state"))
+               for key, entry in listed.items()}
     assert results["small.txt"].outcome == Outcome.FAILED
     assert results["small.txt"].detail == (f"SourceRefused: {src}/small.txt is a FIFO now, not the "
                                            f"regular file listed; nothing was read")
