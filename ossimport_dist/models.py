@@ -72,6 +72,9 @@ TARGET_NOT_EXIST = "TARGET_NOT_EXIST"
 # with '..', '.' or empty segments) fails: the operator must fix the list.
 NOT_REGULAR_FILE = "NOT_REGULAR_FILE"
 INVALID_KEY = "INVALID_KEY"
+# A source entry that could not even be looked at (no search permission on its folder) fails:
+# once the permission is fixed it can be copied.
+SOURCE_NOT_READABLE = "SOURCE_NOT_READABLE"
 
 
 def refused_result(entry: "ObjectEntry") -> "FileResult":

@@ -360,16 +360,21 @@ def test_import_since_symlinks_encryption_and_md5_options(migration):
     write_tree(migration.src, {**old, **new})
     for k in old:
         os.utime(migration.src / k, (1_000_000_000, 1_000_000_000))
-    target = migration.dir / "outside.txt"
-    target.write_bytes(b"through a link")
-    os.symlink(target, migration.src / "new" / "link.txt")
+    os.symlink(migration.src / "new" / "c.txt", migration.src / "new" / "link.txt")
+    # isAllowSymbolicLink follows links only to files under srcPrefix.
+    outside = migration.dir / "outside.txt"
+    outside.write_bytes(b"outside srcPrefix")
+    os.symlink(outside, migration.src / "new" / "out.txt")
     migration.write_conf(sys_props={"workerRecordMd5": "true"},
                          job_props={"importSince": "1500000000", "isAllowSymbolicLink": "true",
                                     "isServerSideEncryption": "true"})
     migration.ok("submit", str(migration.job_file))
     migration.ok("start")
     assert migration.wait_state()["JobState"] == "Succeed"
-    assert_migrated(migration.bucket, {**new, "new/link.txt": b"through a link"})
+    assert_migrated(migration.bucket, {**new, "new/link.txt": b"new c"})
+    [task] = migration.task_dirs("succeed_tasks")
+    assert (task / "skipped.list").read_text() == (
+        f"new/out.txt\tNOT_REGULAR_FILE: symbolic link to outside srcPrefix ({outside})\n")
     for key, data in new.items():
         head = migration.bucket.head_object(key)
         assert head.headers["x-oss-server-side-encryption"] == "AES256"
@@ -382,10 +387,12 @@ def test_symlinked_files_are_skipped_by_default_and_said_so(migration):
     migration.write_conf()
     migration.ok("submit", str(migration.job_file))
     migration.ok("start")
-    assert migration.wait_state()["JobState"] == "Succeed"
+    s = migration.wait_state()
+    assert s["JobState"] == "Succeed"
+    assert s["Files"].startswith("2/2 done, succeed 1, skipped 1 (1 not a regular file"), s
     assert_migrated(migration.bucket, {"real.txt": b"real"})
-    log = (migration.work / "logs" / "ossimport2.log").read_text()
-    assert "alias.txt" in log and "isAllowSymbolicLink" in log
+    r = migration.console("errors", "local_test")
+    assert "skipped: alias.txt: NOT_REGULAR_FILE: symbolic link (isAllowSymbolicLink=false)" in r.stderr
 
 
 def test_submit_names_a_source_folder_that_does_not_exist(migration):

@@ -9,7 +9,7 @@ import pytest
 from ossimport_dist.errors import OperatorError, SourceError
 from ossimport_dist.models import ObjectEntry
 from ossimport_dist.storage import open_source
-from ossimport_dist.storage.local import LocalSource
+from ossimport_dist.storage.local import LocalSource, SourceRefused
 
 # Names chosen so that naive per-directory sorting gets the order wrong: '-' and '.' sort
 # before '/', so "a-b/x" and "a.txt" come before "a/..." in key order.
@@ -117,50 +117,42 @@ def test_subtree_non_recursive_and_subtrees(src):
     assert keys(src.list("a/", start_after="a/b")) == ["a/c/d.bin"]
 
 
-def test_symlinks_are_reported_not_lost(tmp_path):
+def test_symlinks_are_listed_refused_with_what_they_are(tmp_path):
     root = tmp_path / "src"
     (root / "dir").mkdir(parents=True)
     (root / "real").write_bytes(b"data")
     (root / "link").symlink_to(root / "real")
     (root / "dir" / "loop").symlink_to(root)  # a loop if it were followed
     (root / "dangling").symlink_to(root / "nowhere")
-    skipped = []
-    src = LocalSource(str(root) + "/", on_skip=lambda key, why: skipped.append((key, why)))
-    assert keys(src.list()) == ["real"]
-    reasons = dict(skipped)
-    assert set(reasons) == {"dangling", "dir/loop", "link"}
-    assert "isAllowSymbolicLink" in reasons["link"]
-    assert "directory" in reasons["dir/loop"]
+    src = LocalSource(str(root) + "/")
+    entries = {e.key: e for e in src.list()}
+    assert sorted(entries) == ["dangling", "dir/loop", "link", "real"]
+    assert entries["real"].refused is None and entries["real"].size == 4
+    assert entries["link"].refused == "NOT_REGULAR_FILE: symbolic link (isAllowSymbolicLink=false)"
+    assert entries["dir/loop"].refused == "NOT_REGULAR_FILE: symbolic link to a folder (never followed)"
+    assert entries["dangling"].refused == f"NOT_REGULAR_FILE: broken symbolic link (to {root}/nowhere)"
+    assert all(e.size == 0 for k, e in entries.items() if k != "real")
 
-    skipped.clear()
-    follow = LocalSource(str(root) + "/", allow_symlinks=True,
-                         on_skip=lambda key, why: skipped.append((key, why)))
+    follow = LocalSource(str(root) + "/", allow_symlinks=True)
     entries = {e.key: e for e in follow.list()}
-    assert sorted(entries) == ["link", "real"] and entries["link"].size == 4
-    assert sorted(k for k, _ in skipped) == ["dangling", "dir/loop"]
+    assert entries["link"].refused is None and entries["link"].size == 4
+    assert entries["dir/loop"].refused and entries["dangling"].refused
     with follow.open(entries["link"]) as f:
         assert f.read() == b"data"
     # Without isAllowSymbolicLink a file swapped for a link is not read through it.
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SourceRefused, match="symbolic link now .isAllowSymbolicLink=false"):
         src.open(ObjectEntry("link", 4))
 
 
-def test_default_skip_hook_logs_a_warning(tmp_path, caplog):
-    root = tmp_path / "src"
-    root.mkdir()
-    (root / "link").symlink_to(tmp_path)
-    src = LocalSource(str(root) + "/")
-    assert list(src.list()) == []
-    assert "link" in caplog.text and "symbolic link" in caplog.text
-
-
 def test_unreadable_directory_names_the_path(src, monkeypatch, tmp_path):
+    # Tests run as root, whom permissions do not stop: the listing of folder a/ is refused here.
     real_scandir = os.scandir
+    refused = os.stat(tmp_path / "src" / "a").st_ino
 
-    def scandir(path):
-        if str(path).endswith("/a/"):
-            raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
+    def scandir(fd):
+        if os.fstat(fd).st_ino == refused:
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(fd)
 
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(SourceError) as err:
