@@ -28,9 +28,12 @@ now reads as ``x``. Every other old line reads as before.
 from __future__ import annotations
 
 import json
+import os
 import re
-from typing import Optional
+import stat
+from typing import BinaryIO, Optional
 
+from .errors import SourceError
 from .models import INVALID_KEY
 
 # audit.log: "<stamp> <outcome> <key>[ Detail:<detail>]".
@@ -129,3 +132,25 @@ def invalid_key_reason(path: str, number: int, key: str,
     if problem is None:
         return None
     return f"{INVALID_KEY}: {path} line {number}: key '{one_line(key)}' {problem}; {fix}"
+
+
+def open_list_file(path: str, setting: str) -> BinaryIO:
+    """The list file a job names (``setting`` is its key: listFilePath, httpListFilePath), open
+    for reading bytes; a one-line SourceError naming it otherwise. Opened without blocking and
+    checked to be a regular file, so a FIFO or a device named by mistake cannot hang the scan."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise SourceError(f"{setting} {path} does not exist: create it or fix {setting}") from None
+    except OSError as exc:
+        raise SourceError(f"cannot read {setting} {path}: {exc.strerror or exc}; give the "
+                          f"service's user read permission") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "a device or socket"
+        raise SourceError(f"{setting} {path} is {what}, not a file: name a text file with one "
+                          f"line per object")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")

@@ -33,7 +33,7 @@ from typing import Iterator, Optional, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ..errors import SourceError
-from ..listformat import invalid_key_reason, one_line
+from ..listformat import invalid_key_reason, one_line, open_list_file
 from ..models import ObjectEntry
 from .base import BoundedReader, Features, Source, once_per_key
 from .errors import RequestFailed
@@ -170,16 +170,7 @@ class HttpSource(Source):
 
     def _lines(self) -> Iterator[tuple]:
         """(line number, text) of every non-blank, non-comment line."""
-        try:
-            handle = open(self.list_path, "rb")
-        except FileNotFoundError:
-            raise SourceError(f"httpListFilePath {self.list_path} does not exist: create it "
-                              f"or fix httpListFilePath") from None
-        except OSError as exc:
-            raise SourceError(f"cannot read httpListFilePath {self.list_path}: "
-                              f"{exc.strerror or exc}; give the service's user read "
-                              f"permission") from exc
-        with handle:
+        with open_list_file(self.list_path, "httpListFilePath") as handle:
             for number, raw in enumerate(handle, 1):
                 try:
                     text = raw.decode("utf-8")

@@ -23,7 +23,7 @@ import dataclasses
 from typing import Iterator, Optional
 
 from ..errors import SourceError
-from ..listformat import KeyFormatError, invalid_key_reason, one_line, read_key
+from ..listformat import KeyFormatError, invalid_key_reason, one_line, open_list_file, read_key
 from ..models import INVALID_KEY, SOURCE_NOT_EXIST, ObjectEntry
 from . import open_job_source
 from .base import Source, once_per_key
@@ -58,18 +58,10 @@ class ListSource(Source):
         return cls(inner, getattr(job, "list_file_path", ""))
 
     def _lines(self) -> Iterator[tuple]:
-        try:
-            handle = open(self.manifest_path, "rb")
-        except FileNotFoundError:
-            raise SourceError(f"listFilePath {self.manifest_path} does not exist: create it or "
-                              f"fix listFilePath") from None
-        except OSError as exc:
-            raise SourceError(f"cannot read listFilePath {self.manifest_path}: "
-                              f"{exc.strerror or exc}; give the service's user read "
-                              f"permission") from exc
-        with handle:
+        with open_list_file(self.manifest_path, "listFilePath") as handle:
             for number, raw in enumerate(handle, 1):
-                # error.list holds non-UTF-8 local names surrogate-escaped: read them back alike.
+                # A raw non-UTF-8 name (a list made with ls on a Latin-1 NAS) reads back as the
+                # local source spells it; error.list writes such names as JSON escapes instead.
                 text = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
                 if text.strip():
                     yield number, text

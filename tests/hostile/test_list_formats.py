@@ -5,7 +5,9 @@ TAB, CR, LF, quotes, backslashes, edge spaces, " Detail:" inside a key."""
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from ossimport_dist.errors import SourceError
 from ossimport_dist.listformat import list_line, one_line, read_key, write_key
 from ossimport_dist.models import FileResult, Outcome
+from ossimport_dist.storage.http import HttpSource
 from ossimport_dist.storage.local import LocalSource
 from ossimport_dist.storage.manifest import ListSource
 from ossimport_dist.worker import audit_line, finished_keys
@@ -164,3 +167,32 @@ def test_a_key_too_long_to_look_up_is_refused_not_a_crash(tmp_path, empty_source
     [entry] = listed(tmp_path, empty_source, long_key + "\n")
     assert entry.refused == (f"SOURCE_NOT_EXIST: named in {tmp_path / 'f.list'}:1 but it cannot be "
                              f"looked up in the source: File name too long")
+
+
+# ------------------------------------------------------------------ the list file itself
+
+def _listing_ends(source) -> str:
+    """The one-line error of listing ``source``, failing (not hanging) when it blocks."""
+    outcome = []
+
+    def run():
+        try:
+            list(source.list())
+        except SourceError as exc:
+            outcome.append(str(exc))
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "listing blocked on the list file"
+    assert outcome, "listing a list file that is not a file did not fail"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("make, what", [(os.mkfifo, "a FIFO"), (os.mkdir, "a directory")])
+def test_a_list_file_that_is_not_a_file_is_one_line_not_a_hang(tmp_path, empty_source, make, what):
+    path = tmp_path / "f.list"
+    make(path)
+    assert _listing_ends(ListSource(empty_source, str(path))) == (
+        f"listFilePath {path} is {what}, not a file: name a text file with one line per object")
+    assert _listing_ends(HttpSource(str(path))) == (
+        f"httpListFilePath {path} is {what}, not a file: name a text file with one line per object")
