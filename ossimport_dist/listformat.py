@@ -31,7 +31,7 @@ import json
 import os
 import re
 import stat
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Iterator, Optional
 
 from .errors import SourceError
 from .models import INVALID_KEY
@@ -134,7 +134,29 @@ def invalid_key_reason(path: str, number: int, key: str,
     return f"{INVALID_KEY}: {path} line {number}: key '{one_line(key)}' {problem}; {fix}"
 
 
-def open_list_file(path: str, setting: str) -> BinaryIO:
+# Longer than any key or URL line could be (a 4 KiB path with every byte a 6-character JSON
+# escape, plus its URL): beyond it the file is not a list, and reading on would fill memory.
+MAX_LINE_BYTES = 64 * 1024
+
+
+def list_file_lines(path: str, setting: str) -> Iterator[tuple]:
+    """(line number, raw bytes without the line break) of every line of a job's list file;
+    one-line SourceErrors for a file that cannot be read or is not a list."""
+    with _open_list_file(path, setting) as handle:
+        number = 0
+        while True:
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise SourceError(f"{setting} {path}:{number}: line longer than "
+                                  f"{MAX_LINE_BYTES // 1024} KiB: this is not a list of keys; "
+                                  f"name a text file with one line per object")
+            yield number, raw.rstrip(b"\r\n")
+
+
+def _open_list_file(path: str, setting: str) -> BinaryIO:
     """The list file a job names (``setting`` is its key: listFilePath, httpListFilePath), open
     for reading bytes; a one-line SourceError naming it otherwise. Opened without blocking and
     checked to be a regular file, so a FIFO or a device named by mistake cannot hang the scan."""

@@ -33,7 +33,7 @@ from typing import Iterator, Optional, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ..errors import SourceError
-from ..listformat import invalid_key_reason, one_line, open_list_file
+from ..listformat import invalid_key_reason, list_file_lines, one_line
 from ..models import ObjectEntry
 from .base import BoundedReader, Features, Source, once_per_key
 from .errors import RequestFailed
@@ -170,16 +170,15 @@ class HttpSource(Source):
 
     def _lines(self) -> Iterator[tuple]:
         """(line number, text) of every non-blank, non-comment line."""
-        with open_list_file(self.list_path, "httpListFilePath") as handle:
-            for number, raw in enumerate(handle, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ListFormatError(self.list_path, number,
-                                          "not valid UTF-8; save the list as UTF-8") from None
-                text = text.strip()
-                if text and not text.startswith("#"):
-                    yield number, text
+        for number, raw in list_file_lines(self.list_path, "httpListFilePath"):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ListFormatError(self.list_path, number,
+                                      "not valid UTF-8; save the list as UTF-8") from None
+            text = text.strip()
+            if text and not text.startswith("#"):
+                yield number, text
 
     def _parse(self, number: int, text: str) -> tuple:
         """(key, url, refusal or None) of one line."""

@@ -23,7 +23,7 @@ import dataclasses
 from typing import Iterator, Optional
 
 from ..errors import SourceError
-from ..listformat import KeyFormatError, invalid_key_reason, one_line, open_list_file, read_key
+from ..listformat import KeyFormatError, invalid_key_reason, list_file_lines, one_line, read_key
 from ..models import INVALID_KEY, SOURCE_NOT_EXIST, ObjectEntry
 from . import open_job_source
 from .base import Source, once_per_key
@@ -58,13 +58,12 @@ class ListSource(Source):
         return cls(inner, getattr(job, "list_file_path", ""))
 
     def _lines(self) -> Iterator[tuple]:
-        with open_list_file(self.manifest_path, "listFilePath") as handle:
-            for number, raw in enumerate(handle, 1):
-                # A raw non-UTF-8 name (a list made with ls on a Latin-1 NAS) reads back as the
-                # local source spells it; error.list writes such names as JSON escapes instead.
-                text = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
-                if text.strip():
-                    yield number, text
+        for number, raw in list_file_lines(self.manifest_path, "listFilePath"):
+            # A raw non-UTF-8 name (a list made with ls on a Latin-1 NAS) reads back as the
+            # local source spells it; error.list writes such names as JSON escapes instead.
+            text = raw.decode("utf-8", "surrogateescape")
+            if text.strip():
+                yield number, text
 
     def _parse(self, number: int, text: str) -> tuple:
         """(key, size or None, refusal or None) of one line."""

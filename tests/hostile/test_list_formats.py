@@ -196,3 +196,14 @@ def test_a_list_file_that_is_not_a_file_is_one_line_not_a_hang(tmp_path, empty_s
         f"listFilePath {path} is {what}, not a file: name a text file with one line per object")
     assert _listing_ends(HttpSource(str(path))) == (
         f"httpListFilePath {path} is {what}, not a file: name a text file with one line per object")
+
+
+def test_a_list_file_with_an_endless_line_is_refused_before_memory_fills(tmp_path, empty_source):
+    path = tmp_path / "f.list"
+    path.write_bytes(b"a.txt\n" + b"x" * (64 * 1024 + 1) + b"\n")
+    assert _listing_ends(ListSource(empty_source, str(path))) == (
+        f"listFilePath {path}:2: line longer than 64 KiB: this is not a list of keys; name a text "
+        f"file with one line per object")
+    path.write_bytes(b"http://h/ " + b"x" * (64 * 1024 - 11) + b"\n")  # 64 KiB with its line end
+    [entry] = HttpSource(str(path)).list()
+    assert entry.key == "x" * (64 * 1024 - 11)
