@@ -7,15 +7,16 @@ error.list, gathered by ``console.sh errors -o f.list``, read by a ``srcType=lis
 exactly the objects that failed.
 
 A key is written as it is, so an operator's manifest of plain names (spaces, backslashes, '#',
-non-ASCII) means what it says, unless the raw text could not survive a line: a TAB, CR, LF or any
-other control character, a lone surrogate (a local file name that is not UTF-8), nothing but white
-space, a leading double quote, or ``" Detail:"`` (audit.log's column separator). Such a key is
-written as a JSON string literal, ASCII only (``"a\\tb"``, ``"caf\\udce9"``). The reader takes a
-line that starts with ``"`` as a JSON string up to its closing quote, any other line as raw text
-up to the first separator. A written key never holds a raw TAB, so splitting a line at its first
-TAB separates the key as written from the rest. (JSON pairs a high surrogate followed by a low
-one into one character; no source makes such a key: the surrogates of a file name stand for one
-undecodable byte each, U+DC80..U+DCFF, all low ones.)
+non-ASCII) means what it says, unless the raw text could not survive a line or hides in it: a TAB,
+CR, LF or any other control character, an invisible mark (zero-width, direction override, BOM), a
+lone surrogate (a local file name that is not UTF-8), nothing but white space, a leading double
+quote, or ``" Detail:"`` (audit.log's column separator). Such a key is written as a JSON string
+literal, ASCII only (``"a\\tb"``, ``"caf\\udce9"``). The reader takes a line that starts with
+``"`` as a JSON string up to its closing quote, any other line as raw text up to the first
+separator. A written key never holds a raw TAB, so splitting a line at its first TAB separates the
+key as written from the rest. (JSON pairs a high surrogate followed by a low one into one
+character; no source makes such a key: the surrogates of a file name stand for one undecodable
+byte each, U+DC80..U+DCFF, all low ones.)
 
 Files written before this format escaped only CR and LF, as the two characters ``\\r``/``\\n`` in an
 otherwise raw key. Such a line now reads as a key with a literal backslash, which the source does
@@ -41,8 +42,10 @@ DETAIL_SEPARATOR = " Detail:"
 LIST_SEPARATOR = "\t"
 
 # Characters that break a line of text or hide in it: C0 and C1 controls (CR, LF, TAB, NEL...),
-# DEL, the Unicode line and paragraph separators, and lone surrogates.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# DEL, the Unicode line and paragraph separators, invisible marks (zero-width, direction
+# overrides that make a name read backwards, the BOM) and lone surrogates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff"
+                     "\ud800-\udfff]")
 # Surrogates that stand for one undecodable byte of a file name (Python's surrogateescape);
 # any other lone surrogate names no file anywhere.
 _NOT_A_BYTE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
@@ -137,6 +140,7 @@ def invalid_key_reason(path: str, number: int, key: str,
 # Longer than any key or URL line could be (a 4 KiB path with every byte a 6-character JSON
 # escape, plus its URL): beyond it the file is not a list, and reading on would fill memory.
 MAX_LINE_BYTES = 64 * 1024
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def list_file_lines(path: str, setting: str) -> Iterator[tuple]:
@@ -149,6 +153,8 @@ def list_file_lines(path: str, setting: str) -> Iterator[tuple]:
             if not raw:
                 return
             number += 1
+            if number == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM):]  # Windows Notepad's UTF-8: not part of the first key
             if len(raw) > MAX_LINE_BYTES:
                 raise SourceError(f"{setting} {path}:{number}: line longer than "
                                   f"{MAX_LINE_BYTES // 1024} KiB: this is not a list of keys; "

@@ -207,3 +207,18 @@ def test_a_list_file_with_an_endless_line_is_refused_before_memory_fills(tmp_pat
     path.write_bytes(b"http://h/ " + b"x" * (64 * 1024 - 11) + b"\n")  # 64 KiB with its line end
     [entry] = HttpSource(str(path)).list()
     assert entry.key == "x" * (64 * 1024 - 11)
+
+
+def test_a_list_saved_with_a_bom_reads_its_first_key_and_shows_hidden_marks(tmp_path):
+    root = tmp_path / "src"
+    write = {"a.txt": b"1", "invoice\u202etxt.exe": b"22"}
+    for name, data in write.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    entries = listed(tmp_path, LocalSource(str(root) + "/"), "\ufeffa.txt\ninvoice\u202etxt.exe\n")
+    assert [(e.key, e.size, e.refused) for e in entries] == [
+        ("a.txt", 1, None), ("invoice\u202etxt.exe", 2, None)]
+    # In error.list a name that reads backwards on screen is shown for what it is.
+    assert list_line("invoice\u202etxt.exe", "HTTP 503") == '"invoice\\u202etxt.exe"\tHTTP 503\n'
+    (tmp_path / "urls.list").write_bytes(b"\xef\xbb\xbfhttp://h/ a.txt\n")
+    assert [e.key for e in HttpSource(str(tmp_path / "urls.list")).list()] == ["a.txt"]
