@@ -71,9 +71,11 @@ def read_key(text: str, separator: str = LIST_SEPARATOR) -> tuple:
     try:
         key, end = json.JSONDecoder().raw_decode(text)
     except ValueError as exc:
-        raise KeyFormatError(f"starts with a double quote but is not a JSON string "
-                             f"({getattr(exc, 'msg', exc)}, column {getattr(exc, 'colno', '?')})"
-                             ) from None
+        what = getattr(exc, "msg", str(exc))
+        if what.startswith("Unterminated string"):
+            what = "no closing quote"
+        raise KeyFormatError(f"starts with a double quote but is not a JSON string ({what}, "
+                             f"column {getattr(exc, 'colno', '?')})") from None
     tail = text[end:]
     if not tail:
         return key, None

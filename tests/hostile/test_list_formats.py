@@ -126,8 +126,8 @@ def test_operator_lines_mean_what_they_say(tmp_path):
 
 
 @pytest.mark.parametrize("line, problem", [
-    ('"unterminated.txt', "starts with a double quote but is not a JSON string (Unterminated "
-                          "string starting at, column 1)"),
+    ('"unterminated.txt', "starts with a double quote but is not a JSON string (no closing "
+                          "quote, column 1)"),
     ('"my file".txt', "has '.txt' after the closing quote of its JSON string"),
     ('"bad \\q escape"', "starts with a double quote but is not a JSON string (Invalid \\escape, "
                          "column 6)"),
