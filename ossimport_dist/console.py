@@ -26,6 +26,7 @@ from .accounting import read_counts, read_progress
 from .errors import ConfigError, OperatorError, StateError
 from .layout import (DAMAGED_FILE, DAMAGED_LIST, SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines,
                      parse_finished_name, quote_arg)
+from .listformat import written_columns
 from .scanner import scanned_totals
 
 STANDALONE_JOB_FILE = "local_job.cfg"
@@ -682,7 +683,8 @@ def detail_lines(job: JobLayout) -> str:
 
 def cmd_errors(paths: Paths, args) -> int:
     """Gathers the failed objects of a job (every failed task's error.list) into one manifest,
-    which a new job reads with srcType=list to copy exactly those."""
+    which a new job reads with srcType=list to copy exactly those. Lines are copied as written:
+    error.list and a manifest share one format (``listformat``), so every key survives."""
     names = job_names_for(paths, args.job)
     if len(names) != 1:
         raise StateError(f"name the job: {', '.join(names) or 'no job submitted'}")
@@ -726,7 +728,7 @@ def _print_skipped(job: JobLayout) -> None:
                 continue
             total += 1
             if shown < SKIPPED_SHOWN:
-                key, _, reason = line.partition("\t")
+                key, reason = written_columns(line)  # as written: one line whatever the name
                 print(f"skipped: {key}: {reason}", file=sys.stderr)
                 shown += 1
     if total:

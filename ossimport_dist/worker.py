@@ -26,6 +26,7 @@ from .accounting import JobAccount
 from .errors import OperatorError
 from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, SKIPPED_LIST, STATUS_COMPLETED,
                      STATUS_FAILED, STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
+from .listformat import DETAIL_SEPARATOR, KeyFormatError, list_line, one_line, read_key, write_key
 from .models import (SOURCE_NOT_EXIST, FileResult, ObjectEntry, Outcome, Task, TaskCounts,
                      refused_result)
 
@@ -34,43 +35,39 @@ log = logging.getLogger("ossimport.worker")
 _OK_OUTCOMES = (Outcome.SUCCEED, Outcome.SKIPPED)
 
 
-def printable_key(key: str) -> str:
-    """A key on one line of a text file (line breaks in names would split the record)."""
-    if "\n" in key or "\r" in key:
-        return key.replace("\r", "\\r").replace("\n", "\\n")
-    return key
-
-
 def audit_line(result: FileResult) -> str:
+    """``<stamp> <outcome> <key>[ Detail:<detail>]``: the key as every list file writes it
+    (``listformat``), the detail kept on its line."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    line = f"{stamp} {result.outcome} {printable_key(result.key)}"
+    line = f"{stamp} {result.outcome} {write_key(result.key)}"
     if result.detail:
-        line += f" Detail:{result.detail}"
+        line += DETAIL_SEPARATOR + one_line(result.detail)
     return line + "\n"
 
 
 def finished_keys(audit_log: Path, keys: set) -> dict:
-    """Keys that an earlier, interrupted run of this task already finished: key -> outcome.
-    Only files that ended well are taken; a failure is tried again."""
+    """Keys of ``keys`` that an earlier, interrupted run of this task already finished: key ->
+    outcome. Only files that ended well are taken; a failure is tried again.
+
+    A written key never holds " Detail:" unquoted, so the key ends at the first one. An audit.log
+    written before that rule (a raw key holding " Detail:" or starting with '"') does not match
+    here: that file is copied again, never taken for done by mistake."""
     done = {}
     if not audit_log.is_file():
         return done
-    with open(audit_log, "r", encoding="utf-8", errors="surrogateescape") as f:
+    with open(audit_log, "r", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
         for line in f:
-            parts = line.rstrip("\n").split(" ", 3)
+            if not line.endswith("\n"):
+                continue  # cut short by a crash: its key may be cut short too
+            parts = line[:-1].split(" ", 3)
             if len(parts) < 4 or parts[2] not in _OK_OUTCOMES:
                 continue
-            rest = parts[3]
-            if rest in keys:
-                done[rest] = parts[2]
+            try:
+                key, _ = read_key(parts[3], DETAIL_SEPARATOR)
+            except KeyFormatError:
                 continue
-            # "<key> Detail:<...>" where the key may itself contain " Detail:"
-            idx = rest.find(" Detail:")
-            while idx != -1:
-                if rest[:idx] in keys:
-                    done[rest[:idx]] = parts[2]
-                    break
-                idx = rest.find(" Detail:", idx + 1)
+            if key in keys:
+                done[key] = parts[2]
     return done
 
 
@@ -286,10 +283,10 @@ class Worker:
         self._close_audit(run)
         folder = run.folder
         ok = run.counts.failed == 0
-        errors = "".join(f"{printable_key(k)}\t{d}\n" for k, d in run.errors)
+        errors = "".join(list_line(k, d) for k, d in run.errors)
         write_atomic(folder / ERROR_LIST, errors.encode("utf-8", "surrogateescape"))
         if run.skips:
-            skips = "".join(f"{printable_key(k)}\t{d}\n" for k, d in run.skips)
+            skips = "".join(list_line(k, d) for k, d in run.skips)
             write_atomic(folder / SKIPPED_LIST, skips.encode("utf-8", "surrogateescape"))
         write_atomic(folder / COUNTS_FILE, json.dumps(vars(run.counts)).encode("utf-8"))
         write_atomic(folder / STATUS_FILE, ((STATUS_COMPLETED if ok else STATUS_FAILED) + "\n").encode())

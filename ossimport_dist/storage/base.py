@@ -84,7 +84,8 @@ def once_per_key(lines: Callable[[], Iterator[tuple]], parse: Callable[[int, str
     neighbours whatever the file's size, and a repeated key is refused before any task is cut.
     A digest hit is confirmed by re-reading both lines."""
     def digest(key: str) -> int:
-        return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogateescape"),
+        # surrogatepass: a JSON-quoted key may hold any lone surrogate, not only escaped bytes.
+        return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"),
                                               digest_size=8).digest(), "big")
 
     def key_at(line: int) -> Optional[str]:

@@ -7,6 +7,11 @@ split on whitespace, a name with a space is written ``%20`` and comes back as a 
 the URL is requested as written, with only characters that cannot travel in a request line
 (non-ASCII, controls) percent-encoded.
 
+A relative path whose key would not be a plain name under the destination prefix ('..', '.' or
+empty segments, NUL) is listed refused ``INVALID_KEY`` naming the file and line, and its URL is
+never requested; the job goes on with the other lines (``listformat.key_problem``, the check the
+manifest source shares).
+
 There is no tree: entries come in file order, ``start_after`` means "after the line with that
 key", and ``subtrees()`` is empty. Sizes are not in the list: ``list()`` says 0 and the real
 size comes from ``stat()`` (HEAD) or the download itself (see ``sizes_known``).
@@ -28,6 +33,7 @@ from typing import Iterator, Optional, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ..errors import SourceError
+from ..listformat import invalid_key_reason, list_file_lines, one_line
 from ..models import ObjectEntry
 from .base import BoundedReader, Features, Source, once_per_key
 from .errors import RequestFailed
@@ -164,28 +170,18 @@ class HttpSource(Source):
 
     def _lines(self) -> Iterator[tuple]:
         """(line number, text) of every non-blank, non-comment line."""
-        try:
-            handle = open(self.list_path, "rb")
-        except FileNotFoundError:
-            raise SourceError(f"httpListFilePath {self.list_path} does not exist: create it "
-                              f"or fix httpListFilePath") from None
-        except OSError as exc:
-            raise SourceError(f"cannot read httpListFilePath {self.list_path}: "
-                              f"{exc.strerror or exc}; give the service's user read "
-                              f"permission") from exc
-        with handle:
-            for number, raw in enumerate(handle, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ListFormatError(self.list_path, number,
-                                          "not valid UTF-8; save the list as UTF-8") from None
-                text = text.strip()
-                if text and not text.startswith("#"):
-                    yield number, text
+        for number, raw in list_file_lines(self.list_path, "httpListFilePath"):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ListFormatError(self.list_path, number,
+                                      "not valid UTF-8; save the list as UTF-8") from None
+            text = text.strip()
+            if text and not text.startswith("#"):
+                yield number, text
 
     def _parse(self, number: int, text: str) -> tuple:
-        """(key, url) of one line."""
+        """(key, url, refusal or None) of one line."""
         columns = text.split()
         need = max(self.prefix_column, self.relative_column)
         if len(columns) < need:
@@ -216,22 +212,24 @@ class HttpSource(Source):
                                   f"relative path '{relative}' decodes to bytes that are not "
                                   f"UTF-8") from None
         key = key.lstrip("/")
-        if not key or "\x00" in key or key.endswith("/"):
+        if not key or key.endswith("/"):
             raise ListFormatError(self.list_path, number,
                                   f"relative path '{relative}' does not name a file (the key "
-                                  f"must be non-empty, not end with '/' and have no NUL)")
-        return key, url
+                                  f"must be non-empty and not end with '/')")
+        return key, url, invalid_key_reason(self.list_path, number, key,
+                                            "the relative path column is the destination key: "
+                                            "write a plain relative path")
 
     def _entries(self) -> Iterator[tuple]:
-        """(line number, key, url) in file order; a key seen twice stops the listing."""
+        """(line number, key, url, refusal) in file order; a key seen twice stops the listing."""
         return once_per_key(self._lines, self._parse, lambda number, key, first: ListFormatError(
-            self.list_path, number, f"key '{key}' is also on line {first}; each key is a "
-                                    f"destination object, so it may appear once"))
+            self.list_path, number, f"key '{one_line(key)}' is also on line {first}; each key is "
+                                    f"a destination object, so it may appear once"))
 
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
         resuming = bool(start_after)
-        for _, key, url in self._entries():
+        for _, key, url, refusal in self._entries():
             if resuming:
                 resuming = key != start_after
                 continue
@@ -239,10 +237,10 @@ class HttpSource(Source):
                 continue
             if not recursive and "/" in key[len(subtree):]:
                 continue
-            yield _with_url(ObjectEntry(key=key, size=0, mtime=0.0), url)
+            yield _with_url(ObjectEntry(key=key, size=0, mtime=0.0, refused=refusal), url)
         if resuming:
             raise SourceError(f"cannot resume the listing of {self.list_path}: key "
-                              f"'{start_after}' is no longer in it; the list changed after "
+                              f"'{one_line(start_after)}' is no longer in it; the list changed after "
                               f"the scan started: restore it, or clean and resubmit the job")
 
     def subtrees(self, subtree: str = "") -> list:
@@ -258,7 +256,7 @@ class HttpSource(Source):
     def _url_of(self, key: str) -> str:
         with self._index_lock:
             if self._index is None:
-                self._index = {k: u for _, k, u in self._entries()}
+                self._index = {k: u for _, k, u, refused in self._entries() if not refused}
             url = self._index.get(key)
         if url is None:
             raise FileNotFoundError(f"'{key}' is not in {self.list_path}")

@@ -3,8 +3,15 @@
 The manifest names one key per line, relative to the real source's prefix, optionally followed
 by a TAB and the size in bytes (``key<TAB>size``). A task's ``error.list`` (``key<TAB>reason``)
 is a manifest too: the second column is a size only when it is all digits, so the failed
-objects of one job can be fed to a new one. Keys are taken verbatim (spaces included; only the
-line break is removed), so there are no comment lines; blank lines are skipped.
+objects of one job can be fed to a new one. Keys are taken verbatim (spaces and backslashes
+included; only the line break is removed), so there are no comment lines; blank lines are
+skipped. A line starting with ``"`` holds its key as a JSON string: that is how error.list writes
+a key with a TAB, CR, LF or other control character (``listformat``, the one writer and reader).
+
+A line is never dropped silently. A key that could leave the source's prefix ('..', '.' or empty
+segments, a leading '/', NUL) or a malformed JSON key is listed refused ``INVALID_KEY`` with the
+file and line; a key the source does not have is listed refused ``SOURCE_NOT_EXIST``. The worker
+fails both into error.list, and the job goes on with the other lines.
 
 Entries come in file order; ``start_after`` means "after the line with that key". Reading and
 stat'ing go to the wrapped source (``listSrcType`` with the usual srcXxx keys).
@@ -13,15 +20,13 @@ stat'ing go to the wrapped source (``listSrcType`` with the usual srcXxx keys).
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Iterator, Optional
 
 from ..errors import SourceError
-from ..models import ObjectEntry
+from ..listformat import KeyFormatError, invalid_key_reason, list_file_lines, one_line, read_key
+from ..models import INVALID_KEY, SOURCE_NOT_EXIST, ObjectEntry
 from . import open_job_source
 from .base import Source, once_per_key
-
-log = logging.getLogger(__name__)
 
 
 class ManifestFormatError(SourceError):
@@ -53,55 +58,60 @@ class ListSource(Source):
         inner = open_job_source(dataclasses.replace(job, src_type=inner_type))
         return cls(inner, getattr(job, "list_file_path", ""))
 
-    def on_skip(self, key: str, reason: str) -> None:
-        """Called for a named key the source does not have; the scanner replaces it to record it."""
-        log.warning("not copied: %s: %s", key, reason)
-
     def _lines(self) -> Iterator[tuple]:
-        try:
-            handle = open(self.manifest_path, "rb")
-        except FileNotFoundError:
-            raise SourceError(f"listFilePath {self.manifest_path} does not exist: create it or "
-                              f"fix listFilePath") from None
-        except OSError as exc:
-            raise SourceError(f"cannot read listFilePath {self.manifest_path}: "
-                              f"{exc.strerror or exc}; give the service's user read "
-                              f"permission") from exc
-        with handle:
-            for number, raw in enumerate(handle, 1):
-                # error.list holds non-UTF-8 local names surrogate-escaped: read them back alike.
-                text = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
-                if text.strip():
-                    yield number, text
+        for number, raw in list_file_lines(self.manifest_path, "listFilePath"):
+            # A raw non-UTF-8 name (a list made with ls on a Latin-1 NAS) reads back as the
+            # local source spells it; error.list writes such names as JSON escapes instead.
+            text = raw.decode("utf-8", "surrogateescape")
+            if text.strip():
+                yield number, text
 
     def _parse(self, number: int, text: str) -> tuple:
-        """(key, size or None) of one line."""
-        key, tab, rest = text.partition("\t")
-        if not key:
-            raise ManifestFormatError(self.manifest_path, number,
-                                      "empty key before the TAB; write 'key' or 'key<TAB>size'")
-        if key.startswith("/") or "\x00" in key:
-            raise ManifestFormatError(self.manifest_path, number,
-                                      f"key '{key}' starts with '/' or holds NUL: keys are "
-                                      f"relative to the source prefix")
+        """(key, size or None, refusal or None) of one line."""
+        try:
+            key, rest = read_key(text)
+        except KeyFormatError as exc:
+            # Kept as written: error.list then holds it as a JSON string, so that line, copied
+            # back into the manifest, names the key this one spells.
+            key, _, _ = text.partition("\t")
+            return key, None, (f"{INVALID_KEY}: {self.manifest_path} line {number}: key "
+                               f"'{one_line(key)}' {exc}; write a key that starts with '\"' as "
+                               f"a JSON string, as error.list does")
         size = None
-        column = rest.split("\t", 1)[0].strip() if tab else ""
-        if column.isdigit() and column.isascii():
-            size = int(column)
-        elif tab and not rest.strip():
-            raise ManifestFormatError(self.manifest_path, number,
-                                      "TAB with nothing after it; write 'key' or "
-                                      "'key<TAB>size'")
-        return key, size
+        if rest is not None:
+            column = rest.split("\t", 1)[0].strip()
+            if column.isdigit() and column.isascii():
+                size = int(column)
+            elif not rest.strip():
+                raise ManifestFormatError(self.manifest_path, number,
+                                          "TAB with nothing after it; write 'key' or "
+                                          "'key<TAB>size'")
+        return key, size, invalid_key_reason(self.manifest_path, number, key)
 
     def _entries(self) -> Iterator[tuple]:
         return once_per_key(self._lines, self._parse, lambda number, key, first: ManifestFormatError(
-            self.manifest_path, number, f"key '{key}' is also on line {first}; name each object once"))
+            self.manifest_path, number, f"key '{one_line(key)}' is also on line {first}; name each "
+                                        f"object once"))
+
+    def _looked_up(self, number: int, key: str) -> ObjectEntry:
+        """The source's entry for a named key, or the key refused with why it is not there."""
+        named = f"named in {self.manifest_path}:{number}"
+        try:
+            entry = self.inner.stat(key)
+        except OSError as exc:  # e.g. a name too long, a folder without read permission
+            return ObjectEntry(key=key, size=0, refused=f"{SOURCE_NOT_EXIST}: {named} but it "
+                               f"cannot be looked up in the source: {exc.strerror or exc}")
+        if entry is None:
+            return ObjectEntry(key=key, size=0,
+                               refused=f"{SOURCE_NOT_EXIST}: {named} but not in the source")
+        return entry
 
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
         resuming = bool(start_after)
-        for number, key, size in self._entries():
+        named_any = False
+        for number, key, size, refusal in self._entries():
+            named_any = True
             if resuming:
                 resuming = key != start_after
                 continue
@@ -109,18 +119,22 @@ class ListSource(Source):
                 continue
             if not recursive and "/" in key[len(subtree):]:
                 continue
-            if size is not None:
+            if refusal:
+                yield ObjectEntry(key=key, size=0, refused=refusal)
+            elif size is not None:
                 yield ObjectEntry(key=key, size=size)
-                continue
-            entry = self.inner.stat(key)
-            if entry is None:
-                self.on_skip(key, f"named in {self.manifest_path}:{number} but not in the source")
-                continue
-            yield entry
+            else:
+                yield self._looked_up(number, key)
+        if not named_any:
+            # Most likely the wrong file, or 'console.sh errors -o' of a job with no failure:
+            # a job that copies nothing must not end as if it had copied what was meant.
+            raise SourceError(f"listFilePath {self.manifest_path} names no key (it is empty or "
+                              f"holds only blank lines): nothing to copy; write one key per line, "
+                              f"or fix listFilePath")
         if resuming:
             raise SourceError(f"cannot resume the listing of {self.manifest_path}: key "
-                              f"'{start_after}' is no longer in it; the list changed after the "
-                              f"scan started: restore it, or clean and resubmit the job")
+                              f"'{one_line(start_after)}' is no longer in it; the list changed "
+                              f"after the scan started: restore it, or clean and resubmit the job")
 
     def subtrees(self, subtree: str = "") -> list:
         return []
