@@ -427,9 +427,10 @@ class LocalSource(Source):
         # A failure, not a NOT_REGULAR_FILE skip: once the permission is fixed it is a file to copy.
         path = _shown(self._path(key))
         folder = path.rsplit("/", 1)[0] + "/"
+        fix = (f"give the worker's user execute permission on {folder}"
+               if exc.errno in (errno.EACCES, errno.EPERM) else "fix the name or the file system")
         return _refused(key, f"{SOURCE_NOT_READABLE}: cannot look at {path} "
-                             f"({exc.strerror or exc}); give the worker's user execute "
-                             f"permission on {folder}")
+                             f"({exc.strerror or exc}); {fix}")
 
     def _file_entry(self, key: str, dir_fd: int, name: str) -> Optional[ObjectEntry]:
         """The entry for a non-directory ``name`` in the folder ``dir_fd``: a file to copy, or one
