@@ -32,6 +32,7 @@ from typing import Callable, Iterator, Optional
 
 from .errors import OperatorError, SourceError
 from .layout import TASK_FILE, DamagedStateFile, JobLayout, move_aside, read_task_file, record_damage, write_atomic
+from .listformat import list_line
 from .models import ObjectEntry, Task
 from .storage.base import Source
 from .storage.errors import RequestFailed
@@ -216,7 +217,7 @@ class RoundDiff:
             for entry in entries:
                 out.write(entry.to_json() + "\n")
                 while old is not None and old.key < entry.key:
-                    gone.write(old.key + "\n")
+                    gone.write(list_line(old.key))
                     self.gone += 1
                     old = next(before, None)
                 if old is not None and old.key == entry.key:
@@ -226,7 +227,7 @@ class RoundDiff:
                         continue
                 yield entry
             while old is not None:
-                gone.write(old.key + "\n")
+                gone.write(list_line(old.key))
                 self.gone += 1
                 old = next(before, None)
         os.replace(tmp, self.manifest)
@@ -238,7 +239,9 @@ def cut_tasks(entries: Iterator[ObjectEntry], limits: SplitLimits,
     (a source's ``task_boundary``) may cut more: an http list is cut where the host changes."""
     batch, batch_bytes = [], 0
     for entry in entries:
-        if limits.import_since and entry.mtime <= limits.import_since:
+        # mtime 0 is "not known when listed" (an http list, a manifest line with a size, an entry
+        # refused by the listing): such entries are never dropped unseen by the filter.
+        if limits.import_since and entry.mtime and entry.mtime <= limits.import_since:
             continue
         if batch and (len(batch) >= limits.max_objects or batch_bytes + entry.size > limits.max_bytes
                       or (boundary is not None and boundary(batch[-1], entry))):
@@ -308,7 +311,7 @@ class Scanner:
                     open(tmp, "w", encoding="utf-8", errors="surrogateescape") as gone:
                 for line in f:
                     if line.strip():
-                        gone.write(ObjectEntry.from_json(line).key + "\n")
+                        gone.write(list_line(ObjectEntry.from_json(line).key))
             os.replace(tmp, report)
             log.info("job %s: folder of scan unit %s is gone; its keys are listed in %s",
                      self.job.name, unit_hex, report)

@@ -1,4 +1,5 @@
-"""A list file is one stream: with several scan threads every key of it is still copied.
+"""A list file is one stream: with several scan threads, or an importSince it cannot date, every
+key of it is still copied.
 
 Found by a hostile test: with scanThreadCount>1 the scan was split into one unit per folder,
 but a manifest or URL list names no folders, so only the root unit ran and every key with a
@@ -43,6 +44,18 @@ def test_url_list_with_nested_keys_and_several_scan_threads(migration, web_root)
     url_list = migration.dir / "urls.list"
     url_list.write_text("".join(f"{web_root.base}/ {quote(k)}\n" for k in NESTED))
     s = _run(migration, {"srcType": "http", "httpListFilePath": str(url_list), "srcPrefix": ""})
+    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["Files"].startswith(f"{len(NESTED)}/{len(NESTED)} done"), s
+    assert_migrated(migration.bucket, NESTED)
+
+
+def test_url_list_with_import_since_copies_what_it_cannot_date(migration, web_root):
+    # A URL list gives no modification times; importSince must not drop every line unseen.
+    write_tree(web_root.root, NESTED)
+    url_list = migration.dir / "urls.list"
+    url_list.write_text("".join(f"{web_root.base}/ {quote(k)}\n" for k in NESTED))
+    s = _run(migration, {"srcType": "http", "httpListFilePath": str(url_list), "srcPrefix": "",
+                         "importSince": "1700000000"})
     assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
     assert s["Files"].startswith(f"{len(NESTED)}/{len(NESTED)} done"), s
     assert_migrated(migration.bucket, NESTED)
