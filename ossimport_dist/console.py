@@ -286,11 +286,15 @@ def cmd_clean(paths: Paths, args) -> int:
             names = [config_mod.load_job(paths.default_job_file()).job_name]
         except OperatorError:
             names = paths.home.job_names()
+    from .dispatcher import abort_open_uploads
+
     for name in names:
         job = paths.home.job(name)
         if not job.exists() and not job.root.exists():
             print(f"job:{name} does not exist, nothing to clean")
             continue
+        warn(abort_open_uploads(job, paths.hosts(), paths.ssh_settings() if paths.distributed else None,
+                                paths.sys_cfg.working_dir))
         job.remove()
         if paths.distributed:
             _clean_hosts(paths, name)

@@ -10,11 +10,17 @@
       master/jobs/<job>/succeed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,DONE,COUNTS}
                                               (+ skipped.list when entries were not regular files)
       master/jobs/<job>/failed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,COUNTS}
+                                              (+ multipart/<sha1 of key>.json per open upload)
       worker/jobs/<job>/tasks/<taskid>/       a task a worker runs (TASK, then its results)
 
 A task's life: pending -> dispatched/<host> -> succeed | failed -> pending (retry). Every move is
 one ``os.rename`` of a directory (atomic on one filesystem), so a crash leaves each task in
 exactly one state, or (between two renames of a finish) in two places that ``reconcile`` mends.
+
+A task folder carries its history wherever it goes (``TASK_INPUTS``): the audit.log says which
+files are done, the multipart checkpoints which parts are uploaded. A retry keeps both and drops
+only the results of the run that ended (``RUN_RESULTS``), so it re-runs only the files that
+failed and resumes their uploads, on whichever host runs it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ STATUS_FILE = "STATUS"
 DONE_FILE = "DONE"
 COUNTS_FILE = "COUNTS"
 RETRIES_FILE = "RETRIES"  # how many times the task was retried; a retried task re-reads its sources
+MULTIPART_DIR = "multipart"  # one checkpoint (small JSON) per multipart upload the task has open
+# What a run writes at its end; a retried task drops them and keeps the rest (its history).
+RUN_RESULTS = (STATUS_FILE, DONE_FILE, COUNTS_FILE, ERROR_LIST, SKIPPED_LIST)
+# What a worker needs to run (or resume) a task: handed over on dispatch, pulled back on finish.
+TASK_INPUTS = (TASK_FILE, RETRIES_FILE, AUDIT_LOG)
+TASK_RESULTS = TASK_INPUTS + RUN_RESULTS
 STATUS_COMPLETED = "Completed"
 STATUS_FAILED = "Failed"
 
@@ -327,19 +339,52 @@ class JobLayout:
         return sorted(p for p in self.succeed.iterdir() if p.is_dir()) if self.succeed.is_dir() else []
 
     def retry_failed(self) -> int:
-        """failed -> pending for every failed task; returns how many moved."""
+        """failed -> pending for every failed task; returns how many moved.
+
+        The folder moves whole (one rename, so the task is always in exactly one state) with
+        its audit.log and multipart checkpoints: the retry copies only the files that did not
+        end well and resumes their uploads. RETRIES is written before the move, so a retried
+        task always re-reads its sources; the results of the run that ended go after it (a
+        crash in between leaves them in pending, where nothing reads them: dispatch hands over
+        only ``TASK_INPUTS``)."""
         moved = 0
         for d in self.failed_dirs():
             task_id = parse_finished_name(d.name)[0]
-            tmp = self.pending / f".{task_id}.retry"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            shutil.copyfile(d / TASK_FILE, tmp / TASK_FILE)
-            write_atomic(tmp / RETRIES_FILE, b"%d\n" % (retry_count(d) + 1))
-            os.rename(tmp, self.pending / task_id)
-            shutil.rmtree(d)
+            write_atomic(d / RETRIES_FILE, b"%d\n" % (retry_count(d) + 1))
+            target = self.pending / task_id
+            # Only a crash mid-way through an older retry leaves a copy here; this folder is newer.
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(d, target)
+            for name in RUN_RESULTS:
+                (target / name).unlink(missing_ok=True)
             moved += 1
         return moved
+
+    def multipart_checkpoints(self) -> list:
+        """Every multipart checkpoint in the job's task folders, wherever the task is: the
+        uploads this job may have left open at the destination."""
+        parents = [self.pending, self.failed, self.succeed, self.worker_tasks, self.root / ".incoming"]
+        parents += [self.dispatched(host) for host in self.dispatched_hosts()]
+        found = []
+        for parent in parents:
+            if parent.is_dir():
+                for folder in parent.iterdir():
+                    found.extend((folder / MULTIPART_DIR).glob("*.json"))
+        return sorted(found)
+
+
+def task_inputs(folder: Path) -> list:
+    """What a worker needs of a task folder to run or resume it, as paths relative to it: TASK,
+    RETRIES and audit.log when present, and the multipart checkpoints."""
+    names = [name for name in TASK_INPUTS if (folder / name).is_file()]
+    return names + sorted(f"{MULTIPART_DIR}/{p.name}" for p in (folder / MULTIPART_DIR).glob("*.json"))
+
+
+def copy_task_inputs(src: Path, dst: Path) -> None:
+    """Hand a task to a worker on this filesystem (``dst`` is a fresh folder)."""
+    for rel in task_inputs(src):
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, dst / rel)
 
 
 def retry_count(task_dir: Path) -> int:

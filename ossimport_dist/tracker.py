@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .layout import STANDALONE_HOST, TASK_FILE, JobLayout
+from .layout import STANDALONE_HOST, TASK_FILE, JobLayout, copy_task_inputs
 from .worker import Worker, task_status
 
 log = logging.getLogger("ossimport.tracker")
@@ -80,8 +80,7 @@ class LocalTracker:
         tmp = job.worker_tasks / f".{task_id}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for item in dispatched.iterdir():  # TASK, and RETRIES for a retried task
-            shutil.copyfile(item, tmp / item.name)
+        copy_task_inputs(dispatched, tmp)  # TASK, and a retried task's RETRIES and history
         folder = job.worker_tasks / task_id
         shutil.rmtree(folder, ignore_errors=True)
         os.rename(tmp, folder)

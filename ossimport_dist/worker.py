@@ -6,8 +6,9 @@ The same class runs a standalone job and, inside the agent, a task pushed to a r
 
 Threads are shared across tasks (``workerTaskThreadNum``), so a job of three tasks still uses
 every thread; bandwidth is one ``Throttle`` for the whole worker. A task folder interrupted by a
-crash resumes: files already logged as done in ``audit.log`` are not copied again, and large
-files resume their multipart upload from the checkpoint kept in the task folder.
+crash, or failed and retried, resumes: files already logged as done in ``audit.log`` are not
+copied again, and large files resume their multipart upload from the checkpoint kept in the
+task folder.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class JobRuntime:
             # be days old, and the retry is what an operator runs once the file is stable.
             now = self.transferer.stat_source(entry)
             if now is None:
+                self.transferer.abandon_upload(entry, task_dir)  # it can never be completed now
                 return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
             # replace(), not a new entry: an http list's entry carries its URL in ``src``.
             entry = dataclasses.replace(entry, size=now.size, mtime=now.mtime, crc64=now.crc64, md5=now.md5,
@@ -190,15 +192,21 @@ class Worker:
                 return
         done = finished_keys(folder / AUDIT_LOG, {o.key for o in task.objects})
         counts = TaskCounts(files=len(task.objects), bytes=task.total_bytes)
-        todo = []
+        todo, skips = [], []
         for entry in task.objects:
             outcome = done.get(entry.key)
             if outcome is None:
                 todo.append(entry)
-            else:
-                counts.add(entry.size, FileResult(entry.key, outcome, entry.size))
+                continue
+            # Done in an earlier run of this task (interrupted, or failed and retried): counted
+            # again, and a refused entry listed again, since this run writes the task's results.
+            result = FileResult(entry.key, outcome, entry.size)
+            if outcome == Outcome.SKIPPED and entry.refused:
+                result = refused_result(entry)
+                skips.append((entry.key, result.detail))
+            counts.add(entry.size, result)
         run = TaskRun(runtime=runtime, task=task, folder=folder, counts=counts, remaining=len(todo),
-                      relist=retry_count(folder) > 0)
+                      skips=skips, relist=retry_count(folder) > 0)
         run.audit_file = open(folder / AUDIT_LOG, "a", encoding="utf-8", errors="surrogateescape")
         with self._lock:
             self._runs[key] = run

@@ -1,0 +1,279 @@
+"""Retries that converge and leave nothing behind (issue 8).
+
+A retried task keeps its audit.log and its multipart checkpoints: it copies only the files that
+failed, resumes their uploads, and aborts an upload it will not complete. ``clean`` aborts the
+uploads a job leaves open. Every story counts requests at the emulator and checks the
+destination object by object, the state on disk, and that the source was left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import oss2
+import pytest
+
+from conftest import assert_migrated, write_tree
+
+KIB = 1024
+# 100k is the smallest part OSS takes: every file from 100k up goes multipart.
+MULTIPART = {"multipartUploadThreshold": "100k", "multipartUploadPartSize": "100k"}
+BIG_PARTS = 6
+BIG_SIZE = BIG_PARTS * 100 * KIB - 7  # six parts, the last one short
+
+
+# ----------------------------------------------------------------- helpers
+
+def snapshot(root) -> dict:
+    """relative path -> bytes of every file under root: the source must stay as it was."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def requests_since(emulator, before: dict) -> dict:
+    after = emulator.stats()
+    ops = {op: n - before["by_operation"].get(op, 0) for op, n in after["by_operation"].items()}
+    ops["faults"] = sum(after["faults_injected"].values()) - sum(before["faults_injected"].values())
+    return {op: n for op, n in ops.items() if n}
+
+
+def open_uploads(bucket) -> list:
+    """(key, upload id) of every multipart upload open in the bucket (ListMultipartUploads)."""
+    return sorted((u.key, u.upload_id) for u in oss2.MultipartUploadIterator(bucket))
+
+
+def run(migration, *args):
+    """A console command whose output must never be a traceback; (exit code, stdout, stderr)."""
+    r = migration.console(*args)
+    assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    return r.returncode, r.stdout, r.stderr
+
+
+def start_and_wait(migration) -> dict:
+    code, _, _ = run(migration, "start")
+    assert code == 0
+    return migration.wait_state()
+
+
+def retry_and_wait(migration) -> dict:
+    run(migration, "stop")
+    code, out, _ = run(migration, "retry")
+    assert code == 0 and out.strip() == "retry job:local_test: 1 failed task(s) back to pending", out
+    return start_and_wait(migration)
+
+
+def error_list(migration) -> dict:
+    """key -> reason of every failed file, from failed_tasks/*/error.list."""
+    reasons = {}
+    for task in migration.task_dirs("failed_tasks"):
+        for line in (task / "error.list").read_text().splitlines():
+            key, reason = line.split("\t", 1)
+            reasons[key] = reason
+    return reasons
+
+
+def checkpoints(migration) -> list:
+    return sorted(migration.work.rglob("multipart/*.json"))
+
+
+def service_log_has_no_traceback(migration) -> None:
+    log = (migration.work / "logs" / "ossimport2.log").read_text("utf-8", "replace")
+    assert "Traceback" not in log, log[-3000:]
+
+
+def only_state_beside_source(migration) -> None:
+    """The job wrote nothing next to its source and configuration but its working dir."""
+    assert sorted(p.name for p in migration.dir.iterdir()) == ["conf", "src", "work"]
+
+
+@pytest.fixture
+def complete_fails(migration, emulator):
+    """A job of one large file and one small one whose CompleteMultipartUpload always fails:
+    all six parts are uploaded, the upload stays open, the task fails."""
+    files = {"video/big.bin": os.urandom(BIG_SIZE), "notes.txt": b"small"}
+    write_tree(migration.src, files)
+    migration.write_conf(job_props=MULTIPART)
+    run(migration, "submit", str(migration.job_file))
+    emulator.set_faults("500:1.0:CompleteMultipartUpload")
+    before = emulator.stats()
+    s = start_and_wait(migration)
+    emulator.set_faults(None)
+    assert s["JobState"] == "Failed", s
+    assert s["Files"].startswith("1/2 done, succeed 1, skipped 0, failed 1"), s["Files"]
+    reasons = error_list(migration)
+    assert list(reasons) == ["video/big.bin"] and "InternalError" in reasons["video/big.bin"], reasons
+    first = requests_since(emulator, before)
+    assert first.get("UploadPart") == BIG_PARTS and first.get("InitiateMultipartUpload") == 1, first
+    # The failed task holds the checkpoint of the upload left open at the destination.
+    (checkpoint,) = checkpoints(migration)
+    assert checkpoint.parent.parent.parent.name == "failed_tasks"
+    upload_id = json.loads(checkpoint.read_text())["upload_id"]
+    assert open_uploads(migration.bucket) == [("video/big.bin", upload_id)]
+    return files, upload_id
+
+
+# ----------------------------------------------------------------- only the failed files again
+
+def test_retry_sends_only_the_three_files_that_failed(migration, emulator):
+    # Seven files go multipart and arrive; the three small ones are refused at every PUT.
+    files = {f"big/{i}.bin": os.urandom(150 * KIB + i) for i in range(7)}
+    files.update({f"small/{i}.txt": os.urandom(200 + i) for i in range(3)})
+    write_tree(migration.src, files)
+    source = snapshot(migration.src)
+    migration.write_conf(job_props=MULTIPART)
+    run(migration, "submit", str(migration.job_file))
+    emulator.set_faults("500:1.0:PutObject")
+    s = start_and_wait(migration)
+    emulator.set_faults(None)
+    assert s["JobState"] == "Failed" and s["Failed Task Count"] == "1", s
+    assert s["Files"].startswith("7/10 done, succeed 7, skipped 0, failed 3"), s["Files"]
+    assert sorted(error_list(migration)) == ["small/0.txt", "small/1.txt", "small/2.txt"]
+
+    before = emulator.stats()
+    s = retry_and_wait(migration)
+    sent = requests_since(emulator, before)
+    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    # Exactly the three failed files went again; the seven that arrived were not touched.
+    assert sent.get("PutObject") == 3, sent
+    assert "UploadPart" not in sent and "InitiateMultipartUpload" not in sent, sent
+    assert s["Files"].startswith("10/10 done, succeed 10, skipped 0, failed 0"), s["Files"]
+    assert_migrated(migration.bucket, files)
+
+    # The task kept its history: the first run's failures, then the retry's three successes.
+    (task,) = migration.task_dirs("succeed_tasks")
+    audit = (task / "audit.log").read_text().splitlines()
+    assert sum(" Failed small/" in line for line in audit) == 3
+    assert sum(" Succeed " in line for line in audit) == 10
+    assert (task / "RETRIES").read_text().strip() == "1"
+    assert (task / "error.list").read_text() == ""
+    assert json.loads((task / "COUNTS").read_text())["succeed"] == 10
+    assert not checkpoints(migration) and not migration.task_dirs("pending_tasks")
+    assert snapshot(migration.src) == source
+    only_state_beside_source(migration)
+
+
+def test_retries_converge_under_sixty_percent_put_failures(migration, emulator):
+    files = {f"f/{i:02d}.dat": os.urandom(64 + i) for i in range(50)}
+    write_tree(migration.src, files)
+    source = snapshot(migration.src)
+    migration.write_conf(sys_props={"workerTaskThreadNum": "25"}, job_props={"taskObjectCountLimit": "50"})
+    run(migration, "submit", str(migration.job_file))
+    before = emulator.stats()
+    emulator.set_faults("500:0.6:PutObject")
+    s = start_and_wait(migration)
+    failed_by_round = [set(error_list(migration))]
+    while s["JobState"] == "Failed" and len(failed_by_round) <= 6:
+        s = retry_and_wait(migration)
+        failed_by_round.append(set(error_list(migration)))
+    emulator.set_faults(None)
+    sent = requests_since(emulator, before)
+
+    assert s["JobState"] == "Succeed", (failed_by_round, migration.ok("stat", "detail"))
+    # Each round re-runs only what the round before left failed: the failures shrink to nothing.
+    for earlier, later in zip(failed_by_round, failed_by_round[1:]):
+        assert later <= earlier, failed_by_round
+    # Every file was accepted by exactly one PUT: the rest of the PUTs are the injected faults.
+    assert sent["PutObject"] == len(files) + sent["faults"], sent
+    assert s["Files"].startswith("50/50 done, succeed 50, skipped 0, failed 0"), s["Files"]
+    assert_migrated(migration.bucket, files)
+    assert snapshot(migration.src) == source
+
+
+# ----------------------------------------------------------------- multipart uploads resume
+
+def test_retry_resumes_the_upload_whose_complete_failed(migration, emulator, complete_fails):
+    files, upload_id = complete_fails
+    before = emulator.stats()
+    s = retry_and_wait(migration)
+    sent = requests_since(emulator, before)
+    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    # No part went twice, no new upload began, the small file that arrived was not sent again.
+    assert sent.get("CompleteMultipartUpload") == 1 and sent.get("ListParts") == 1, sent
+    for op in ("UploadPart", "InitiateMultipartUpload", "PutObject", "AbortMultipartUpload"):
+        assert op not in sent, sent
+    assert open_uploads(migration.bucket) == []
+    assert_migrated(migration.bucket, files)
+    assert s["Files"].startswith("2/2 done, succeed 2, skipped 0, failed 0"), s["Files"]
+    assert not checkpoints(migration)
+    service_log_has_no_traceback(migration)
+
+
+@pytest.mark.parametrize("new_size, parts", [(4 * 100 * KIB + 1, 5), (50 * KIB, 0)],
+                         ids=["still-multipart", "now-below-threshold"])
+def test_source_changed_before_retry_aborts_the_old_upload(migration, emulator, complete_fails,
+                                                           new_size, parts):
+    files, upload_id = complete_fails
+    files["video/big.bin"] = os.urandom(new_size)
+    write_tree(migration.src, files)
+    before = emulator.stats()
+    s = retry_and_wait(migration)
+    sent = requests_since(emulator, before)
+    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    # The upload of the old version is aborted; the file as it is now arrives whole.
+    assert sent.get("AbortMultipartUpload") == 1, sent
+    assert sent.get("UploadPart", 0) == parts and sent.get("PutObject", 0) == (0 if parts else 1), sent
+    assert open_uploads(migration.bucket) == []
+    assert_migrated(migration.bucket, files)
+    assert not checkpoints(migration)
+
+
+def test_source_gone_before_retry_fails_it_and_aborts_the_upload(migration, emulator, complete_fails):
+    files, upload_id = complete_fails
+    source = snapshot(migration.src)
+    (migration.src / "video" / "big.bin").unlink()
+    del source["video/big.bin"]
+    s = retry_and_wait(migration)
+    assert s["JobState"] == "Failed"
+    assert error_list(migration) == {"video/big.bin": "SOURCE_NOT_EXIST: source file does not exist"}
+    assert open_uploads(migration.bucket) == [] and not checkpoints(migration)
+    assert s["Files"].startswith("1/2 done, succeed 1, skipped 0, failed 1"), s["Files"]
+    assert snapshot(migration.src) == source
+
+
+def test_upload_gone_at_the_destination_starts_over(migration, emulator, complete_fails):
+    files, upload_id = complete_fails
+    migration.bucket.abort_multipart_upload("video/big.bin", upload_id)  # expired by a lifecycle rule
+    before = emulator.stats()
+    s = retry_and_wait(migration)
+    sent = requests_since(emulator, before)
+    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert sent.get("InitiateMultipartUpload") == 1 and sent.get("UploadPart") == BIG_PARTS, sent
+    assert open_uploads(migration.bucket) == []
+    assert_migrated(migration.bucket, files)
+    service_log_has_no_traceback(migration)
+
+
+# ----------------------------------------------------------------- clean leaves no open upload
+
+def test_clean_aborts_the_upload_of_a_failed_task(migration, emulator, complete_fails):
+    files, upload_id = complete_fails
+    source = snapshot(migration.src)
+    run(migration, "stop")
+    before = emulator.stats()
+    code, out, err = run(migration, "clean", "local_test")
+    assert (code, out.strip(), err) == (0, "clean job:local_test success!", "")
+    assert requests_since(emulator, before).get("AbortMultipartUpload") == 1
+    assert open_uploads(migration.bucket) == []
+    assert not migration.job_dir.exists()
+    assert not (migration.work / "worker" / "jobs" / "local_test").exists()
+    # What arrived stays: clean removes the job's state, never an object.
+    assert [o.key for o in oss2.ObjectIteratorV2(migration.bucket)] == ["notes.txt"]
+    assert snapshot(migration.src) == source
+
+
+def test_clean_names_an_upload_it_could_not_abort_and_still_cleans(migration, emulator, complete_fails):
+    files, upload_id = complete_fails
+    run(migration, "stop")
+    emulator.set_faults("500:1.0:AbortMultipartUpload")
+    code, out, err = run(migration, "clean", "local_test")
+    emulator.set_faults(None)
+    assert code == 0 and out.strip() == "clean job:local_test success!", out + err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert re.fullmatch(rf'warning: could not abort multipart upload {upload_id} of "video/big\.bin": '
+                        r'.*InternalError.*; abort it at the destination, or let a lifecycle rule '
+                        r'expire it', lines[0]), lines[0]
+    assert not migration.job_dir.exists()
+    assert open_uploads(migration.bucket) == [("video/big.bin", upload_id)]
+    migration.bucket.abort_multipart_upload("video/big.bin", upload_id)
