@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import oss2
 import pytest
 
 from conftest import assert_migrated, write_tree
+from test_distributed import deployed  # noqa: F401 - the fleet's agents, deployed once
+
+pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts, started only when asked for
 
 KIB = 1024
 # 100k is the smallest part OSS takes: every file from 100k up goes multipart.
@@ -57,10 +61,10 @@ def start_and_wait(migration) -> dict:
 
 
 def retry_and_wait(migration) -> dict:
-    run(migration, "stop")
+    """``console.sh retry`` while the service runs, as an operator (or cron) does."""
     code, out, _ = run(migration, "retry")
     assert code == 0 and out.strip() == "retry job:local_test: 1 failed task(s) back to pending", out
-    return start_and_wait(migration)
+    return migration.wait_state()
 
 
 def error_list(migration) -> dict:
@@ -277,3 +281,50 @@ def test_clean_names_an_upload_it_could_not_abort_and_still_cleans(migration, em
     assert not migration.job_dir.exists()
     assert open_uploads(migration.bucket) == [("video/big.bin", upload_id)]
     migration.bucket.abort_multipart_upload("video/big.bin", upload_id)
+
+
+# ----------------------------------------------------------------- distributed: history travels
+
+def test_retried_task_resumes_on_a_worker_host(request, emulator):
+    """The failed task's audit.log and checkpoint came home from its host; the retry, on
+    whichever host, sends neither the files done nor the parts uploaded."""
+    from test_distributed import Cluster
+
+    fleet = request.getfixturevalue("fleet")
+    request.getfixturevalue("deployed")
+    fleet.ensure_up()
+    bucket = request.getfixturevalue("bucket")
+    c = Cluster(fleet, request.getfixturevalue("tmp_path") / "cluster", bucket, emulator.key_id, emulator.secret)
+    request.addfinalizer(lambda: (c.console("stop"), c.console("clean", c.job_name)))
+    files = {"video/big.bin": os.urandom(BIG_SIZE), **{f"small/{i}.txt": os.urandom(100 + i) for i in range(4)}}
+    c.put_files(files)
+    source = snapshot(c.src)
+    c.write_job(taskObjectCountLimit="10", **MULTIPART)
+    c.ok("submit", str(c.job_file))
+    emulator.set_faults("500:1.0:CompleteMultipartUpload")
+    c.ok("start")
+    s = c.wait_state()
+    emulator.set_faults(None)
+    assert s["JobState"] == "Failed", s
+    (failed,) = c.finished("failed_tasks")
+    assert (failed / "error.list").read_text().startswith("video/big.bin\t")
+    (checkpoint,) = (failed / "multipart").glob("*.json")
+    upload_id = json.loads(checkpoint.read_text())["upload_id"]
+    assert open_uploads(bucket) == [("video/big.bin", upload_id)]
+
+    before = emulator.stats()
+    r = c.console("retry", c.job_name)
+    assert r.returncode == 0 and "1 failed task(s) back to pending" in r.stdout, r.stdout + r.stderr
+    s = c.wait_state()
+    sent = requests_since(emulator, before)
+    assert s["JobState"] == "Succeed", c.ok("stat", "detail", c.job_name)
+    assert sent.get("CompleteMultipartUpload") == 1 and sent.get("ListParts") == 1, sent
+    for op in ("UploadPart", "InitiateMultipartUpload", "PutObject"):
+        assert op not in sent, sent
+    assert open_uploads(bucket) == []
+    assert_migrated(bucket, files)
+    assert s["Files"].startswith("5/5 done, succeed 5, skipped 0, failed 0"), s["Files"]
+    assert snapshot(c.src) == source
+    for host in fleet.hosts:  # nothing left on the hosts but the job's configuration
+        tasks = Path(fleet.host_dir(host)) / "worker" / "jobs" / c.job_name / "tasks"
+        assert not (tasks.is_dir() and any(tasks.iterdir())), sorted(tasks.rglob("*"))
