@@ -25,6 +25,7 @@ failed and resumes their uploads, on whichever host runs it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -53,6 +54,8 @@ STATUS_COMPLETED = "Completed"
 STATUS_FAILED = "Failed"
 
 STANDALONE_HOST = "localhost"
+
+log = logging.getLogger("ossimport.layout")
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -186,7 +189,11 @@ class JobLayout:
     def start_round(self, round_no: int) -> int:
         """Begin an incremental rescan: the failed tasks of the round before run again (their
         files re-read), and the scan starts over. Returns how many failed tasks were retried."""
-        retried = self.retry_failed()
+        try:
+            retried = self.retry_failed()
+        except StateError as exc:  # a damaged failed folder must not stop the rescan
+            log.error("job %s: round %d: %s", self.name, round_no, exc)
+            retried = 0
         self.set_round_state(round_no, None)
         write_atomic(self.queue_marker, b"")
         return retried
@@ -347,8 +354,14 @@ class JobLayout:
         task always re-reads its sources; the results of the run that ended go after it (a
         crash in between leaves them in pending, where nothing reads them: dispatch hands over
         only ``TASK_INPUTS``)."""
+        failed = self.failed_dirs()
+        for d in failed:
+            if not (d / TASK_FILE).is_file():
+                raise StateError(f"{d} has no {TASK_FILE} file, so it cannot be retried, and nothing was "
+                                 f"retried; move that folder out of {self.failed.name} (its {AUDIT_LOG} names "
+                                 f"its files) and run retry again")
         moved = 0
-        for d in self.failed_dirs():
+        for d in failed:
             task_id = parse_finished_name(d.name)[0]
             write_atomic(d / RETRIES_FILE, b"%d\n" % (retry_count(d) + 1))
             target = self.pending / task_id

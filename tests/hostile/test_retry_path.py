@@ -328,3 +328,23 @@ def test_retried_task_resumes_on_a_worker_host(request, emulator):
     for host in fleet.hosts:  # nothing left on the hosts but the job's configuration
         tasks = Path(fleet.host_dir(host)) / "worker" / "jobs" / c.job_name / "tasks"
         assert not (tasks.is_dir() and any(tasks.iterdir())), sorted(tasks.rglob("*"))
+
+
+def test_retry_names_a_failed_task_without_its_task_file_and_moves_nothing(migration, emulator):
+    files = {f"d/{i}.txt": b"x" * i for i in range(12)}  # two tasks of ten and two files
+    write_tree(migration.src, files)
+    migration.write_conf()
+    run(migration, "submit", str(migration.job_file))
+    emulator.set_faults("500:1.0:PutObject")
+    s = start_and_wait(migration)
+    emulator.set_faults(None)
+    assert s["JobState"] == "Failed" and s["Failed Task Count"] == "2", s
+    damaged, intact = migration.task_dirs("failed_tasks")
+    (damaged / "TASK").unlink()
+    code, out, err = run(migration, "retry")
+    assert code == 2 and out == "", out
+    assert err.splitlines() == [f"error: {damaged} has no TASK file, so it cannot be retried, and nothing "
+                                f"was retried; move that folder out of failed_tasks (its audit.log names its "
+                                f"files) and run retry again"], err
+    assert migration.task_dirs("failed_tasks") == [damaged, intact]
+    assert not migration.task_dirs("pending_tasks")
