@@ -453,11 +453,12 @@ def abort_open_uploads(job: JobLayout, hosts: list, settings, working_dir: str) 
     """Before ``clean`` removes a job: abort the multipart uploads its checkpoints record, on
     the master and on every worker host (a task stopped mid-upload holds the newest there).
     One warning line per upload left open or host not asked."""
-    from .ssh import run_on_hosts
     from .transfer import abort_job_uploads
 
     remote, warnings = [], []
     if hosts:
+        from .ssh import run_on_hosts
+
         command = remote_checkpoints_command(working_dir, job.name)
         results = run_on_hosts(hosts, lambda conn: conn.run(command, check=False).stdout, settings)
         for r in results.values():

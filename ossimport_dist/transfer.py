@@ -724,30 +724,37 @@ def abort_job_uploads(job, remote_checkpoints: tuple = ()) -> list:
     except OperatorError as exc:
         return warnings + [_abort_warning(key, upload_id, f"the destination cannot be opened: {exc}")
                            for key, upload_id in uploads]
+    given_up = ""  # once the destination cannot answer at all, the rest are not tried
     try:
         for key, upload_id in uploads:
-            problem = _abort_upload(destination, key, upload_id)
+            if given_up:
+                warnings.append(_abort_warning(key, upload_id, given_up))
+                continue
+            problem, hopeless = _abort_upload(destination, key, upload_id)
             if problem:
                 warnings.append(_abort_warning(key, upload_id, problem))
+            if hopeless:
+                given_up = f"not tried after the destination failed with: {problem}"
     finally:
         destination.close()
     return warnings
 
 
-def _abort_upload(destination, key: str, upload_id: str, attempts: int = 3) -> str:
-    """'' once aborted (an upload already gone counts), else why not; a transient failure is
-    tried again a few times, briefly: clean is an operator waiting at a prompt."""
+def _abort_upload(destination, key: str, upload_id: str, attempts: int = 3) -> tuple:
+    """('', False) once aborted (an upload already gone counts), else (why not, whether any
+    other abort is hopeless too: no answer at all, or keys/bucket refused). A transient failure
+    is tried again a few times, briefly: clean is an operator waiting at a prompt."""
     for attempt in range(1, attempts + 1):
         try:
             destination.abort_multipart(key, upload_id)
-            return ""
+            return "", False
         except RequestFailed as exc:
             if not exc.retryable or attempt == attempts:
-                return _failure_text(exc)
+                return _failure_text(exc), exc.status == 0
             time.sleep(0.2 * attempt)
         except (OperatorError, OSError) as exc:
-            return _failure_text(exc)
-    return ""
+            return _failure_text(exc), True
+    return "", False
 
 
 def _abort_warning(key: str, upload_id: str, why: str) -> str:

@@ -348,3 +348,20 @@ def test_retry_names_a_failed_task_without_its_task_file_and_moves_nothing(migra
                                 f"files) and run retry again"], err
     assert migration.task_dirs("failed_tasks") == [damaged, intact]
     assert not migration.task_dirs("pending_tasks")
+
+
+def test_clean_with_the_destination_unreachable_names_the_upload_and_does_not_hang(migration, complete_fails):
+    files, upload_id = complete_fails
+    run(migration, "stop")
+    # The endpoint went away since the job ran (nothing listens on port 9).
+    frozen = migration.job_dir / "job.cfg"
+    text = frozen.read_text()
+    frozen.write_text(re.sub(r"(?m)^destDomain=.*$", "destDomain=http://127.0.0.1:9", text))
+    code, out, err = run(migration, "clean", "local_test")
+    assert code == 0 and out.strip() == "clean job:local_test success!", out + err
+    (line,) = err.splitlines()
+    assert line.startswith(f'warning: could not abort multipart upload {upload_id} of "video/big.bin": '), line
+    assert "network error" in line and line.endswith("abort it at the destination, or let a lifecycle rule "
+                                                      "expire it"), line
+    assert not migration.job_dir.exists()
+    migration.bucket.abort_multipart_upload("video/big.bin", upload_id)
