@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -48,6 +49,21 @@ def audit_line(result: FileResult) -> str:
     if result.detail:
         line += f" Detail:{result.detail}"
     return line + "\n"
+
+
+def append_on_a_fresh_line(path: Path):
+    """The audit.log opened for appending. A run that died mid-line left no line break: the
+    next record starts on its own line, or it would be lost in the broken one."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            broken = f.read(1) != b"\n"
+    except OSError:  # no audit.log yet, or an empty one
+        broken = False
+    out = open(path, "a", encoding="utf-8", errors="surrogateescape")
+    if broken:
+        out.write("\n")
+    return out
 
 
 def finished_keys(audit_log: Path, keys: set) -> dict:
@@ -207,7 +223,7 @@ class Worker:
             counts.add(entry.size, result)
         run = TaskRun(runtime=runtime, task=task, folder=folder, counts=counts, remaining=len(todo),
                       skips=skips, relist=retry_count(folder) > 0)
-        run.audit_file = open(folder / AUDIT_LOG, "a", encoding="utf-8", errors="surrogateescape")
+        run.audit_file = append_on_a_fresh_line(folder / AUDIT_LOG)
         with self._lock:
             self._runs[key] = run
         runtime.account.task_started(task.task_id, counts)

@@ -133,6 +133,10 @@ def test_retry_sends_only_the_three_files_that_failed(migration, emulator):
     assert s["JobState"] == "Failed" and s["Failed Task Count"] == "1", s
     assert s["Files"].startswith("7/10 done, succeed 7, skipped 0, failed 3"), s["Files"]
     assert sorted(error_list(migration)) == ["small/0.txt", "small/1.txt", "small/2.txt"]
+    # A crash mid-line and stray bytes in the history cost nothing but being ignored.
+    (failed,) = migration.task_dirs("failed_tasks")
+    with open(failed / "audit.log", "ab") as f:
+        f.write(b"\xff\xfe not a line of ours\n2026-12-01 00:00:00 Succeed small/0.t")
 
     before = emulator.stats()
     s = retry_and_wait(migration)
@@ -146,9 +150,10 @@ def test_retry_sends_only_the_three_files_that_failed(migration, emulator):
 
     # The task kept its history: the first run's failures, then the retry's three successes.
     (task,) = migration.task_dirs("succeed_tasks")
-    audit = (task / "audit.log").read_text().splitlines()
+    audit = (task / "audit.log").read_text("utf-8", "surrogateescape").splitlines()
     assert sum(" Failed small/" in line for line in audit) == 3
-    assert sum(" Succeed " in line for line in audit) == 10
+    assert sum(re.fullmatch(r"\S+ \S+ Succeed (big/\d\.bin|small/\d\.txt)", line) is not None
+               for line in audit) == 10, audit
     assert (task / "RETRIES").read_text().strip() == "1"
     assert (task / "error.list").read_text() == ""
     assert json.loads((task / "COUNTS").read_text())["succeed"] == 10
