@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import oss2
@@ -255,10 +256,15 @@ def test_upload_gone_at_the_destination_starts_over(migration, emulator, complet
 
 # ----------------------------------------------------------------- clean leaves no open upload
 
-def test_clean_aborts_the_upload_of_a_failed_task(migration, emulator, complete_fails):
+@pytest.mark.parametrize("retried", [False, True], ids=["failed", "retried-not-run-yet"])
+def test_clean_aborts_the_upload_of_a_failed_task(migration, emulator, complete_fails, retried):
     files, upload_id = complete_fails
     source = snapshot(migration.src)
     run(migration, "stop")
+    if retried:  # the checkpoint now waits in pending_tasks
+        assert run(migration, "retry")[0] == 0
+        (checkpoint,) = checkpoints(migration)
+        assert checkpoint.parent.parent.parent.name == "pending_tasks"
     before = emulator.stats()
     code, out, err = run(migration, "clean", "local_test")
     assert (code, out.strip(), err) == (0, "clean job:local_test success!", "")
@@ -370,3 +376,39 @@ def test_clean_with_the_destination_unreachable_names_the_upload_and_does_not_ha
                                                       "expire it"), line
     assert not migration.job_dir.exists()
     migration.bucket.abort_multipart_upload("video/big.bin", upload_id)
+
+
+def test_clean_aborts_an_upload_a_stopped_host_holds(request, emulator):
+    """An agent stopped mid-upload holds the only checkpoint of its upload: clean fetches it
+    from the host and aborts the upload there is no other record of."""
+    from test_distributed import Cluster
+
+    fleet = request.getfixturevalue("fleet")
+    request.getfixturevalue("deployed")
+    fleet.ensure_up()
+    bucket = request.getfixturevalue("bucket")
+    c = Cluster(fleet, request.getfixturevalue("tmp_path") / "cluster", bucket, emulator.key_id, emulator.secret)
+    request.addfinalizer(lambda: (c.console("stop"), c.console("clean", c.job_name)))
+    # Twenty parts at about a part a second: the agent is stopped with most of them to go.
+    c.put_files({"video/big.bin": os.urandom(20 * 100 * KIB)})
+    c.write_sys(**{"workerMaxThroughput(KB/s)": "100"})
+    c.write_job(**MULTIPART)
+    c.ok("submit", str(c.job_file))
+    c.ok("start")
+    deadline = time.monotonic() + 60
+    held = []
+    while not held:
+        held = [p for h in fleet.hosts for p in (Path(fleet.host_dir(h)) / "worker" / "jobs" / c.job_name
+                                                 / "tasks").glob("*/multipart/*.json")]
+        assert time.monotonic() < deadline, "no host began the upload"
+        time.sleep(0.1)
+    upload_id = json.loads(held[0].read_text())["upload_id"]
+    c.ok("stop")
+    assert open_uploads(bucket) == [("video/big.bin", upload_id)]
+    assert not list(c.job_dir.rglob("multipart/*.json")), "the master has no record of it"
+    r = c.console("clean", c.job_name)
+    assert "Traceback" not in r.stdout + r.stderr
+    assert (r.returncode, r.stdout.strip(), r.stderr) == (0, f"clean job:{c.job_name} success!", "")
+    assert open_uploads(bucket) == []
+    for h in fleet.hosts:
+        assert not (Path(fleet.host_dir(h)) / "worker" / "jobs" / c.job_name).exists()
