@@ -206,6 +206,7 @@ def test_retry_resumes_the_upload_whose_complete_failed(migration, emulator, com
     assert_migrated(migration.bucket, files)
     assert s["Files"].startswith("2/2 done, succeed 2, skipped 0, failed 0"), s["Files"]
     assert not checkpoints(migration)
+    assert snapshot(migration.src) == files
     service_log_has_no_traceback(migration)
 
 
@@ -226,6 +227,8 @@ def test_source_changed_before_retry_aborts_the_old_upload(migration, emulator, 
     assert open_uploads(migration.bucket) == []
     assert_migrated(migration.bucket, files)
     assert not checkpoints(migration)
+    assert snapshot(migration.src) == files
+    service_log_has_no_traceback(migration)
 
 
 def test_source_gone_before_retry_fails_it_and_aborts_the_upload(migration, emulator, complete_fails):
@@ -251,6 +254,7 @@ def test_upload_gone_at_the_destination_starts_over(migration, emulator, complet
     assert sent.get("InitiateMultipartUpload") == 1 and sent.get("UploadPart") == BIG_PARTS, sent
     assert open_uploads(migration.bucket) == []
     assert_migrated(migration.bucket, files)
+    assert snapshot(migration.src) == files
     service_log_has_no_traceback(migration)
 
 
@@ -259,7 +263,6 @@ def test_upload_gone_at_the_destination_starts_over(migration, emulator, complet
 @pytest.mark.parametrize("retried", [False, True], ids=["failed", "retried-not-run-yet"])
 def test_clean_aborts_the_upload_of_a_failed_task(migration, emulator, complete_fails, retried):
     files, upload_id = complete_fails
-    source = snapshot(migration.src)
     run(migration, "stop")
     if retried:  # the checkpoint now waits in pending_tasks
         assert run(migration, "retry")[0] == 0
@@ -274,7 +277,8 @@ def test_clean_aborts_the_upload_of_a_failed_task(migration, emulator, complete_
     assert not (migration.work / "worker" / "jobs" / "local_test").exists()
     # What arrived stays: clean removes the job's state, never an object.
     assert [o.key for o in oss2.ObjectIteratorV2(migration.bucket)] == ["notes.txt"]
-    assert snapshot(migration.src) == source
+    assert snapshot(migration.src) == files
+    only_state_beside_source(migration)
 
 
 def test_clean_names_an_upload_it_could_not_abort_and_still_cleans(migration, emulator, complete_fails):
@@ -291,6 +295,7 @@ def test_clean_names_an_upload_it_could_not_abort_and_still_cleans(migration, em
                         r'expire it', lines[0]), lines[0]
     assert not migration.job_dir.exists()
     assert open_uploads(migration.bucket) == [("video/big.bin", upload_id)]
+    assert snapshot(migration.src) == files
     migration.bucket.abort_multipart_upload("video/big.bin", upload_id)
 
 
