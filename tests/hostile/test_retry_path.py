@@ -210,6 +210,38 @@ def test_retry_resumes_the_upload_whose_complete_failed(migration, emulator, com
     service_log_has_no_traceback(migration)
 
 
+def test_retry_sends_only_the_parts_that_are_missing(migration, emulator):
+    files = {"video/big.bin": os.urandom(BIG_SIZE)}
+    write_tree(migration.src, files)
+    # One part at a time, about two a second, so the parts fail from some point on.
+    migration.write_conf(sys_props={"workerMaxThroughput(KB/s)": "200"},
+                         job_props={**MULTIPART, "uploadThreadNumPerLargeFile": "1"})
+    run(migration, "submit", str(migration.job_file))
+    assert run(migration, "start")[0] == 0
+    deadline = time.monotonic() + 30
+    while not any(len(json.loads(p.read_text()).get("parts", {})) >= 2 for p in checkpoints(migration)):
+        assert time.monotonic() < deadline, "the upload never got going"
+        time.sleep(0.05)
+    emulator.set_faults("500:1.0:UploadPart")
+    s = migration.wait_state()
+    emulator.set_faults(None)
+    assert s["JobState"] == "Failed", s
+    assert "UploadPart video/big.bin: HTTP 500 InternalError" in error_list(migration)["video/big.bin"]
+    (checkpoint,) = checkpoints(migration)
+    uploaded = len(json.loads(checkpoint.read_text())["parts"])
+    assert 2 <= uploaded < BIG_PARTS
+
+    before = emulator.stats()
+    s = retry_and_wait(migration)
+    sent = requests_since(emulator, before)
+    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert sent.get("UploadPart") == BIG_PARTS - uploaded, (uploaded, sent)
+    assert "InitiateMultipartUpload" not in sent and sent.get("CompleteMultipartUpload") == 1, sent
+    assert open_uploads(migration.bucket) == []
+    assert_migrated(migration.bucket, files)
+    assert snapshot(migration.src) == files
+
+
 @pytest.mark.parametrize("new_size, parts", [(4 * 100 * KIB + 1, 5), (50 * KIB, 0)],
                          ids=["still-multipart", "now-below-threshold"])
 def test_source_changed_before_retry_aborts_the_old_upload(migration, emulator, complete_fails,
