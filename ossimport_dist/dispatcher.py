@@ -312,7 +312,9 @@ class RemoteTracker:
         names = [name for name in TASK_RESULTS if name in present]
         # The upload ids of a failed task's open uploads come home, so its retry resumes them
         # on whichever host runs it.
-        names += [f"{MULTIPART_DIR}/{n}" for n in conn.listdir(f"{folder}/{MULTIPART_DIR}") if n.endswith(".json")]
+        if MULTIPART_DIR in present:  # most tasks have none: no extra round trip for them
+            names += [f"{MULTIPART_DIR}/{n}" for n in conn.listdir(f"{folder}/{MULTIPART_DIR}")
+                      if n.endswith(".json")]
         for name in names:
             (incoming / name).parent.mkdir(exist_ok=True)
             (incoming / name).write_bytes(conn.get_bytes(f"{folder}/{name}"))
