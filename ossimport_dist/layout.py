@@ -11,6 +11,7 @@
                                               (+ skipped.list when entries were not regular files)
       master/jobs/<job>/failed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,COUNTS}
                                               (+ multipart/<sha1 of key>.json per open upload)
+      master/jobs/<job>/abandoned_uploads/*.json   checkpoints of dropped late results (clean aborts them)
       worker/jobs/<job>/tasks/<taskid>/       a task a worker runs (TASK, then its results)
 
 A task's life: pending -> dispatched/<host> -> succeed | failed -> pending (retry). Every move is
@@ -45,6 +46,8 @@ DONE_FILE = "DONE"
 COUNTS_FILE = "COUNTS"
 RETRIES_FILE = "RETRIES"  # how many times the task was retried; a retried task re-reads its sources
 MULTIPART_DIR = "multipart"  # one checkpoint (small JSON) per multipart upload the task has open
+# Checkpoints of a late result that was dropped: nothing will complete their uploads; clean aborts them.
+ABANDONED_UPLOADS = "abandoned_uploads"
 # What a run writes at its end; a retried task drops them and keeps the rest (its history).
 RUN_RESULTS = (STATUS_FILE, DONE_FILE, COUNTS_FILE, ERROR_LIST, SKIPPED_LIST)
 # What a worker needs to run (or resume) a task: handed over on dispatch, pulled back on finish.
@@ -320,6 +323,7 @@ class JobLayout:
         entry goes away. A result for a task already finished is dropped, so a late result
         from a host presumed dead is never counted twice."""
         if self.finished_dir(task_id) is not None:
+            self._keep_upload_records(result_dir, finished_name(task_id, host))
             shutil.rmtree(result_dir, ignore_errors=True)
             shutil.rmtree(self.dispatched(host) / task_id, ignore_errors=True)
             return self.finished_dir(task_id)
@@ -329,6 +333,15 @@ class JobLayout:
         # The task may also have gone back to pending (host presumed dead); it is done now.
         shutil.rmtree(self.pending / task_id, ignore_errors=True)
         return dst
+
+    def _keep_upload_records(self, result_dir: Path, name: str) -> None:
+        """A dropped result may hold uploads its host began and nothing will complete: their
+        checkpoints are kept, so that clean aborts them."""
+        records = sorted((result_dir / MULTIPART_DIR).glob("*.json"))
+        if records:
+            (self.root / ABANDONED_UPLOADS).mkdir(exist_ok=True)
+        for record in records:
+            os.replace(record, self.root / ABANDONED_UPLOADS / f"{name}-{record.name}")
 
     def finished_dir(self, task_id: str) -> Optional[Path]:
         prefix = task_id + "_"
@@ -374,11 +387,11 @@ class JobLayout:
         return moved
 
     def multipart_checkpoints(self) -> list:
-        """Every multipart checkpoint in the job's task folders, wherever the task is: the
-        uploads this job may have left open at the destination."""
+        """Every multipart checkpoint in the job's task folders, wherever the task is, and those
+        of dropped late results: the uploads this job may have left open at the destination."""
         parents = [self.pending, self.failed, self.succeed, self.worker_tasks, self.root / ".incoming"]
         parents += [self.dispatched(host) for host in self.dispatched_hosts()]
-        found = []
+        found = list((self.root / ABANDONED_UPLOADS).glob("*.json"))
         for parent in parents:
             if parent.is_dir():
                 for folder in parent.iterdir():

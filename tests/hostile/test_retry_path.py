@@ -331,6 +331,35 @@ def test_clean_names_an_upload_it_could_not_abort_and_still_cleans(migration, em
     migration.bucket.abort_multipart_upload("video/big.bin", upload_id)
 
 
+def test_clean_aborts_the_upload_of_a_late_result_that_was_dropped(migration, emulator):
+    """A host presumed dead reports late, holding an upload it began: its result is dropped
+    (the task finished elsewhere, counted once), the upload record is kept, and clean aborts it."""
+    from ossimport_dist.layout import TASK_FILE, Home
+
+    files = {"late.bin": os.urandom(BIG_SIZE)}
+    write_tree(migration.src, files)
+    migration.write_conf(job_props=MULTIPART)
+    run(migration, "submit", str(migration.job_file))
+    assert start_and_wait(migration)["JobState"] == "Succeed"
+    run(migration, "stop")
+    (done,) = migration.task_dirs("succeed_tasks")
+    upload_id = migration.bucket.init_multipart_upload("late.bin").upload_id  # the late host's upload
+    late = migration.work / "worker" / "jobs" / "local_test" / "tasks" / "late-result"
+    (late / "multipart").mkdir(parents=True)
+    (late / TASK_FILE).write_bytes((done / TASK_FILE).read_bytes())
+    (late / "multipart" / "x.json").write_text(json.dumps({"key": "late.bin", "upload_id": upload_id}))
+    job = Home(migration.work).job("local_test")
+    assert job.finish(done.name.split("_")[0], "host-presumed-dead", late, ok=False) == done
+    assert not late.exists()
+    s = migration.stat()
+    assert s["JobState"] == "Succeed" and s["Files"].startswith("1/1 done, succeed 1"), s
+
+    code, out, err = run(migration, "clean", "local_test")
+    assert (code, out.strip(), err) == (0, "clean job:local_test success!", "")
+    assert open_uploads(migration.bucket) == []
+    assert_migrated(migration.bucket, files)
+
+
 # ----------------------------------------------------------------- distributed: history travels
 
 def test_retried_task_resumes_on_a_worker_host(request, emulator):
