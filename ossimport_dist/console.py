@@ -430,11 +430,15 @@ def _hold_for_clean(home: Home) -> Optional[servicelock.HeldLock]:
 
 
 def _clean_jobs(paths: Paths, names: list, distributed: bool) -> None:
+    from .dispatcher import abort_open_uploads
+
     for name in names:
         job = paths.home.job(name)
         if not job.exists() and not job.root.exists() and not job.root.is_symlink():
             print(f"job:{name} does not exist, nothing to clean")
             continue
+        warn(abort_open_uploads(job, paths.hosts(), paths.ssh_settings() if distributed else None,
+                                paths.sys_cfg.working_dir))
         job.remove()
         if distributed:
             _clean_hosts(paths, name)

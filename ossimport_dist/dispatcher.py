@@ -37,14 +37,13 @@ import javaproperties
 from . import config as config_mod
 from .errors import OperatorError
 from .hosts import Host
-from .layout import RETRIES_FILE, SKIPPED_LIST, TASK_FILE, JobLayout, write_atomic
+from .layout import MULTIPART_DIR, TASK_FILE, TASK_RESULTS, JobLayout, task_inputs, write_atomic
 
 log = logging.getLogger("ossimport.dispatcher")
 
 POLL_S = 1.0
 FILES_PER_THREAD = 4
 AGENT_RESTART_EVERY_S = 20.0
-RESULT_FILES = ("TASK", "audit.log", "error.list", "STATUS", "DONE", "COUNTS", RETRIES_FILE, SKIPPED_LIST)
 AGENT_MODULE = "ossimport_dist.agent"
 
 
@@ -310,9 +309,15 @@ class RemoteTracker:
         shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir(parents=True)
         present = set(conn.listdir(folder))
-        for name in RESULT_FILES:
-            if name in present:
-                (incoming / name).write_bytes(conn.get_bytes(f"{folder}/{name}"))
+        names = [name for name in TASK_RESULTS if name in present]
+        # The upload ids of a failed task's open uploads come home, so its retry resumes them
+        # on whichever host runs it.
+        if MULTIPART_DIR in present:  # most tasks have none: no extra round trip for them
+            names += [f"{MULTIPART_DIR}/{n}" for n in conn.listdir(f"{folder}/{MULTIPART_DIR}")
+                      if n.endswith(".json")]
+        for name in names:
+            (incoming / name).parent.mkdir(exist_ok=True)
+            (incoming / name).write_bytes(conn.get_bytes(f"{folder}/{name}"))
         ok = (incoming / "STATUS").read_text().strip() == "Completed" if (incoming / "STATUS").is_file() else False
         dst = job.finish(task_id, host.name, incoming, ok)
         conn.remove_tree(folder)
@@ -404,9 +409,11 @@ class RemoteTracker:
         tmp = f"{jobs_dir}/{job.name}/tasks/.{task_id}.tmp"
         conn.remove_tree(tmp)
         conn.makedirs(tmp)
-        for item in sorted(dispatched.iterdir()):
-            if item.name in (TASK_FILE, RETRIES_FILE):
-                conn.put_bytes(item.read_bytes(), f"{tmp}/{item.name}", mode=0o644)
+        inputs = task_inputs(dispatched)
+        if any(rel.startswith(MULTIPART_DIR + "/") for rel in inputs):
+            conn.makedirs(f"{tmp}/{MULTIPART_DIR}")
+        for rel in inputs:
+            conn.put_bytes((dispatched / rel).read_bytes(), f"{tmp}/{rel}", mode=0o644)
         final = f"{jobs_dir}/{job.name}/tasks/{task_id}"
         conn.remove_tree(final)
         conn.rename(tmp, final)
@@ -434,3 +441,32 @@ def stop_agents(hosts: list, settings, working_dir: str) -> dict:
 
     results = run_on_hosts(hosts, lambda conn: conn.run(agent_stop_command(working_dir), check=False), settings)
     return {host.name: ("stopped" if r.ok else r.error) for host, r in results.items()}
+
+
+def remote_checkpoints_command(working_dir: str, job_name: str) -> str:
+    """Print every multipart checkpoint of a job's task folders on a host, one JSON per line
+    (a checkpoint is one line of JSON)."""
+    folder = shlex.quote(f"{remote_paths(working_dir)['jobs']}/{job_name}/tasks")
+    return (f"for f in {folder}/*/{MULTIPART_DIR}/*.json; do "
+            "[ -f \"$f\" ] && { cat \"$f\"; echo; }; done; exit 0")
+
+
+def abort_open_uploads(job: JobLayout, hosts: list, settings, working_dir: str) -> list:
+    """Before ``clean`` removes a job: abort the multipart uploads its checkpoints record, on
+    the master and on every worker host (a task stopped mid-upload holds the newest there).
+    One warning line per upload left open or host not asked."""
+    from .transfer import abort_job_uploads
+
+    remote, warnings = [], []
+    if hosts:
+        from .ssh import run_on_hosts
+
+        command = remote_checkpoints_command(working_dir, job.name)
+        results = run_on_hosts(hosts, lambda conn: conn.run(command, check=False).stdout, settings)
+        for r in results.values():
+            if r.ok:
+                remote.extend(line for line in r.value.splitlines() if line.strip())
+            else:
+                warnings.append(f"{r.error}; uploads its tasks began are not aborted (a lifecycle rule on "
+                                f"uploads at the destination expires them)")
+    return warnings + abort_job_uploads(job, tuple(remote))

@@ -13,9 +13,11 @@
                                               (+ skipped.list when entries were not regular files)
       master/jobs/<job>/failed_tasks/<taskid>_<epochms>@<host>/{TASK,audit.log,error.list,STATUS,COUNTS}
                                               (TASK.corrupt + DAMAGED when its TASK could not be read)
+                                              (+ multipart/<sha1 of key>.json per open upload)
       master/jobs/<job>/scan.error            the last transient scan problem (the scan retries)
       master/jobs/<job>/scan.failed           why the scan or the job's load gave up: Failed until retry
       master/jobs/<job>/damaged.list          state files found damaged, and what was done about each
+      master/jobs/<job>/abandoned_uploads/*.json   checkpoints of dropped late results (clean aborts them)
       worker/jobs/<job>/tasks/<taskid>/       a task a worker runs (TASK, then its results)
 
 A damaged state file (empty, truncated, not text, JSON of the wrong shape) is renamed
@@ -24,10 +26,16 @@ A damaged state file (empty, truncated, not text, JSON of the wrong shape) is re
 A task's life: pending -> dispatched/<host> -> succeed | failed -> pending (retry). Every move is
 one ``os.rename`` of a directory (atomic on one filesystem), so a crash leaves each task in
 exactly one state, or (between two renames of a finish) in two places that ``reconcile`` mends.
+
+A task folder carries its history wherever it goes (``TASK_INPUTS``): the audit.log says which
+files are done, the multipart checkpoints which parts are uploaded. A retry keeps both and drops
+only the results of the run that ended (``RUN_RESULTS``), so it re-runs only the files that
+failed and resumes their uploads, on whichever host runs it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -56,10 +64,20 @@ CORRUPT_SUFFIX = ".corrupt"  # a damaged state file is renamed <name>.corrupt, k
 SCAN_ERROR_FILE = "scan.error"
 SCAN_FAILED_FILE = "scan.failed"
 DAMAGED_LIST = "damaged.list"
+MULTIPART_DIR = "multipart"  # one checkpoint (small JSON) per multipart upload the task has open
+# Checkpoints of a late result that was dropped: nothing will complete their uploads; clean aborts them.
+ABANDONED_UPLOADS = "abandoned_uploads"
+# What a run writes at its end; a retried task drops them and keeps the rest (its history).
+RUN_RESULTS = (STATUS_FILE, DONE_FILE, COUNTS_FILE, ERROR_LIST, SKIPPED_LIST)
+# What a worker needs to run (or resume) a task: handed over on dispatch, pulled back on finish.
+TASK_INPUTS = (TASK_FILE, RETRIES_FILE, AUDIT_LOG)
+TASK_RESULTS = TASK_INPUTS + RUN_RESULTS
 STATUS_COMPLETED = "Completed"
 STATUS_FAILED = "Failed"
 
 STANDALONE_HOST = "localhost"
+
+log = logging.getLogger("ossimport.layout")
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -338,7 +356,11 @@ class JobLayout:
     def start_round(self, round_no: int) -> int:
         """Begin an incremental rescan: the failed tasks of the round before run again (their
         files re-read), and the scan starts over. Returns how many failed tasks were retried."""
-        retried = self.retry_failed()
+        try:
+            retried = self.retry_failed()
+        except StateError as exc:  # a damaged failed folder must not stop the rescan
+            log.error("job %s: round %d: %s", self.name, round_no, exc)
+            retried = 0
         self.set_round_state(round_no, None)
         write_atomic(self.queue_marker, b"")
         return retried
@@ -552,6 +574,7 @@ class JobLayout:
         entry goes away. A result for a task already finished is dropped, so a late result
         from a host presumed dead is never counted twice."""
         if self.finished_dir(task_id) is not None:
+            self._keep_upload_records(result_dir, finished_name(task_id, host))
             shutil.rmtree(result_dir, ignore_errors=True)
             shutil.rmtree(self.dispatched(host) / task_id, ignore_errors=True)
             return self.finished_dir(task_id)
@@ -561,6 +584,15 @@ class JobLayout:
         # The task may also have gone back to pending (host presumed dead); it is done now.
         shutil.rmtree(self.pending / task_id, ignore_errors=True)
         return dst
+
+    def _keep_upload_records(self, result_dir: Path, name: str) -> None:
+        """A dropped result may hold uploads its host began and nothing will complete: their
+        checkpoints are kept, so that clean aborts them."""
+        records = sorted((result_dir / MULTIPART_DIR).glob("*.json"))
+        if records:
+            (self.root / ABANDONED_UPLOADS).mkdir(exist_ok=True)
+        for record in records:
+            os.replace(record, self.root / ABANDONED_UPLOADS / f"{name}-{record.name}")
 
     def finished_dir(self, task_id: str) -> Optional[Path]:
         prefix = task_id + "_"
@@ -578,21 +610,60 @@ class JobLayout:
         return sorted(p for p in self.succeed.iterdir() if p.is_dir()) if self.succeed.is_dir() else []
 
     def retry_failed(self) -> int:
-        """failed -> pending for every failed task; returns how many moved."""
+        """failed -> pending for every failed task; returns how many moved.
+
+        The folder moves whole (one rename, so the task is always in exactly one state) with
+        its audit.log and multipart checkpoints: the retry copies only the files that did not
+        end well and resumes their uploads. RETRIES is written before the move, so a retried
+        task always re-reads its sources; the results of the run that ended go after it (a
+        crash in between leaves them in pending, where nothing reads them: dispatch hands over
+        only ``TASK_INPUTS``)."""
+        # A task whose TASK was damaged past repair cannot run again: its DAMAGED file (shown by
+        # stat) says what to do, and it stays where it is.
+        failed = [d for d in self.failed_dirs() if damaged_reason(d) is None]
+        for d in failed:
+            if not (d / TASK_FILE).is_file():
+                raise StateError(f"{d} has no {TASK_FILE} file, so it cannot be retried, and nothing was "
+                                 f"retried; move that folder out of {self.failed.name} (its {AUDIT_LOG} names "
+                                 f"its files) and run retry again")
         moved = 0
-        for d in self.failed_dirs():
-            if damaged_reason(d) is not None:
-                continue  # no TASK to run again: its DAMAGED file (shown by stat) says what to do
+        for d in failed:
             task_id = parse_finished_name(d.name)[0]
-            tmp = self.pending / f".{task_id}.retry"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            shutil.copyfile(d / TASK_FILE, tmp / TASK_FILE)
-            write_atomic(tmp / RETRIES_FILE, b"%d\n" % (retry_count(d) + 1))
-            os.rename(tmp, self.pending / task_id)
-            shutil.rmtree(d)
+            write_atomic(d / RETRIES_FILE, b"%d\n" % (retry_count(d) + 1))
+            target = self.pending / task_id
+            # Only a crash mid-way through an older retry leaves a copy here; this folder is newer.
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(d, target)
+            for name in RUN_RESULTS:
+                (target / name).unlink(missing_ok=True)
             moved += 1
         return moved
+
+    def multipart_checkpoints(self) -> list:
+        """Every multipart checkpoint in the job's task folders, wherever the task is, and those
+        of dropped late results: the uploads this job may have left open at the destination."""
+        parents = [self.pending, self.failed, self.succeed, self.worker_tasks, self.root / ".incoming"]
+        parents += [self.dispatched(host) for host in self.dispatched_hosts()]
+        found = list((self.root / ABANDONED_UPLOADS).glob("*.json"))
+        for parent in parents:
+            if parent.is_dir():
+                for folder in parent.iterdir():
+                    found.extend((folder / MULTIPART_DIR).glob("*.json"))
+        return sorted(found)
+
+
+def task_inputs(folder: Path) -> list:
+    """What a worker needs of a task folder to run or resume it, as paths relative to it: TASK,
+    RETRIES and audit.log when present, and the multipart checkpoints."""
+    names = [name for name in TASK_INPUTS if (folder / name).is_file()]
+    return names + sorted(f"{MULTIPART_DIR}/{p.name}" for p in (folder / MULTIPART_DIR).glob("*.json"))
+
+
+def copy_task_inputs(src: Path, dst: Path) -> None:
+    """Hand a task to a worker on this filesystem (``dst`` is a fresh folder)."""
+    for rel in task_inputs(src):
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, dst / rel)
 
 
 def _check_inside(root: Path, path: Path) -> None:

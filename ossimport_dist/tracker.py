@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .layout import (STANDALONE_HOST, TASK_FILE, DamagedStateFile, JobLayout, mark_task_damaged,
-                     record_damage)
+from .layout import (STANDALONE_HOST, TASK_FILE, DamagedStateFile, JobLayout, copy_task_inputs,
+                     mark_task_damaged, record_damage)
 from .worker import Worker, task_status
 
 log = logging.getLogger("ossimport.tracker")
@@ -81,8 +81,7 @@ class LocalTracker:
         tmp = job.worker_tasks / f".{task_id}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for item in dispatched.iterdir():  # TASK, and RETRIES for a retried task
-            shutil.copyfile(item, tmp / item.name)
+        copy_task_inputs(dispatched, tmp)  # TASK, and a retried task's RETRIES and history
         folder = job.worker_tasks / task_id
         shutil.rmtree(folder, ignore_errors=True)
         os.rename(tmp, folder)

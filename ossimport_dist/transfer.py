@@ -6,7 +6,10 @@ computing CRC64 (and MD5 when workerRecordMd5 asks) in the same pass, with the w
 that changes while it is read is reported, never uploaded as a torn copy.
 
 Multipart uploads keep a checkpoint per object under ``state_dir/multipart/`` so a restarted
-worker uploads only the parts that are missing.
+worker, or a retry of the failed task on any host, uploads only the parts that are missing. An
+upload that will not be completed is aborted: when its checkpoint is dropped (the source changed
+or vanished, the file is now copied another way) and when ``clean`` removes the job
+(``abort_job_uploads``), so no orphan parts stay billable at the destination.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Callable, Optional
 
 from . import crc64
 from .errors import OperatorError
+from .layout import MULTIPART_DIR
 from .models import (CRC_NOT_MATCH, MD5_NOT_MATCH, SIZE_NOT_MATCH, SOURCE_NOT_EXIST,
                      TARGET_NOT_EXIST, FileResult, ObjectEntry, Outcome)
 from .storage.base import MTIME_HEADER
@@ -114,6 +118,8 @@ def _failure_text(exc: Exception) -> str:
     if isinstance(exc, OSError):
         return f"{type(exc).__name__}: {exc.strerror or exc}" + (
             f": {exc.filename}" if exc.filename else "")
+    if isinstance(exc, OperatorError):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -285,13 +291,16 @@ class Transferer:
             if self.options.skip_existing:
                 existing = self._call(self.destination.head, key)
                 if existing is not None and self._same(entry, existing):
+                    self.abandon_upload(entry, state_dir)
                     return FileResult(key, Outcome.SKIPPED, detail="destination has the same "
                                       "object", crc64=existing.crc64)
             if self._server_copy and self.destination.can_copy_from(self.source):
                 result = self._copy_server_side(entry)
                 if result is not None:
+                    self.abandon_upload(entry, state_dir)
                     return result
             if entry.size < self.options.multipart_threshold:
+                self.abandon_upload(entry, state_dir)
                 return self._copy_small(entry)
             return self._copy_multipart(entry, pathlib.Path(state_dir))
         except OperatorError:
@@ -359,7 +368,17 @@ class Transferer:
 
     def _checkpoint_path(self, state_dir: pathlib.Path, key: str) -> pathlib.Path:
         name = hashlib.sha1(key.encode("utf-8")).hexdigest()
-        return state_dir / "multipart" / f"{name}.json"
+        return pathlib.Path(state_dir) / MULTIPART_DIR / f"{name}.json"
+
+    def abandon_upload(self, entry: ObjectEntry, state_dir: pathlib.Path) -> None:
+        """Abort the multipart upload an earlier run of this task began for ``entry``, if any:
+        the file is not copied by it (the source vanished, shrank below the threshold, or is
+        copied another way now)."""
+        if not (pathlib.Path(state_dir) / MULTIPART_DIR).is_dir():  # the common case: one stat
+            return
+        path = self._checkpoint_path(state_dir, entry.key)
+        if path.is_file():
+            _MultipartCopy(self, entry, path, 0).abandon()
 
     def _part_size(self, size: int) -> int:
         # A store may refuse small parts (S3: 5 MiB but the last).
@@ -485,18 +504,24 @@ class _MultipartCopy:
             log.warning("could not abort multipart upload %s of %s: %s (OSS lifecycle rules "
                         "can clean up stale uploads)", upload_id, self.entry.key, exc.describe())
 
+    def abandon(self) -> None:
+        """Abort the upload the checkpoint records and drop the checkpoint."""
+        doc = self._load()
+        if doc is not None and doc.get("upload_id"):
+            self._abort_quietly(str(doc["upload_id"]))
+        self._forget()
+
     def _resume(self) -> None:
         """Adopt the parts a previous run uploaded, when they are still what we would send."""
         doc = self._load()
         if doc is None:
             return
         same = (doc.get("key") == self.entry.key and doc.get("size") == self.entry.size
-                and doc.get("mtime") == self.entry.mtime and doc.get("part_size") == self.part_size
-                and doc.get("upload_id"))
-        if not same:
-            if doc.get("upload_id"):
-                self._abort_quietly(doc["upload_id"])
-            self._forget()
+                and isinstance(doc.get("mtime"), (int, float))
+                and abs(doc["mtime"] - self.entry.mtime) <= MTIME_SLACK
+                and doc.get("part_size") == self.part_size and doc.get("upload_id"))
+        if not same:  # another version of the file: its parts are not ours to send
+            self.abandon()
             return
         on_server = self.t._call(self.dest.list_parts, self.entry.key, doc["upload_id"])
         if on_server is None:  # NoSuchUpload: aborted or expired
@@ -582,9 +607,11 @@ class _MultipartCopy:
     def run(self) -> FileResult:
         entry, t = self.entry, self.t
         current = t.stat_source(entry)
-        if current is None:
-            raise FileNotFoundError(entry.key)
-        if current.size != entry.size or _mtime_moved(entry, current.mtime):
+        if current is None or current.size != entry.size or _mtime_moved(entry, current.mtime):
+            # Not the listed file: an upload an earlier run began for it cannot be completed.
+            self.abandon()
+            if current is None:
+                raise FileNotFoundError(entry.key)
             raise _Changed(entry, current.size, current.mtime)
         self._resume()
         if self.upload_id is None:
@@ -655,3 +682,82 @@ class _MultipartCopy:
                             f"{'no object' if head is None else f'{head.size} bytes'} after "
                             f"completing the upload")
         return head.crc64
+
+
+# ---------------------------------------------------------------- uploads a removed job leaves
+
+def checkpoint_upload(text: str) -> Optional[tuple]:
+    """(key, upload id) a multipart checkpoint records, or None when it records none."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("key"), str) or not doc.get("upload_id"):
+        return None
+    return doc["key"], str(doc["upload_id"])
+
+
+def abort_job_uploads(job, remote_checkpoints: tuple = ()) -> list:
+    """Abort every multipart upload recorded in a job's checkpoints (its task folders here, and
+    the texts of checkpoints fetched from worker hosts), before ``clean`` removes the state that
+    names them. Returns one warning line per upload that could not be aborted, naming its key
+    and upload id, so the operator can abort it by hand; never raises for one upload."""
+    from . import config as config_mod
+    from .storage import open_job_destination
+
+    warnings, uploads = [], set()
+    for path in job.multipart_checkpoints():
+        try:
+            upload = checkpoint_upload(path.read_text("utf-8", "replace"))
+        except OSError:
+            continue  # vanished meanwhile: its task finished or moved, the copy elsewhere counts
+        if upload is None:
+            warnings.append(f"{path}: unreadable multipart checkpoint; an upload it named is left to "
+                            f"the destination (a lifecycle rule on uploads expires it)")
+        uploads.add(upload)
+    uploads.update(checkpoint_upload(text) for text in remote_checkpoints)
+    uploads = sorted(u for u in uploads if u)
+    if not uploads:
+        return warnings
+    try:
+        destination = open_job_destination(config_mod.load_job(job.config_file))
+    except OperatorError as exc:
+        return warnings + [_abort_warning(key, upload_id, f"the destination cannot be opened: {exc}")
+                           for key, upload_id in uploads]
+    given_up = ""  # once the destination cannot answer at all, the rest are not tried
+    try:
+        for key, upload_id in uploads:
+            if given_up:
+                warnings.append(_abort_warning(key, upload_id, given_up))
+                continue
+            problem, hopeless = _abort_upload(destination, key, upload_id)
+            if problem:
+                warnings.append(_abort_warning(key, upload_id, problem))
+            if hopeless:
+                given_up = f"not tried after the destination failed with: {problem}"
+    finally:
+        destination.close()
+    return warnings
+
+
+def _abort_upload(destination, key: str, upload_id: str, attempts: int = 3) -> tuple:
+    """('', False) once aborted (an upload already gone counts), else (why not, whether any
+    other abort is hopeless too: no answer at all, or keys/bucket refused). A transient failure
+    is tried again a few times, briefly: clean is an operator waiting at a prompt."""
+    for attempt in range(1, attempts + 1):
+        try:
+            destination.abort_multipart(key, upload_id)
+            return "", False
+        except RequestFailed as exc:
+            if not exc.retryable or attempt == attempts:
+                return _failure_text(exc), exc.status == 0
+            time.sleep(0.2 * attempt)
+        except (OperatorError, OSError) as exc:
+            return _failure_text(exc), True
+    return "", False
+
+
+def _abort_warning(key: str, upload_id: str, why: str) -> str:
+    # json.dumps: the key in quotes on one line, whatever characters it has.
+    return (f"could not abort multipart upload {upload_id} of {json.dumps(key, ensure_ascii=False)}: "
+            f"{' '.join(why.split())}; abort it at the destination, or let a lifecycle rule expire it")

@@ -6,8 +6,9 @@ The same class runs a standalone job and, inside the agent, a task pushed to a r
 
 Threads are shared across tasks (``workerTaskThreadNum``), so a job of three tasks still uses
 every thread; bandwidth is one ``Throttle`` for the whole worker. A task folder interrupted by a
-crash resumes: files already logged as done in ``audit.log`` are not copied again, and large
-files resume their multipart upload from the checkpoint kept in the task folder.
+crash, or failed and retried, resumes: files already logged as done in ``audit.log`` are not
+copied again, and large files resume their multipart upload from the checkpoint kept in the
+task folder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -43,6 +45,21 @@ def audit_line(result: FileResult) -> str:
     if result.detail:
         line += DETAIL_SEPARATOR + one_line(result.detail)
     return line + "\n"
+
+
+def append_on_a_fresh_line(path: Path):
+    """The audit.log opened for appending. A run that died mid-line left no line break: the
+    next record starts on its own line, or it would be lost in the broken one."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            broken = f.read(1) != b"\n"
+    except OSError:  # no audit.log yet, or an empty one
+        broken = False
+    out = open(path, "a", encoding="utf-8", errors="surrogateescape")
+    if broken:
+        out.write("\n")
+    return out
 
 
 def finished_keys(audit_log: Path, keys: set) -> dict:
@@ -94,6 +111,7 @@ class JobRuntime:
             # be days old, and the retry is what an operator runs once the file is stable.
             now = self.transferer.stat_source(entry)
             if now is None:
+                self.transferer.abandon_upload(entry, task_dir)  # it can never be completed now
                 return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
             # replace(), not a new entry: an http list's entry carries its URL in ``src``.
             entry = dataclasses.replace(entry, size=now.size, mtime=now.mtime, crc64=now.crc64, md5=now.md5,
@@ -187,16 +205,22 @@ class Worker:
                 return
         done = finished_keys(folder / AUDIT_LOG, {o.key for o in task.objects})
         counts = TaskCounts(files=len(task.objects), bytes=task.total_bytes)
-        todo = []
+        todo, skips = [], []
         for entry in task.objects:
             outcome = done.get(entry.key)
             if outcome is None:
                 todo.append(entry)
-            else:
-                counts.add(entry.size, FileResult(entry.key, outcome, entry.size))
+                continue
+            # Done in an earlier run of this task (interrupted, or failed and retried): counted
+            # again, and a refused entry listed again, since this run writes the task's results.
+            result = FileResult(entry.key, outcome, entry.size)
+            if outcome == Outcome.SKIPPED and entry.refused:
+                result = refused_result(entry)
+                skips.append((entry.key, result.detail))
+            counts.add(entry.size, result)
         run = TaskRun(runtime=runtime, task=task, folder=folder, counts=counts, remaining=len(todo),
-                      relist=retry_count(folder) > 0)
-        run.audit_file = open(folder / AUDIT_LOG, "a", encoding="utf-8", errors="surrogateescape")
+                      skips=skips, relist=retry_count(folder) > 0)
+        run.audit_file = append_on_a_fresh_line(folder / AUDIT_LOG)
         with self._lock:
             self._runs[key] = run
         runtime.account.task_started(task.task_id, counts)
