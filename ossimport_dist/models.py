@@ -75,6 +75,8 @@ INVALID_KEY = "INVALID_KEY"
 # A source entry that could not even be looked at (no search permission on its folder) fails:
 # once the permission is fixed it can be copied.
 SOURCE_NOT_READABLE = "SOURCE_NOT_READABLE"
+# Refusals a retry looks up again: the source may have the key, or let it be read, by then.
+SOURCE_REFUSALS = (SOURCE_NOT_EXIST, SOURCE_NOT_READABLE)
 
 
 def refused_result(entry: "ObjectEntry") -> "FileResult":

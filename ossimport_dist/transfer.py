@@ -115,6 +115,9 @@ class _Mismatch(Exception):
 def _failure_text(exc: Exception) -> str:
     if isinstance(exc, RequestFailed):
         return exc.describe()
+    code = getattr(exc, "failure_code", None)  # a driver's own refusal, as operators grep it
+    if code:
+        return f"{code}: {exc}"
     if isinstance(exc, OSError):
         return f"{type(exc).__name__}: {exc.strerror or exc}" + (
             f": {exc.filename}" if exc.filename else "")

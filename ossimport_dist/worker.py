@@ -29,8 +29,8 @@ from .errors import OperatorError
 from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, SKIPPED_LIST, STATUS_COMPLETED,
                      STATUS_FAILED, STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
 from .listformat import DETAIL_SEPARATOR, KeyFormatError, list_line, one_line, read_key, write_key
-from .models import (SOURCE_NOT_EXIST, FileResult, ObjectEntry, Outcome, Task, TaskCounts,
-                     refused_result)
+from .models import (SOURCE_NOT_EXIST, SOURCE_NOT_READABLE, SOURCE_REFUSALS, FileResult, ObjectEntry,
+                     Outcome, Task, TaskCounts, refused_result)
 
 log = logging.getLogger("ossimport.worker")
 
@@ -102,17 +102,26 @@ class JobRuntime:
 
     def run_one(self, entry: ObjectEntry, task_dir: Path, relist: bool = False) -> FileResult:
         if entry.refused:
-            # Refused by the listing. Only a key the source did not have may have appeared since.
-            if not (relist and entry.refused.startswith(SOURCE_NOT_EXIST)):
+            # Refused by the listing. Only a key the source lacked or could not read (SOURCE_*)
+            # may be there now; a FIFO or a key out of bounds stays what it was.
+            if not (relist and entry.refused.startswith(SOURCE_REFUSALS)):
                 return refused_result(entry)
             entry = dataclasses.replace(entry, refused=None)
         if relist:
             # A retried task copies the file as it is now: the listing that made the task may
             # be days old, and the retry is what an operator runs once the file is stable.
-            now = self.transferer.stat_source(entry)
+            try:
+                now = self.transferer.stat_source(entry)
+            except OSError as exc:  # e.g. its folder lost its permissions since the listing
+                return FileResult(entry.key, Outcome.FAILED,
+                                  detail=f"{SOURCE_NOT_READABLE}: cannot look at the source file: "
+                                         f"{exc.strerror or exc}")
             if now is None:
                 self.transferer.abandon_upload(entry, task_dir)  # it can never be completed now
                 return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
+            if now.refused:  # a FIFO now, or unreadable: said as the listing would say it
+                self.transferer.abandon_upload(entry, task_dir)
+                return refused_result(now)
             # replace(), not a new entry: an http list's entry carries its URL in ``src``.
             entry = dataclasses.replace(entry, size=now.size, mtime=now.mtime, crc64=now.crc64, md5=now.md5,
                                         etag=now.etag, headers=now.headers)

@@ -148,6 +148,8 @@ class SourceRefused(OSError):
     a symbolic link on the way, a key that leaves the folder). The transfer records the text as
     the file's failure; nothing is read."""
 
+    failure_code = "SOURCE_REFUSED"
+
     def __init__(self, text: str):
         super().__init__(None, text)
 

@@ -174,10 +174,10 @@ def test_a_folder_swapped_for_a_link_during_the_job_is_not_uploaded(migration, e
     assert s["Files"].startswith("1/2 done, succeed 1, skipped 0, failed 1"), s
     assert_migrated(migration.bucket, {"a-first.txt": b"first"})
     assert error_lines(migration) == {
-        "data/secret.txt": f"SourceRefused: folder {migration.src}/data/ is a symbolic link now "
+        "data/secret.txt": f"SOURCE_REFUSED: folder {migration.src}/data/ is a symbolic link now "
                            f"(never followed); nothing under it was read"}
     [task] = migration.task_dirs("failed_tasks")
-    assert any(" Failed data/secret.txt Detail:SourceRefused: folder " in line
+    assert any(" Failed data/secret.txt Detail:SOURCE_REFUSED: folder " in line
                for line in (task / "audit.log").read_text().splitlines())
     assert snapshot(outside) == before
     assert_no_traceback(migration, s.get("Files", ""))
@@ -194,7 +194,7 @@ def test_a_file_replaced_by_a_fifo_fails_at_once_and_the_job_ends(migration, emu
     assert s["JobState"] == "Failed", s
     assert s["Files"].startswith("1/2 done, succeed 1, skipped 0, failed 1"), s
     assert error_lines(migration) == {
-        "b.log": f"SourceRefused: {migration.src}/b.log is a FIFO now, not the regular file "
+        "b.log": f"SOURCE_REFUSED: {migration.src}/b.log is a FIFO now, not the regular file "
                  f"listed; nothing was read"}
     assert_migrated(migration.bucket, {"a-first.txt": b"first"})
 
@@ -493,7 +493,7 @@ def test_a_large_file_replaced_by_a_fifo_is_never_copied(tmp_path, resolver):
     results = {key: bounded(lambda: transfer.copy(entry, tmp_path / "state"))
                for key, entry in listed.items()}
     assert results["small.txt"].outcome == Outcome.FAILED
-    assert results["small.txt"].detail == (f"SourceRefused: {src}/small.txt is a FIFO now, not the "
+    assert results["small.txt"].detail == (f"SOURCE_REFUSED: {src}/small.txt is a FIFO now, not the "
                                            f"regular file listed; nothing was read")
     assert results["big.bin"].outcome in (Outcome.FAILED, Outcome.CHECK_FAILED)
     assert [p.name for p in out.iterdir() if p.name != ".ossimport-uploads"] == []
