@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .layout import (AUDIT_LOG, COUNTS_FILE, TASK_FILE, DamagedStateFile, damaged_reason, job_root_of,
                      move_aside, read_task_file, record_damage, write_atomic)
+from .listformat import audit_records
 from .models import FileResult, TaskCounts
 
 RATE_WINDOW_S = 10.0
@@ -133,32 +134,13 @@ def recount(task_dir: Path) -> TaskCounts:
     except (OSError, DamagedStateFile):
         objects = []
     sizes = {o.key: o.size for o in objects}
-    outcomes = audit_outcomes(task_dir / AUDIT_LOG, set(sizes))
+    outcomes = audit_outcomes(task_dir / AUDIT_LOG)
     counts = TaskCounts(files=len(objects) or len(outcomes), bytes=sum(sizes.values()))
     for key, (outcome, detail) in outcomes.items():
         counts.add(sizes.get(key, 0), FileResult(key, outcome, detail=detail))
     return counts
 
 
-def audit_outcomes(audit_log: Path, keys: set) -> dict:
-    """key -> (outcome, detail) of each line of an audit.log (``<date> <time> <Outcome> <key>[
-    Detail:<detail>]``), the last line of a key winning. ``keys`` (the task's keys) tells a key
-    that itself holds " Detail:" from the detail; without them the first one splits."""
-    out = {}
-    try:
-        f = open(audit_log, "r", encoding="utf-8", errors="surrogateescape")
-    except OSError:
-        return out
-    with f:
-        for line in f:
-            parts = line.rstrip("\n").split(" ", 3)
-            if len(parts) < 4:
-                continue
-            rest, cut = parts[3], -1
-            if rest not in keys:
-                cut = rest.find(" Detail:")
-                while keys and cut != -1 and rest[:cut] not in keys:
-                    cut = rest.find(" Detail:", cut + 1)
-            key, detail = (rest, "") if cut == -1 else (rest[:cut], rest[cut + len(" Detail:"):])
-            out[key] = (parts[2], detail)
-    return out
+def audit_outcomes(audit_log: Path) -> dict:
+    """key -> (outcome, detail) of an audit.log, the last line of a key winning."""
+    return {key: (outcome, detail) for outcome, key, detail in audit_records(audit_log)}

@@ -184,3 +184,25 @@ def _open_list_file(path: str, setting: str) -> BinaryIO:
                           f"line per object")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
+
+
+def audit_records(path) -> Iterator[tuple]:
+    """(outcome, key, detail) of each whole line of an audit.log, in file order. A last line cut
+    short by a crash is left out (its key may be cut short too), and so is a line whose key
+    does not read; an audit.log that cannot be opened has no records."""
+    try:
+        f = open(path, "r", encoding="utf-8", errors="surrogateescape", newline="\n")
+    except OSError:
+        return
+    with f:
+        for line in f:
+            if not line.endswith("\n"):
+                continue
+            parts = line[:-1].split(" ", 3)
+            if len(parts) < 4:
+                continue
+            try:
+                key, detail = read_key(parts[3], DETAIL_SEPARATOR)
+            except KeyFormatError:
+                continue
+            yield parts[2], key, detail or ""

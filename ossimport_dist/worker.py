@@ -28,9 +28,9 @@ from .accounting import JobAccount
 from .errors import OperatorError
 from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, SKIPPED_LIST, STATUS_COMPLETED,
                      STATUS_FAILED, STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
-from .listformat import DETAIL_SEPARATOR, KeyFormatError, list_line, one_line, read_key, write_key
-from .models import (SOURCE_NOT_EXIST, SOURCE_NOT_READABLE, SOURCE_REFUSALS, FileResult, ObjectEntry,
-                     Outcome, Task, TaskCounts, refused_result)
+from .listformat import DETAIL_SEPARATOR, audit_records, list_line, one_line, write_key
+from .models import (NOT_REGULAR_FILE, SOURCE_NOT_EXIST, SOURCE_NOT_READABLE, SOURCE_REFUSALS, FileResult,
+                     ObjectEntry, Outcome, Task, TaskCounts, refused_result)
 
 log = logging.getLogger("ossimport.worker")
 
@@ -62,30 +62,29 @@ def append_on_a_fresh_line(path: Path):
     return out
 
 
-def finished_keys(audit_log: Path, keys: set) -> dict:
-    """Keys of ``keys`` that an earlier, interrupted run of this task already finished: key ->
-    outcome. Only files that ended well are taken; a failure is tried again.
+def _not_a_file(result: FileResult) -> bool:
+    """Skipped because what is there is no regular file (listed in skipped.list)."""
+    return result.outcome == Outcome.SKIPPED and result.detail.startswith(NOT_REGULAR_FILE)
+
+
+def finished_results(audit_log: Path, keys: set) -> dict:
+    """Files of ``keys`` that an earlier run of this task (interrupted, or failed and retried)
+    already finished well: key -> FileResult with its outcome and detail. A failure is tried
+    again.
 
     A written key never holds " Detail:" unquoted, so the key ends at the first one. An audit.log
     written before that rule (a raw key holding " Detail:" or starting with '"') does not match
     here: that file is copied again, never taken for done by mistake."""
     done = {}
-    if not audit_log.is_file():
-        return done
-    with open(audit_log, "r", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                continue  # cut short by a crash: its key may be cut short too
-            parts = line[:-1].split(" ", 3)
-            if len(parts) < 4 or parts[2] not in _OK_OUTCOMES:
-                continue
-            try:
-                key, _ = read_key(parts[3], DETAIL_SEPARATOR)
-            except KeyFormatError:
-                continue
-            if key in keys:
-                done[key] = parts[2]
+    for outcome, key, detail in audit_records(audit_log):
+        if outcome in _OK_OUTCOMES and key in keys:
+            done[key] = FileResult(key, outcome, detail=detail)
     return done
+
+
+def finished_keys(audit_log: Path, keys: set) -> dict:
+    """key -> outcome of the files an earlier run of this task finished well."""
+    return {key: r.outcome for key, r in finished_results(audit_log, keys).items()}
 
 
 @dataclass
@@ -212,19 +211,18 @@ class Worker:
         with self._lock:
             if key in self._runs:
                 return
-        done = finished_keys(folder / AUDIT_LOG, {o.key for o in task.objects})
+        done = finished_results(folder / AUDIT_LOG, {o.key for o in task.objects})
         counts = TaskCounts(files=len(task.objects), bytes=task.total_bytes)
         todo, skips = [], []
         for entry in task.objects:
-            outcome = done.get(entry.key)
-            if outcome is None:
+            result = done.get(entry.key)
+            if result is None:
                 todo.append(entry)
                 continue
             # Done in an earlier run of this task (interrupted, or failed and retried): counted
-            # again, and a refused entry listed again, since this run writes the task's results.
-            result = FileResult(entry.key, outcome, entry.size)
-            if outcome == Outcome.SKIPPED and entry.refused:
-                result = refused_result(entry)
+            # again, and an entry that is not a file listed again, since this run writes the
+            # task's results. (The listing refused it, or a retry found it a FIFO by then.)
+            if _not_a_file(result):
                 skips.append((entry.key, result.detail))
             counts.add(entry.size, result)
         run = TaskRun(runtime=runtime, task=task, folder=folder, counts=counts, remaining=len(todo),
@@ -299,7 +297,7 @@ class Worker:
             run.counts.add(result.size or entry.size, result)
             if not result.ok:
                 run.errors.append((entry.key, result.detail))
-            elif result.outcome == Outcome.SKIPPED and entry.refused:
+            elif _not_a_file(result):
                 run.skips.append((entry.key, result.detail))
             run.remaining -= 1
             last = run.remaining == 0

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import gzip
 import os
-import time
 import uuid
 from urllib.parse import quote
 
-import pytest
 
 from conftest import FolderDest, OssDest, S3Dest, assert_migrated, audit_after_damage, awkward_tree, write_tree
 
@@ -53,11 +51,10 @@ def test_http_list_with_a_bad_line_is_named_with_its_line_number(migration, web_
     migration.write_conf(job_props={"srcType": "http", "httpListFilePath": str(url_list), "srcPrefix": ""})
     migration.ok("submit", str(migration.job_file))
     migration.ok("start")
-    deadline = time.monotonic() + 30
-    while "Scan Error" not in (out := migration.ok("stat")):
-        assert time.monotonic() < deadline, out
-        time.sleep(0.3)
-    assert "Unknown http list file format" in out and f"{url_list}:2" in out
+    # A bad list cannot pass by waiting: the job ends Failed at once with the line named.
+    assert migration.wait_state(timeout=30)["JobState"] == "Failed"
+    [reason] = [line for line in migration.ok("stat").splitlines() if line.startswith("Reason:")]
+    assert reason.startswith(f"Reason:Unknown http list file format: {url_list}:2: 1 column(s), need 2"), reason
 
 
 def test_local_folder_into_a_local_destination_keeps_bytes_and_mtimes(migration, tmp_path):

@@ -209,6 +209,27 @@ def test_a_file_replaced_by_a_fifo_fails_at_once_and_the_job_ends(migration, emu
     assert_no_traceback(migration, r.stdout, r.stderr)
 
 
+def test_a_retry_of_a_file_that_stayed_a_fifo_counts_it_as_the_listing_would(migration, emulator):
+    # The retry looks at the source as it is now: still a FIFO, so it is what a new listing
+    # would say, a counted skip, never an attempt to read it.
+    write_tree(migration.src, {"a-first.txt": b"first", "b.log": b"the listed file"})
+    start_with_slow_puts(migration, emulator)
+    os.unlink(migration.src / "b.log")
+    os.mkfifo(migration.src / "b.log")
+    assert migration.wait_state(timeout=60)["JobState"] == "Failed"
+    emulator.set_faults(None)
+    r = migration.console("retry")
+    assert r.returncode == 0 and "1 failed task(s) back to pending" in r.stdout, r.stdout + r.stderr
+    s = migration.wait_state(timeout=60)
+    assert s["JobState"] == "Succeed", s
+    assert s["Files"].startswith("2/2 done, succeed 1, skipped 1 (1 not a regular file: "
+                                 "'console.sh errors local_test' lists them), failed 0"), s
+    [task] = migration.task_dirs("succeed_tasks")
+    assert (task / "skipped.list").read_text() == "b.log\tNOT_REGULAR_FILE: a FIFO\n"
+    assert_migrated(migration.bucket, {"a-first.txt": b"first"})
+    assert_no_traceback(migration, r.stdout, r.stderr)
+
+
 @pytest.mark.parametrize("allow", ["false", "true"])
 def test_every_entry_that_is_not_a_file_is_counted_and_listed_with_why(migration, tmp_path, allow):
     outside = outside_file(tmp_path)
