@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import npm_install_lock
+
 ROOT = Path(__file__).resolve().parents[1]
 NPM_PREFIX = ROOT / ".cache" / "npm-azurite"
 AZURITE_BLOB = NPM_PREFIX / "node_modules" / ".bin" / "azurite-blob"
@@ -82,8 +84,9 @@ def _answers(port: int) -> bool:
 
 
 def start_azurite(location: Path) -> Azurite:
-    if not AZURITE_BLOB.exists():
-        _install()
+    with npm_install_lock(NPM_PREFIX):
+        if not AZURITE_BLOB.exists():
+            _install()
     port = _free_port()
     log = open(location / "azurite.log", "wb")
     process = subprocess.Popen(

@@ -3,6 +3,8 @@ through the real ``console.sh``, and checks of the destination object by object.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import http.server
 import os
@@ -309,3 +311,12 @@ def web_root(tmp_path):
     yield srv
     srv.shutdown()
     srv.server_close()
+
+
+@contextlib.contextmanager
+def npm_install_lock(prefix: Path):
+    """One npm install into ``prefix`` at a time: the suite's parallel workers share .cache/."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with open(prefix.parent / f".{prefix.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import npm_install_lock
+
 ROOT = Path(__file__).resolve().parents[1]
 NPM_PREFIX = ROOT / ".cache" / "npm"
 S3RVER_BIN = NPM_PREFIX / "node_modules" / ".bin" / "s3rver"
@@ -148,6 +150,11 @@ def moto_auth_server(tmp_path_factory):
 
 
 def _ensure_s3rver() -> Path:
+    with npm_install_lock(NPM_PREFIX):
+        return _install_s3rver()
+
+
+def _install_s3rver() -> Path:
     if S3RVER_BIN.exists():
         return S3RVER_BIN
     npm = shutil.which("npm")

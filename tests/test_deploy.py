@@ -16,6 +16,8 @@ from ossimport_dist.deploy import (Bundle, build_bundle, check_python, deploy_al
 from ossimport_dist.ssh import Connection
 
 pytest_plugins = ["fleet"]
+# One worker of a parallel run holds the fleet (sshd on 127.0.0.11-13): its tests run there.
+pytestmark = pytest.mark.xdist_group("fleet")
 
 ROOT = Path(__file__).resolve().parents[1]
 # Built wheels survive between test runs (gitignored); the first build needs the package index.

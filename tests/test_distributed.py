@@ -18,6 +18,8 @@ import pytest
 from conftest import CONSOLE, assert_migrated, awkward_tree, task_keys, write_tree
 
 pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts
+# One worker of a parallel run holds the fleet (sshd on 127.0.0.11-13): its tests run there.
+pytestmark = pytest.mark.xdist_group("fleet")
 
 
 class Cluster:

@@ -18,6 +18,8 @@ from ossimport_dist.hosts import Host, find_workers_file, read_workers
 from ossimport_dist.ssh import Connection, RemoteCommandFailed, run_on_hosts
 
 pytest_plugins = ["fleet"]
+# One worker of a parallel run holds the fleet (sshd on 127.0.0.11-13): its tests run there.
+pytestmark = pytest.mark.xdist_group("fleet")
 
 
 def one_line_error(excinfo, host: Host, password: str) -> str:

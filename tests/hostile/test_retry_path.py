@@ -362,6 +362,7 @@ def test_clean_aborts_the_upload_of_a_late_result_that_was_dropped(migration, em
 
 # ----------------------------------------------------------------- distributed: history travels
 
+@pytest.mark.xdist_group("fleet")
 def test_retried_task_resumes_on_a_worker_host(request, emulator):
     """The failed task's audit.log and checkpoint came home from its host; the retry, on
     whichever host, sends neither the files done nor the parts uploaded."""
@@ -444,6 +445,7 @@ def test_clean_with_the_destination_unreachable_names_the_upload_and_does_not_ha
     migration.bucket.abort_multipart_upload("video/big.bin", upload_id)
 
 
+@pytest.mark.xdist_group("fleet")
 def test_clean_aborts_an_upload_a_stopped_host_holds(request, emulator):
     """An agent stopped mid-upload holds the only checkpoint of its upload: clean fetches it
     from the host and aborts the upload there is no other record of."""
