@@ -13,8 +13,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .layout import (AUDIT_LOG, COUNTS_FILE, TASK_FILE, DamagedStateFile, damaged_reason, job_root_of,
-                     move_aside, read_task_file, record_damage, write_atomic)
+from .layout import (AUDIT_LOG, COUNTS_FILE, TASK_FILE, DamagedStateFile, damaged_reason, decode_state_json,
+                     job_root_of, move_aside, read_task_file, record_damage, write_atomic)
 from .listformat import audit_records
 from .models import FileResult, TaskCounts
 
@@ -109,12 +109,7 @@ def read_counts(task_dir: Path) -> TaskCounts:
 
 
 def _parse_counts(data: bytes) -> TaskCounts:
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    except ValueError:
-        raise ValueError("empty" if not data.strip() else "not valid JSON") from None
+    doc = decode_state_json(data)
     if not isinstance(doc, dict):
         raise ValueError(f"JSON of the wrong shape (a {type(doc).__name__}, not an object)")
     fields = set(vars(TaskCounts()))

@@ -146,6 +146,19 @@ def read_task_file(path: Path) -> Task:
         raise DamagedStateFile(path, f"JSON of the wrong shape ({type(exc).__name__}: {exc})") from None
 
 
+def decode_state_json(data: bytes):
+    """The JSON document of a small state file the tool wrote (COUNTS, a checkpoint, ROUND);
+    ValueError saying what is wrong with it, in the words stat's Damaged: line shows."""
+    import json
+
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except ValueError:
+        raise ValueError("empty" if not data.strip() else "not valid JSON") from None
+
+
 def _is_empty(path: Path) -> bool:
     try:
         return os.path.getsize(path) == 0
@@ -318,22 +331,18 @@ class JobLayout:
         """{'round': n, 'next_at': Unix time of the next rescan or None}. A damaged ROUND would
         send the job back to round 0: it is moved aside and rebuilt from the newest round folder,
         the next rescan scheduled anew."""
-        import json
-
         try:
             data = self.round_file.read_bytes()
         except OSError:
             return {"round": 0, "next_at": None}
         try:
-            doc = json.loads(data.decode("utf-8"))
+            doc = decode_state_json(data)
             round_no, next_at = doc["round"], doc.get("next_at")
             if type(round_no) is int and round_no >= 0 and (next_at is None or type(next_at) in (int, float)):
                 return {"round": round_no, "next_at": next_at}
             problem = "JSON of the wrong shape (a field has a value no job writes)"
-        except UnicodeDecodeError:
-            problem = "not UTF-8 text"
-        except ValueError:
-            problem = "empty" if not data.strip() else "not valid JSON"
+        except ValueError as exc:
+            problem = str(exc)
         except (KeyError, TypeError, AttributeError):
             problem = "JSON of the wrong shape (no round number)"
         rebuilt = max([int(d.name) for parent in (self.root / "checkpoints", self.root / "rounds")

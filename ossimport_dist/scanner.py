@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .errors import OperatorError, SourceError
-from .layout import TASK_FILE, DamagedStateFile, JobLayout, move_aside, read_task_file, record_damage, write_atomic
+from .layout import (TASK_FILE, DamagedStateFile, JobLayout, decode_state_json, move_aside, read_task_file,
+                     record_damage, write_atomic)
 from .listformat import list_line
 from .models import ObjectEntry, Task
 from .storage.base import Source
@@ -72,12 +73,7 @@ class UnitCheckpoint:
 def read_checkpoint(data: bytes, unit_id: Optional[str] = None) -> UnitCheckpoint:
     """A checkpoint file's content; ValueError saying what is wrong when it is not one that
     ``Scanner._save`` wrote (for ``unit_id``, when given)."""
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    except ValueError:
-        raise ValueError("empty" if not data.strip() else "not valid JSON") from None
+    doc = decode_state_json(data)
     if not isinstance(doc, dict) or set(doc) - set(UnitCheckpoint.__dataclass_fields__) or "unit" not in doc:
         raise ValueError("JSON of the wrong shape (not a scan checkpoint)")
     cpt = UnitCheckpoint(**doc)

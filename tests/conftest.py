@@ -320,3 +320,13 @@ def npm_install_lock(prefix: Path):
     with open(prefix.parent / f".{prefix.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def one_error_line(r) -> str:
+    """The single line a refused command printed on stderr, after checking it is one line and
+    that nothing printed a traceback."""
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out, out
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]

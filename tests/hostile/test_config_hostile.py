@@ -10,19 +10,11 @@ import stat as stat_mod
 
 import pytest
 
-from conftest import assert_migrated, write_tree
+from conftest import assert_migrated, one_error_line, write_tree
 
 SEGMENTS_FIX = "write folder names separated by single '/', e.g. {key}=backup/2024/"
 OVERLAP_FIX = ("the copy would read what it writes: choose a destDomain outside srcPrefix, "
                "and srcPrefix outside destDomain")
-
-
-def one_error_line(r) -> str:
-    out = r.stdout + r.stderr
-    assert "Traceback" not in out, out
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    return lines[0]
 
 
 def line_of(path, key) -> int:

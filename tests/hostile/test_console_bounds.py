@@ -11,7 +11,7 @@ import subprocess
 import psutil
 import pytest
 
-from conftest import CONSOLE, write_tree
+from conftest import CONSOLE, one_error_line, write_tree
 from ossimport_dist import servicelock
 
 RULE = "4 to 128 letters, digits, '_' or '-'"
@@ -33,14 +33,6 @@ def assert_untouched(migration, victim):
     assert (victim / "keep.txt").read_bytes() == b"keep"
     assert migration.job_file.is_file()
     assert (migration.job_dir / "job.cfg").is_file()
-
-
-def one_error_line(r) -> str:
-    out = r.stdout + r.stderr
-    assert "Traceback" not in out, out
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    return lines[0]
 
 
 # The arguments an operator (or a script with an empty variable) can pass for a job, and how the
