@@ -82,12 +82,22 @@ def holder(path: Path, wait_s: float = ACQUIRE_WAIT_S) -> Optional[Holder]:
             return None
         except BlockingIOError:
             pass
-        # Held: the holder writes its name right after taking the lock.
+        # Held: the holder writes its name right after taking the lock. Held by another probe,
+        # the file still names whoever held it last, maybe a process killed since: a name
+        # counts only while its process lives, and the lock is tried again meanwhile.
         deadline = time.monotonic() + wait_s
         while True:
             found = _parse(os.pread(fd, 64, 0))
-            if found is not None or time.monotonic() >= deadline:
-                return found or Holder(ROLE_SERVICE, 0)
+            if found is not None and _alive(found.pid):
+                return found
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return None
+            except BlockingIOError:
+                pass
+            if time.monotonic() >= deadline:
+                return Holder(ROLE_SERVICE, 0)
             time.sleep(POLL_S)
     finally:
         os.close(fd)
@@ -98,3 +108,13 @@ def _parse(data: bytes) -> Optional[Holder]:
     if role in (ROLE_SERVICE, ROLE_CLEAN) and pid.isdigit():
         return Holder(role, int(pid))
     return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, alive
+    return True

@@ -348,3 +348,26 @@ def test_stop_never_signals_a_process_that_is_not_a_service(migration):
         held.release()
     assert lock.read_bytes() == b""  # a released lock names nobody
     assert migration.ok("stop").strip() == "service is not running"
+
+
+def test_a_probe_beside_a_dead_services_name_is_never_taken_for_a_running_service(tmp_path):
+    # The service was killed -9: the file still names it. Another 'stat' probing the lock at
+    # the same instant holds it for a moment; that must not read as "running (pid <dead>)".
+    import fcntl
+    import threading
+
+    lock = tmp_path / "service.lock"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock.write_text(f"service {dead.pid}\n")
+    probe = os.open(lock, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_EX)
+    threading.Timer(0.2, os.close, (probe,)).start()  # the other probe lets go
+    assert servicelock.holder(lock) is None
+    # A live holder is named at once, with its pid.
+    held = servicelock.acquire(lock, servicelock.ROLE_SERVICE)
+    try:
+        assert servicelock.holder(lock) == servicelock.Holder(servicelock.ROLE_SERVICE, os.getpid())
+    finally:
+        held.release()
+    assert servicelock.holder(lock) is None
