@@ -17,7 +17,7 @@ from typing import Optional
 
 import javaproperties
 
-from .errors import ConfigError
+from .errors import ConfigError, OperatorError
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -308,6 +308,58 @@ def write_properties(path, mapping, mode=0o600, comment=None) -> None:
         except OSError:
             pass
         raise
+
+
+# --- the frozen job and the file it came from ---------------------------------------------
+# job.cfg's first comment line: where it was submitted from, and a digest of the settings it
+# had then, so a later edit of that file is told from a change made by 'console.sh set'.
+SUBMITTED_FROM = "submitted from "
+DIGEST_MARK = "; settings sha256:"
+
+
+def settings_digest(cfg: "JobConfig") -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(cfg.properties(), sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def submitted_comment(job_file, cfg: "JobConfig") -> str:
+    return f"{SUBMITTED_FROM}{os.path.abspath(job_file)}{DIGEST_MARK}{settings_digest(cfg)}"
+
+
+def frozen_comment(frozen_path) -> str:
+    """The 'submitted from ...' comment of a frozen job.cfg, or '' (an older job has none)."""
+    try:
+        with open(frozen_path, "r", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("#" + SUBMITTED_FROM):
+                    return line[1:].rstrip("\n")
+                if not line.startswith("#"):
+                    return ""
+    except OSError:
+        pass
+    return ""
+
+
+def edits_since_submit(frozen_path) -> tuple:
+    """(the file the job was submitted from, its keys that differ from the frozen job now) when
+    that file was edited since the submit; (None, []) when it was not, is gone, unreadable, or
+    now holds another job. Secret values are never shown: '***changed***'."""
+    comment = frozen_comment(frozen_path)
+    if DIGEST_MARK not in comment:
+        return None, []
+    origin, _, digest = comment[len(SUBMITTED_FROM):].rpartition(DIGEST_MARK)
+    try:
+        current, frozen = load_job(origin), load_job(frozen_path)
+    except OperatorError:
+        return None, []
+    if current.job_name != frozen.job_name or settings_digest(current) == digest:
+        return None, []
+    now, then = current.properties(), frozen.properties()
+    changes = [f"{k} ***changed***" if k in SECRET_KEYS else f"{k} '{then.get(k, '')}' -> '{v}'"
+               for k, v in sorted(now.items()) if then.get(k) != v]
+    return (origin, changes) if changes else (None, [])
 
 
 def redact_for_worker(sys_cfg: "SysConfig") -> dict:

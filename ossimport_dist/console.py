@@ -146,9 +146,24 @@ def _check_lock_file(home: Home) -> None:
         raise StateError(f"{lock} is not a regular file; remove it ('console.sh start' makes it again)")
 
 
+def refuse_edited_jobs(home: Home, names: list, hint: str) -> None:
+    """A job whose file was edited since its submit runs as submitted: never without a word.
+    ``hint`` says how to go on ('{job}' is the job's name)."""
+    for name in names:
+        origin, changes = config_mod.edits_since_submit(home.job(name).config_file)
+        if changes:
+            raise StateError(f"job {name} was submitted from {origin}, which has changed since "
+                             f"({', '.join(changes)}); the job would run as submitted: "
+                             + hint.format(job=name))
+
+
 def cmd_start(paths: Paths, args) -> int:
     home = paths.ensure_home()
     paths.warn_sys()
+    if not getattr(args, "resume", False):
+        decided = getattr(args, "decided", set())  # import.sh asked about its job already
+        refuse_edited_jobs(home, [n for n in home.job_names() if n not in decided],
+                           "'console.sh start --resume' runs it so, or 'console.sh clean {job}' and submit it again")
     _check_lock_file(home)
     pid = service_pid(home)
     if pid is not None:
@@ -307,7 +322,10 @@ def cmd_set(paths: Paths, args) -> int:
     import javaproperties
 
     config_mod.parse_job_text(javaproperties.dumps(props, timestamp=False), f"console set {key}")
-    config_mod.write_properties(job.config_file, props, mode=0o600, comment="changed by console.sh set")
+    # The submit comment stays first: start and import.sh still tell an edit of the job file.
+    origin = config_mod.frozen_comment(job.config_file)
+    config_mod.write_properties(job.config_file, props, mode=0o600,
+                                comment="\n".join(filter(None, (origin, "changed by console.sh set"))))
     log_line(paths.home, "submit.log", f"set job:{job.name} {key}={value.strip()}")
     print(f"job:{job.name} {key}={value.strip()} (takes effect within seconds)")
     return 0
@@ -334,7 +352,7 @@ def cmd_submit(paths: Paths, args) -> int:
     job = job_to_write(home, job_cfg.job_name)
     try:
         job.create(lambda path: config_mod.write_properties(
-            path, job_cfg.properties(), mode=0o600, comment=f"submitted from {job_file.resolve()}"))
+            path, job_cfg.properties(), mode=0o600, comment=config_mod.submitted_comment(job_file.resolve(), job_cfg)))
     except OSError as exc:
         raise paths.working_dir_error(exc) from None
     log_line(home, "submit.log", f"submit job:{job_cfg.job_name} from {job_file.resolve()}")
@@ -468,7 +486,11 @@ def cmd_retry(paths: Paths, args) -> int:
         except BlockingIOError:
             print("another retry is running; nothing done")
             return 0
-        for name in job_names_for(paths, args.job):
+        names = job_names_for(paths, args.job)
+        if not getattr(args, "resume", False):
+            refuse_edited_jobs(home, names, "'console.sh retry --resume {job}' retries it so, or "
+                                            "'console.sh clean {job}' and submit it again")
+        for name in names:
             job = job_to_write(home, name)
             reason = job.clear_scan_failure()
             if reason is not None:
@@ -757,13 +779,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", help="submit a job (default conf/local_job.cfg)")
     s.add_argument("job_file", nargs="?")
-    sub.add_parser("start", help="start the service in the background")
+    s = sub.add_parser("start", help="start the service in the background")
+    s.add_argument("--resume", action="store_true",
+                   help="run jobs as submitted even when their job file was edited since")
     sub.add_parser("stop", help="stop the service started by 'start'")
     s = sub.add_parser("clean", help="remove a job's state (not its destination objects)")
     s.add_argument("job", nargs="?")
     s = sub.add_parser("stat", help="show job progress: stat [detail] [job]")
     s.add_argument("words", nargs="*", metavar="[detail] [job]")
     s = sub.add_parser("retry", help="move failed tasks back to pending")
+    s.add_argument("--resume", action="store_true",
+                   help="retry even when the job file was edited since the submit (as submitted)")
     s.add_argument("job", nargs="?")
     s = sub.add_parser("errors", help="gather the failed objects of a job into one list file "
                                       "(key<TAB>reason), the input of a srcType=list job")

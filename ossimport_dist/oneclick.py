@@ -20,7 +20,7 @@ from typing import Optional
 
 from . import config as config_mod
 from . import console
-from .errors import OperatorError
+from .errors import OperatorError, StateError
 
 
 class Asker:
@@ -53,24 +53,48 @@ def progress_line(s: dict) -> str:
             f"dispatched {s['dispatched']} succeed {s['succeed_tasks']} failed {s['failed_tasks']}")
 
 
+def _restart_or_resume(paths: console.Paths, job_file: Path, name: str, asker: Asker,
+                       choice: Optional[str]) -> bool:
+    """For a job already submitted: True to clean it and submit the file again, False to resume
+    it as submitted. When the file was edited since the submit, resuming takes an explicit word
+    (``--resume``, or the answer on a terminal): the old job's success is not the new file's."""
+    job = paths.home.job(name)
+    origin, changes = config_mod.edits_since_submit(job.config_file)
+    if not changes:
+        return choice == "restart" or (choice is None and asker.ask(
+            f"Job {name} already exists. Clean it and start over (y), or resume it (n)?", default=False))
+    print(f"{origin} has changed since job {name} was submitted: {', '.join(changes)}")
+    if choice is not None:
+        return choice == "restart"
+    if asker.answer is None and sys.stdin.isatty():
+        return asker.ask("Clean the job and submit the edited file (y), or resume it as submitted (n)?",
+                         default=False)
+    if asker.answer:  # --yes: the question is "clean it and start over?"
+        return True
+    raise StateError(f"job {name} was submitted from {origin}, which has changed since; resuming would run "
+                     f"the job as submitted: 'bash import.sh --restart' cleans it and submits the file again, "
+                     f"'bash import.sh --resume' runs it as submitted")
+
+
 def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float, max_retries: int,
-             stop_when_done: Optional[bool] = None) -> tuple:
-    """Returns (exit code, last stat dict)."""
+             stop_when_done: Optional[bool] = None, choice: Optional[str] = None) -> tuple:
+    """Returns (exit code, last stat dict). ``choice`` ('resume' or 'restart') decides for a job
+    already submitted, without a question."""
     job_cfg = config_mod.load_job(job_file)
     console.warn(job_cfg.warnings)
     home = paths.home
     job = home.job(job_cfg.job_name)
     if job.exists():
-        if asker.ask(f"Job {job_cfg.job_name} already exists. Clean it and start over (y), or resume it (n)?",
-                     default=False):
+        if _restart_or_resume(paths, job_file, job_cfg.job_name, asker, choice):
             console.cmd_stop(paths, None)
             console.cmd_clean(paths, SimpleNamespace(job=job_cfg.job_name))
             console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file)))
         else:
-            print(f"resuming job:{job_cfg.job_name}")
+            print(f"resuming job:{job_cfg.job_name} as submitted")
     else:
         console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file)))
-    if console.cmd_start(paths, None) != 0:
+    # This job's case is decided above; another job of the workingDir edited since is refused.
+    if console.cmd_start(paths, SimpleNamespace(resume=False, decided={job_cfg.job_name})) != 0:
         return 1, {}
     stat_log = home.private_log("job_stat.log")
     retries = 0
@@ -104,7 +128,7 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
             if (s["scan_failure"] is None and retryable > 0 and retries < max_retries
                     and asker.ask(f"{retryable} task(s) failed. Retry them?", default=False)):
                 retries += 1
-                console.cmd_retry(paths, SimpleNamespace(job=s["name"]))
+                console.cmd_retry(paths, SimpleNamespace(job=s["name"], resume=True))
             else:
                 why = s["reasons"][0] if s["reasons"] else (f"see {job.failed}/*/error.list and "
                                                             f"{home.logs / 'ossimport2.log'}")
@@ -127,6 +151,11 @@ def main(argv=None) -> int:
     p.add_argument("--demo", action="store_true", help="migrate a sample folder into the bundled OSS emulator")
     p.add_argument("--interval", type=float, default=3.0, help="seconds between progress lines")
     p.add_argument("--max-retries", type=int, default=3)
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--resume", action="store_const", const="resume", dest="choice",
+                        help="a job already submitted: resume it as submitted, even if its file was edited")
+    choice.add_argument("--restart", action="store_const", const="restart", dest="choice",
+                        help="a job already submitted: clean it and submit the job file again")
     p.add_argument("job_file", nargs="?")
     args = p.parse_args(argv)
     asker = Asker(True if args.yes else False if args.no else None)
@@ -138,7 +167,7 @@ def main(argv=None) -> int:
             return demo.run(install_dir, interval=min(args.interval, 1.0))
         paths = console.Paths(install_dir, Path(args.sys_file) if args.sys_file else None)
         job_file = Path(args.job_file) if args.job_file else paths.default_job_file()
-        code, _ = run_flow(paths, job_file, asker, args.interval, args.max_retries)
+        code, _ = run_flow(paths, job_file, asker, args.interval, args.max_retries, choice=args.choice)
         return code
     except OperatorError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,95 @@
+"""A job file edited after its submit is never resumed silently (issue 9, first slice).
+
+The story an operator lived: a finished job, then srcPrefix edited in conf/local_job.cfg, then
+``bash import.sh`` from a script: it resumed the old frozen job and said the job succeeded,
+while the new folder was never copied.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from conftest import ROOT, assert_migrated, dest_objects, write_tree
+
+
+def import_sh(migration, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "import.sh"), "--sys", str(migration.sys_file), "--interval", "0.3",
+                           *args, str(migration.job_file)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+
+
+def finished_job_then_edited(migration, tmp_path) -> tuple:
+    old = {"old/a.txt": b"first folder"}
+    write_tree(migration.src, old)
+    migration.write_conf()
+    r = import_sh(migration, "--yes")
+    assert r.returncode == 0 and "JobState:Succeed" in r.stdout, r.stdout + r.stderr
+    new_src = tmp_path / "second"
+    new = {"new/b.txt": b"second folder", "new/c.txt": b"more"}
+    write_tree(new_src, new)
+    migration.write_conf(job_props={"srcPrefix": f"{new_src}/", "destSecretKey": migration.secret + "x"})
+    return old, new, new_src
+
+
+def test_import_without_a_terminal_refuses_an_edited_job_then_restart_copies_the_new_folder(migration, tmp_path):
+    old, new, new_src = finished_job_then_edited(migration, tmp_path)
+    r = import_sh(migration)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and "succeeded" not in r.stdout
+    changes = (f"destSecretKey ***changed***, srcPrefix '{migration.src}/' -> '{new_src}/'")
+    assert f"{migration.job_file.resolve()} has changed since job local_test was submitted: {changes}" in r.stdout
+    assert r.stderr.strip().splitlines() == [
+        f"error: job local_test was submitted from {migration.job_file.resolve()}, which has changed since; "
+        f"resuming would run the job as submitted: 'bash import.sh --restart' cleans it and submits the file "
+        f"again, 'bash import.sh --resume' runs it as submitted"]
+    assert migration.secret not in r.stdout + r.stderr
+    assert dest_objects(migration.bucket).keys() == old.keys()  # nothing ran
+
+    # The wrong secret of the edit: --restart submits the file as it is now, and says so.
+    migration.write_conf(job_props={"srcPrefix": f"{new_src}/"})
+    r = import_sh(migration, "--restart")
+    assert r.returncode == 0 and "JobState:Succeed" in r.stdout, r.stdout + r.stderr
+    assert "clean job:local_test success!" in r.stdout and "submit job:local_test success!" in r.stdout
+    assert_migrated(migration.bucket, {**old, **new})
+
+
+def test_resume_runs_the_edited_job_as_submitted_and_says_so(migration, tmp_path):
+    old, new, _ = finished_job_then_edited(migration, tmp_path)
+    r = import_sh(migration, "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "has changed since job local_test was submitted" in r.stdout
+    assert "resuming job:local_test as submitted" in r.stdout and "JobState:Succeed" in r.stdout
+    assert dest_objects(migration.bucket).keys() == old.keys()
+    # --yes answers "clean it and start over?": the edited file is submitted (its wrong secret
+    # then fails every file, named, as any wrong key does).
+    r = import_sh(migration, "--yes", "--max-retries", "0")
+    assert "has changed since job local_test was submitted" in r.stdout
+    assert "clean job:local_test success!" in r.stdout and r.returncode == 1, r.stdout + r.stderr
+    assert dest_objects(migration.bucket).keys() == old.keys()
+
+
+def test_start_and_retry_refuse_an_edited_job_until_told(migration, tmp_path):
+    finished_job_then_edited(migration, tmp_path)
+    migration.ok("stop")
+    for command in (("start",), ("retry", "local_test")):
+        r = migration.console(*command)
+        assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+        [line] = r.stderr.strip().splitlines()
+        assert line.startswith(f"error: job local_test was submitted from {migration.job_file.resolve()}, which "
+                               f"has changed since (destSecretKey ***changed***, srcPrefix "), line
+        assert migration.secret not in line
+    assert migration.service_pid() == 0
+    assert "service started" in migration.ok("start", "--resume")
+    assert "None failed tasks" in migration.ok("retry", "--resume", "local_test")
+
+
+def test_set_is_not_an_edit_of_the_job_file(migration):
+    write_tree(migration.src, {"a.txt": b"a"})
+    migration.write_conf()
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("set", "jobMaxThroughput(KB/s)=4096", "local_test")
+    frozen = (migration.job_dir / "job.cfg").read_text()
+    assert frozen.startswith(f"#submitted from {migration.job_file.resolve()}; settings sha256:")
+    assert "#changed by console.sh set" in frozen and "jobMaxThroughput(KB/s)=4096" in frozen
+    assert "service started" in migration.ok("start")
+    assert migration.wait_state(timeout=60)["JobState"] == "Succeed"
