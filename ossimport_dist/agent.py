@@ -28,7 +28,7 @@ from typing import Optional
 
 from . import config as config_mod
 from .errors import OperatorError
-from .layout import Home, write_atomic
+from .layout import DamagedStateFile, Home, damaged_task_reason, mark_task_damaged, write_atomic
 from .service import _log_to, build_runtime, throughput_bps
 from .throttle import Throttle
 from .transfer import Backpressure
@@ -135,7 +135,14 @@ class Agent:
                         log.error("job %s: cannot run its tasks: %s", job, exc)
                     self._bad_jobs[job] = str(exc)
                     break
-                self.worker.submit(runtime, task_dir)
+                try:
+                    self.worker.submit(runtime, task_dir)
+                except DamagedStateFile as damage:
+                    # The master pushed bytes it never parsed: the task fails here, with why,
+                    # and goes home failed; the agent keeps running the others.
+                    reason = damaged_task_reason(job, task_dir.name, damage.problem)
+                    mark_task_damaged(task_dir, reason)
+                    log.error("job %s: %s", job, reason)
 
     def _task_finished(self, job: str, task_id: str, folder: Path, ok: bool) -> None:
         # STATUS in the folder is the signal; the tracker pulls the folder back.

@@ -37,7 +37,7 @@ import javaproperties
 from . import config as config_mod
 from .errors import OperatorError
 from .hosts import Host
-from .layout import MULTIPART_DIR, TASK_FILE, TASK_RESULTS, JobLayout, task_inputs, write_atomic
+from .layout import DAMAGED_RESULTS, MULTIPART_DIR, TASK_FILE, TASK_RESULTS, JobLayout, task_inputs, write_atomic
 
 log = logging.getLogger("ossimport.dispatcher")
 
@@ -309,7 +309,8 @@ class RemoteTracker:
         shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir(parents=True)
         present = set(conn.listdir(folder))
-        names = [name for name in TASK_RESULTS if name in present]
+        # A task the agent found damaged comes home with why (DAMAGED) and the damaged file.
+        names = [name for name in TASK_RESULTS + DAMAGED_RESULTS if name in present]
         # The upload ids of a failed task's open uploads come home, so its retry resumes them
         # on whichever host runs it.
         if MULTIPART_DIR in present:  # most tasks have none: no extra round trip for them

@@ -72,6 +72,8 @@ RUN_RESULTS = (STATUS_FILE, DONE_FILE, COUNTS_FILE, ERROR_LIST, SKIPPED_LIST)
 # What a worker needs to run (or resume) a task: handed over on dispatch, pulled back on finish.
 TASK_INPUTS = (TASK_FILE, RETRIES_FILE, AUDIT_LOG)
 TASK_RESULTS = TASK_INPUTS + RUN_RESULTS
+# What a task whose TASK could not be read holds instead: why, and the damaged file kept aside.
+DAMAGED_RESULTS = (DAMAGED_FILE, TASK_FILE + CORRUPT_SUFFIX)
 STATUS_COMPLETED = "Completed"
 STATUS_FAILED = "Failed"
 
@@ -189,6 +191,12 @@ def record_damage(job_root: Path, path: Path, problem: str, action: str) -> str:
 def job_root_of(task_dir: Path) -> Path:
     """The job folder of a finished task folder (<job>/succeed_tasks|failed_tasks/<name>)."""
     return task_dir.parent.parent
+
+
+def damaged_task_reason(job_name: str, task_id: str, problem: str) -> str:
+    return (f"DAMAGED_TASK: the TASK file of task {task_id} is {problem} and no intact copy is left; "
+            f"its files are unknown, so this task copied none: run 'console.sh clean {job_name}' "
+            f"and submit the job again with isSkipExistFile=true (it copies only what is missing)")
 
 
 def mark_task_damaged(folder: Path, reason: str) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .layout import (STANDALONE_HOST, TASK_FILE, DamagedStateFile, JobLayout, copy_task_inputs,
-                     mark_task_damaged, record_damage)
+                     damaged_task_reason, mark_task_damaged, record_damage)
 from .worker import Worker, task_status
 
 log = logging.getLogger("ossimport.tracker")
@@ -101,10 +101,7 @@ class LocalTracker:
                 break
             log.warning("job %s: task %s: TASK %s is %s; rebuilt from an intact copy", job.name, task_id,
                         folder / TASK_FILE, problem)
-        reason = (f"DAMAGED_TASK: the TASK file of task {task_id} is {problem} and no intact copy is left; "
-                  f"its files are unknown, so this task copied none: run 'console.sh clean {job.name}' "
-                  f"and submit the job again with isSkipExistFile=true (it copies only what is missing)")
-        aside = mark_task_damaged(folder, reason)
+        aside = mark_task_damaged(folder, damaged_task_reason(job.name, task_id, problem))
         record_damage(job.root, folder / TASK_FILE, problem, f"moved aside to {aside.name}; task {task_id} failed")
         log.error("job %s: task %s: TASK %s is %s; moved aside to %s, task failed", job.name, task_id,
                   folder / TASK_FILE, problem, aside.name)
