@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 
 from conftest import ROOT, assert_migrated, awkward_tree, write_tree
 
@@ -42,14 +43,20 @@ def test_one_click_import_offers_retry_and_converges(migration, emulator):
     migration.write_conf()
     emulator.set_faults("500:1.0:PutObject")
     proc = import_sh(migration, "--yes")
+    # Read every line through one reader: communicate() after a partial read of proc.stdout
+    # reads the pipe itself and loses what the line reader had buffered already.
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
     seen = []
-    for line in proc.stdout:  # the first failure: the retry it offers must then converge
-        seen.append(line)
-        if "Retry them?" in line:
-            emulator.set_faults(None)
-            break
-    out, _ = proc.communicate(timeout=120)
-    out = "".join(seen) + out
+    try:
+        for line in proc.stdout:  # the first failure: the retry it offers must then converge
+            seen.append(line)
+            if "Retry them?" in line:
+                emulator.set_faults(None)
+        proc.wait(timeout=10)
+    finally:
+        watchdog.cancel()
+    out = "".join(seen)
     assert proc.returncode == 0, out
     assert "task(s) failed. Retry them? [y]" in out and "back to pending" in out
     assert "JobState:Succeed" in out
