@@ -76,12 +76,8 @@ def holder(path: Path, wait_s: float = ACQUIRE_WAIT_S) -> Optional[Holder]:
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        if _nobody_holds(fd):
             return None
-        except BlockingIOError:
-            pass
         # Held: the holder writes its name right after taking the lock. Held by another probe,
         # the file still names whoever held it last, maybe a process killed since: a name
         # counts only while its process lives, and the lock is tried again meanwhile.
@@ -90,12 +86,8 @@ def holder(path: Path, wait_s: float = ACQUIRE_WAIT_S) -> Optional[Holder]:
             found = _parse(os.pread(fd, 64, 0))
             if found is not None and _alive(found.pid):
                 return found
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            if _nobody_holds(fd):
                 return None
-            except BlockingIOError:
-                pass
             if time.monotonic() >= deadline:
                 return Holder(ROLE_SERVICE, 0)
             time.sleep(POLL_S)
@@ -108,6 +100,16 @@ def _parse(data: bytes) -> Optional[Holder]:
     if role in (ROLE_SERVICE, ROLE_CLEAN) and pid.isdigit():
         return Holder(role, int(pid))
     return None
+
+
+def _nobody_holds(fd: int) -> bool:
+    """Takes the lock for an instant and lets go: True when nobody else held it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -362,10 +362,8 @@ def test_clean_aborts_the_upload_of_a_late_result_that_was_dropped(migration, em
 
 # ----------------------------------------------------------------- distributed: history travels
 
-@pytest.mark.xdist_group("fleet")
-def test_retried_task_resumes_on_a_worker_host(request, emulator):
-    """The failed task's audit.log and checkpoint came home from its host; the retry, on
-    whichever host, sends neither the files done nor the parts uploaded."""
+def cluster_on_fleet(request, emulator):
+    """A master with the sshd fleet deployed and up, stopped and cleaned after the test."""
     from test_distributed import Cluster
 
     fleet = request.getfixturevalue("fleet")
@@ -374,6 +372,15 @@ def test_retried_task_resumes_on_a_worker_host(request, emulator):
     bucket = request.getfixturevalue("bucket")
     c = Cluster(fleet, request.getfixturevalue("tmp_path") / "cluster", bucket, emulator.key_id, emulator.secret)
     request.addfinalizer(lambda: (c.console("stop"), c.console("clean", c.job_name)))
+    return c
+
+
+@pytest.mark.xdist_group("fleet")
+def test_retried_task_resumes_on_a_worker_host(request, emulator):
+    """The failed task's audit.log and checkpoint came home from its host; the retry, on
+    whichever host, sends neither the files done nor the parts uploaded."""
+    c = cluster_on_fleet(request, emulator)
+    fleet, bucket = c.fleet, c.bucket
     files = {"video/big.bin": os.urandom(BIG_SIZE), **{f"small/{i}.txt": os.urandom(100 + i) for i in range(4)}}
     c.put_files(files)
     source = snapshot(c.src)
@@ -449,14 +456,8 @@ def test_clean_with_the_destination_unreachable_names_the_upload_and_does_not_ha
 def test_clean_aborts_an_upload_a_stopped_host_holds(request, emulator):
     """An agent stopped mid-upload holds the only checkpoint of its upload: clean fetches it
     from the host and aborts the upload there is no other record of."""
-    from test_distributed import Cluster
-
-    fleet = request.getfixturevalue("fleet")
-    request.getfixturevalue("deployed")
-    fleet.ensure_up()
-    bucket = request.getfixturevalue("bucket")
-    c = Cluster(fleet, request.getfixturevalue("tmp_path") / "cluster", bucket, emulator.key_id, emulator.secret)
-    request.addfinalizer(lambda: (c.console("stop"), c.console("clean", c.job_name)))
+    c = cluster_on_fleet(request, emulator)
+    fleet, bucket = c.fleet, c.bucket
     # Twenty parts at about a part a second: the agent is stopped with most of them to go.
     c.put_files({"video/big.bin": os.urandom(20 * 100 * KIB)})
     c.write_sys(**{"workerMaxThroughput(KB/s)": "100"})
