@@ -1,6 +1,6 @@
 """``console.sh``: the operator's commands, with OssImport's names and words.
 
-    console.sh submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] | retry [job]
+    console.sh submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] [--json] | retry [job]
                | errors [job] [-o file] | version
 
 Every failure an operator can fix prints one line on stderr and exits non-zero (2 for bad
@@ -22,12 +22,10 @@ from typing import Optional
 from . import __version__
 from . import config as config_mod
 from . import servicelock
-from .accounting import read_counts, read_progress
+from . import status as status_mod
 from .errors import ConfigError, OperatorError, StateError
-from .layout import (DAMAGED_FILE, DAMAGED_LIST, SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines,
-                     parse_finished_name, quote_arg)
+from .layout import SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines, quote_arg
 from .listformat import written_columns
-from .scanner import scanned_totals
 
 STANDALONE_JOB_FILE = "local_job.cfg"
 DISTRIBUTED_JOB_FILE = "job.cfg"
@@ -510,190 +508,29 @@ def cmd_retry(paths: Paths, args) -> int:
 
 
 # -- stat -------------------------------------------------------------------------------------
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def human_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-STAT_SHOWN = 5  # Reason: and Damaged: lines stat prints before pointing at the files
-
-
-def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
-    pending = len(job.pending_ids())
-    dispatched = sum(len(job.dispatched_ids(h)) for h in job.dispatched_hosts())
-    succeed_dirs, failed_dirs = job.succeed_dirs(), job.failed_dirs()
-    scan_done = job.scan_finished
-    totals = {"succeed": 0, "succeed_bytes": 0, "skipped": 0, "skipped_bytes": 0, "failed": 0, "failed_bytes": 0,
-              "differ": 0, "missing": 0, "not_regular": 0}
-    finished_ids = set()
-    for d in succeed_dirs + failed_dirs:
-        finished_ids.add(parse_finished_name(d.name)[0])
-        counts = vars(read_counts(d))
-        for k in totals:
-            totals[k] += counts.get(k, 0)
-    progress = read_progress(job.stats_file) if running else {}
-    for task_id, counts in progress.get("running", {}).items():
-        if task_id in finished_ids:
-            continue
-        for k in totals:
-            # Files of a task now failed and retried were counted in its failed folder, which
-            # retry removed, so adding running counts never counts a file twice.
-            totals[k] += counts.get(k, 0)
-    objects, size, _ = scanned_totals(job)
-    scan_failure = job.scan_failure()
-    if scan_failure is not None and dispatched == 0:
-        # A scan that gave up leaves part of the source unlisted: never Succeed. Pending tasks
-        # of a job that could not even load would wait for ever.
-        state = "Failed"
-    elif scan_done and pending == 0 and dispatched == 0:
-        state = "Failed" if failed_dirs else "Succeed"
-    elif running:
-        state = "Running"
-    elif not any(job.checkpoints.glob("*.cpt")) and not succeed_dirs and not failed_dirs:
-        state = "Submitted"
-    else:
-        state = "Abort"
-    damaged_tasks = [r for r in map(damaged_reason, failed_dirs) if r]
-    reasons = ([scan_failure] if scan_failure is not None else []) + damaged_tasks
-    try:
-        job_type = config_mod.load_job(job.config_file).job_type
-    except OperatorError:
-        job_type = "import"
-    return {"name": job.name, "job_type": job_type, "pending": pending, "dispatched": dispatched,
-            "succeed_tasks": len(succeed_dirs),
-            "failed_tasks": len(failed_dirs), "scan_finished": scan_done, "state": state,
-            "objects": objects, "bytes": size, "totals": totals, "scan_error": job.scan_error(),
-            "scan_failure": scan_failure, "reasons": reasons, "damaged_tasks": len(damaged_tasks),
-            "damaged": job.damaged_files(),
-            "bytes_per_s": progress.get("bytes_per_s", 0.0), "files_per_s": progress.get("files_per_s", 0.0),
-            "incremental": incremental_stat(job) if job.round_file.exists() or job.round_dir(0).is_dir() else None}
-
-
-def incremental_stat(job: JobLayout) -> dict:
-    state = job.round_state()
-    gone = 0
-    round_dir = job.round_dir(state["round"])
-    if state["round"] > 0 and round_dir.is_dir():
-        for p in round_dir.glob("*.deleted"):
-            with open(p, "rb") as f:
-                gone += sum(1 for _ in f)
-    return {"round": state["round"], "next_at": state["next_at"], "gone": gone,
-            "gone_files": str(round_dir.relative_to(job.home.root)) + "/*.deleted"}
-
-
-def format_stat(s: dict) -> str:
-    t = s["totals"]
-    done_files = t["succeed"] + t["skipped"]
-    done_bytes = t["succeed_bytes"] + t["skipped_bytes"]
-    lines = [
-        f"JobName:{s['name']}",
-        f"Pending Task Count:{s['pending']}",
-        f"Dispatched Task Count:{s['dispatched']}",
-        f"Succeed Task Count:{s['succeed_tasks']}",
-        f"Failed Task Count:{s['failed_tasks']}",
-        f"Is Scan Finished:{'true' if s['scan_finished'] else 'false'}",
-        f"JobState:{s['state']}",
-    ]
-    total_files = s["objects"]
-    scanned = "" if s["scan_finished"] else " (scan in progress)"
-    not_regular = (f" ({t['not_regular']} not a regular file: 'console.sh errors {s['name']}' lists them)"
-                   if t.get("not_regular") else "")
-    lines.append(f"Files:{done_files}/{total_files}{scanned} done, succeed {t['succeed']}, "
-                 f"skipped {t['skipped']}{not_regular}, failed {t['failed']}")
-    pct = f" ({100.0 * (done_bytes + t['failed_bytes']) / s['bytes']:.1f}%)" if s["bytes"] else ""
-    lines.append(f"Bytes:{human_bytes(done_bytes)}/{human_bytes(s['bytes'])}{pct} done, "
-                 f"failed {human_bytes(t['failed_bytes'])}")
-    rate = s["bytes_per_s"]
-    if s["state"] == "Running":
-        remaining = s["bytes"] - done_bytes - t["failed_bytes"]
-        eta = human_duration(remaining / rate) if rate > 0 and s["scan_finished"] else "unknown"
-        lines.append(f"Rate:{human_bytes(rate)}/s, {s['files_per_s']:.0f} files/s, ETA:{eta}")
-    inc = s.get("incremental")
-    if inc is not None:
-        when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(inc["next_at"])) if inc["next_at"]
-                else "after this round")
-        lines.append(f"Incremental:round {inc['round']}, next rescan {when}; {inc['gone']} object(s) gone from "
-                     f"the source since the round before (listed in {inc['gone_files']}, never deleted "
-                     f"at the destination)")
-    if s.get("job_type") == "audit":
-        unread = t["failed"] - t["differ"] - t["missing"]
-        lines.append(f"Audit:{t['succeed']} match, {t['differ']} differ, {t['missing']} missing at the destination"
-                     + (f", {unread} could not be read" if unread else "")
-                     + ("; which and how: failed_tasks/*/error.list" if t["failed"] else ""))
-    if s["scan_error"]:
-        lines.append(f"Scan Error:{s['scan_error']}")
-    for reason in s["reasons"][:STAT_SHOWN]:
-        lines.append(f"Reason:{reason}")
-    for damaged in s["damaged"][:STAT_SHOWN]:
-        lines.append(f"Damaged:{damaged}")
-    more = max(0, len(s["reasons"]) - STAT_SHOWN) + max(0, len(s["damaged"]) - STAT_SHOWN)
-    if more:
-        lines.append(f"More:{more} more not shown: master/jobs/{s['name']}/{DAMAGED_LIST} and "
-                     f"failed_tasks/*/{DAMAGED_FILE}")
-    if s["failed_tasks"]:
-        lines.append(f"Errors:see master/jobs/{s['name']}/failed_tasks/*/error.list; "
-                     f"'console.sh retry {s['name']}' runs them again")
-    return "\n".join(lines)
-
-
 def cmd_stat(paths: Paths, args) -> int:
+    """Exit code: 0 every job Succeed, 1 one Failed or Abort, 3 one still Submitted or Running,
+    2 no job or a usage error (``status.overall_exit_code``)."""
     home = paths.home
     running = service_pid(home) is not None
     names = job_names_for(paths, args.job)
+    statuses = [status_mod.job_status(home, home.job(name), running) for name in names]
+    rows = (status_mod.host_rows(home, paths.hosts(), statuses, running) if paths.distributed else None)
+    if getattr(args, "json", False):
+        print(json.dumps(status_mod.stat_document(statuses, rows, running), indent=1))
     if not names:
-        print("no job submitted; run 'console.sh submit' first")
-        return 0
-    out = []
-    for name in names:
-        job = home.job(name)
-        s = job_stat(home, job, running)
-        out.append(format_stat(s))
-        if args.detail:
-            out.append(detail_lines(job))
-    if paths.distributed:
-        out.append(host_rows(paths, names))
-    print("\n".join(out))
-    return 0
-
-
-def host_rows(paths: Paths, jobs: list) -> str:
-    """One line per worker host: reachable, agent alive, tasks running, done, failed, bytes, rate."""
-    status_dir = paths.home.root / "master" / "hosts"
-    running_master = service_pid(paths.home) is not None
-    lines = ["Host                     Reachable Agent Running Done Failed      Bytes       Rate  Note"]
-    for host in paths.hosts():
-        doc = {}
-        try:
-            doc = json.loads((status_dir / f"{host.name}.json").read_text("utf-8"))
-        except (OSError, ValueError):
-            pass
-        done = failed = done_bytes = 0
-        for name in jobs:
-            job = paths.home.job(name)
-            for d in job.succeed_dirs() + job.failed_dirs():
-                if parse_finished_name(d.name)[2] != host.name:
-                    continue
-                counts = read_counts(d)
-                done += 1 if d.parent == job.succeed else 0
-                failed += 1 if d.parent == job.failed else 0
-                done_bytes += counts.succeed_bytes
-        fresh = running_master and doc and time.time() - doc.get("time", 0) < 30
-        reach = ("yes" if doc.get("reachable") else "no") if fresh else "?"
-        agent = ("alive" if doc.get("agent_alive") else "dead") if fresh else "?"
-        running = doc.get("running_tasks", 0) if fresh else 0
-        rate = human_bytes(doc.get("bytes_per_s", 0.0)) + "/s" if fresh else "-"
-        note = "draining" if doc.get("draining") else (doc.get("error") or "")
-        lines.append(f"{str(host):<24} {reach:>9} {agent:>5} {running:>7} {done:>4} {failed:>6} "
-                     f"{human_bytes(done_bytes):>10} {rate:>10}  {note}".rstrip())
-    return "\n".join(lines)
+        print("no job submitted; run 'console.sh submit' first", file=sys.stderr)
+        return status_mod.EXIT_USAGE
+    if not getattr(args, "json", False):
+        out = []
+        for s in statuses:
+            out.append(status_mod.format_stat(s))
+            if args.detail:
+                out.append(detail_lines(home.job(s.name)))
+        if rows is not None:
+            out.append(status_mod.format_hosts(rows))
+        print("\n".join(out))
+    return status_mod.overall_exit_code(statuses)
 
 
 def detail_lines(job: JobLayout) -> str:
@@ -785,8 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", help="stop the service started by 'start'")
     s = sub.add_parser("clean", help="remove a job's state (not its destination objects)")
     s.add_argument("job", nargs="?")
-    s = sub.add_parser("stat", help="show job progress: stat [detail] [job]")
+    s = sub.add_parser("stat", help="show job progress: stat [detail] [job] [--json]",
+                       epilog="exit codes: 0 every job Succeed, 1 a job Failed or Abort, 3 a job still "
+                              "Submitted or Running, 2 no job or a usage error")
     s.add_argument("words", nargs="*", metavar="[detail] [job]")
+    s.add_argument("--json", action="store_true",
+                   help="the whole status as one JSON object (schema: docs/stat-json.md)")
     s = sub.add_parser("retry", help="move failed tasks back to pending")
     s.add_argument("--resume", action="store_true",
                    help="retry even when the job file was edited since the submit (as submitted)")

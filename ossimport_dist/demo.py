@@ -15,6 +15,7 @@ from pathlib import Path
 from . import config as config_mod
 from . import console
 from .oneclick import Asker, run_flow
+from .status import human_bytes
 
 DEMO_BUCKET = "ossimport-demo"
 DEMO_JOB = "local_test"
@@ -65,7 +66,7 @@ def run(install_dir: Path, interval: float = 1.0) -> int:
         shutil.rmtree(d, ignore_errors=True)
     conf_dir.mkdir(parents=True, exist_ok=True)
     files, size = make_sample(sample)
-    print(f"demo: sample folder {sample}: {files} files, {console.human_bytes(size)}")
+    print(f"demo: sample folder {sample}: {files} files, {human_bytes(size)}")
 
     secret = secrets.token_hex(16)  # a fresh secret each run; it only ever sits in 0600 files
     emulator = start_process(data_dir=str(oss_data), access_key_id=DEMO_KEY_ID, secret=secret)

@@ -148,7 +148,6 @@ class RemoteTracker:
         self.stop_event = stop_event
         self.links: dict = {}  # host name -> (Host, HostState, Thread)
         self._lock = threading.Lock()
-        self.status_dir = home.root / "master" / "hosts"
         self._budget = None  # (monotonic time, bytes/s per host) of the last computation
 
     # -- the host list --------------------------------------------------------------------
@@ -422,8 +421,9 @@ class RemoteTracker:
     # -- for stat ---------------------------------------------------------------------------
     def _write_status(self, state: HostState) -> None:
         try:
-            self.status_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.status_dir / f"{state.host}.json", json.dumps(state.public()).encode())
+            path = self.home.host_status_file(state.host)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(state.public()).encode())
         except OSError:
             pass
 

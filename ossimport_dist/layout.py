@@ -270,6 +270,10 @@ class Home:
         """Held by the one service of this working directory for its whole life (servicelock)."""
         return self.root / "master" / "service.lock"
 
+    def host_status_file(self, host_name: str) -> Path:
+        """``master/hosts/<host>.json``: the master's last poll of a worker host, for stat."""
+        return self.root / "master" / "hosts" / f"{host_name}.json"
+
     def job(self, name: str) -> "JobLayout":
         """The job's folders. The name becomes a path under workingDir, so anything but a job
         name ('..', '/abs', 'a/b', a file name) is refused here, for every caller."""

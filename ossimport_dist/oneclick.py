@@ -21,6 +21,7 @@ from typing import Optional
 from . import config as config_mod
 from . import console
 from .errors import OperatorError, StateError
+from .status import ABORT, FAILED, SUCCEED, JobStatus, format_stat, human_bytes, human_duration, job_status
 
 
 class Asker:
@@ -42,15 +43,14 @@ class Asker:
                 return False
 
 
-def progress_line(s: dict) -> str:
-    t = s["totals"]
-    done = t["succeed"] + t["skipped"]
-    total = f"{s['objects']}" + ("" if s["scan_finished"] else "+")
-    rate = console.human_bytes(s["bytes_per_s"]) + "/s"
-    return (f"[{time.strftime('%H:%M:%S')}] {s['state']}: files {done}/{total} "
-            f"(failed {t['failed']}), {console.human_bytes(t['succeed_bytes'] + t['skipped_bytes'])}"
-            f"/{console.human_bytes(s['bytes'])}, {rate}, tasks pending {s['pending']} "
-            f"dispatched {s['dispatched']} succeed {s['succeed_tasks']} failed {s['failed_tasks']}")
+def progress_line(s: JobStatus) -> str:
+    t = s.totals
+    total = f"{s.objects}" + ("" if s.scan_finished else "+")
+    eta = f", ETA {human_duration(s.eta_s)}" if s.eta_s is not None else ""
+    return (f"[{time.strftime('%H:%M:%S')}] {s.state}: files {t.done_files}/{total} "
+            f"(failed {t.failed}), {human_bytes(t.done_bytes)}/{human_bytes(s.bytes)}, "
+            f"{human_bytes(s.bytes_per_s)}/s, {s.files_per_s:.0f} files/s{eta}, tasks pending {s.pending_tasks} "
+            f"dispatched {s.dispatched_tasks} succeed {s.succeed_tasks} failed {s.failed_tasks}")
 
 
 def _restart_or_resume(paths: console.Paths, job_file: Path, name: str, asker: Asker,
@@ -78,7 +78,7 @@ def _restart_or_resume(paths: console.Paths, job_file: Path, name: str, asker: A
 
 def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float, max_retries: int,
              stop_when_done: Optional[bool] = None, choice: Optional[str] = None) -> tuple:
-    """Returns (exit code, last stat dict). ``choice`` ('resume' or 'restart') decides for a job
+    """Returns (exit code, last JobStatus). ``choice`` ('resume' or 'restart') decides for a job
     already submitted, without a question."""
     job_cfg = config_mod.load_job(job_file)
     console.warn(job_cfg.warnings)
@@ -95,46 +95,46 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
         console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file)))
     # This job's case is decided above; another job of the workingDir edited since is refused.
     if console.cmd_start(paths, SimpleNamespace(resume=False, decided={job_cfg.job_name})) != 0:
-        return 1, {}
+        return 1, None
     stat_log = home.private_log("job_stat.log")
     retries = 0
     started = time.monotonic()
     last_scan_error = ""
     while True:
         running = console.service_pid(home) is not None
-        s = console.job_stat(home, job, running)
+        s = job_status(home, job, running)
         with open(stat_log, "a", encoding="utf-8") as f:
-            f.write(time.strftime("%Y-%m-%d %H:%M:%S") + "\n" + console.format_stat(s) + "\n\n")
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S") + "\n" + format_stat(s) + "\n\n")
         print(progress_line(s), flush=True)
-        if s["scan_error"] and s["scan_error"] != last_scan_error:
-            print(f"  scan error: {s['scan_error']}", flush=True)
-        last_scan_error = s["scan_error"]
-        if s["state"] == "Succeed":
-            t = s["totals"]
+        if s.scan_error and s.scan_error != last_scan_error:
+            print(f"  scan error: {s.scan_error}", flush=True)
+        last_scan_error = s.scan_error
+        if s.state == SUCCEED:
+            t = s.totals
             elapsed = time.monotonic() - started
-            print(console.format_stat(s))
-            print(f"Job {s['name']} succeeded: {t['succeed']} files copied and verified, {t['skipped']} skipped, "
-                  f"{console.human_bytes(t['succeed_bytes'])} in {elapsed:.1f} s. JobState:Succeed")
+            print(format_stat(s))
+            print(f"Job {s.name} succeeded: {t.succeed} files copied and verified, {t.skipped} skipped, "
+                  f"{human_bytes(t.succeed_bytes)} in {elapsed:.1f} s. JobState:Succeed")
             stop = stop_when_done if stop_when_done is not None else asker.ask("Stop the service?", default=False)
             if stop:
                 console.cmd_stop(paths, None)
             return 0, s
-        if s["state"] == "Failed":
-            print(console.format_stat(s))
+        if s.state == FAILED:
+            print(format_stat(s))
             print(console.detail_lines(job))
             # Tasks whose TASK was damaged cannot run again, and a scan that gave up already
             # retried with backoff: its Reason says what to fix before 'console.sh retry'.
-            retryable = s["failed_tasks"] - s["damaged_tasks"]
-            if (s["scan_failure"] is None and retryable > 0 and retries < max_retries
+            retryable = s.failed_tasks - s.damaged_tasks
+            if (not s.scan_failed and retryable > 0 and retries < max_retries
                     and asker.ask(f"{retryable} task(s) failed. Retry them?", default=False)):
                 retries += 1
-                console.cmd_retry(paths, SimpleNamespace(job=s["name"], resume=True))
+                console.cmd_retry(paths, SimpleNamespace(job=s.name, resume=True))
             else:
-                why = s["reasons"][0] if s["reasons"] else (f"see {job.failed}/*/error.list and "
-                                                            f"{home.logs / 'ossimport2.log'}")
-                print(f"Job {s['name']} failed: {why}. JobState:Failed")
+                why = s.reasons[0] if s.reasons else (f"see {job.failed}/*/error.list and "
+                                                      f"{home.logs / 'ossimport2.log'}")
+                print(f"Job {s.name} failed: {why}. JobState:Failed")
                 return 1, s
-        elif s["state"] == "Abort":
+        elif s.state == ABORT:
             print(f"the service is not running (it stopped or died); see {home.logs / 'ossimport2.log'}; "
                   f"'bash import.sh' or 'console.sh start' resumes the job", file=sys.stderr)
             return 1, s

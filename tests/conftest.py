@@ -87,6 +87,20 @@ def awkward_tree(n_bulk: int = 30) -> dict:
     return files
 
 
+STAT_EXIT = {"Succeed": 0, "Failed": 1, "Abort": 1, "Running": 3, "Submitted": 3}
+
+
+def checked_stat(r: subprocess.CompletedProcess, args=()) -> str:
+    """stat's output, asserting its documented exit code: 0 all Succeed, 1 any Failed/Abort,
+    3 any still Submitted/Running (README, "Exit codes")."""
+    states = [line.split(":", 1)[1] for line in r.stdout.splitlines() if line.startswith("JobState:")]
+    assert states, f"stat {args} showed no job (exit {r.returncode}): {r.stdout}{r.stderr}"
+    codes = {STAT_EXIT[s] for s in states}
+    want = 1 if 1 in codes else 3 if 3 in codes else 0
+    assert r.returncode == want, f"stat {args} exited {r.returncode}, not {want} for {states}: {r.stdout}{r.stderr}"
+    return r.stdout
+
+
 @dataclass
 class Migration:
     """A job in its own folder: conf/sys.properties, conf/local_job.cfg and a working dir."""
@@ -135,8 +149,12 @@ class Migration:
         assert r.returncode == 0, f"console {args} failed: {r.stdout}{r.stderr}"
         return r.stdout
 
+    def stat_text(self, *args) -> str:
+        """``console.sh stat`` output, its exit code checked against the JobState it shows."""
+        return checked_stat(self.console("stat", *args), args)
+
     def stat(self) -> dict:
-        out = self.ok("stat")
+        out = self.stat_text()
         return dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
 
     def wait_state(self, want=("Succeed", "Failed"), timeout: float = 120) -> dict:
@@ -227,7 +245,7 @@ def audit_after_damage(migration, job_props: dict, dest, keys, damaged: list, ti
     migration.ok("submit", str(migration.job_file))
     migration.ok("start")
     s = migration.wait_state(timeout=timeout)
-    assert s["JobState"] == "Failed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Failed", migration.stat_text("detail")
     reasons, matched = {}, {}
     for state in ("failed_tasks", "succeed_tasks"):
         for task in migration.task_dirs(state):

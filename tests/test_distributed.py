@@ -12,10 +12,11 @@ import time
 import uuid
 from pathlib import Path
 
+import jsonschema
 import psutil
 import pytest
 
-from conftest import CONSOLE, assert_migrated, awkward_tree, task_keys, write_tree
+from conftest import CONSOLE, ROOT, assert_migrated, awkward_tree, checked_stat, task_keys, write_tree
 
 pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts
 # One worker of a parallel run holds the fleet (sshd on 127.0.0.11-13): its tests run there.
@@ -76,8 +77,11 @@ class Cluster:
         assert r.returncode == 0, f"console {args} failed: {r.stdout}{r.stderr}"
         return r.stdout
 
+    def stat_text(self, *args) -> str:
+        return checked_stat(self.console("stat", *args), args)
+
     def stat(self) -> dict:
-        out = self.ok("stat", self.job_name)
+        out = self.stat_text(self.job_name)
         return dict(line.split(":", 1) for line in out.splitlines() if ":" in line and not line.startswith(" "))
 
     def wait_state(self, want=("Succeed", "Failed"), timeout: float = 180) -> dict:
@@ -158,9 +162,21 @@ def test_full_job_over_three_workers_with_password_login(cluster, fleet):
     _assert_counted_once(c, files)
     hosts_used = {d.name.rsplit("@", 1)[1] for d in c.finished("succeed_tasks")}
     assert hosts_used == {h.name for h in fleet.hosts}, f"tasks ran only on {hosts_used}"
-    stat = c.ok("stat", c.job_name)
+    stat = c.stat_text(c.job_name)
     for host in fleet.hosts:
         assert str(host) in stat
+    # The per-host view as a script reads it: one row per host, its finished tasks and bytes
+    # adding up to the job's.
+    r = c.console("stat", "--json", c.job_name)
+    doc = json.loads(r.stdout)
+    jsonschema.validate(doc, json.loads((ROOT / "docs" / "stat.schema.json").read_text()))
+    assert r.returncode == doc["exit_code"] == 0
+    [job] = doc["jobs"]
+    rows = {row["host"]: row for row in doc["hosts"]}
+    assert set(rows) == {str(h) for h in fleet.hosts}
+    assert all(row["fresh"] and row["reachable"] and row["agent_alive"] for row in rows.values()), rows
+    assert sum(row["done_tasks"] for row in rows.values()) == job["succeed_tasks"]
+    assert sum(row["bytes"] for row in rows.values()) == job["totals"]["succeed_bytes"] == job["bytes"]
     # Credentials reached the hosts only in a 0600 file, never the master's password.
     for host in fleet.hosts:
         cfg = Path(fleet.host_dir(host)) / "worker" / "jobs" / c.job_name / "job.cfg"

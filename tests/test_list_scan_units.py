@@ -34,7 +34,7 @@ def test_manifest_with_nested_keys_and_several_scan_threads(migration):
     manifest.write_text("".join(k + "\n" for k in NESTED))
     s = _run(migration, {"srcType": "list", "listSrcType": "local", "listFilePath": str(manifest),
                          "srcPrefix": str(migration.src) + "/"})
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     assert s["Files"].startswith(f"{len(NESTED)}/{len(NESTED)} done"), s
     assert_migrated(migration.bucket, NESTED)
 
@@ -44,7 +44,7 @@ def test_url_list_with_nested_keys_and_several_scan_threads(migration, web_root)
     url_list = migration.dir / "urls.list"
     url_list.write_text("".join(f"{web_root.base}/ {quote(k)}\n" for k in NESTED))
     s = _run(migration, {"srcType": "http", "httpListFilePath": str(url_list), "srcPrefix": ""})
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     assert s["Files"].startswith(f"{len(NESTED)}/{len(NESTED)} done"), s
     assert_migrated(migration.bucket, NESTED)
 
@@ -56,6 +56,6 @@ def test_url_list_with_import_since_copies_what_it_cannot_date(migration, web_ro
     url_list.write_text("".join(f"{web_root.base}/ {quote(k)}\n" for k in NESTED))
     s = _run(migration, {"srcType": "http", "httpListFilePath": str(url_list), "srcPrefix": "",
                          "importSince": "1700000000"})
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     assert s["Files"].startswith(f"{len(NESTED)}/{len(NESTED)} done"), s
     assert_migrated(migration.bucket, NESTED)

@@ -32,14 +32,14 @@ def test_http_url_list_into_oss(migration, web_root):
     s = _run_job(migration)
     # One URL of the list is not published yet: its file fails, named, and a retry once it is
     # there fetches it by its URL again.
-    assert s["JobState"] == "Failed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Failed", migration.stat_text("detail")
     errors = "".join((t / "error.list").read_text() for t in migration.task_dirs("failed_tasks"))
     assert errors.startswith("late/report.csv\tSOURCE_NOT_EXIST") and errors.count("\n") == 1, errors
     write_tree(web_root.root, {"late/report.csv": b"a,b\n1,2\n"})
     files["late/report.csv"] = b"a,b\n1,2\n"
     migration.ok("retry")
     s = migration.wait_state(timeout=120)
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     assert_migrated(migration.bucket, files, "web/")
     audit_after_damage(migration, job, OssDest(migration.bucket, "web/"), files,
                         ["readme.txt", "with space/file name.txt", "中文目录/文件.txt"])
@@ -53,7 +53,7 @@ def test_http_list_with_a_bad_line_is_named_with_its_line_number(migration, web_
     migration.ok("start")
     # A bad list cannot pass by waiting: the job ends Failed at once with the line named.
     assert migration.wait_state(timeout=30)["JobState"] == "Failed"
-    [reason] = [line for line in migration.ok("stat").splitlines() if line.startswith("Reason:")]
+    [reason] = [line for line in migration.stat_text().splitlines() if line.startswith("Reason:")]
     assert reason.startswith(f"Reason:Unknown http list file format: {url_list}:2: 1 column(s), need 2"), reason
 
 
@@ -160,7 +160,7 @@ def test_s3_bucket_into_oss_on_moto_and_s3rver(migration, s3server):
            "multipartUploadThreshold": "4m", "multipartUploadPartSize": "1m"}
     migration.write_conf(job_props=job)
     s = _run_job(migration, timeout=240)
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     assert_migrated(migration.bucket, files)
     assert migration.bucket.head_object("big/video.bin").content_type == "application/x-test"
     headers = migration.bucket.head_object("site/index.html").headers
@@ -181,7 +181,7 @@ def test_local_folder_into_an_s3_destination(migration, moto_server):
            "destPrefix": "in/", "multipartUploadThreshold": "8m", "multipartUploadPartSize": "1m"}
     migration.write_conf(job_props=job)
     s = _run_job(migration)
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     client = moto_server.client()
     for key, data in files.items():
         assert client.get_object(Bucket=bucket, Key="in/" + key)["Body"].read() == data, key
@@ -202,7 +202,7 @@ def test_youpai_service_into_oss(migration):
                "destPrefix": "upyun/", "taskObjectCountLimit": "300"}
         migration.write_conf(job_props=job)
         s = _run_job(migration, timeout=240)
-        assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+        assert s["JobState"] == "Succeed", migration.stat_text("detail")
         assert_migrated(migration.bucket, files, "upyun/")
         assert migration.bucket.head_object("upyun/中文目录/文件.txt").content_type == "text/plain"
         audit_after_damage(migration, job, OssDest(migration.bucket, "upyun/"), files,
@@ -222,7 +222,7 @@ def test_local_folder_into_oss_through_its_s3_compatible_endpoint(migration, emu
     migration.write_conf(job_props=job)
     before = emulator.stats()["by_operation"]
     s = _run_job(migration)
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     after = emulator.stats()["by_operation"]
     ops = {op: after.get(op, 0) - before.get(op, 0) for op in after}
     assert_migrated(migration.bucket, files, "via-s3/")

@@ -190,7 +190,7 @@ def test_file_changed_mid_upload_is_size_not_match_then_retry_succeeds(migration
     assert len(errors) == 1 and errors[0].startswith("growing.log\t") and "SIZE_NOT_MATCH" in errors[0]
     assert any("CheckFailed growing.log Detail:SIZE_NOT_MATCH" in line
                for line in (failed / "audit.log").read_text().splitlines())
-    detail = migration.ok("stat", "detail")
+    detail = migration.stat_text("detail")
     assert "SIZE_NOT_MATCH" in detail and "error.list" in detail
 
     # The file is stable now: retry copies it as it is now, verified.
@@ -217,7 +217,7 @@ def test_secrets_never_appear_in_logs_stat_task_files_or_process_list(migration)
     assert migration.secret in frozen.read_text()  # the worker needs it; only its owner can read it
     migration.sys_file.write_text(migration.sys_file.read_text().replace("(KB/s)=1", "(KB/s)=0"))
     assert migration.wait_state()["JobState"] == "Succeed"
-    out = migration.ok("stat", "detail")
+    out = migration.stat_text("detail")
     assert migration.secret not in out
     for path in migration.work.rglob("*"):
         if path.is_file() and path != frozen:
@@ -235,7 +235,7 @@ def test_wrong_secret_fails_files_with_a_clear_reason_and_no_secret(migration, e
     errors = (migration.task_dirs("failed_tasks")[0] / "error.list").read_text()
     assert "a.txt" in errors and ("SignatureDoesNotMatch" in errors or "secret" in errors.lower())
     log = (migration.work / "logs" / "ossimport2.log").read_text()
-    for text in (errors, log, migration.ok("stat", "detail")):
+    for text in (errors, log, migration.stat_text("detail")):
         assert migration.secret not in text
 
 
@@ -251,12 +251,12 @@ def test_injected_server_errors_are_retried_and_every_object_verified(migration,
     # (rare, but random). Nothing is lost then: it is in error.list, and retry converges.
     retries = 0
     while s["JobState"] == "Failed" and retries < 3:
-        assert "error.list" in migration.ok("stat", "detail")
+        assert "error.list" in migration.stat_text("detail")
         migration.ok("retry")
         retries += 1
         s = migration.wait_state(timeout=180)
     emulator.set_faults(None)
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     assert_migrated(migration.bucket, files)
 
 

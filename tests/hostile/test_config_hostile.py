@@ -85,7 +85,7 @@ def test_sys_properties_warnings_are_shown_at_submit_and_start(migration):
     assert r.stderr.strip().splitlines() == warnings
     assert "Traceback" not in r.stdout + r.stderr
     r = migration.console("stat")
-    assert r.returncode == 0 and r.stderr == ""  # said where it matters, not on every stat
+    assert r.returncode in (0, 3) and r.stderr == ""  # said where it matters, not on every stat
 
 
 # -- a local destination and its source -----------------------------------------------------------

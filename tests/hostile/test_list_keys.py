@@ -22,7 +22,7 @@ def run_job(migration, job: dict, timeout: float = 90) -> dict:
     migration.write_conf(job_props=job)
     outputs = [migration.ok("submit", str(migration.job_file)), migration.ok("start")]
     s = migration.wait_state(timeout=timeout)
-    assert_no_traceback(migration, *outputs, migration.ok("stat", "detail"))
+    assert_no_traceback(migration, *outputs, migration.stat_text("detail"))
     return s
 
 
@@ -260,7 +260,7 @@ def test_a_manifest_that_names_nothing_is_one_line_and_copies_nothing(migration,
     want = (f"listFilePath {manifest} names no key (it is empty or holds only blank lines): nothing "
             f"to copy; write one key per line, or fix listFilePath")
     deadline = time.monotonic() + 30
-    while want not in (out := migration.ok("stat")):
+    while want not in (out := migration.stat_text()):
         assert time.monotonic() < deadline, out
         time.sleep(0.3)
     assert "JobState:Succeed" not in out, out

@@ -142,7 +142,7 @@ def test_retry_sends_only_the_three_files_that_failed(migration, emulator):
     before = emulator.stats()
     s = retry_and_wait(migration)
     sent = requests_since(emulator, before)
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     # Exactly the three failed files went again; the seven that arrived were not touched.
     assert sent.get("PutObject") == 3, sent
     assert "UploadPart" not in sent and "InitiateMultipartUpload" not in sent, sent
@@ -179,7 +179,7 @@ def test_retries_converge_under_sixty_percent_put_failures(migration, emulator):
     emulator.set_faults(None)
     sent = requests_since(emulator, before)
 
-    assert s["JobState"] == "Succeed", (failed_by_round, migration.ok("stat", "detail"))
+    assert s["JobState"] == "Succeed", (failed_by_round, migration.stat_text("detail"))
     # Each round re-runs only what the round before left failed: the failures shrink to nothing.
     for earlier, later in zip(failed_by_round, failed_by_round[1:]):
         assert later <= earlier, failed_by_round
@@ -197,7 +197,7 @@ def test_retry_resumes_the_upload_whose_complete_failed(migration, emulator, com
     before = emulator.stats()
     s = retry_and_wait(migration)
     sent = requests_since(emulator, before)
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     # No part went twice, no new upload began, the small file that arrived was not sent again.
     assert sent.get("CompleteMultipartUpload") == 1 and sent.get("ListParts") == 1, sent
     for op in ("UploadPart", "InitiateMultipartUpload", "PutObject", "AbortMultipartUpload"):
@@ -234,7 +234,7 @@ def test_retry_sends_only_the_parts_that_are_missing(migration, emulator):
     before = emulator.stats()
     s = retry_and_wait(migration)
     sent = requests_since(emulator, before)
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     assert sent.get("UploadPart") == BIG_PARTS - uploaded, (uploaded, sent)
     assert "InitiateMultipartUpload" not in sent and sent.get("CompleteMultipartUpload") == 1, sent
     assert open_uploads(migration.bucket) == []
@@ -252,7 +252,7 @@ def test_source_changed_before_retry_aborts_the_old_upload(migration, emulator, 
     before = emulator.stats()
     s = retry_and_wait(migration)
     sent = requests_since(emulator, before)
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     # The upload of the old version is aborted; the file as it is now arrives whole.
     assert sent.get("AbortMultipartUpload") == 1, sent
     assert sent.get("UploadPart", 0) == parts and sent.get("PutObject", 0) == (0 if parts else 1), sent
@@ -282,7 +282,7 @@ def test_upload_gone_at_the_destination_starts_over(migration, emulator, complet
     before = emulator.stats()
     s = retry_and_wait(migration)
     sent = requests_since(emulator, before)
-    assert s["JobState"] == "Succeed", migration.ok("stat", "detail")
+    assert s["JobState"] == "Succeed", migration.stat_text("detail")
     assert sent.get("InitiateMultipartUpload") == 1 and sent.get("UploadPart") == BIG_PARTS, sent
     assert open_uploads(migration.bucket) == []
     assert_migrated(migration.bucket, files)
@@ -402,7 +402,7 @@ def test_retried_task_resumes_on_a_worker_host(request, emulator):
     assert r.returncode == 0 and "1 failed task(s) back to pending" in r.stdout, r.stdout + r.stderr
     s = c.wait_state()
     sent = requests_since(emulator, before)
-    assert s["JobState"] == "Succeed", c.ok("stat", "detail", c.job_name)
+    assert s["JobState"] == "Succeed", c.stat_text("detail", c.job_name)
     assert sent.get("CompleteMultipartUpload") == 1 and sent.get("ListParts") == 1, sent
     for op in ("UploadPart", "InitiateMultipartUpload", "PutObject"):
         assert op not in sent, sent

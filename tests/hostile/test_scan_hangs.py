@@ -17,7 +17,7 @@ import oss2
 import psutil
 import pytest
 
-from conftest import ROOT, assert_migrated, dest_objects, task_keys, write_tree
+from conftest import ROOT, assert_migrated, checked_stat, dest_objects, task_keys, write_tree
 
 FAST_RETRY = "attempts=3,first_wait_s=0.05,max_wait_s=0.2"
 RETRY_HINT = "'console.sh retry local_test' resumes the scan from its checkpoints"
@@ -50,8 +50,8 @@ def oss_source(migration, src_bucket, src_type="oss", **extra) -> dict:
 
 def stat_lines(migration) -> list:
     r = migration.console("stat")
-    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
-    return r.stdout.splitlines()
+    assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    return checked_stat(r).splitlines()
 
 
 def reason_of(migration) -> str:
@@ -169,7 +169,7 @@ def test_refused_connection_fails_one_job_while_the_service_runs_the_other(migra
     # The other job of the same service ran to the end.
     pid = migration.service_pid()
     assert alive(pid)
-    good_stat = migration.ok("stat", "good_job")
+    good_stat = migration.stat_text("good_job")
     assert "JobState:Succeed" in good_stat, good_stat
     assert sorted(dest_objects(migration.bucket)) == ["good/a.txt", "good/b/c.txt"]
 
@@ -203,7 +203,7 @@ def test_source_folder_vanished_before_the_scan_fails_and_retry_resumes(migratio
     assert reason_of(migration) == (f"cannot start the job: srcPrefix '{migration.src}/' is not a directory: "
                                     f"create it or fix srcPrefix; once fixed, 'console.sh retry local_test' "
                                     f"starts it again")
-    assert migration.ok("stat").count("Reason:") == 1
+    assert migration.stat_text().count("Reason:") == 1
     assert sorted(str(p.relative_to(away)) for p in away.rglob("*") if p.is_file()) == sorted(files)
 
     away.rename(migration.src)
