@@ -8,10 +8,8 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import jsonschema
-import pytest
 
 from conftest import ROOT, assert_migrated, checked_stat, dest_objects, write_tree
 
