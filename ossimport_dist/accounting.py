@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .layout import (AUDIT_LOG, COUNTS_FILE, TASK_FILE, DamagedStateFile, damaged_reason, decode_state_json,
                      job_root_of, move_aside, read_task_file, record_damage, write_atomic)
-from .listformat import audit_records
-from .models import FileResult, TaskCounts
+from .listformat import audit_records, one_line
+from .models import OTHER_FAILURE, FileResult, TaskCounts
 
 RATE_WINDOW_S = 10.0
 
@@ -88,7 +88,15 @@ def read_counts(task_dir: Path) -> TaskCounts:
     the job's damaged.list, and the counts are rebuilt from the task's audit.log and TASK."""
     path = task_dir / COUNTS_FILE
     try:
-        return _parse_counts(path.read_bytes())
+        counts, coded = _parse_counts(path.read_bytes())
+        if counts.failed and not coded:
+            # Written before failures had reason codes: the codes are read from its audit.log
+            # (the file itself is fine, and stays as it is); failures it lacks are said unknown.
+            counts.reasons = recount(task_dir).reasons
+            unknown = counts.failed - sum(counts.reasons.values())
+            if unknown > 0:
+                counts.reasons[OTHER_FAILURE] = counts.reasons.get(OTHER_FAILURE, 0) + unknown
+        return counts
     except FileNotFoundError:
         if damaged_reason(task_dir) is not None:
             return TaskCounts()
@@ -108,7 +116,8 @@ def read_counts(task_dir: Path) -> TaskCounts:
     return counts
 
 
-def _parse_counts(data: bytes) -> TaskCounts:
+def _parse_counts(data: bytes) -> tuple:
+    """(TaskCounts, whether it has its failures' reason codes); ValueError saying what is wrong."""
     doc = decode_state_json(data)
     if not isinstance(doc, dict):
         raise ValueError(f"JSON of the wrong shape (a {type(doc).__name__}, not an object)")
@@ -116,9 +125,29 @@ def _parse_counts(data: bytes) -> TaskCounts:
     for name, value in doc.items():
         if name not in fields:
             raise ValueError(f"JSON of the wrong shape (unknown field '{name}')")
-        if type(value) is not int or value < 0:
+        if name == REASONS_FIELD:
+            _check_reasons(value)
+        elif type(value) is not int or value < 0:
             raise ValueError(f"'{name}' is {value!r}, not a count")
-    return TaskCounts(**doc)
+    counts = TaskCounts(**doc)
+    if REASONS_FIELD in doc and sum(counts.reasons.values()) != counts.failed:
+        raise ValueError(f"'{REASONS_FIELD}' adds up to {sum(counts.reasons.values())}, "
+                         f"not the {counts.failed} failed")
+    return counts, REASONS_FIELD in doc
+
+
+REASONS_FIELD = "reasons"
+MAX_REASON_CODE = 100  # longer than any code failure_code or a store gives: not a code
+
+
+def _check_reasons(value) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"'{REASONS_FIELD}' is {value!r}, not counts by reason code")
+    for code, n in value.items():
+        if not code or len(code) > MAX_REASON_CODE or one_line(code) != code:
+            raise ValueError(f"'{REASONS_FIELD}' has {one_line(code[:MAX_REASON_CODE])!r}, not a reason code")
+        if type(n) is not int or n <= 0:
+            raise ValueError(f"'{REASONS_FIELD}' counts {n!r} for {code}, not a count")
 
 
 def recount(task_dir: Path) -> TaskCounts:
@@ -134,6 +163,14 @@ def recount(task_dir: Path) -> TaskCounts:
     for key, (outcome, detail) in outcomes.items():
         counts.add(sizes.get(key, 0), FileResult(key, outcome, detail=detail))
     return counts
+
+
+def audit_failures(records) -> list:
+    """(key, detail) of the files failed so far by an audit.log's records (audit_records), the
+    last line of a key winning: a failure retried since and copied is no longer one."""
+    last = {key: (outcome, detail) for outcome, key, detail in records}
+    return [(key, detail) for key, (outcome, detail) in last.items()
+            if not FileResult(key, outcome, detail=detail).ok]
 
 
 def audit_outcomes(audit_log: Path) -> dict:

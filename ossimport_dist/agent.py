@@ -196,6 +196,7 @@ class Agent:
                 if now - last_beat >= HEARTBEAT_EVERY_S:
                     last_beat = now
                     write_atomic(self.paths.heartbeat, json.dumps(self.heartbeat()).encode())
+                    self.worker.failure_log.flush()
                 self.stop_event.wait(TICK_S)
         finally:
             log.info("agent stopping")

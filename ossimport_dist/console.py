@@ -24,8 +24,10 @@ from . import config as config_mod
 from . import servicelock
 from . import status as status_mod
 from .errors import ConfigError, OperatorError, StateError
-from .layout import SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines, quote_arg
-from .listformat import written_columns
+from .failures import local_running_failures, remote_running_failures, running_counts, running_tasks
+from .layout import STANDALONE_HOST, SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines, quote_arg
+from .listformat import list_line, written_columns
+from .models import reasons_text
 
 STANDALONE_JOB_FILE = "local_job.cfg"
 DISTRIBUTED_JOB_FILE = "job.cfg"
@@ -526,18 +528,31 @@ def cmd_stat(paths: Paths, args) -> int:
         for s in statuses:
             out.append(status_mod.format_stat(s))
             if args.detail:
-                out.append(detail_lines(home.job(s.name)))
+                out.append(detail_lines(home.job(s.name), paths.distributed, running))
         if rows is not None:
             out.append(status_mod.format_hosts(rows))
         print("\n".join(out))
     return status_mod.overall_exit_code(statuses)
 
 
-def detail_lines(job: JobLayout) -> str:
+def detail_lines(job: JobLayout, distributed: bool, service_running: bool) -> str:
+    """Every failure so far, finished tasks' (error.list) and running ones', then the tasks
+    out on a worker. Never over SSH: a distributed job's running tasks show the counts by
+    reason their hosts' heartbeats carry ('console.sh errors' reads their keys)."""
+    running = running_tasks(job)  # before the finished ones: a task finishing meanwhile is read once
     lines = []
     for d in job.failed_dirs():
         for line in iter_lines(d / "error.list"):
             lines.append(f"Failed:{d.name}: {line}")
+    state = "running" if service_running else "stopped"
+    if distributed:
+        ids = {t for tasks in running.values() for t in tasks}
+        for row in running_counts(job, ids) if service_running else ():
+            lines.append(f"Failed:{row.task_id}@{row.host}({state}): {reasons_text(row.reasons)}; "
+                         f"the keys: 'console.sh errors {job.name}'")
+    else:
+        for f in local_running_failures(job, running.get(STANDALONE_HOST, [])):
+            lines.append(f"Failed:{f.task_id}({state}): {list_line(f.key, f.detail).rstrip(chr(10))}")
     for host in job.dispatched_hosts():
         for tid in job.dispatched_ids(host):
             lines.append(f"Dispatched:{tid}@{host}")
@@ -545,14 +560,16 @@ def detail_lines(job: JobLayout) -> str:
 
 
 def cmd_errors(paths: Paths, args) -> int:
-    """Gathers the failed objects of a job (every failed task's error.list) into one manifest,
-    which a new job reads with srcType=list to copy exactly those. Lines are copied as written:
-    error.list and a manifest share one format (``listformat``), so every key survives."""
+    """Gathers the failed objects of a job (every failed task's error.list, and what its
+    running tasks have failed so far) into one manifest, which a new job reads with
+    srcType=list to copy exactly those. Lines are copied as written: error.list and a manifest
+    share one format (``listformat``), so every key survives."""
     names = job_names_for(paths, args.job)
     if len(names) != 1:
         raise StateError(f"name the job: {', '.join(names) or 'no job submitted'}")
     job = paths.home.job(names[0])
     frozen = config_mod.load_job(job.config_file)
+    running = running_tasks(job)  # before the finished ones: a task finishing meanwhile is read once
     try:
         out = open(args.output, "w", encoding="utf-8", errors="surrogateescape") if args.output else sys.stdout
     except OSError as exc:
@@ -565,16 +582,34 @@ def cmd_errors(paths: Paths, args) -> int:
                 if line.strip():
                     out.write(line + "\n")
                     count += 1
+        live, warnings = _running_failures(paths, job, running)
+        for f in live:
+            out.write(list_line(f.key, f.detail))
     finally:
         if args.output:
             out.close()
     where = args.output or "standard output"
     inner = frozen.list_src_type if frozen.src_type == "list" else frozen.src_type
-    print(f"{count} failed object(s) of job:{job.name} written to {where}; to copy exactly these, "
+    print(f"{count + len(live)} failed object(s) of job:{job.name} written to {where}; to copy exactly these, "
           f"submit a job with the same src keys and srcType=list, listSrcType={inner}, "
           f"listFilePath={args.output or '<that file>'}", file=sys.stderr)
+    if live:
+        tasks = len({(f.host, f.task_id) for f in live})
+        print(f"{len(live)} of them from {tasks} task(s) still running (failed so far; a task's "
+              f"failures are final when it ends)", file=sys.stderr)
+    warn(warnings)
     _print_skipped(job)
     return 0
+
+
+def _running_failures(paths: Paths, job: JobLayout, running: dict) -> tuple:
+    """(RunningFailure list, warning lines) of the job's running tasks: their audit.log here
+    standalone, on their hosts over SSH in distributed mode."""
+    if not paths.distributed:
+        return local_running_failures(job, running.get(STANDALONE_HOST, [])), []
+    if not any(running.values()):
+        return [], []
+    return remote_running_failures(job, running, paths.hosts(), paths.ssh_settings(), paths.sys_cfg.working_dir)
 
 
 SKIPPED_SHOWN = 20

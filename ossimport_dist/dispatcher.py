@@ -36,8 +36,12 @@ import javaproperties
 
 from . import config as config_mod
 from .errors import OperatorError
+from .failurelog import FailureLog
 from .hosts import Host
-from .layout import DAMAGED_RESULTS, MULTIPART_DIR, TASK_FILE, TASK_RESULTS, JobLayout, task_inputs, write_atomic
+from .layout import (DAMAGED_RESULTS, ERROR_LIST, MULTIPART_DIR, TASK_FILE, TASK_RESULTS, JobLayout, iter_lines,
+                     task_inputs, write_atomic)
+from .listformat import KeyFormatError, read_key
+from .models import failure_code
 
 log = logging.getLogger("ossimport.dispatcher")
 
@@ -149,6 +153,7 @@ class RemoteTracker:
         self.links: dict = {}  # host name -> (Host, HostState, Thread)
         self._lock = threading.Lock()
         self._budget = None  # (monotonic time, bytes/s per host) of the last computation
+        self.failure_log = FailureLog(log)  # the failures of tasks brought home, in master.log
 
     # -- the host list --------------------------------------------------------------------
     def set_hosts(self, hosts: list) -> None:
@@ -322,6 +327,18 @@ class RemoteTracker:
         dst = job.finish(task_id, host.name, incoming, ok)
         conn.remove_tree(folder)
         log.info("job %s: task %s from %s -> %s", job.name, task_id, host, dst.parent.name + "/" + dst.name)
+        if dst.parent == job.failed:
+            self._log_failures(job, task_id, dst)
+
+    def _log_failures(self, job: JobLayout, task_id: str, folder: Path) -> None:
+        """The master learns of a task's failures when it comes home: one line each in
+        master.log, rate-limited (the agent's worker.log had them as they happened)."""
+        for line in iter_lines(folder / ERROR_LIST):
+            try:
+                key, detail = read_key(line)
+            except KeyFormatError:
+                continue  # not a line this version writes: error.list still holds it
+            self.failure_log.failed(job.name, task_id, key, failure_code(detail or ""), detail or "")
 
     # -- settings pushed to the host ------------------------------------------------------
     def _push_settings(self, host: Host, state: HostState, conn) -> None:

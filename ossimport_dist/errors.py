@@ -9,6 +9,9 @@ class OperatorError(Exception):
     """A failure the operator can fix; printed as one line."""
 
     exit_code = 1
+    # The store's error code when a refused request caused it (SignatureDoesNotMatch...): how
+    # stat groups the files it failed. "" when the words say it (models.failure_code).
+    reason_code = ""
 
 
 class ConfigError(OperatorError):

@@ -18,7 +18,8 @@
       master/jobs/<job>/scan.failed           why the scan or the job's load gave up: Failed until retry
       master/jobs/<job>/damaged.list          state files found damaged, and what was done about each
       master/jobs/<job>/abandoned_uploads/*.json   checkpoints of dropped late results (clean aborts them)
-      worker/jobs/<job>/tasks/<taskid>/       a task a worker runs (TASK, then its results)
+      worker/jobs/<job>/tasks/<taskid>/       a task a worker runs (TASK, then its results; its audit.log
+                                              has a line per file as it finishes: failures show at once)
 
 A damaged state file (empty, truncated, not text, JSON of the wrong shape) is renamed
 ``<name>.corrupt`` beside where it was, never deleted and never read again.
@@ -416,6 +417,12 @@ class JobLayout:
     @property
     def worker_tasks(self) -> Path:
         return self.home.worker_jobs / self.name / "tasks"
+
+    def running_audit_log(self, task_id: str) -> Path:
+        """The audit.log a worker appends to while it runs the task: on this machine
+        standalone; in distributed mode the same path on the host it was dispatched to
+        (every host has the same workingDir)."""
+        return self.worker_tasks / task_id / AUDIT_LOG
 
     @property
     def stats_file(self) -> Path:

@@ -32,7 +32,7 @@ import json
 import os
 import re
 import stat
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Iterable, Iterator, Optional
 
 from .errors import SourceError
 from .models import INVALID_KEY
@@ -195,14 +195,20 @@ def audit_records(path) -> Iterator[tuple]:
     except OSError:
         return
     with f:
-        for line in f:
-            if not line.endswith("\n"):
-                continue
-            parts = line[:-1].split(" ", 3)
-            if len(parts) < 4:
-                continue
-            try:
-                key, detail = read_key(parts[3], DETAIL_SEPARATOR)
-            except KeyFormatError:
-                continue
-            yield parts[2], key, detail or ""
+        yield from audit_line_records(f)
+
+
+def audit_line_records(lines: Iterable[str]) -> Iterator[tuple]:
+    """audit_records of an audit.log's lines, each with its line break (read from a worker
+    host, say)."""
+    for line in lines:
+        if not line.endswith("\n"):
+            continue
+        parts = line[:-1].split(" ", 3)
+        if len(parts) < 4:
+            continue
+        try:
+            key, detail = read_key(parts[3], DETAIL_SEPARATOR)
+        except KeyFormatError:
+            continue
+        yield parts[2], key, detail or ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -79,6 +80,51 @@ SOURCE_NOT_READABLE = "SOURCE_NOT_READABLE"
 SOURCE_REFUSALS = (SOURCE_NOT_EXIST, SOURCE_NOT_READABLE)
 
 
+# A failure's reason code, as 'stat' groups failures ("Failed by reason: ..."). A code word of the
+# list above (or any like it) starts a detail ("SOURCE_NOT_EXIST: ..."); a request that failed says
+# "HTTP <status> <OSS/S3 code>" (storage.errors.RequestFailed.describe), or "network error".
+NETWORK_ERROR = "network error"
+OTHER_FAILURE = "OTHER"
+_CODE_WORD = re.compile(r"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+):")
+_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})(?: ([A-Z][A-Za-z0-9]+)\b)?")
+# fatal_error's sentences name the store's code in parentheses: "... rejected the signature
+# (SignatureDoesNotMatch): ...".
+_NAMED_CODE = re.compile(r"\(([A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+)\)")
+_PY_ERROR = re.compile(r"([A-Z][A-Za-z]*Error): ")
+
+
+def request_failure_code(status: int, code: str) -> str:
+    """The reason code of one failed request: the store's error code (SignatureDoesNotMatch,
+    NoSuchBucket, InternalError...), else its HTTP status, else a network error (no response)."""
+    if not status:
+        return NETWORK_ERROR
+    return code or f"HTTP {status}"
+
+
+def failure_code(detail: str) -> str:
+    """The reason code of a failure known only by its detail (an audit.log or error.list line,
+    written by this or an older version): where no code was set when the failure was made."""
+    head = _CODE_WORD.match(detail)
+    if head:
+        return head.group(1)
+    http = _HTTP_STATUS.search(detail)
+    if http:
+        return request_failure_code(int(http.group(1)), http.group(2) or "")
+    if NETWORK_ERROR in detail:
+        return NETWORK_ERROR
+    for pattern in (_NAMED_CODE, _PY_ERROR):
+        named = pattern.search(detail)
+        if named:
+            return named.group(1)
+    return OTHER_FAILURE
+
+
+def reasons_text(reasons: dict) -> str:
+    """``SignatureDoesNotMatch 1194, SOURCE_NOT_EXIST 3``: counts by code, largest first."""
+    ranked = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{code} {n}" for code, n in ranked)
+
+
 def refused_result(entry: "ObjectEntry") -> "FileResult":
     """How a refused entry ends: skipped when it is not a file at all, failed otherwise."""
     reason = entry.refused or ""
@@ -95,6 +141,13 @@ class FileResult:
     size: int = 0  # bytes moved (0 when skipped or failed)
     detail: str = ""
     crc64: Optional[int] = None
+    # Why it failed, as stat groups failures: set where the failure is made when it knows more
+    # than its words (a request's OSS/S3 code), else read from the detail. "" when it did not fail.
+    code: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.ok and not self.code:
+            self.code = failure_code(self.detail)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +185,8 @@ class TaskCounts:
     missing: int = 0
     # Of the skipped: entries that are not regular files (listed in skipped.list).
     not_regular: int = 0
+    # Of the failed: how many per reason code (FileResult.code), for "Failed by reason".
+    reasons: dict = field(default_factory=dict)
 
     def add(self, entry_size: int, result: FileResult) -> None:
         if result.outcome == Outcome.SUCCEED:
@@ -145,6 +200,9 @@ class TaskCounts:
         else:
             self.failed += 1
             self.failed_bytes += entry_size
+            # A new dict, not an update in place: the service's progress writer reads these
+            # counts from another thread, and a dict changing size under it would fail its copy.
+            self.reasons = {**self.reasons, result.code: self.reasons.get(result.code, 0) + 1}
             if result.outcome == Outcome.CHECK_FAILED:
                 if result.detail.startswith(TARGET_NOT_EXIST):
                     self.missing += 1

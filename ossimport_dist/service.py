@@ -307,6 +307,7 @@ class StandaloneService(ServiceLoop):
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
             self._write_progress()
+            self.worker.failure_log.flush()
         if now - self._last_reload >= SYS_RELOAD_EVERY_S:
             self._last_reload = now
             self._apply_sys()
@@ -429,22 +430,27 @@ class DistributedService(ServiceLoop):
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
             self._write_progress()
+            self.tracker.failure_log.flush()
 
     def stopping(self) -> None:
         self.tracker.join(10)
+        self.tracker.failure_log.flush(every_job=True)
 
     def _write_progress(self) -> None:
         """Merge the hosts' heartbeats into each job's progress.json, the file stat reads."""
-        beats = [s.beat for s in self.tracker.live_hosts() if s.beat]
+        beats = [(s.host, s.beat) for s in self.tracker.live_hosts() if s.beat]
         for name, job in list(self.master.jobs.items()):
-            running, bps, fps = {}, 0.0, 0.0
-            for beat in beats:
+            running, task_hosts, bps, fps = {}, {}, 0.0, 0.0
+            for host, beat in beats:
                 snap = (beat.get("jobs") or {}).get(name)
                 if snap:
                     running.update(snap.get("running", {}))
+                    # Which host runs each task: stat detail says where its failures are.
+                    task_hosts.update(dict.fromkeys(snap.get("running", {}), host))
                     bps += snap.get("bytes_per_s", 0.0)
                     fps += snap.get("files_per_s", 0.0)
-            doc = {"host": "all", "time": time.time(), "bytes_per_s": bps, "files_per_s": fps, "running": running}
+            doc = {"host": "all", "time": time.time(), "bytes_per_s": bps, "files_per_s": fps, "running": running,
+                   "task_hosts": task_hosts}
             try:
                 write_atomic(job.stats_file, json.dumps(doc).encode("utf-8"))
             except OSError:

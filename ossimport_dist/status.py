@@ -19,6 +19,7 @@ from . import config as config_mod
 from .accounting import read_counts, read_progress
 from .errors import OperatorError
 from .layout import DAMAGED_FILE, DAMAGED_LIST, Home, JobLayout, damaged_reason, parse_finished_name
+from .models import reasons_text
 from .scanner import scanned_totals
 
 # JobState words, as OssImport's stat writes them.
@@ -103,6 +104,8 @@ class JobStatus:
     hint: str  # what the operator does next, "" when nothing
     by_host: dict = field(default_factory=dict)  # host -> HostTotals
     incremental: Optional[Incremental] = None
+    # Failed files by reason code (FileResult.code), finished and running tasks, largest first.
+    failed_by_reason: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -135,12 +138,13 @@ def job_status(home: Home, job: JobLayout, service_running: bool) -> JobStatus:
     pending = len(job.pending_ids())
     dispatched = sum(len(job.dispatched_ids(h)) for h in job.dispatched_hosts())
     succeed_dirs, failed_dirs = job.succeed_dirs(), job.failed_dirs()
-    totals, by_host, finished_ids = Totals(), {}, set()
+    totals, by_host, finished_ids, reasons = Totals(), {}, set(), {}
     for d in succeed_dirs + failed_dirs:
         task_id, _, host = parse_finished_name(d.name)
         finished_ids.add(task_id)
         counts = read_counts(d)
         totals.add(vars(counts))
+        _add_reasons(reasons, counts.reasons)
         row = by_host.setdefault(host, HostTotals())
         if d.parent == job.succeed:
             row.done_tasks += 1
@@ -153,6 +157,7 @@ def job_status(home: Home, job: JobLayout, service_running: bool) -> JobStatus:
         # retry removed, so adding running counts never counts a file twice.
         if task_id not in finished_ids:
             totals.add(counts)
+            _add_reasons(reasons, counts.get("reasons"))
     objects, size, _ = scanned_totals(job)
     scan_done = job.scan_finished
     scan_failure = job.scan_failure()
@@ -171,8 +176,21 @@ def job_status(home: Home, job: JobLayout, service_running: bool) -> JobStatus:
         reasons=([scan_failure] if scan_failure is not None else []) + damaged_tasks,
         scan_error=job.scan_error(), scan_failed=scan_failure is not None, damaged=job.damaged_files(),
         hint=_hint(job.name, state, len(failed_dirs) - len(damaged_tasks), scan_failure is not None),
-        by_host=by_host,
+        by_host=by_host, failed_by_reason=_largest_first(reasons),
         incremental=_incremental(job) if job.round_file.exists() or job.round_dir(0).is_dir() else None)
+
+
+def _add_reasons(into: dict, reasons) -> None:
+    """Add one task's failures by code; progress.json is another process's file, read as such."""
+    if not isinstance(reasons, dict):
+        return
+    for code, n in reasons.items():
+        if isinstance(code, str) and type(n) is int and n > 0:
+            into[code] = into.get(code, 0) + n
+
+
+def _largest_first(reasons: dict) -> dict:
+    return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _state(job: JobLayout, service_running: bool, scan_done: bool, scan_failure: Optional[str],
@@ -307,6 +325,8 @@ def format_stat(s: JobStatus) -> str:
     pct = f" ({100.0 * t.done_bytes / s.bytes:.1f}%)" if s.bytes else ""
     lines.append(f"Bytes:{human_bytes(t.done_bytes)}/{human_bytes(s.bytes)}{pct} done, "
                  f"failed {human_bytes(t.failed_bytes)}")
+    if s.failed_by_reason:
+        lines.append(f"Failed by reason: {reasons_text(s.failed_by_reason)}")
     if s.state == RUNNING:
         eta = human_duration(s.eta_s) if s.eta_s is not None else "unknown"
         lines.append(f"Rate:{human_bytes(s.bytes_per_s)}/s, {s.files_per_s:.0f} files/s, ETA:{eta}")

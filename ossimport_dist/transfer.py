@@ -126,6 +126,12 @@ def _failure_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _failed(key: str, exc: Exception) -> FileResult:
+    """A file failed by ``exc``, with the store's code when a request failed."""
+    code = exc.reason_code if isinstance(exc, RequestFailed) else ""
+    return FileResult(key, Outcome.FAILED, detail=_failure_text(exc), code=code)
+
+
 class Transferer:
     """Copies objects; one instance may be shared by all threads of a worker.
 
@@ -314,10 +320,10 @@ class Transferer:
         except (_Changed, _Mismatch) as exc:
             return FileResult(key, Outcome.CHECK_FAILED, detail=str(exc))
         except (RequestFailed, OSError) as exc:
-            return FileResult(key, Outcome.FAILED, detail=_failure_text(exc))
+            return _failed(key, exc)
         except Exception as exc:  # one odd object must not stop the task's other files
             log.exception("unexpected error copying %s", key)
-            return FileResult(key, Outcome.FAILED, detail=_failure_text(exc))
+            return _failed(key, exc)
 
     def _same(self, entry: ObjectEntry, existing: ObjectEntry) -> bool:
         if existing.size != entry.size:
@@ -435,7 +441,7 @@ class Transferer:
         except _Changed as exc:
             return FileResult(key, Outcome.CHECK_FAILED, detail=str(exc))
         except (RequestFailed, OSError) as exc:
-            return FileResult(key, Outcome.FAILED, detail=_failure_text(exc))
+            return _failed(key, exc)
 
     def _audit_content(self, entry: ObjectEntry, dest: ObjectEntry) -> str:
         want_md5 = bool(dest.md5)

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 
 from .accounting import JobAccount
 from .errors import OperatorError
+from .failurelog import FailureLog
 from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, SKIPPED_LIST, STATUS_COMPLETED,
                      STATUS_FAILED, STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
 from .listformat import DETAIL_SEPARATOR, audit_records, list_line, one_line, write_key
@@ -166,6 +167,7 @@ class Worker:
         self._transfer_threads: dict = {}  # index -> Thread; thread i runs while i < self.threads
         self._lock = threading.Lock()
         self._runs: dict = {}  # (job, task_id) -> TaskRun
+        self.failure_log = FailureLog(log)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -194,6 +196,7 @@ class Worker:
             runs = list(self._runs.values())
         for run in runs:
             self._close_audit(run)
+        self.failure_log.flush(every_job=True)
 
     # -- work intake ----------------------------------------------------------------------
     def running(self, job_name: str) -> list:
@@ -281,9 +284,8 @@ class Worker:
             return run.runtime.run_one(entry, run.folder, run.relist)
         except OperatorError as exc:
             # A destination or source that refuses the whole job: the file fails with the
-            # reason; the operator fixes the config and runs retry.
-            log.error("task %s: %s: %s", run.task.task_id, entry.key, exc)
-            return FileResult(entry.key, Outcome.FAILED, detail=str(exc))
+            # reason (logged by _record, rate-limited); the operator fixes the config and retries.
+            return FileResult(entry.key, Outcome.FAILED, detail=str(exc), code=exc.reason_code)
         except Exception as exc:  # noqa: BLE001 - a bug must fail the file, not the worker
             log.exception("task %s: unexpected error on %s", run.task.task_id, entry.key)
             if run.runtime.abort_on_unexpected:
@@ -294,6 +296,7 @@ class Worker:
         line = audit_line(result)
         with run.lock:
             run.audit_file.write(line)
+            run.audit_file.flush()  # stat detail and errors read a running task's failures
             run.counts.add(result.size or entry.size, result)
             if not result.ok:
                 run.errors.append((entry.key, result.detail))
@@ -302,6 +305,8 @@ class Worker:
             run.remaining -= 1
             last = run.remaining == 0
         run.runtime.account.file_done()
+        if not result.ok:
+            self.failure_log.failed(run.runtime.name, run.task.task_id, entry.key, result.code, result.detail)
         if last:
             self._finish(run)
 
@@ -325,6 +330,9 @@ class Worker:
             write_atomic(folder / DONE_FILE, b"")
         with self._lock:
             self._runs.pop((run.runtime.name, run.task.task_id), None)
+            job_idle = not any(job == run.runtime.name for job, _ in self._runs)
+        if job_idle:  # the job's failures folded so far are said now, not at the window's end
+            self.failure_log.flush(run.runtime.name)
         run.runtime.account.task_finished(run.task.task_id)
         log.info("task %s of job %s: %s (%d ok, %d skipped, %d failed)", run.task.task_id, run.runtime.name,
                  "Completed" if ok else "Failed", run.counts.succeed, run.counts.skipped, run.counts.failed)

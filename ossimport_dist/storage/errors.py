@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ElementTree
 from typing import Optional
 
 from ..errors import DestinationError, OperatorError, SourceError
+from ..models import request_failure_code
 
 _THROTTLE_CODES = frozenset({"SlowDown", "ServiceUnavailable", "Throttling", "TooManyRequests",
                              "QpsLimitExceeded", "TotalQpsLimitExceeded",
@@ -33,6 +34,11 @@ class RequestFailed(Exception):
             retryable = status == 0 or status >= 500 or status in (408, 429) or throttled
         self.throttled, self.retryable = throttled, retryable
         super().__init__(self.describe())
+
+    @property
+    def reason_code(self) -> str:
+        """How stat groups this failure (models.request_failure_code)."""
+        return request_failure_code(self.status, self.code)
 
     def describe(self) -> str:
         what = f"{self.operation} {self.key}".strip()
@@ -95,4 +101,6 @@ def fatal_error(failure: RequestFailed, *, role: str, bucket: str, endpoint: str
         return None
     if failure.request_id:
         text += f" [RequestId={failure.request_id}]"
-    return error_class(text)
+    fatal = error_class(text)
+    fatal.reason_code = failure.reason_code
+    return fatal
