@@ -8,11 +8,15 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 import jsonschema
 import pytest
 
 from conftest import ROOT, assert_migrated, checked_stat, dest_objects, write_tree
+from test_distributed import cluster, deployed  # noqa: F401 - the fleet story's fixtures
+
+pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts, for the fleet story only
 
 # The keys of these stories have no spaces: a line's key ends at its first space.
 FAILURE_LINE = re.compile(r"ERROR .*: job local_test task ([0-9a-f]+): failed (\S+): (.+)$")
@@ -198,3 +202,61 @@ def test_counts_of_an_old_format_still_read_and_a_damaged_reasons_field_is_recou
         damage = (migration.job_dir / "damaged.list").read_text()
         assert "reasons" in damage.splitlines()[-1] and "recounted from audit.log" in damage, damage
     assert_migrated(migration.bucket, present)
+
+
+# -- distributed: the running tasks are on the hosts ------------------------------------------
+@pytest.mark.xdist_group("fleet")
+def test_running_failures_on_two_hosts_show_in_stat_and_errors(cluster, fleet, emulator, tmp_path):
+    c = cluster(hosts=fleet.hosts[:2])
+    present = {f"keep/{i:03d}.bin": os.urandom(2000 + i) for i in range(60)}
+    missing = [f"gone/{i:03d}.txt" for i in range(20)]
+    c.put_files(present)
+    # Four tasks of 20 (5 missing keys first, then 15 files): a host takes one at a time (16
+    # files of room), and its 4 threads copy the 15 files in some 6 s (each PUT answers in 1.5 s).
+    keys, names, gone = [], sorted(present), list(missing)
+    while names:
+        keys += gone[:5] + names[:15]
+        gone, names = gone[5:], names[15:]
+    manifest = tmp_path / "keys.txt"
+    manifest.write_text("".join(k + "\n" for k in keys))
+    emulator.set_faults("slow:1.0@1.5:PutObject")
+    c.write_job(srcType="list", listSrcType="local", listFilePath=str(manifest), taskObjectCountLimit="20")
+    c.ok("submit", str(c.job_file))
+    c.ok("start")
+    host_names = {h.name for h in fleet.hosts[:2]}
+    seen = []
+
+    def running_on_both_hosts():
+        r = c.console("stat", "detail", c.job_name)
+        out = checked_stat(r, ("detail",))
+        seen[:] = [out]
+        rows = re.findall(r"^Failed:[0-9a-f]+@(\S+)\(running\): SOURCE_NOT_EXIST (\d+); the keys: "
+                          rf"'console.sh errors {c.job_name}'$", out, re.M)
+        by_reason = re.search(r"^Failed by reason: SOURCE_NOT_EXIST (\d+)$", out, re.M)
+        return out if "JobState:Running" in out and by_reason and {h for h, _ in rows} == host_names else None
+
+    try:
+        out = wait_for("failures of running tasks on both hosts in stat detail", running_on_both_hosts, timeout=90)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; stat detail said:\n{seen[0] if seen else ''}") from None
+    assert "Traceback" not in out
+    r = c.console("errors", c.job_name, "-o", str(tmp_path / "so-far.list"))
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr, r.stderr
+    so_far = [line.split("\t", 1)[0] for line in (tmp_path / "so-far.list").read_text().splitlines()]
+    assert so_far and set(so_far) <= set(missing) and len(so_far) == len(set(so_far)), so_far
+    err = r.stderr.splitlines()
+    assert err[0].startswith(f"{len(so_far)} failed object(s) of job:{c.job_name} written to"), err
+    assert any(re.match(r"\d+ of them from \d+ task\(s\) still running", line) for line in err), err
+
+    s = c.wait_state(timeout=120)
+    assert s["JobState"] == "Failed" and s["Failed by reason"] == " SOURCE_NOT_EXIST 20", s
+    r = c.console("errors", c.job_name, "-o", str(tmp_path / "all.list"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(line.split("\t", 1)[0] for line in (tmp_path / "all.list").read_text().splitlines()) == missing
+    master_log = (Path(fleet.working_dir) / "logs" / "master.log").read_text()
+    logged = set(re.findall(rf"job {c.job_name} task [0-9a-f]+: failed (\S+): SOURCE_NOT_EXIST: ", master_log))
+    assert logged == set(missing), sorted(set(missing) - logged)
+    for host in fleet.hosts[:2]:
+        worker_log = (Path(fleet.host_dir(host)) / "logs" / "worker.log").read_text()
+        assert re.search(rf"job {c.job_name} task [0-9a-f]+: failed gone/\d+\.txt: SOURCE_NOT_EXIST: ", worker_log)
+    assert_migrated(c.bucket, present)
