@@ -16,7 +16,7 @@ from pathlib import Path
 from .layout import (AUDIT_LOG, COUNTS_FILE, TASK_FILE, DamagedStateFile, damaged_reason, decode_state_json,
                      job_root_of, move_aside, read_task_file, record_damage, write_atomic)
 from .listformat import audit_records, one_line
-from .models import OTHER_FAILURE, FileResult, TaskCounts
+from .models import MAX_CODE_LENGTH, OTHER_FAILURE, FileResult, TaskCounts
 
 RATE_WINDOW_S = 10.0
 
@@ -137,15 +137,14 @@ def _parse_counts(data: bytes) -> tuple:
 
 
 REASONS_FIELD = "reasons"
-MAX_REASON_CODE = 100  # longer than any code failure_code or a store gives: not a code
 
 
 def _check_reasons(value) -> None:
     if not isinstance(value, dict):
         raise ValueError(f"'{REASONS_FIELD}' is {value!r}, not counts by reason code")
     for code, n in value.items():
-        if not code or len(code) > MAX_REASON_CODE or one_line(code) != code:
-            raise ValueError(f"'{REASONS_FIELD}' has {one_line(code[:MAX_REASON_CODE])!r}, not a reason code")
+        if not code or len(code) > MAX_CODE_LENGTH or one_line(code) != code:
+            raise ValueError(f"'{REASONS_FIELD}' has {one_line(code[:MAX_CODE_LENGTH])!r}, not a reason code")
         if type(n) is not int or n <= 0:
             raise ValueError(f"'{REASONS_FIELD}' counts {n!r} for {code}, not a count")
 

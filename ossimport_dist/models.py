@@ -85,7 +85,11 @@ SOURCE_REFUSALS = (SOURCE_NOT_EXIST, SOURCE_NOT_READABLE)
 # "HTTP <status> <OSS/S3 code>" (storage.errors.RequestFailed.describe), or "network error".
 NETWORK_ERROR = "network error"
 OTHER_FAILURE = "OTHER"
-_CODE_WORD = re.compile(r"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+):")
+MAX_CODE_LENGTH = 64
+_CODE_WORD = re.compile(r"([A-Z][A-Z0-9_]{2,63}):")
+# What a store's error code looks like; anything else in its Code element (a long text, spaces,
+# a line break from a hostile or broken server) is not used as a code: its HTTP status is.
+_STORE_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _HTTP_STATUS = re.compile(r"\bHTTP (\d{3})(?: ([A-Z][A-Za-z0-9]+)\b)?")
 # fatal_error's sentences name the store's code in parentheses: "... rejected the signature
 # (SignatureDoesNotMatch): ...".
@@ -98,14 +102,19 @@ def request_failure_code(status: int, code: str) -> str:
     NoSuchBucket, InternalError...), else its HTTP status, else a network error (no response)."""
     if not status:
         return NETWORK_ERROR
-    return code or f"HTTP {status}"
+    return code if _STORE_CODE.fullmatch(code or "") else f"HTTP {status}"
 
 
 def failure_code(detail: str) -> str:
     """The reason code of a failure known only by its detail (an audit.log or error.list line,
     written by this or an older version): where no code was set when the failure was made."""
+    code = _code_in(detail)
+    return code if len(code) <= MAX_CODE_LENGTH else OTHER_FAILURE
+
+
+def _code_in(detail: str) -> str:
     head = _CODE_WORD.match(detail)
-    if head:
+    if head and "_" in head.group(1):
         return head.group(1)
     http = _HTTP_STATUS.search(detail)
     if http:

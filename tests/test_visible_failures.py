@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from conftest import ROOT, assert_migrated, checked_stat, dest_objects, write_tree
+from ossimport_dist.listformat import one_line, write_key
 from test_distributed import cluster, deployed  # noqa: F401 - the fleet story's fixtures
 
 pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts, for the fleet story only
@@ -153,7 +154,8 @@ def test_a_flood_of_failures_is_rate_limited_in_the_log_and_every_one_is_counted
 
 
 def test_a_destination_that_answers_500_every_time_is_counted_as_internal_error(migration, emulator):
-    files = {"a.txt": b"alpha", "b/c.txt": b"charlie", "d.bin": os.urandom(500)}
+    # A name with a line break: its failure stays on one line of the log.
+    files = {"a.txt": b"alpha", "b/c.txt": b"charlie", "new\nline.bin": os.urandom(500)}
     write_tree(migration.src, files)
     emulator.set_faults("500:1.0:PutObject")
     migration.write_conf()
@@ -168,9 +170,11 @@ def test_a_destination_that_answers_500_every_time_is_counted_as_internal_error(
     assert r.returncode == 1 and job["failed_by_reason"] == {"InternalError": 3}, job
     assert dest_objects(migration.bucket) == {}
     logged, _ = log_failures(migration)
-    assert sorted(logged) == sorted(files)
+    assert sorted(logged) == sorted(write_key(k) for k in files)
     log = (migration.work / "logs" / "ossimport2.log").read_text()
-    assert all(f"failed {k}: PUT {k}: HTTP 500 InternalError" in log for k in files), log[-3000:]
+    assert all(re.match(r"\d{4}-\d\d-\d\d ", line) for line in log.splitlines()), "a log line was broken"
+    for k in files:
+        assert f"failed {write_key(k)}: PUT {one_line(k)}: HTTP 500 InternalError" in log, log[-3000:]
 
 
 def test_counts_of_an_old_format_still_read_and_a_damaged_reasons_field_is_recounted(migration, tmp_path):
