@@ -25,7 +25,8 @@ from . import servicelock
 from . import status as status_mod
 from .errors import ConfigError, OperatorError, StateError
 from .failures import local_running_failures, remote_running_failures, running_counts, running_tasks
-from .layout import STANDALONE_HOST, SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines, quote_arg
+from .layout import (STANDALONE_HOST, SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines, parse_finished_name,
+                     quote_arg)
 from .listformat import list_line, written_columns
 from .models import reasons_text
 
@@ -539,19 +540,22 @@ def detail_lines(job: JobLayout, distributed: bool, service_running: bool) -> st
     """Every failure so far, finished tasks' (error.list) and running ones', then the tasks
     out on a worker. Never over SSH: a distributed job's running tasks show the counts by
     reason their hosts' heartbeats carry ('console.sh errors' reads their keys)."""
-    running = running_tasks(job)  # before the finished ones: a task finishing meanwhile is read once
+    # The running tasks first: one that finishes meanwhile is then read from its error.list only.
+    running = running_tasks(job)
+    live = [] if distributed else local_running_failures(job, running.get(STANDALONE_HOST, []))
     lines = []
     for d in job.failed_dirs():
         for line in iter_lines(d / "error.list"):
             lines.append(f"Failed:{d.name}: {line}")
+    done = _finished_ids(job)
     state = "running" if service_running else "stopped"
-    if distributed:
-        ids = {t for tasks in running.values() for t in tasks}
-        for row in running_counts(job, ids) if service_running else ():
+    if distributed and service_running:
+        ids = {t for tasks in running.values() for t in tasks} - done
+        for row in running_counts(job, ids):
             lines.append(f"Failed:{row.task_id}@{row.host}({state}): {reasons_text(row.reasons)}; "
                          f"the keys: 'console.sh errors {job.name}'")
-    else:
-        for f in local_running_failures(job, running.get(STANDALONE_HOST, [])):
+    for f in live:
+        if f.task_id not in done:
             lines.append(f"Failed:{f.task_id}({state}): {list_line(f.key, f.detail).rstrip(chr(10))}")
     for host in job.dispatched_hosts():
         for tid in job.dispatched_ids(host):
@@ -569,7 +573,8 @@ def cmd_errors(paths: Paths, args) -> int:
         raise StateError(f"name the job: {', '.join(names) or 'no job submitted'}")
     job = paths.home.job(names[0])
     frozen = config_mod.load_job(job.config_file)
-    running = running_tasks(job)  # before the finished ones: a task finishing meanwhile is read once
+    # The running tasks first: one that finishes meanwhile is then read from its error.list only.
+    live, warnings = _running_failures(paths, job, running_tasks(job))
     try:
         out = open(args.output, "w", encoding="utf-8", errors="surrogateescape") if args.output else sys.stdout
     except OSError as exc:
@@ -582,7 +587,8 @@ def cmd_errors(paths: Paths, args) -> int:
                 if line.strip():
                     out.write(line + "\n")
                     count += 1
-        live, warnings = _running_failures(paths, job, running)
+        done = _finished_ids(job)
+        live = [f for f in live if f.task_id not in done]
         for f in live:
             out.write(list_line(f.key, f.detail))
     finally:
@@ -600,6 +606,10 @@ def cmd_errors(paths: Paths, args) -> int:
     warn(warnings)
     _print_skipped(job)
     return 0
+
+
+def _finished_ids(job: JobLayout) -> set:
+    return {parse_finished_name(d.name)[0] for d in job.failed_dirs() + job.succeed_dirs()}
 
 
 def _running_failures(paths: Paths, job: JobLayout, running: dict) -> tuple:
