@@ -93,3 +93,64 @@ def test_set_is_not_an_edit_of_the_job_file(migration):
     assert "#changed by console.sh set" in frozen and "jobMaxThroughput(KB/s)=4096" in frozen
     assert "service started" in migration.ok("start")
     assert migration.wait_state(timeout=60)["JobState"] == "Succeed"
+
+
+def run_on_a_terminal(args: list, answers: dict, timeout: float = 120) -> tuple:
+    """Run ``args`` with a pseudo-terminal as its stdin and stdout, as an operator at a shell
+    does; each question (a line ending in '(y/n) ') found in ``answers`` gets its reply.
+    Returns (exit code, everything the terminal showed)."""
+    import os
+    import pty
+    import select
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    shown, answered = b"", set()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the terminal closed: the program ended
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            text = shown.decode("utf-8", "replace")
+            for question, reply in answers.items():
+                if question not in answered and question in text:
+                    answered.add(question)
+                    os.write(leader, reply.encode() + b"\n")
+            if proc.poll() is not None and not ready:
+                break
+        else:
+            raise AssertionError(f"{args} did not end within {timeout} s: {shown!r}")
+        return proc.wait(10), shown.decode("utf-8", "replace").replace("\r\n", "\n")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+
+
+def test_on_a_terminal_the_changed_keys_are_shown_and_the_operator_chooses(migration, tmp_path):
+    old, new, new_src = finished_job_then_edited(migration, tmp_path)
+    migration.write_conf(job_props={"srcPrefix": f"{new_src}/"})
+    command = ["bash", str(ROOT / "import.sh"), "--sys", str(migration.sys_file), "--interval", "0.3",
+               str(migration.job_file)]
+    question = "Clean the job and submit the edited file (y), or resume it as submitted (n)? (y/n)"
+    # 'n': resumed as submitted (the old folder, already done), and said so.
+    code, shown = run_on_a_terminal(command, {question: "n", "Stop the service?": "y"})
+    assert code == 0, shown
+    assert (f"{migration.job_file.resolve()} has changed since job local_test was submitted: "
+            f"srcPrefix '{migration.src}/' -> '{new_src}/'") in shown
+    assert "resuming job:local_test as submitted" in shown and "Traceback" not in shown
+    assert dest_objects(migration.bucket).keys() == old.keys()
+    # 'y': the job is cleaned and the edited file submitted; the new folder is copied.
+    code, shown = run_on_a_terminal(command, {question: "y", "Stop the service?": "y"})
+    assert code == 0 and "JobState:Succeed" in shown, shown
+    assert "clean job:local_test success!" in shown and "submit job:local_test success!" in shown
+    assert_migrated(migration.bucket, {**old, **new})
