@@ -39,6 +39,13 @@ class DestinationError(OperatorError):
     """The destination refused a request (credentials, bucket, endpoint)."""
 
 
+class PreflightError(OperatorError):
+    """The check before copying found that the job cannot work (keys, bucket, endpoint, source);
+    nothing was submitted or started."""
+
+    exit_code = 2
+
+
 class VerificationMismatch(OperatorError):
     """An uploaded object does not match what was read (size, CRC64 or MD5)."""
 

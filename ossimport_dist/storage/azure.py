@@ -305,6 +305,13 @@ class AzureSource(Source):
             if key > after:
                 yield self._entry(item, key)
 
+    def probe(self, timeout: float) -> None:
+        """One page of one blob under the prefix, with one retry at most."""
+        pager = self._client.list_blobs(name_starts_with=self.prefix or None, results_per_page=1,
+                                        retry_total=1, connection_timeout=timeout,
+                                        read_timeout=timeout)
+        next(iter(self._stream(pager, self.prefix)), None)
+
     def subtrees(self, subtree: str = "") -> list:
         from azure.storage.blob import BlobPrefix
 
