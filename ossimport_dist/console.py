@@ -1,10 +1,10 @@
 """``console.sh``: the operator's commands, with OssImport's names and words.
 
-    console.sh submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] | retry [job]
-               | errors [job] [-o file] | version
+    console.sh submit [--no-preflight] [job.cfg] | start [--no-preflight] | stop | clean [job]
+               | stat [detail] [job] | retry [job] | errors [job] [-o file] | version
 
 Every failure an operator can fix prints one line on stderr and exits non-zero (2 for bad
-configuration or state), never a traceback.
+configuration or state, or a job that preflight finds cannot work), never a traceback.
 """
 
 from __future__ import annotations

@@ -136,14 +136,23 @@ def _within(seconds: float, call: Callable[[], None]) -> None:
 def _worth_second_try(failure: RequestFailed) -> bool:
     # A refused connection is an answer (nothing listens there), and a timeout has already
     # cost its seconds; a reset or a 5xx may be gone a moment later.
-    return failure.retryable and failure.code != "Timeout" and not _refused(failure)
+    return failure.retryable and not _timed_out(failure) and not _refused(failure)
 
 
-def _refused(exc: Optional[BaseException]) -> bool:
-    """True when the failure is, somewhere in its chain, a refused connection."""
+def _refused(failure: RequestFailed) -> bool:
+    return _in_chain(failure, ConnectionRefusedError, "Connection refused")
+
+
+def _timed_out(failure: RequestFailed) -> bool:
+    return failure.code == "Timeout" or _in_chain(failure, TimeoutError, "timed out")
+
+
+def _in_chain(exc: Optional[BaseException], kind: type, words: str) -> bool:
+    """True when ``exc`` or an exception it was raised from is a ``kind`` or says ``words``:
+    the SDKs wrap the socket's error in two or three layers of their own."""
     seen = 0
     while exc is not None and seen < 20:
-        if isinstance(exc, ConnectionRefusedError) or "Connection refused" in str(exc):
+        if isinstance(exc, kind) or words in str(exc):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1
@@ -156,7 +165,7 @@ def _unreachable(job: JobConfig, side: Side, failure: RequestFailed, hint: str) 
                 f"{side.endpoint_key} (host and port)")
         problem, fix = ("refused the connection (nothing listens there)",
                         f"check {what} and that the server is up")
-    elif failure.status == 0 and failure.code == "Timeout":
+    elif failure.status == 0 and _timed_out(failure):
         problem, fix = (f"did not answer within {REQUEST_TIMEOUT_S:.0f} s",
                         f"check {side.endpoint_key} and the network (firewall, proxy)")
     elif failure.status == 0:

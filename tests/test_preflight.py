@@ -12,13 +12,14 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import uuid
 
 import oss2
 import pytest
 
 from conftest import ROOT, Migration, assert_migrated, dest_objects, one_error_line, process_cmdlines, write_tree
 
-pytest_plugins = ["s3servers"]
+pytest_plugins = ["azurite", "s3servers"]
 
 FILES = {"a.txt": b"alpha\n", "sub/b.bin": b"\x00\x01" * 500}
 
@@ -81,6 +82,40 @@ def test_a_destination_that_cannot_work_is_refused_at_submit(migration, case):
     assert line.endswith("; skip this check with --no-preflight"), line
     assert "not-the-secret-7f3a" not in line and migration.secret not in line
     assert r.stdout == ""
+    assert_nothing_submitted(migration)
+
+
+def test_an_endpoint_that_never_answers_is_refused_within_seconds(migration):
+    # It accepts connections (the kernel's backlog) and never says a word.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        write_tree(migration.src, FILES)
+        migration.write_conf(job_props={"destDomain": f"http://127.0.0.1:{silent.getsockname()[1]}"})
+        r, took = submit_timed(migration)
+    line = one_error_line(r)
+    assert r.returncode == 2, r.stderr
+    assert took < 10, took
+    assert line.startswith(f"error: preflight: the destination (destBucket '{migration.bucket.bucket_name}' "
+                           f"at http://127.0.0.1:"), line
+    assert "did not answer within 3 s" in line and "check destDomain and the network" in line, line
+    assert_nothing_submitted(migration)
+
+
+def test_a_5xx_gets_one_second_try_then_one_line(migration, emulator):
+    write_tree(migration.src, FILES)
+    migration.write_conf()
+    emulator.set_faults("500:1.0:ListObjects")
+    before = emulator.stats()["by_operation"].get("ListObjects", 0)
+    r, took = submit_timed(migration)
+    tries = emulator.stats()["by_operation"].get("ListObjects", 0) - before
+    emulator.set_faults(None)
+    line = one_error_line(r)
+    assert r.returncode == 2 and took < 10, (r.stderr, took)
+    assert tries == 2, tries
+    assert line.startswith(f"error: preflight: the destination (destBucket '{migration.bucket.bucket_name}' "
+                           f"at {emulator.endpoint}) failed twice (ListObjects: HTTP 500 InternalError "), line
+    assert "the store is failing now: try again later" in line, line
     assert_nothing_submitted(migration)
 
 
@@ -321,4 +356,21 @@ def test_a_key_list_on_an_oss_source_with_a_wrong_key_is_refused(migration, emul
                            f"rejected srcAccessKey 'no-such-key-id' (InvalidAccessKeyId): fix srcAccessKey"), line
     assert f"srcAccessKey: {migration.job_file}:{key_line(migration, 'srcAccessKey')}" in line
     assert emulator.secret not in line
+    assert_nothing_submitted(migration)
+
+
+def test_an_azure_source_with_a_wrong_key_is_refused_at_submit(migration, azurite):
+    container = "c-" + uuid.uuid4().hex[:12]
+    azurite.service_client().create_container(container).upload_blob("a.txt", b"a")
+    wrong = "d3Jvbmcta2V5LW5vdC10aGUtYWNjb3VudC1rZXk="
+    migration.write_conf(job_props={"srcType": "azure", "srcDomain": azurite.endpoint,
+                                    "srcBucket": container, "srcAccessKey": azurite.account,
+                                    "srcSecretKey": wrong, "srcPrefix": ""})
+    r, took = submit_timed(migration)
+    line = one_error_line(r)
+    assert r.returncode == 2 and took < 10, (r.stderr, took)
+    assert line.startswith(f"error: preflight: container srcBucket '{container}' of account srcAccessKey "
+                           f"'{azurite.account}' at {azurite.endpoint} "), line
+    assert f"srcSecretKey: {migration.job_file}:{key_line(migration, 'srcSecretKey')}" in line, line
+    assert wrong not in line and azurite.key not in line
     assert_nothing_submitted(migration)
