@@ -70,8 +70,7 @@ def check_drivers(job: JobConfig, source: Source, destination: Destination, hint
         try:
             _probe(driver)
         except OperatorError as exc:
-            keys = getattr(exc, "config_keys", ())
-            raise PreflightError(f"preflight: {exc}{_located(job, keys)}; {hint}") from None
+            raise PreflightError(f"preflight: {exc}{_located(job, exc.config_keys)}; {hint}") from None
         except RequestFailed as failure:
             raise PreflightError(_unreachable(job, side, failure, hint)) from None
         except _NoAnswer:

@@ -374,3 +374,27 @@ def test_an_azure_source_with_a_wrong_key_is_refused_at_submit(migration, azurit
     assert f"srcSecretKey: {migration.job_file}:{key_line(migration, 'srcSecretKey')}" in line, line
     assert wrong not in line and azurite.key not in line
     assert_nothing_submitted(migration)
+
+
+@pytest.mark.parametrize("broken, words, key", [
+    ({"srcSecretKey": "not-the-password-3e"}, "srcSecretKey", "srcSecretKey"),
+    ({"srcPrefix": "no/such/folder/"}, "srcPrefix 'no/such/folder/' does not exist in", None),
+])
+def test_an_upyun_source_that_cannot_be_listed_is_refused_at_submit(migration, broken, words, key):
+    from upyun_server import Tree, UpyunServer
+
+    server = UpyunServer(Tree(FILES), "svc-pf", "op-pf", "pw-pf-secret").start()
+    try:
+        migration.write_conf(job_props={"srcType": "youpai", "srcDomain": server.endpoint,
+                                        "srcBucket": "svc-pf", "srcAccessKey": "op-pf",
+                                        "srcSecretKey": "pw-pf-secret", "srcPrefix": "", **broken})
+        r, took = submit_timed(migration)
+    finally:
+        server.stop()
+    line = one_error_line(r)
+    assert r.returncode == 2 and took < 10, (r.stderr, took)
+    assert line.startswith("error: preflight: ") and words in line, line
+    if key:
+        assert f"{key}: {migration.job_file}:{key_line(migration, key)}" in line, line
+    assert "not-the-password-3e" not in line and "pw-pf-secret" not in line
+    assert_nothing_submitted(migration)

@@ -261,7 +261,7 @@ class AzureSource(Source):
         if request_id:
             text += f" [RequestId={request_id}]"
         error = SourceError(text)
-        error.config_keys = keys  # as storage.errors.fatal_error: where the fix goes
+        error.config_keys = keys
         return error
 
     def _listing_error(self, exc: Exception, prefix: str) -> SourceError:
