@@ -9,6 +9,7 @@ no job folder, no service, nothing at the destination. ``--no-preflight`` goes o
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -397,4 +398,27 @@ def test_an_upyun_source_that_cannot_be_listed_is_refused_at_submit(migration, b
     if key:
         assert f"{key}: {migration.job_file}:{key_line(migration, key)}" in line, line
     assert "not-the-password-3e" not in line and "pw-pf-secret" not in line
+    assert_nothing_submitted(migration)
+
+
+def test_a_list_file_that_is_a_fifo_is_refused_without_a_hang(migration):
+    fifo = migration.dir / "keys.list"
+    os.mkfifo(fifo)
+    migration.write_conf(job_props={"srcType": "list", "listFilePath": str(fifo), "listSrcType": "local"})
+    r, took = submit_timed(migration)
+    line = one_error_line(r)
+    assert r.returncode == 2 and took < 10, (r.stderr, took)
+    assert line.startswith("error: ") and str(fifo) in line and "listFilePath" in line, line
+    assert_nothing_submitted(migration)
+
+
+def test_a_url_list_that_is_not_utf8_is_refused_naming_its_line(migration, web_root):
+    url_list = migration.dir / "urls.list"
+    url_list.write_bytes(f"{web_root.base}/ caf\xe9.txt\n".encode("latin-1"))
+    migration.write_conf(job_props={"srcType": "http", "httpListFilePath": str(url_list), "srcPrefix": ""})
+    r, _ = submit_timed(migration)
+    line = one_error_line(r)
+    assert r.returncode == 2, r.stderr
+    assert line == (f"error: preflight: Unknown http list file format: {url_list}:1: not valid UTF-8; save "
+                    f"the list as UTF-8; skip this check with --no-preflight"), line
     assert_nothing_submitted(migration)
