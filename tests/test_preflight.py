@@ -422,3 +422,19 @@ def test_a_url_list_that_is_not_utf8_is_refused_naming_its_line(migration, web_r
     assert line == (f"error: preflight: Unknown http list file format: {url_list}:1: not valid UTF-8; save "
                     f"the list as UTF-8; skip this check with --no-preflight"), line
     assert_nothing_submitted(migration)
+
+
+def test_an_s3_destination_with_a_wrong_secret_is_refused_at_submit(migration, moto_auth_server):
+    write_tree(migration.src, FILES)
+    s3_bucket = moto_auth_server.new_bucket()
+    migration.write_conf(job_props={
+        "destType": "s3", "destDomain": moto_auth_server.endpoint, "destBucket": s3_bucket,
+        "destAccessKey": moto_auth_server.access_key, "destSecretKey": "wrong-s3-secret-92"})
+    r, took = submit_timed(migration)
+    line = one_error_line(r)
+    assert r.returncode == 2 and took < 10, (r.stderr, took)
+    assert line.startswith(f"error: preflight: destBucket '{s3_bucket}' at {moto_auth_server.endpoint} "), line
+    assert f"destSecretKey: {migration.job_file}:{key_line(migration, 'destSecretKey')}" in line, line
+    assert "wrong-s3-secret-92" not in line and moto_auth_server.secret_key not in line
+    assert not migration.job_dir.exists()
+    assert moto_auth_server.client().list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
