@@ -5,7 +5,7 @@ Each side gets one cheap real read through its driver's ``probe`` (the destinati
 of one key that needs the keys and writes nothing; the source: its first listing page, the
 first lines of a list file and the first URL). A few seconds at most: short timeouts, one
 quick second try for a transient failure (a reset, a 5xx), none for a refused connection or
-a timeout, and a bound on each side whatever the driver does. A failure is one line naming
+a timeout, and a bound on the whole check whatever the drivers do. A failure is one line naming
 the store, the configuration key that sets it (file and line) and the fix; the job is not
 submitted or started. ``--no-preflight`` skips the check.
 
@@ -26,7 +26,7 @@ from .storage import Destination, Source, open_job_destination, open_job_source
 from .storage.errors import RequestFailed
 
 REQUEST_TIMEOUT_S = 3.0  # connect and read timeout of each probe request
-SIDE_BUDGET_S = 8.0  # one side, second try included, whatever the driver's own timeouts
+TOTAL_BUDGET_S = 9.0  # both sides, second tries included, whatever the drivers' own timeouts
 SECOND_TRY_PAUSE_S = 0.3
 SKIP_HINT = "skip this check with --no-preflight"
 
@@ -66,9 +66,11 @@ def source_side(job: JobConfig) -> Side:
 def check_drivers(job: JobConfig, source: Source, destination: Destination, hint: str = SKIP_HINT) -> None:
     """Probes the destination, then the source; PreflightError (one line, ending with ``hint``)
     on the first that cannot work."""
+    deadline = time.monotonic() + TOTAL_BUDGET_S
     for side, driver in ((destination_side(job), destination), (source_side(job), source)):
+        began = time.monotonic()
         try:
-            _probe(driver)
+            _probe(driver, deadline)
         except OperatorError as exc:
             raise PreflightError(f"preflight: {exc}{_located(job, exc.config_keys)}; {hint}") from None
         except RequestFailed as failure:
@@ -76,7 +78,7 @@ def check_drivers(job: JobConfig, source: Source, destination: Destination, hint
         except _NoAnswer:
             raise PreflightError(
                 f"preflight: the {side.label} ({side.where}) did not answer within "
-                f"{SIDE_BUDGET_S:.0f} s{_located(job, (side.endpoint_key,))}: check "
+                f"{deadline - began:.0f} s{_located(job, (side.endpoint_key,))}: check "
                 f"{side.endpoint_key} and the network (firewall, proxy); {hint}") from None
 
 
@@ -96,12 +98,11 @@ def check_job(job: JobConfig, hint: str = SKIP_HINT) -> None:
 
 
 class _NoAnswer(Exception):
-    """A probe still waiting when its side's budget ran out."""
+    """A probe still waiting when the check's time ran out."""
 
 
-def _probe(driver) -> None:
-    """``driver.probe`` with one quick second try for a transient failure, bounded in time."""
-    deadline = time.monotonic() + SIDE_BUDGET_S
+def _probe(driver, deadline: float) -> None:
+    """``driver.probe`` with one quick second try for a transient failure, until ``deadline``."""
     for attempt in (1, 2):
         try:
             return _within(deadline - time.monotonic(), lambda: driver.probe(REQUEST_TIMEOUT_S))

@@ -438,3 +438,22 @@ def test_an_s3_destination_with_a_wrong_secret_is_refused_at_submit(migration, m
     assert "wrong-s3-secret-92" not in line and moto_auth_server.secret_key not in line
     assert not migration.job_dir.exists()
     assert moto_auth_server.client().list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
+
+
+def test_a_source_whose_driver_waits_longer_than_asked_is_cut_off_by_the_bound(migration):
+    # The UPYUN driver keeps its own long timeouts: the check's bound ends the wait instead.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        migration.write_conf(job_props={"srcType": "youpai", "srcBucket": "svc-pf",
+                                        "srcDomain": f"http://127.0.0.1:{silent.getsockname()[1]}",
+                                        "srcAccessKey": "op-pf", "srcSecretKey": "pw-pf-secret",
+                                        "srcPrefix": ""})
+        r, took = submit_timed(migration)
+    line = one_error_line(r)
+    assert r.returncode == 2, r.stderr
+    assert took < 15, took  # the 9 s bound and the interpreter's start on a busy machine
+    assert line.startswith("error: preflight: the source (srcBucket 'svc-pf' at http://127.0.0.1:"), line
+    assert ") did not answer within " in line and "check srcDomain and the network" in line, line
+    assert "pw-pf-secret" not in line
+    assert_nothing_submitted(migration)
