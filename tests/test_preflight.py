@@ -380,7 +380,7 @@ def test_an_azure_source_with_a_wrong_key_is_refused_at_submit(migration, azurit
 @pytest.mark.parametrize("broken, words, key", [
     ({"srcSecretKey": "not-the-password-3e"}, "srcSecretKey", "srcSecretKey"),
     ({"srcPrefix": "no/such/folder/"}, "srcPrefix 'no/such/folder/' does not exist in", None),
-])
+], ids=["wrong password", "missing srcPrefix"])
 def test_an_upyun_source_that_cannot_be_listed_is_refused_at_submit(migration, broken, words, key):
     from upyun_server import Tree, UpyunServer
 
