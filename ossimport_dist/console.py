@@ -1,10 +1,10 @@
 """``console.sh``: the operator's commands, with OssImport's names and words.
 
-    console.sh submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] [--json] | retry [job]
-               | errors [job] [-o file] | version
+    console.sh submit [--no-preflight] [job.cfg] | start [--no-preflight] | stop | clean [job]
+               | stat [detail] [job] [--json] | retry [job] | errors [job] [-o file] | version
 
 Every failure an operator can fix prints one line on stderr and exits non-zero (2 for bad
-configuration or state), never a traceback.
+configuration or state, or a job that preflight finds cannot work), never a traceback.
 """
 
 from __future__ import annotations
@@ -167,6 +167,8 @@ def cmd_start(paths: Paths, args) -> int:
     if pid is not None:
         print(f"service is already running (pid {pid}); logs in {home.logs / 'ossimport2.log'}")
         return 0
+    if not getattr(args, "no_preflight", False):
+        preflight_unstarted_jobs(home, skip=getattr(args, "preflighted", set()))
     if paths.distributed:
         paths.require_distributed("start")
         log_path = home.private_log("master.log")
@@ -204,6 +206,19 @@ def cmd_start(paths: Paths, args) -> int:
     else:
         print(f"service started (pid {proc.pid}); logs in {log_path}")
     return 0
+
+
+def preflight_unstarted_jobs(home: Home, skip=()) -> None:
+    """Preflight again for each job that has not copied anything yet (but those in ``skip``):
+    keys, buckets and endpoints may have changed since its submit, and a job that cannot work
+    never starts."""
+    from . import preflight
+
+    for name in home.job_names():
+        job = home.job(name)
+        if name not in skip and not job.copying_started():
+            preflight.check_job(config_mod.load_job(job.config_file),
+                                hint=f"the service was not started; {preflight.SKIP_HINT}")
 
 
 def _wait_until_holding(home: Home, proc: subprocess.Popen, log_path: Path) -> Optional[int]:
@@ -343,8 +358,17 @@ def cmd_submit(paths: Paths, args) -> int:
     # directory exists, a list file is readable, an endpoint parses), so it fails here, not later.
     from .storage import open_job_destination, open_job_source
 
-    for open_driver in (open_job_source, open_job_destination):
-        open_driver(job_cfg).close()
+    opened = []
+    try:
+        for open_driver in (open_job_source, open_job_destination):
+            opened.append(open_driver(job_cfg))
+        if not getattr(args, "no_preflight", False):
+            from . import preflight
+
+            preflight.check_drivers(job_cfg, *opened)
+    finally:
+        for driver in opened:
+            driver.close()
     home = paths.ensure_home()
     home.private_log("submit.log")  # checked before the job exists, so a bad log leaves no half-submitted job
     job = job_to_write(home, job_cfg.job_name)
@@ -606,6 +630,10 @@ def cmd_version(paths: Optional[Paths], args) -> int:
 
 
 # -- entry point ------------------------------------------------------------------------------
+NO_PREFLIGHT_HELP = ("do not check the destination and the source before copying (a read with "
+                     "the keys); for a store that allows writes but not reads, say")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="console.sh", description="ossimport-dist console")
     p.add_argument("--install-dir", default=os.environ.get("OSSIMPORT_HOME", "."),
@@ -616,9 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", help="submit a job (default conf/local_job.cfg)")
     s.add_argument("job_file", nargs="?")
+    s.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT_HELP)
     s = sub.add_parser("start", help="start the service in the background")
     s.add_argument("--resume", action="store_true",
                    help="run jobs as submitted even when their job file was edited since")
+    s.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT_HELP)
     sub.add_parser("stop", help="stop the service started by 'start'")
     s = sub.add_parser("clean", help="remove a job's state (not its destination objects)")
     s.add_argument("job", nargs="?")

@@ -9,6 +9,9 @@ class OperatorError(Exception):
     """A failure the operator can fix; printed as one line."""
 
     exit_code = 1
+    # The configuration keys the fix goes into, when the raiser knows them (a store's refusal
+    # of a key): preflight points at the lines that set them.
+    config_keys: tuple = ()
 
 
 class ConfigError(OperatorError):
@@ -37,6 +40,13 @@ class SourceError(OperatorError):
 
 class DestinationError(OperatorError):
     """The destination refused a request (credentials, bucket, endpoint)."""
+
+
+class PreflightError(OperatorError):
+    """The check before copying found that the job cannot work (keys, bucket, endpoint, source);
+    nothing was submitted or started."""
+
+    exit_code = 2
 
 
 class VerificationMismatch(OperatorError):

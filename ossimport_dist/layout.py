@@ -624,6 +624,11 @@ class JobLayout:
                         return d / n
         return None
 
+    def copying_started(self) -> bool:
+        """A task was dispatched or has finished: the job has begun to copy."""
+        return bool(any(self.dispatched_ids(h) for h in self.dispatched_hosts())
+                    or self.succeed_dirs() or self.failed_dirs())
+
     def failed_dirs(self) -> list:
         return sorted(p for p in self.failed.iterdir() if p.is_dir()) if self.failed.is_dir() else []
 

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 from . import config as config_mod
-from . import console
+from . import console, preflight
 from .errors import OperatorError, StateError
 from .status import ABORT, FAILED, SUCCEED, JobStatus, format_stat, human_bytes, human_duration, job_status
 
@@ -77,24 +77,33 @@ def _restart_or_resume(paths: console.Paths, job_file: Path, name: str, asker: A
 
 
 def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float, max_retries: int,
-             stop_when_done: Optional[bool] = None, choice: Optional[str] = None) -> tuple:
+             stop_when_done: Optional[bool] = None, choice: Optional[str] = None,
+             no_preflight: bool = False) -> tuple:
     """Returns (exit code, last JobStatus). ``choice`` ('resume' or 'restart') decides for a job
-    already submitted, without a question."""
+    already submitted, without a question. ``no_preflight`` skips the check before copying at
+    submit and start."""
     job_cfg = config_mod.load_job(job_file)
     console.warn(job_cfg.warnings)
     home = paths.home
     job = home.job(job_cfg.job_name)
+    submitted = set()  # checked by submit's preflight a moment ago: start need not ask again
     if job.exists():
         if _restart_or_resume(paths, job_file, job_cfg.job_name, asker, choice):
+            if not no_preflight:
+                # Before the old job's state goes: a file that cannot work leaves it as it was.
+                preflight.check_job(job_cfg)
             console.cmd_stop(paths, None)
             console.cmd_clean(paths, SimpleNamespace(job=job_cfg.job_name))
-            console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file)))
+            console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file), no_preflight=True))
+            submitted.add(job_cfg.job_name)
         else:
             print(f"resuming job:{job_cfg.job_name} as submitted")
     else:
-        console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file)))
+        console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file), no_preflight=no_preflight))
+        submitted.add(job_cfg.job_name)
     # This job's case is decided above; another job of the workingDir edited since is refused.
-    if console.cmd_start(paths, SimpleNamespace(resume=False, decided={job_cfg.job_name})) != 0:
+    if console.cmd_start(paths, SimpleNamespace(resume=False, decided={job_cfg.job_name},
+                                                no_preflight=no_preflight, preflighted=submitted)) != 0:
         return 1, None
     stat_log = home.private_log("job_stat.log")
     retries = 0
@@ -156,6 +165,7 @@ def main(argv=None) -> int:
                         help="a job already submitted: resume it as submitted, even if its file was edited")
     choice.add_argument("--restart", action="store_const", const="restart", dest="choice",
                         help="a job already submitted: clean it and submit the job file again")
+    p.add_argument("--no-preflight", action="store_true", help=console.NO_PREFLIGHT_HELP)
     p.add_argument("job_file", nargs="?")
     args = p.parse_args(argv)
     asker = Asker(True if args.yes else False if args.no else None)
@@ -167,10 +177,11 @@ def main(argv=None) -> int:
             return demo.run(install_dir, interval=min(args.interval, 1.0))
         paths = console.Paths(install_dir, Path(args.sys_file) if args.sys_file else None)
         job_file = Path(args.job_file) if args.job_file else paths.default_job_file()
-        code, _ = run_flow(paths, job_file, asker, args.interval, args.max_retries, choice=args.choice)
+        code, _ = run_flow(paths, job_file, asker, args.interval, args.max_retries, choice=args.choice,
+                           no_preflight=args.no_preflight)
         return code
     except OperatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {config_mod.scrub_passwords(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted; the service keeps running in the background ('console.sh stop' ends it)")

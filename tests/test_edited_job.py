@@ -60,11 +60,16 @@ def test_resume_runs_the_edited_job_as_submitted_and_says_so(migration, tmp_path
     assert "has changed since job local_test was submitted" in r.stdout
     assert "resuming job:local_test as submitted" in r.stdout and "JobState:Succeed" in r.stdout
     assert dest_objects(migration.bucket).keys() == old.keys()
-    # --yes answers "clean it and start over?": the edited file is submitted (its wrong secret
-    # then fails every file, named, as any wrong key does).
+    # --yes answers "clean it and start over?": the edited file would be submitted, but its
+    # wrong secret fails the check before copying, and the old job is left as it was.
     r = import_sh(migration, "--yes", "--max-retries", "0")
     assert "has changed since job local_test was submitted" in r.stdout
-    assert "clean job:local_test success!" in r.stdout and r.returncode == 1, r.stdout + r.stderr
+    assert r.returncode == 2 and "clean job" not in r.stdout, r.stdout + r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: preflight: destBucket '{migration.bucket.bucket_name}' at ") and \
+        "fix destSecretKey" in line and migration.secret not in line, line
+    assert "Traceback" not in r.stdout + r.stderr
+    assert migration.job_dir.is_dir() and migration.task_dirs("succeed_tasks")
     assert dest_objects(migration.bucket).keys() == old.keys()
 
 

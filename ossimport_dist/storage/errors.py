@@ -75,24 +75,34 @@ def fatal_error(failure: RequestFailed, *, role: str, bucket: str, endpoint: str
     where = f"{role}Bucket '{bucket}' at {endpoint}"
     if code == "NoSuchBucket":
         text = f"{where} does not exist: create it or fix {role}Bucket/{role}Domain"
+        keys = ("Bucket", "Domain")
     elif code == "InvalidAccessKeyId":
         text = (f"{where} rejected {role}AccessKey '{access_key}' (InvalidAccessKeyId): "
                 f"fix {role}AccessKey")
+        keys = ("AccessKey",)
     elif code == "SignatureDoesNotMatch":
         text = (f"{where} rejected the signature (SignatureDoesNotMatch): "
                 f"{role}SecretKey does not belong to {role}AccessKey '{access_key}'; fix {role}SecretKey")
+        keys = ("SecretKey",)
     elif code == "AccessDenied":
         text = (f"{where} denied access to {role}AccessKey '{access_key}' (AccessDenied): "
                 f"check {role}AccessKey/{role}SecretKey and that the key may "
                 f"{'read' if role == 'src' else 'write'} the bucket")
+        keys = ("AccessKey", "SecretKey")
     elif code == "RequestTimeTooSkewed":
         text = f"{where} says this host's clock is off by more than 15 minutes: sync the clock (NTP)"
+        keys = ()
     elif code in ("InvalidBucketName", "SecondLevelDomainForbidden"):
         text = f"{where} refused the bucket name ({code}): fix {role}Bucket/{role}Domain"
+        keys = ("Bucket", "Domain")
     elif code == "UserDisable" or code == "AccountDisabled":
         text = f"{where}: the account of {role}AccessKey '{access_key}' is disabled ({code})"
+        keys = ("AccessKey",)
     else:
         return None
     if failure.request_id:
         text += f" [RequestId={failure.request_id}]"
-    return error_class(text)
+    error = error_class(text)
+    # The configuration keys to fix, for a caller that points at the lines setting them.
+    error.config_keys = tuple(role + key for key in keys)
+    return error

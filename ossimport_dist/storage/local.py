@@ -407,6 +407,22 @@ class LocalSource(Source):
         finally:
             os.close(fd)
 
+    def probe(self, timeout: float) -> None:
+        """srcPrefix opens and lists: its first child is read, not the whole folder."""
+        path = _shown(self.root)
+        try:
+            fd = self._open_beneath("", _READ_DIR)
+        except OSError as exc:
+            raise self._unlistable(path, exc) from exc
+        children = self._children(fd)
+        try:
+            next(children, None)
+        except OSError as exc:
+            raise self._unlistable(path, exc) from exc
+        finally:
+            children.close()
+            os.close(fd)
+
     @staticmethod
     def _unlistable(path: str, exc: OSError) -> SourceError:
         if isinstance(exc, PermissionError):
@@ -718,6 +734,12 @@ class LocalDestination(Destination):
     @classmethod
     def from_job(cls, job):
         return cls(job.dest_domain, job.dest_prefix)
+
+    def probe(self, timeout: float) -> None:
+        """The folder is writable by this user, asked of the system (os.access), not by a write."""
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise DestinationError(f"destDomain '{self.root}' is not writable by this user: give it "
+                                   f"write and execute permission on the folder, or fix destDomain")
 
     # ------------------------------------------------------------------ where a key goes
 

@@ -150,6 +150,13 @@ class _OssStore:
             headers={k: v for k, v in headers.items()
                      if k in PASS_THROUGH_HEADERS or k.startswith("x-oss-meta-")})
 
+    def probe(self, timeout: float) -> None:
+        """ListObjects of at most one key under the prefix: needs the keys, writes nothing.
+        A Bucket of its own, so the job's connections keep their long timeouts."""
+        quick = oss2.Bucket(self.bucket.auth, self.endpoint.url, self.bucket_name,
+                            connect_timeout=(timeout, timeout), enable_crc=False)
+        self._oss2("ListObjects", self.prefix, quick.list_objects, prefix=self.prefix, max_keys=1)
+
     def close(self) -> None:
         self.lean.close()
 
