@@ -496,6 +496,10 @@ def cmd_retry(paths: Paths, args) -> int:
             if reason is not None:
                 log_line(home, "submit.log", f"retry job:{name}: the scan resumes (it had failed: {reason})")
                 print(f"retry job:{name}: the scan resumes from its checkpoints")
+            stopped = job.clear_job_failure()
+            if stopped is not None:
+                log_line(home, "submit.log", f"retry job:{name}: dispatching again (it had stopped: {stopped})")
+                print(f"retry job:{name}: the job had stopped ({stopped}); dispatching its tasks again")
             moved = job.retry_failed()
             if moved:
                 log_line(home, "submit.log", f"retry job:{name}: {moved} failed task(s) back to pending")
@@ -504,7 +508,7 @@ def cmd_retry(paths: Paths, args) -> int:
             if stuck:
                 print(f"retry job:{name}: {stuck} failed task(s) whose TASK file was damaged cannot run again; "
                       f"'console.sh stat {name}' says what to do")
-            if not (moved or stuck or reason):
+            if not (moved or stuck or reason or stopped):
                 print(f"None failed tasks for job:{name}.")
     return 0
 
@@ -549,7 +553,11 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
             totals[k] += counts.get(k, 0)
     objects, size, _ = scanned_totals(job)
     scan_failure = job.scan_failure()
-    if scan_failure is not None and dispatched == 0:
+    job_failure = job.job_failure()
+    if job_failure is not None and dispatched == 0:
+        # Stopped on a fatal error: its pending tasks wait for 'console.sh retry'.
+        state = "Failed"
+    elif scan_failure is not None and dispatched == 0:
         # A scan that gave up leaves part of the source unlisted: never Succeed. Pending tasks
         # of a job that could not even load would wait for ever.
         state = "Failed"
@@ -562,7 +570,7 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
     else:
         state = "Abort"
     damaged_tasks = [r for r in map(damaged_reason, failed_dirs) if r]
-    reasons = ([scan_failure] if scan_failure is not None else []) + damaged_tasks
+    reasons = [r for r in (job_failure, scan_failure) if r is not None] + damaged_tasks
     try:
         job_type = config_mod.load_job(job.config_file).job_type
     except OperatorError:
@@ -571,7 +579,8 @@ def job_stat(home: Home, job: JobLayout, running: bool) -> dict:
             "succeed_tasks": len(succeed_dirs),
             "failed_tasks": len(failed_dirs), "scan_finished": scan_done, "state": state,
             "objects": objects, "bytes": size, "totals": totals, "scan_error": job.scan_error(),
-            "scan_failure": scan_failure, "reasons": reasons, "damaged_tasks": len(damaged_tasks),
+            "scan_failure": scan_failure, "job_failure": job_failure, "reasons": reasons,
+            "damaged_tasks": len(damaged_tasks),
             "damaged": job.damaged_files(),
             "bytes_per_s": progress.get("bytes_per_s", 0.0), "files_per_s": progress.get("files_per_s", 0.0),
             "incremental": incremental_stat(job) if job.round_file.exists() or job.round_dir(0).is_dir() else None}

@@ -34,9 +34,13 @@ class StateError(OperatorError):
 class SourceError(OperatorError):
     """The source cannot be listed or read."""
 
+    code = ""  # the store's error code (NoSuchBucket, AccessDenied...) when a store said one
+
 
 class DestinationError(OperatorError):
     """The destination refused a request (credentials, bucket, endpoint)."""
+
+    code = ""  # the store's error code (NoSuchBucket, AccessDenied...) when a store said one
 
 
 class VerificationMismatch(OperatorError):

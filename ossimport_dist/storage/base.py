@@ -221,6 +221,11 @@ class Source:
         """A readable binary stream of ``length`` bytes (all when None) from ``offset``."""
         raise NotImplementedError
 
+    def root_problem(self) -> Optional[str]:
+        """What is wrong with the whole source when a file is missing from it (its folder gone),
+        or None: a missing file is then that file's problem alone."""
+        return None
+
     def close(self) -> None:
         pass
 

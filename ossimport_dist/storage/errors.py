@@ -19,13 +19,18 @@ _THROTTLE_CODES = frozenset({"SlowDown", "ServiceUnavailable", "Throttling", "To
 
 
 class RequestFailed(Exception):
-    """One request to a store failed; ``status`` 0 means no HTTP response (network)."""
+    """One request to a store failed; ``status`` 0 means no HTTP response (network).
+
+    ``unreachable``: no connection could be opened at all (refused, no such host, no route), as
+    opposed to one that broke or timed out; ``role`` ("src"/"dest", when the driver knows it)
+    names the keys that point there. Together they tell a dead endpoint from a flaky one."""
 
     def __init__(self, status: int, code: str = "", message: str = "", request_id: str = "",
                  retryable: Optional[bool] = None, throttled: Optional[bool] = None,
-                 operation: str = "", key: str = ""):
+                 operation: str = "", key: str = "", unreachable: bool = False, role: str = ""):
         self.status, self.code, self.message, self.request_id = status, code, message, request_id
         self.operation, self.key = operation, key
+        self.unreachable, self.role = unreachable, role
         if throttled is None:
             throttled = status == 429 or (status == 503 and (
                 code in _THROTTLE_CODES or "reduce your request rate" in message.lower()))
@@ -45,6 +50,14 @@ class RequestFailed(Exception):
             parts.append(f"RequestId={self.request_id}")
         text = " ".join(parts)
         return f"{what}: {text}" if what else text
+
+
+def connect_failed(exc: OSError, url: str, role: str = "", **request) -> RequestFailed:
+    """The retryable failure of a connection that could not be opened to ``url``. A timeout may
+    be a busy endpoint; a refusal, an unknown host or no route is one nobody answers at."""
+    code = "Timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+    return RequestFailed(0, code, f"cannot connect to {url}: {exc or code}", retryable=True,
+                         unreachable=not isinstance(exc, TimeoutError), role=role, **request)
 
 
 class UnknownStorageKind(OperatorError):
@@ -95,4 +108,6 @@ def fatal_error(failure: RequestFailed, *, role: str, bucket: str, endpoint: str
         return None
     if failure.request_id:
         text += f" [RequestId={failure.request_id}]"
-    return error_class(text)
+    error = error_class(text)
+    error.code = code  # what the store said, for the job's judgement (fatal.FatalDetector)
+    return error

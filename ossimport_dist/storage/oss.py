@@ -104,6 +104,7 @@ class _OssStore:
         self.bucket_name, self.prefix = bucket, prefix or ""
         self._access_key = access_key
         self.lean = OssLeanClient(self.endpoint, access_key, secret_key)
+        self.lean.role = self.role
         try:
             self.bucket = oss2.Bucket(oss2.Auth(access_key, secret_key), self.endpoint.url,
                                       bucket, connect_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),

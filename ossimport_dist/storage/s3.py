@@ -315,6 +315,7 @@ class _S3Store:
         # HEAD, PUT and UploadPart, the requests made per object or part, skip boto3's overhead.
         self.lean = S3LeanClient(lean_endpoint(self.endpoint.url, bucket), self.endpoint.region,
                                  access_key, secret_key)
+        self.lean.role = self.role
 
     def _error_class(self):
         return DestinationError if self.role == "dest" else SourceError
@@ -342,7 +343,8 @@ class _S3Store:
         elif isinstance(exc, _NETWORK_ERRORS) or isinstance(exc, OSError):
             failure = RequestFailed(0, type(exc).__name__,
                                     f"{self.endpoint.url}: {exc}", retryable=True,
-                                    operation=op, key=key)
+                                    operation=op, key=key, role=self.role,
+                                    unreachable=isinstance(exc, botocore.exceptions.EndpointConnectionError))
         else:
             failure = RequestFailed(0, type(exc).__name__, str(exc), retryable=False,
                                     operation=op, key=key)
