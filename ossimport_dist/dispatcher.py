@@ -289,18 +289,19 @@ class RemoteTracker:
         """Mark the jobs the agent stopped. A report stays in the heartbeat until the agent gets
         the job's configuration again, so each is taken once: a job retried since is not
         stopped again by the report that stopped it."""
-        for name, report in ((state.beat or {}).get("stopped") or {}).items():
+        reports = (state.beat or {}).get("stopped")
+        for name, report in (reports.items() if isinstance(reports, dict) else ()):
             job = jobs.get(name)
             if job is None or not isinstance(report, dict) or report.get("id") in state.stops_taken:
                 continue
             state.stops_taken.add(report.get("id"))
-            if job.job_failure() is not None:
-                continue  # another host stopped it first
             reason = stopped_job_reason(name, str(report.get("reason") or "stopped by its worker"))
-            job.fail_job(reason)
-            log.error("job %s stopped on %s: %s", name, host, reason)
-            with self._lock:
+            with self._lock:  # two hosts stopping it at once: marked and logged once
+                if job.job_failure() is not None:
+                    continue  # another host stopped it first
+                job.fail_job(reason)
                 states = [s for (_, s, _) in self.links.values()]
+            log.error("job %s stopped on %s: %s", name, host, reason)
             for other in states:
                 # The retry's first dispatch then pushes job.cfg again: the agent makes a fresh
                 # runtime from it, with the fix if job.cfg carries it.

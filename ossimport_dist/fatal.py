@@ -7,8 +7,8 @@ are refused file after file, an endpoint takes no connection at all. One ``Fatal
 job runtime watches the files' results and says when; the worker then stops the job (see
 ``Worker``), and the service or the master marks it Failed with the reason.
 
-It reads the typed cause of a failure (``FileResult.cause``): the store's error code that
-``storage.errors.fatal_error`` kept, and ``RequestFailed.unreachable``; never the words.
+It reads the typed cause of a failure (``FileResult.cause``): the ``refusal`` a driver gave its
+operator error (``storage.errors.fatal_error``), and ``RequestFailed.unreachable``; never words.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .config import SysConfig
-from .errors import DestinationError, SourceError
-from .models import SOURCE_NOT_EXIST, FileResult
+from .errors import KEYS_REFUSED, DestinationError, SourceError
+from .models import SOURCE_NOT_EXIST, FileResult, Outcome
 from .storage.errors import RequestFailed
 
 # Refused keys may be one object's ACL: the job stops when this many files in a row are refused.
 REFUSALS_IN_A_ROW = 5
-REFUSAL_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
 
 _SIDES = {"dest": ("destination", "destDomain"), "src": ("source", "srcDomain")}
 
@@ -68,13 +67,15 @@ class FatalDetector:
             self.stopped = self.stopped or reason
 
     def _judge(self, result: FileResult, began: float) -> Optional[str]:
-        if result.ok:
+        if result.outcome == Outcome.SUCCEED:
             # Both sides answered this file: a run of refusals or of dead connections is over.
             self._refused, self._unreachable_since = 0, None
             return None
+        if result.outcome != Outcome.FAILED:
+            return None  # skipped without a request, or read but different: no proof either way
         cause = result.cause
-        if isinstance(cause, (DestinationError, SourceError)) and cause.code:
-            if cause.code not in REFUSAL_CODES:
+        if isinstance(cause, (DestinationError, SourceError)) and cause.refusal:
+            if cause.refusal != KEYS_REFUSED:
                 return str(cause)  # the bucket is gone, the clock is off...: every file fails so
             self._refused += 1
             if self._refused >= self.refusals_in_a_row:

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 from .accounting import JobAccount
 from .errors import OperatorError
 from .fatal import FatalDetector
+from .storage.errors import RequestFailed
 from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, SKIPPED_LIST, STATUS_COMPLETED,
                      STATUS_FAILED, STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
 from .listformat import DETAIL_SEPARATOR, audit_records, list_line, one_line, write_key
@@ -138,6 +139,8 @@ class JobRuntime:
                 return FileResult(entry.key, Outcome.FAILED,
                                   detail=f"{SOURCE_NOT_READABLE}: cannot look at the source file: "
                                          f"{exc.strerror or exc}")
+            except RequestFailed as exc:  # the source's store did not answer: judged as a copy's
+                return FileResult(entry.key, Outcome.FAILED, detail=exc.describe(), cause=exc)
             if now is None:
                 self.transferer.abandon_upload(entry, task_dir)  # it can never be completed now
                 return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")

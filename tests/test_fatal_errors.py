@@ -331,11 +331,15 @@ def test_refusals_must_come_in_a_row_and_a_success_resets_the_run():
     judge = FatalDetector(refusals_in_a_row=5)
     for _ in range(3):
         assert [judge.observe(_refused(), 0) for _ in range(4)] == [None] * 4
-        assert judge.observe(_ok(), 0) is None
-    reasons = [judge.observe(_refused("InvalidAccessKeyId"), 0) for _ in range(6)]
-    assert reasons[:4] == [None] * 4 and reasons[5] is None  # said once
-    assert reasons[4].startswith("5 files in a row refused: destBucket 'b' at http://e rejected destAccessKey 'k'")
-    assert judge.stopped == reasons[4]
+        assert judge.observe(_ok(), 0) is None  # one object's ACL, not the keys
+    # An entry skipped without a request (a FIFO) proves nothing either way: the run goes on.
+    fifo = FileResult("fifo", Outcome.SKIPPED, detail="NOT_REGULAR_FILE: a FIFO")
+    wrong_key = _refused("InvalidAccessKeyId")
+    assert [judge.observe(r, 0) for r in (wrong_key, wrong_key, fifo, wrong_key, wrong_key)] == [None] * 5
+    reason = judge.observe(wrong_key, 0)
+    assert reason.startswith("5 files in a row refused: destBucket 'b' at http://e rejected destAccessKey 'k'")
+    assert judge.stopped == reason
+    assert judge.observe(wrong_key, 0) is None  # said once
 
 
 @pytest.mark.parametrize("code", ["NoSuchBucket", "RequestTimeTooSkewed"])
@@ -429,3 +433,21 @@ def test_fleet_wrong_secret_stops_the_job_on_every_host(request, emulator):
     assert r.returncode == 0 and r.stdout.startswith(f"retry job:{c.job_name}: the job had stopped ("), r.stdout
     assert c.wait_state(timeout=120)["JobState"] == "Succeed"
     assert_migrated(bucket, files)
+
+
+# -- the drivers tell a dead endpoint from a flaky one --------------------------------------------
+def test_oss_drivers_say_a_refused_connection_never_connected_and_whose_it_is():
+    from ossimport_dist.models import ObjectEntry
+    from ossimport_dist.storage.oss import OssDestination, OssSource
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    dest = OssDestination(domain=dead, bucket="no-one-here", access_key="k", secret_key="s")
+    with pytest.raises(RequestFailed) as put:  # the lean request path
+        dest.put("a.txt", b"a")
+    source = OssSource(domain=dead, bucket="no-one-here", access_key="k", secret_key="s")
+    with pytest.raises(RequestFailed) as get:  # oss2's path
+        source.open(ObjectEntry(key="a.txt", size=1, mtime=0.0))
+    for failure, role in ((put.value, "dest"), (get.value, "src")):
+        assert (failure.status, failure.unreachable, failure.role, failure.retryable) == (0, True, role, True)
+    dest.close()
+    source.close()

@@ -26,7 +26,7 @@ import io
 from typing import Iterator, Optional
 from urllib.parse import urlsplit
 
-from ..errors import SourceError
+from ..errors import KEYS_REFUSED, STORE_UNUSABLE, SourceError
 from ..models import ObjectEntry
 from .base import Features, Source
 from .errors import RequestFailed
@@ -235,6 +235,7 @@ class AzureSource(Source):
 
     def _fatal(self, status: int, code: str, request_id: str) -> Optional[SourceError]:
         where = self._where()
+        refusal = KEYS_REFUSED  # the three first cases; the others: the container or account
         if code in _AUTH_CODES or (status == 403 and not code):
             text = (f"{where} rejected the signature ({code or 'HTTP 403'}): srcSecretKey is not "
                     f"a key of account '{self.account}'; fix srcAccessKey/srcSecretKey "
@@ -249,15 +250,20 @@ class AzureSource(Source):
                     f"in the storage account's networking settings")
         elif code == "ContainerNotFound":
             text = f"{where} does not exist: fix srcBucket (the container name) or srcAccessKey"
+            refusal = STORE_UNUSABLE
         elif code in ("InvalidResourceName", "OutOfRangeInput") and status == 400:
             text = f"{where} refused the container name ({code}): fix srcBucket"
+            refusal = STORE_UNUSABLE
         elif code in ("AccountIsDisabled", "AccountBeingCreated"):
             text = f"{where}: the storage account is not usable ({code})"
+            refusal = STORE_UNUSABLE
         else:
             return None
         if request_id:
             text += f" [RequestId={request_id}]"
-        return SourceError(text)
+        error = SourceError(text)
+        error.refusal = refusal
+        return error
 
     def _listing_error(self, exc: Exception, prefix: str) -> SourceError:
         failure = self._failure(exc, "ListBlobs", prefix)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 from typing import Optional
 
-from ..errors import DestinationError, OperatorError, SourceError
+from ..errors import KEYS_REFUSED, STORE_UNUSABLE, DestinationError, OperatorError, SourceError
 
+_KEY_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"})
 _THROTTLE_CODES = frozenset({"SlowDown", "ServiceUnavailable", "Throttling", "TooManyRequests",
                              "QpsLimitExceeded", "TotalQpsLimitExceeded",
                              "RequestRateExceeded"})
@@ -109,5 +110,5 @@ def fatal_error(failure: RequestFailed, *, role: str, bucket: str, endpoint: str
     if failure.request_id:
         text += f" [RequestId={failure.request_id}]"
     error = error_class(text)
-    error.code = code  # what the store said, for the job's judgement (fatal.FatalDetector)
+    error.refusal = KEYS_REFUSED if code in _KEY_CODES else STORE_UNUSABLE
     return error

@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 
 import oss2
 import oss2.exceptions
+import urllib3.exceptions
 
 from ..errors import DestinationError, SourceError
 from ..models import ObjectEntry
@@ -81,6 +82,14 @@ class OssLeanClient(LeanClient):
         return f"OSS {self._access_key}:{base64.b64encode(digest).decode('ascii')}"
 
 
+def _never_connected(exc: Exception) -> bool:
+    """oss2's RequestError for a connection that could not be opened (refused, unknown host), not
+    one that timed out or broke."""
+    inner = getattr(exc, "exception", None)
+    pool_error = inner.args[0] if isinstance(inner, Exception) and inner.args else None
+    return isinstance(getattr(pool_error, "reason", None), urllib3.exceptions.NewConnectionError)
+
+
 def _crc_header(headers: dict) -> Optional[int]:
     value = headers.get("x-oss-hash-crc64ecma")
     return int(value) if value else None
@@ -135,7 +144,8 @@ class _OssStore:
             message = exc.message or (str(exc.body) if exc.body else str(exc))
             failure = RequestFailed(status, exc.code or type(exc).__name__, message,
                                     exc.request_id or "", operation=op, key=key,
-                                    retryable=True if status == 0 else None)
+                                    retryable=True if status == 0 else None, role=self.role,
+                                    unreachable=_never_connected(exc))
             raise self._fail(failure) from exc
 
     def _head(self, full_key: str, rel_key: str) -> Optional[ObjectEntry]:

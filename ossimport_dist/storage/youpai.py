@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 from urllib.parse import quote, urlsplit
 
-from ..errors import SourceError
+from ..errors import KEYS_REFUSED, SourceError
 from ..models import ObjectEntry
 from .base import SPILL_AFTER, BoundedReader, Features, Source, sorted_bounded
 from .errors import RequestFailed, connect_failed
@@ -296,7 +296,9 @@ class YoupaiSource(Source):
                     f"(HTTP {status}{said}): {fix}")
             if request_id:
                 text += f" [RequestId={request_id}]"
-            return SourceError(text)
+            error = SourceError(text)
+            error.refusal = KEYS_REFUSED
+            return error
         return RequestFailed(status, code, message, request_id, operation=op, key=path)
 
     def _request(self, op: str, method: str, full_path: str, extra: Optional[dict] = None):
