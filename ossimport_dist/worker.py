@@ -27,12 +27,12 @@ from typing import Callable, Optional
 from .accounting import JobAccount
 from .errors import OperatorError
 from .fatal import FatalDetector
-from .storage.errors import RequestFailed
 from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, SKIPPED_LIST, STATUS_COMPLETED,
                      STATUS_FAILED, STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
 from .listformat import DETAIL_SEPARATOR, audit_records, list_line, one_line, write_key
 from .models import (JOB_STOPPED, NOT_REGULAR_FILE, SOURCE_NOT_EXIST, SOURCE_NOT_READABLE, SOURCE_REFUSALS,
                      FileResult, ObjectEntry, Outcome, Task, TaskCounts, refused_result)
+from .storage.errors import RequestFailed
 
 log = logging.getLogger("ossimport.worker")
 
@@ -299,6 +299,9 @@ class Worker:
                 return  # interrupted mid-file: the task resumes this file on restart
             try:
                 self._judge(run, result, began)
+            except Exception:  # noqa: BLE001 - e.g. the job was cleaned meanwhile; the file still counts
+                log.exception("job %s: could not record that it stopped", run.runtime.name)
+            try:
                 self._record(run, entry, result)
             except Exception:  # noqa: BLE001 - e.g. the task folder vanished; keep the thread
                 log.exception("task %s: could not record %s", run.task.task_id, entry.key)
@@ -308,7 +311,8 @@ class Worker:
         if stopped is not None:
             # Every queued file would fail the same way, slowly: each ends now, without a
             # request, in error.list, so that a retry once it is fixed sends it.
-            return FileResult(entry.key, Outcome.FAILED, detail=f"{JOB_STOPPED}: not tried: the job stopped: {stopped}")
+            return FileResult(entry.key, Outcome.FAILED,
+                              detail=f"{JOB_STOPPED}: not tried: the job stopped: {stopped}")
         if run.aborted:
             return FileResult(entry.key, Outcome.FAILED, detail="task aborted after an unexpected error "
                               "(workerAbortWhenUncatchedException=true)")
