@@ -38,7 +38,8 @@ class FatalDetector:
     """Judges one job's file results; ``observe`` returns the reason once the job must stop.
 
     ``source_problem`` says what is wrong with the source as a whole (a local srcPrefix that
-    vanished: an unmounted NAS) when a file is missing from it, or None."""
+    vanished: an unmounted NAS, a source bucket gone) when files in a row are missing from it,
+    or None."""
 
     refusals_in_a_row: int = REFUSALS_IN_A_ROW
     # seconds with no connection and no file copied (sys.properties workerEndpointDownTimeout)
@@ -47,6 +48,7 @@ class FatalDetector:
     clock: Callable[[], float] = time.monotonic
     stopped: Optional[str] = None  # why the job stopped, until resumed
     _refused: int = 0
+    _missing: int = 0  # files in a row the source lacks
     _unreachable_since: Optional[float] = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -69,7 +71,7 @@ class FatalDetector:
     def _judge(self, result: FileResult, began: float) -> Optional[str]:
         if result.outcome == Outcome.SUCCEED:
             # Both sides answered this file: a run of refusals or of dead connections is over.
-            self._refused, self._unreachable_since = 0, None
+            self._refused, self._missing, self._unreachable_since = 0, 0, None
             return None
         if result.outcome != Outcome.FAILED:
             return None  # skipped without a request, or read but different: no proof either way
@@ -89,7 +91,10 @@ class FatalDetector:
                 return _unreachable_reason(cause, down)
             return None
         if result.detail.startswith(SOURCE_NOT_EXIST):
-            return self.source_problem()
+            # Once per run of missing files: asking may cost the source a request.
+            self._missing += 1
+            if self._missing % self.refusals_in_a_row == 0:
+                return self.source_problem()
         return None
 
 

@@ -23,7 +23,7 @@ import oss2
 import oss2.exceptions
 import urllib3.exceptions
 
-from ..errors import DestinationError, SourceError
+from ..errors import STORE_UNUSABLE, DestinationError, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source
 from .errors import RequestFailed, fatal_error
@@ -366,6 +366,16 @@ class OssSource(_OssStore, Source):
 
     def stat(self, key: str) -> Optional[ObjectEntry]:
         return self._head(self.prefix + key, key)
+
+    def root_problem(self) -> Optional[str]:
+        # A HEAD cannot tell a missing key from a missing bucket; a listing's answer can.
+        try:
+            self._oss2("ListObjectsV2", self.prefix, self.bucket.list_objects_v2, prefix=self.prefix, max_keys=1)
+        except SourceError as refused:
+            return str(refused) if refused.refusal == STORE_UNUSABLE else None
+        except RequestFailed:
+            return None  # no proof either way
+        return None
 
     def open(self, entry: ObjectEntry, offset: int = 0, length: Optional[int] = None):
         """Raises FileNotFoundError when the object is gone."""

@@ -67,7 +67,7 @@ import botocore.config
 import botocore.exceptions
 from botocore import UNSIGNED
 
-from ..errors import DestinationError, SourceError
+from ..errors import STORE_UNUSABLE, DestinationError, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source
 from .errors import RequestFailed, fatal_error
@@ -458,6 +458,16 @@ class S3Source(_S3Store, Source):
                                  pool_size=getattr(job, "worker_task_thread_num", DEFAULT_POOL))
 
     # ------------------------------------------------------------ listing
+
+    def root_problem(self) -> Optional[str]:
+        # A HEAD cannot tell a missing key from a missing bucket; a listing's answer can.
+        try:
+            self._call("ListObjectsV2", self.prefix, self.client.list_objects_v2, Prefix=self.prefix, MaxKeys=1)
+        except SourceError as refused:
+            return str(refused) if refused.refusal == STORE_UNUSABLE else None
+        except RequestFailed:
+            return None  # no proof either way
+        return None
 
     def _pages(self, prefix: str, delimiter: str, start_after: str):
         params = {"Prefix": prefix, "MaxKeys": self.page_size}
