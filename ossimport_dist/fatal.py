@@ -24,8 +24,10 @@ from .models import SOURCE_NOT_EXIST, FileResult, Outcome
 from .storage.errors import RequestFailed
 
 # Refused keys may be one object's ACL: the job stops when this many files in a row are refused.
-REFUSALS_IN_A_ROW = 5
+# As many missing files in a row make it ask whether the source as a whole is gone.
+IN_A_ROW = 5
 
+_ASK_THE_SOURCE = object()  # what _judge answers when only the source can tell
 _SIDES = {"dest": ("destination", "destDomain"), "src": ("source", "srcDomain")}
 
 
@@ -41,12 +43,12 @@ class FatalDetector:
     vanished: an unmounted NAS, a source bucket gone) when files in a row are missing from it,
     or None."""
 
-    refusals_in_a_row: int = REFUSALS_IN_A_ROW
+    in_a_row: int = IN_A_ROW
     # seconds with no connection and no file copied (sys.properties workerEndpointDownTimeout)
     unreachable_for: float = SysConfig.worker_endpoint_down_timeout
     source_problem: Callable[[], Optional[str]] = _no_problem
     clock: Callable[[], float] = time.monotonic
-    stopped: Optional[str] = None  # why the job stopped, until resumed
+    stopped: Optional[str] = None  # why the job stopped (a retried job gets a fresh detector)
     _refused: int = 0
     _missing: int = 0  # files in a row the source lacks
     _unreachable_since: Optional[float] = None
@@ -59,8 +61,15 @@ class FatalDetector:
             if self.stopped is not None:
                 return None
             reason = self._judge(result, began)
-            if reason is not None:
-                self.stopped = reason
+        if reason is _ASK_THE_SOURCE:
+            # Outside the lock: asking may be a request, and the other threads go on meanwhile.
+            reason = self.source_problem()
+        if reason is None:
+            return None
+        with self._lock:
+            if self.stopped is not None:
+                return None  # another thread's result stopped it meanwhile
+            self.stopped = reason
             return reason
 
     def stop(self, reason: str) -> None:
@@ -68,7 +77,8 @@ class FatalDetector:
         with self._lock:
             self.stopped = self.stopped or reason
 
-    def _judge(self, result: FileResult, began: float) -> Optional[str]:
+    def _judge(self, result: FileResult, began: float):
+        """The reason to stop, None, or _ASK_THE_SOURCE; called holding the lock."""
         if result.outcome == Outcome.SUCCEED:
             # Both sides answered this file: a run of refusals or of dead connections is over.
             self._refused, self._missing, self._unreachable_since = 0, 0, None
@@ -80,7 +90,7 @@ class FatalDetector:
             if cause.refusal != KEYS_REFUSED:
                 return str(cause)  # the bucket is gone, the clock is off...: every file fails so
             self._refused += 1
-            if self._refused >= self.refusals_in_a_row:
+            if self._refused >= self.in_a_row:
                 return f"{self._refused} files in a row refused: {cause}"
             return None
         if isinstance(cause, RequestFailed) and cause.unreachable:
@@ -93,8 +103,8 @@ class FatalDetector:
         if result.detail.startswith(SOURCE_NOT_EXIST):
             # Once per run of missing files: asking may cost the source a request.
             self._missing += 1
-            if self._missing % self.refusals_in_a_row == 0:
-                return self.source_problem()
+            if self._missing % self.in_a_row == 0:
+                return _ASK_THE_SOURCE
         return None
 
 

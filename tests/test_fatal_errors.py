@@ -310,6 +310,30 @@ def test_source_folder_removed_mid_job_stops_it(migration, tmp_path):
     assert_migrated(migration.bucket, files)
 
 
+# -- the mark itself -------------------------------------------------------------------------------
+def test_an_empty_or_unreadable_stop_mark_still_stops_the_job_until_retry(migration):
+    files = small_files(12)
+    write_tree(migration.src, files)
+    migration.write_conf()
+    submit(migration)
+    mark = migration.job_dir / "job.failed"
+    mark.write_bytes(b"")  # a disk that filled up as it was written
+    r = migration.console("stat")
+    assert r.returncode in STAT_EXITS and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "JobState:Failed" in r.stdout
+    assert reason_lines(r.stdout) == [f"Reason:the job stopped ({mark} is empty)"]
+    mark.write_bytes(b"\xff\xfe not UTF-8\nsecond line\n")
+    assert reason_lines(migration.ok("stat")) == ["Reason:\ufffd\ufffd not UTF-8"]
+    assert "service started" in migration.ok("start")
+    time.sleep(1.5)  # a few ticks of the service: a stopped job gets no task
+    assert migration.task_dirs("succeed_tasks") == [] and migration.task_dirs("failed_tasks") == []
+    r = migration.console("retry", JOB)
+    assert r.returncode == 0 and r.stdout.splitlines() == [
+        f"retry job:{JOB}: the job had stopped (\ufffd\ufffd not UTF-8); dispatching its tasks again"], r.stdout
+    assert migration.wait_state(timeout=60)["JobState"] == "Succeed"
+    assert_migrated(migration.bucket, files)
+
+
 # -- transient failures stay retried --------------------------------------------------------------
 def first_fault(emulator, kind: str, before: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
@@ -354,7 +378,7 @@ def _ok() -> FileResult:
 
 
 def test_refusals_must_come_in_a_row_and_a_success_resets_the_run():
-    judge = FatalDetector(refusals_in_a_row=5)
+    judge = FatalDetector(in_a_row=5)
     for _ in range(3):
         assert [judge.observe(_refused(), 0) for _ in range(4)] == [None] * 4
         assert judge.observe(_ok(), 0) is None  # one object's ACL, not the keys
