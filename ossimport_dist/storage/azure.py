@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from ..errors import KEYS_REFUSED, STORE_UNUSABLE, SourceError
 from ..models import ObjectEntry
 from .base import Features, Source
-from .errors import RequestFailed
+from .errors import RequestFailed, never_connected
 
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
@@ -230,7 +230,7 @@ class AzureSource(Source):
         if isinstance(exc, (AzureError, OSError)):
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return RequestFailed(0, type(exc).__name__, text, retryable=retry_network,
-                                 operation=op, key=key)
+                                 operation=op, key=key, role="src", unreachable=never_connected(exc))
         return exc
 
     def _fatal(self, status: int, code: str, request_id: str) -> Optional[SourceError]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 from typing import Optional
 
+import urllib3.exceptions
+
 from ..errors import KEYS_REFUSED, STORE_UNUSABLE, DestinationError, OperatorError, SourceError
 
 _KEY_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"})
@@ -59,6 +61,21 @@ def connect_failed(exc: OSError, url: str, role: str = "", **request) -> Request
     code = "Timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
     return RequestFailed(0, code, f"cannot connect to {url}: {exc or code}", retryable=True,
                          unreachable=not isinstance(exc, TimeoutError), role=role, **request)
+
+
+def never_connected(exc: BaseException) -> bool:
+    """Whether an SDK's network error (oss2, requests, azure-core: each wraps urllib3's) is a
+    connection that could not be opened (refused, unknown host), not one that timed out or broke."""
+    for _ in range(6):  # the wrappers' depth, bounded
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):
+            return True
+        inner = getattr(exc, "exception", None) or getattr(exc, "inner_exception", None) or getattr(exc, "reason", None)
+        if inner is None and getattr(exc, "args", None) and isinstance(exc.args[0], BaseException):
+            inner = exc.args[0]
+        if not isinstance(inner, BaseException):
+            return False
+        exc = inner
+    return False
 
 
 class UnknownStorageKind(OperatorError):

@@ -21,12 +21,11 @@ from typing import Iterator, Optional
 
 import oss2
 import oss2.exceptions
-import urllib3.exceptions
 
 from ..errors import STORE_UNUSABLE, DestinationError, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source
-from .errors import RequestFailed, fatal_error
+from .errors import RequestFailed, fatal_error, never_connected
 from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, Endpoint, LeanClient, check_response, parse_endpoint
 
 # Object headers copied from a source object to its destination copy.
@@ -80,14 +79,6 @@ class OssLeanClient(LeanClient):
         to_sign = f"{method}\n{content_md5}\n{content_type}\n{headers['Date']}\n{canonical}{resource}"
         digest = hmac.new(self._secret, to_sign.encode("utf-8"), hashlib.sha1).digest()
         return f"OSS {self._access_key}:{base64.b64encode(digest).decode('ascii')}"
-
-
-def _never_connected(exc: Exception) -> bool:
-    """oss2's RequestError for a connection that could not be opened (refused, unknown host), not
-    one that timed out or broke."""
-    inner = getattr(exc, "exception", None)
-    pool_error = inner.args[0] if isinstance(inner, Exception) and inner.args else None
-    return isinstance(getattr(pool_error, "reason", None), urllib3.exceptions.NewConnectionError)
 
 
 def _crc_header(headers: dict) -> Optional[int]:
@@ -145,7 +136,7 @@ class _OssStore:
             failure = RequestFailed(status, exc.code or type(exc).__name__, message,
                                     exc.request_id or "", operation=op, key=key,
                                     retryable=True if status == 0 else None, role=self.role,
-                                    unreachable=_never_connected(exc))
+                                    unreachable=never_connected(exc))
             raise self._fail(failure) from exc
 
     def _head(self, full_key: str, rel_key: str) -> Optional[ObjectEntry]:
