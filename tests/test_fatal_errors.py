@@ -6,6 +6,7 @@ and after the fix a retry converges. Transient failures (5xx, resets) stay retri
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -489,6 +490,7 @@ def test_fleet_wrong_secret_stops_the_job_on_every_host(request, emulator):
 # -- the drivers tell a dead endpoint from a flaky one --------------------------------------------
 def test_oss_drivers_say_a_refused_connection_never_connected_and_whose_it_is():
     from ossimport_dist.models import ObjectEntry
+    from ossimport_dist.storage.azure import AzureSource
     from ossimport_dist.storage.oss import OssDestination, OssSource
 
     dead = f"http://127.0.0.1:{free_port()}"
@@ -498,7 +500,11 @@ def test_oss_drivers_say_a_refused_connection_never_connected_and_whose_it_is():
     source = OssSource(domain=dead, bucket="no-one-here", access_key="k", secret_key="s")
     with pytest.raises(RequestFailed) as get:  # oss2's path
         source.open(ObjectEntry(key="a.txt", size=1, mtime=0.0))
-    for failure, role in ((put.value, "dest"), (get.value, "src")):
+    blobs = AzureSource(account="devstoreaccount1", key=base64.b64encode(b"k" * 64).decode(), container="c",
+                        domain=f"{dead}/devstoreaccount1")
+    with pytest.raises(RequestFailed) as stat:  # azure-core's path
+        blobs.stat("a.txt")
+    for failure, role in ((put.value, "dest"), (get.value, "src"), (stat.value, "src")):
         assert (failure.status, failure.unreachable, failure.role, failure.retryable) == (0, True, role, True)
-    dest.close()
-    source.close()
+    for driver in (dest, source, blobs):
+        driver.close()
