@@ -137,6 +137,9 @@ class SysConfig:
     # New: seconds without a successful poll of a host, or a moving agent heartbeat, before the
     # tracker gives its tasks to other hosts.
     worker_heartbeat_timeout: int = 60
+    # New: seconds an endpoint may take no connection, with no file copied meanwhile, before the
+    # job stops Failed (fatal.FatalDetector).
+    worker_endpoint_down_timeout: int = 20
     # New: accept and remember the key of a host seen for the first time (default: refuse).
     ssh_accept_new_host_keys: bool = False
     # New: where the workers' SSH host keys are checked (OpenSSH's known_hosts format).
@@ -221,13 +224,14 @@ _SYS_KEYS = (
     _Key("workerRecordMd5", "worker_record_md5", "bool"),
     _Key("javaHeapMaxSize", "java_heap_max_size", "size", low=1),
     _Key("workerHeartbeatTimeout", "worker_heartbeat_timeout", "int", low=2, high=86400),
+    _Key("workerEndpointDownTimeout", "worker_endpoint_down_timeout", "int", low=1, high=86400),
     _Key("sshAcceptNewHostKeys", "ssh_accept_new_host_keys", "bool"),
     _Key("sshKnownHostsFile", "ssh_known_hosts_file", "str"),
 )
 
 # What a worker host needs of sys.properties; never the SSH credentials.
 WORKER_SYS_KEYS = ("workerTaskThreadNum", "workerMaxThroughput(KB/s)", "workerAbortWhenUncatchedException",
-                   "workerRecordMd5", "javaHeapMaxSize", "workingDir")
+                   "workerRecordMd5", "javaHeapMaxSize", "workingDir", "workerEndpointDownTimeout")
 
 JOB_KEY_NAMES = tuple(k.name for k in _JOB_KEYS)
 SYS_KEY_NAMES = tuple(k.name for k in _SYS_KEYS)

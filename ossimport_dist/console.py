@@ -518,6 +518,10 @@ def cmd_retry(paths: Paths, args) -> int:
             if reason is not None:
                 log_line(home, "submit.log", f"retry job:{name}: the scan resumes (it had failed: {reason})")
                 print(f"retry job:{name}: the scan resumes from its checkpoints")
+            stopped = job.clear_job_failure()
+            if stopped is not None:
+                log_line(home, "submit.log", f"retry job:{name}: dispatching again (it had stopped: {stopped})")
+                print(f"retry job:{name}: the job had stopped ({stopped}); dispatching its tasks again")
             moved = job.retry_failed()
             if moved:
                 log_line(home, "submit.log", f"retry job:{name}: {moved} failed task(s) back to pending")
@@ -526,7 +530,7 @@ def cmd_retry(paths: Paths, args) -> int:
             if stuck:
                 print(f"retry job:{name}: {stuck} failed task(s) whose TASK file was damaged cannot run again; "
                       f"'console.sh stat {name}' says what to do")
-            if not (moved or stuck or reason):
+            if not (moved or stuck or reason or stopped):
                 print(f"None failed tasks for job:{name}.")
     return 0
 

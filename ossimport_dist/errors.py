@@ -34,12 +34,23 @@ class StateError(OperatorError):
     exit_code = 2
 
 
+# How much a store's refusal proves (``refusal`` of the two errors below), for the job's judge
+# (``fatal.FatalDetector``): keys or permissions refused may be one object's ACL, so only a run
+# of them stops the job; a bucket gone or a clock off fails every request alike.
+KEYS_REFUSED = "keys refused"
+STORE_UNUSABLE = "store unusable"
+
+
 class SourceError(OperatorError):
     """The source cannot be listed or read."""
+
+    refusal = ""  # KEYS_REFUSED or STORE_UNUSABLE when a store said so
 
 
 class DestinationError(OperatorError):
     """The destination refused a request (credentials, bucket, endpoint)."""
+
+    refusal = ""  # KEYS_REFUSED or STORE_UNUSABLE when a store said so
 
 
 class PreflightError(OperatorError):

@@ -77,6 +77,9 @@ INVALID_KEY = "INVALID_KEY"
 SOURCE_NOT_READABLE = "SOURCE_NOT_READABLE"
 # Refusals a retry looks up again: the source may have the key, or let it be read, by then.
 SOURCE_REFUSALS = (SOURCE_NOT_EXIST, SOURCE_NOT_READABLE)
+# A file queued when its job stopped on a fatal error (keys refused, bucket gone, endpoint dead):
+# failed without a request, so that a retry once it is fixed sends it.
+JOB_STOPPED = "JOB_STOPPED"
 
 
 def refused_result(entry: "ObjectEntry") -> "FileResult":
@@ -95,6 +98,9 @@ class FileResult:
     size: int = 0  # bytes moved (0 when skipped or failed)
     detail: str = ""
     crc64: Optional[int] = None
+    # The exception a failure came from (never written anywhere): what the job's fatal-error
+    # judge reads, rather than the words of ``detail``.
+    cause: Optional[BaseException] = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:

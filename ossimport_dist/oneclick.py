@@ -132,9 +132,10 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
             print(format_stat(s))
             print(console.detail_lines(job))
             # Tasks whose TASK was damaged cannot run again, and a scan that gave up already
-            # retried with backoff: its Reason says what to fix before 'console.sh retry'.
+            # retried with backoff, and a job stopped on a fatal error would stop the same way:
+            # its Reason says what to fix before 'console.sh retry'.
             retryable = s.failed_tasks - s.damaged_tasks
-            if (not s.scan_failed and retryable > 0 and retries < max_retries
+            if (not s.scan_failed and not s.job_stopped and retryable > 0 and retries < max_retries
                     and asker.ask(f"{retryable} task(s) failed. Retry them?", default=False)):
                 retries += 1
                 console.cmd_retry(paths, SimpleNamespace(job=s.name, resume=True))

@@ -24,6 +24,7 @@ from . import config as config_mod
 from . import servicelock
 from .accounting import JobAccount
 from .errors import OperatorError
+from .fatal import FatalDetector, stopped_job_reason
 from .layout import Home, JobLayout, private_file, write_atomic
 from .scanner import ListingRetry, ScanFailed, Scanner, SplitLimits, damaged_checkpoints
 from .storage import open_job_destination, open_job_source
@@ -61,10 +62,12 @@ def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressu
     )
     transferer = Transferer(source, destination, options, throttle, on_bytes=account.add_bytes,
                              backpressure=backpressure)
+    health = FatalDetector(unreachable_for=sys_cfg.worker_endpoint_down_timeout,
+                           source_problem=source.root_problem)
     return JobRuntime(name=job_cfg.job_name, transferer=transferer, account=account,
                       audit_only=job_cfg.job_type == "audit", audit_mode=job_cfg.audit_mode,
                       audit_after_import=job_cfg.is_audit_after_import,
-                      abort_on_unexpected=sys_cfg.worker_abort_when_uncatched_exception)
+                      abort_on_unexpected=sys_cfg.worker_abort_when_uncatched_exception, health=health)
 
 
 class Master:
@@ -260,7 +263,7 @@ class StandaloneService(ServiceLoop):
         sys_cfg = self.sys.current
         self.throttle = Throttle(throughput_bps(sys_cfg))
         self.backpressure = Backpressure()  # one per worker: a throttled destination slows every thread
-        self.worker = Worker(sys_cfg.worker_task_thread_num, self._task_finished)
+        self.worker = Worker(sys_cfg.worker_task_thread_num, self._task_finished, on_job_stopped=self._job_stopped)
         self.tracker = LocalTracker(self.worker, self._runtime_for)
         self.runtimes: dict = {}
         self.master = Master(home, self.stop_event, self._job_loaded)
@@ -270,9 +273,40 @@ class StandaloneService(ServiceLoop):
         return self.runtimes[name]
 
     def _job_loaded(self, name: str, job_cfg, job: JobLayout) -> None:
-        self.runtimes[name] = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure,
-                                            "localhost")
+        runtime = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure, "localhost")
+        stopped = job.job_failure()
+        if stopped is not None:  # stopped before this start: its leftover tasks drain, not run
+            runtime.stop(stopped)
+        self.runtimes[name] = runtime
         self.tracker.reconcile(job)
+
+    def _job_stopped(self, runtime: JobRuntime, reason: str) -> None:
+        """A job's files proved it cannot work: mark it, so nothing more is dispatched and it
+        ends Failed with the reason once its queued files have drained."""
+        job = self.master.jobs.get(runtime.name)
+        if job is not None and job.exists():
+            job.fail_job(stopped_job_reason(runtime.name, reason))
+
+    def _resume_retried_jobs(self) -> None:
+        """A stopped job whose mark 'console.sh retry' removed runs again: on drivers made from
+        its job.cfg as it is now (the fix may be a key written there), judged afresh. Only once
+        none of its tasks is in the worker: until then the stop may not be marked yet."""
+        for name, runtime in list(self.runtimes.items()):
+            job = self.master.jobs.get(name)
+            if runtime.stopped is None or job is None or self.worker.running(name):
+                continue
+            if job.job_failure() is not None:
+                continue
+            try:
+                fresh = build_runtime(config_mod.load_job(job.config_file), self.sys.current, self.throttle,
+                                      self.backpressure, "localhost")
+            except OperatorError as exc:
+                log.error("job %s: cannot run again: %s", name, exc)
+                job.fail_job(stopped_job_reason(name, str(exc)))
+                continue
+            log.info("job %s: retried after it stopped; running again", name)
+            self.runtimes[name] = fresh
+            runtime.close()
 
     def _task_finished(self, job_name: str, task_id: str, folder: Path, ok: bool) -> None:
         job = self.master.jobs.get(job_name)
@@ -303,6 +337,7 @@ class StandaloneService(ServiceLoop):
 
     def tick(self, now: float) -> None:
         self.master.refresh()
+        self._resume_retried_jobs()
         self.tracker.dispatch_round(self.master.ordered_jobs())
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now

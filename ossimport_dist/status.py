@@ -99,6 +99,7 @@ class JobStatus:
     reasons: list  # one line each: why the job cannot go on (scan gave up, damaged TASKs)
     scan_error: str  # the last listing error being retried, "" when none
     scan_failed: bool
+    job_stopped: bool  # stopped on a fatal error (bucket gone, keys refused...): reasons[0] says which
     damaged: list  # state files found damaged and what was done about them
     hint: str  # what the operator does next, "" when nothing
     by_host: dict = field(default_factory=dict)  # host -> HostTotals
@@ -155,8 +156,8 @@ def job_status(home: Home, job: JobLayout, service_running: bool) -> JobStatus:
             totals.add(counts)
     objects, size, _ = scanned_totals(job)
     scan_done = job.scan_finished
-    scan_failure = job.scan_failure()
-    state = _state(job, service_running, scan_done, scan_failure, pending, dispatched,
+    scan_failure, job_failure = job.scan_failure(), job.job_failure()
+    state = _state(job, service_running, scan_done, scan_failure or job_failure, pending, dispatched,
                    bool(succeed_dirs), bool(failed_dirs))
     damaged_tasks = [r for r in map(damaged_reason, failed_dirs) if r]
     bytes_per_s = float(progress.get("bytes_per_s", 0.0) or 0.0)
@@ -168,18 +169,20 @@ def job_status(home: Home, job: JobLayout, service_running: bool) -> JobStatus:
         succeed_tasks=len(succeed_dirs), failed_tasks=len(failed_dirs), damaged_tasks=len(damaged_tasks),
         scan_finished=scan_done, objects=objects, bytes=size, totals=totals, bytes_per_s=bytes_per_s,
         files_per_s=float(progress.get("files_per_s", 0.0) or 0.0), eta_s=eta,
-        reasons=([scan_failure] if scan_failure is not None else []) + damaged_tasks,
-        scan_error=job.scan_error(), scan_failed=scan_failure is not None, damaged=job.damaged_files(),
-        hint=_hint(job.name, state, len(failed_dirs) - len(damaged_tasks), scan_failure is not None),
+        reasons=[r for r in (job_failure, scan_failure) if r is not None] + damaged_tasks,
+        scan_error=job.scan_error(), scan_failed=scan_failure is not None, job_stopped=job_failure is not None,
+        damaged=job.damaged_files(),
+        hint=_hint(job.name, state, len(failed_dirs) - len(damaged_tasks), scan_failure is not None,
+                   job_failure is not None),
         by_host=by_host,
         incremental=_incremental(job) if job.round_file.exists() or job.round_dir(0).is_dir() else None)
 
 
-def _state(job: JobLayout, service_running: bool, scan_done: bool, scan_failure: Optional[str],
+def _state(job: JobLayout, service_running: bool, scan_done: bool, stopped_by: Optional[str],
            pending: int, dispatched: int, any_succeed: bool, any_failed: bool) -> str:
-    if scan_failure is not None and dispatched == 0:
+    if stopped_by is not None and dispatched == 0:
         # A scan that gave up leaves part of the source unlisted: never Succeed. Pending tasks
-        # of a job that could not even load would wait for ever.
+        # of a job that could not even load, or that stopped on a fatal error, wait for a retry.
         return FAILED
     if scan_done and pending == 0 and dispatched == 0:
         return FAILED if any_failed else SUCCEED
@@ -190,12 +193,15 @@ def _state(job: JobLayout, service_running: bool, scan_done: bool, scan_failure:
     return ABORT
 
 
-def _hint(name: str, state: str, retryable_tasks: int, scan_failed: bool) -> str:
+def _hint(name: str, state: str, retryable_tasks: int, scan_failed: bool, job_stopped: bool) -> str:
     if state == ABORT:
         return (f"the service is not running (stopped, or killed); 'console.sh start' or 'bash import.sh' "
                 f"resumes job {name} where it stopped")
     if state == SUBMITTED:
         return f"'console.sh start' runs job {name}"
+    if state == FAILED and job_stopped:
+        return (f"fix what the Reason says, then 'console.sh retry {name}' sends the files not copied "
+                f"(the job's other tasks wait in pending_tasks/)")
     if state == FAILED and (retryable_tasks or scan_failed):
         return (f"once the cause is fixed, 'console.sh retry {name}' runs the failed tasks again "
                 f"(only their failed files are sent)" if retryable_tasks else

@@ -131,16 +131,20 @@ class Transferer:
 
     ``on_bytes(n)`` is called with the bytes of each part or small object once the destination
     has accepted it, so totals never count an attempt that is later retried.
+
+    ``halted`` is set when the job stops on a fatal error: a request that fails then is not
+    tried again, so the files in flight end within one request instead of a full backoff.
     """
 
     def __init__(self, source, destination, options: TransferOptions,
                  throttle: Optional[Throttle] = None, on_bytes: Optional[Callable] = None,
-                 backpressure: Optional[Backpressure] = None, sleep=time.sleep):
+                 backpressure: Optional[Backpressure] = None, sleep: Optional[Callable] = None):
         self.source, self.destination, self.options = source, destination, options
         self.throttle = throttle or Throttle(0)
         self.on_bytes = on_bytes
-        self.backpressure = backpressure or Backpressure(sleep=sleep)
-        self._sleep = sleep
+        self.halted = threading.Event()
+        self.backpressure = backpressure or Backpressure(sleep=sleep or time.sleep)
+        self._sleep = sleep or self.halted.wait  # a backoff ends at once when the job stops
         self._random = random.Random()
         # Built-in table only: the same file gets the same Content-Type on every worker host,
         # whatever /etc/mime.types says there.
@@ -191,6 +195,9 @@ class Transferer:
 
     # ---------------------------------------------------------------- retry machinery
 
+    def _gives_up(self, failure: RequestFailed, attempt: int) -> bool:
+        return not failure.retryable or attempt >= self.options.max_attempts or self.halted.is_set()
+
     def _backoff(self, attempt: int, failure: RequestFailed) -> None:
         if failure.throttled:
             self.backpressure.signal()
@@ -205,7 +212,7 @@ class Transferer:
             try:
                 result = fn(*args)
             except RequestFailed as failure:
-                if not failure.retryable or attempt >= self.options.max_attempts:
+                if self._gives_up(failure, attempt):
                     raise
                 self._backoff(attempt, failure)
                 attempt += 1
@@ -308,13 +315,13 @@ class Transferer:
             return self._copy_multipart(entry, pathlib.Path(state_dir))
         except OperatorError:
             raise
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             return FileResult(key, Outcome.FAILED,
-                              detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
+                              detail=f"{SOURCE_NOT_EXIST}: source file does not exist", cause=exc)
         except (_Changed, _Mismatch) as exc:
             return FileResult(key, Outcome.CHECK_FAILED, detail=str(exc))
         except (RequestFailed, OSError) as exc:
-            return FileResult(key, Outcome.FAILED, detail=_failure_text(exc))
+            return FileResult(key, Outcome.FAILED, detail=_failure_text(exc), cause=exc)
         except Exception as exc:  # one odd object must not stop the task's other files
             log.exception("unexpected error copying %s", key)
             return FileResult(key, Outcome.FAILED, detail=_failure_text(exc))
@@ -557,7 +564,7 @@ class _MultipartCopy:
                     raise _Mismatch(f"{CRC_NOT_MATCH}: part {number} read {crc}, "
                                     f"stored {result.crc64}")
             except RequestFailed as failure:
-                if not failure.retryable or attempt >= t.options.max_attempts:
+                if t._gives_up(failure, attempt):
                     raise
                 t._backoff(attempt, failure)
             except _Mismatch as exc:
@@ -673,7 +680,7 @@ class _MultipartCopy:
                     if head is not None and head.size == self.entry.size \
                             and head.crc64 == expected:
                         return head.crc64
-                if not failure.retryable or attempt >= t.options.max_attempts:
+                if t._gives_up(failure, attempt):
                     raise
                 t._backoff(attempt, failure)
             attempt += 1

@@ -26,10 +26,10 @@ import io
 from typing import Iterator, Optional
 from urllib.parse import urlsplit
 
-from ..errors import SourceError
+from ..errors import KEYS_REFUSED, STORE_UNUSABLE, SourceError
 from ..models import ObjectEntry
 from .base import Features, Source
-from .errors import RequestFailed
+from .errors import RequestFailed, never_connected
 
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
@@ -230,12 +230,13 @@ class AzureSource(Source):
         if isinstance(exc, (AzureError, OSError)):
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return RequestFailed(0, type(exc).__name__, text, retryable=retry_network,
-                                 operation=op, key=key)
+                                 operation=op, key=key, role="src", unreachable=never_connected(exc))
         return exc
 
     def _fatal(self, status: int, code: str, request_id: str) -> Optional[SourceError]:
         where = self._where()
         keys = ("srcAccessKey", "srcSecretKey")
+        refusal = KEYS_REFUSED  # the three first cases; the others: the container or account
         if code in _AUTH_CODES or (status == 403 and not code):
             text = (f"{where} rejected the signature ({code or 'HTTP 403'}): srcSecretKey is not "
                     f"a key of account '{self.account}'; fix srcAccessKey/srcSecretKey "
@@ -251,17 +252,21 @@ class AzureSource(Source):
         elif code == "ContainerNotFound":
             text = f"{where} does not exist: fix srcBucket (the container name) or srcAccessKey"
             keys = ("srcBucket", "srcAccessKey")
+            refusal = STORE_UNUSABLE
         elif code in ("InvalidResourceName", "OutOfRangeInput") and status == 400:
             text = f"{where} refused the container name ({code}): fix srcBucket"
             keys = ("srcBucket",)
+            refusal = STORE_UNUSABLE
         elif code in ("AccountIsDisabled", "AccountBeingCreated"):
             text = f"{where}: the storage account is not usable ({code})"
+            refusal = STORE_UNUSABLE
         else:
             return None
         if request_id:
             text += f" [RequestId={request_id}]"
         error = SourceError(text)
         error.config_keys = keys
+        error.refusal = refusal
         return error
 
     def _listing_error(self, exc: Exception, prefix: str) -> SourceError:

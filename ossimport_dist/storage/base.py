@@ -237,6 +237,11 @@ class Source:
         request when they have one (a LIST of one key)."""
         next(iter(self.list()), None)
 
+    def root_problem(self) -> Optional[str]:
+        """What is wrong with the whole source when a file is missing from it (its folder gone),
+        or None: a missing file is then that file's problem alone."""
+        return None
+
     def close(self) -> None:
         pass
 

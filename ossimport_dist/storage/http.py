@@ -36,7 +36,7 @@ from ..errors import SourceError
 from ..listformat import invalid_key_reason, list_file_lines, one_line
 from ..models import ObjectEntry
 from .base import PROBE_LINES, BoundedReader, Features, Source, once_per_key
-from .errors import RequestFailed
+from .errors import RequestFailed, connect_failed
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
@@ -316,9 +316,7 @@ class HttpSource(Source):
             try:
                 conn, fresh = self._connection(scheme, host, port)
             except OSError as exc:
-                code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
-                raise RequestFailed(0, code, f"cannot connect to {scheme}://{hostport}: {exc}",
-                                    retryable=True, operation=method, key=url) from exc
+                raise connect_failed(exc, f"{scheme}://{hostport}", "src", operation=method, key=url) from exc
             try:
                 conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
                 conn.putheader("Host", hostport)

@@ -309,6 +309,13 @@ class LocalSource(Source):
                     pass  # srcPrefix is gone for now: keep reading what was opened
         return self._root_fd
 
+    def root_problem(self) -> Optional[str]:
+        # An unmounted NAS, a removed folder: no file of the job can be read any more.
+        if os.path.isdir(self.root):
+            return None
+        return (f"srcPrefix '{self.root}' is gone (an unmounted NAS or a removed folder?): mount it "
+                f"again or fix srcPrefix")
+
     def close(self) -> None:
         self._closer()
         self._root_fd = -1  # its number may be reused: later calls fail with EBADF instead

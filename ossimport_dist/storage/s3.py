@@ -68,7 +68,7 @@ import botocore.config
 import botocore.exceptions
 from botocore import UNSIGNED
 
-from ..errors import DestinationError, SourceError
+from ..errors import STORE_UNUSABLE, DestinationError, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source
 from .errors import RequestFailed, fatal_error
@@ -318,6 +318,7 @@ class _S3Store:
         # HEAD, PUT and UploadPart, the requests made per object or part, skip boto3's overhead.
         self.lean = S3LeanClient(lean_endpoint(self.endpoint.url, bucket), self.endpoint.region,
                                  access_key, secret_key)
+        self.lean.role = self.role
 
     def _error_class(self):
         return DestinationError if self.role == "dest" else SourceError
@@ -345,7 +346,8 @@ class _S3Store:
         elif isinstance(exc, _NETWORK_ERRORS) or isinstance(exc, OSError):
             failure = RequestFailed(0, type(exc).__name__,
                                     f"{self.endpoint.url}: {exc}", retryable=True,
-                                    operation=op, key=key)
+                                    operation=op, key=key, role=self.role,
+                                    unreachable=isinstance(exc, botocore.exceptions.EndpointConnectionError))
         else:
             failure = RequestFailed(0, type(exc).__name__, str(exc), retryable=False,
                                     operation=op, key=key)
@@ -470,6 +472,16 @@ class S3Source(_S3Store, Source):
                                  pool_size=getattr(job, "worker_task_thread_num", DEFAULT_POOL))
 
     # ------------------------------------------------------------ listing
+
+    def root_problem(self) -> Optional[str]:
+        # A HEAD cannot tell a missing key from a missing bucket; a listing's answer can.
+        try:
+            self._call("ListObjectsV2", self.prefix, self.client.list_objects_v2, Prefix=self.prefix, MaxKeys=1)
+        except SourceError as refused:
+            return str(refused) if refused.refusal == STORE_UNUSABLE else None
+        except RequestFailed:
+            return None  # no proof either way
+        return None
 
     def _pages(self, prefix: str, delimiter: str, start_after: str):
         params = {"Prefix": prefix, "MaxKeys": self.page_size}

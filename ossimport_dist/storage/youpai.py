@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 from urllib.parse import quote, urlsplit
 
-from ..errors import SourceError
+from ..errors import KEYS_REFUSED, SourceError
 from ..models import ObjectEntry
 from .base import SPILL_AFTER, BoundedReader, Features, Source, sorted_bounded
-from .errors import RequestFailed
+from .errors import RequestFailed, connect_failed
 
 DEFAULT_ENDPOINT = "v0.api.upyun.com"
 CONNECT_TIMEOUT = 10.0
@@ -99,8 +99,7 @@ class _Pool:
             conn.connect()
         except OSError as exc:
             conn.close()
-            raise RequestFailed(0, type(exc).__name__, f"cannot connect to {o.url}: {exc}",
-                                retryable=True) from exc
+            raise connect_failed(exc, o.url, "src") from exc
         conn.sock.settimeout(self._read_timeout)
         try:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -301,6 +300,7 @@ class YoupaiSource(Source):
                 text += f" [RequestId={request_id}]"
             error = SourceError(text)
             error.config_keys = keys
+            error.refusal = KEYS_REFUSED
             return error
         return RequestFailed(status, code, message, request_id, operation=op, key=path)
 
