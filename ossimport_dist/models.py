@@ -77,6 +77,16 @@ INVALID_KEY = "INVALID_KEY"
 SOURCE_NOT_READABLE = "SOURCE_NOT_READABLE"
 # Refusals a retry looks up again: the source may have the key, or let it be read, by then.
 SOURCE_REFUSALS = (SOURCE_NOT_EXIST, SOURCE_NOT_READABLE)
+# Failures that a retry cannot fix until something changes at the source or destination: the
+# file is not there, the list names a key that cannot be one, the destination refuses the name.
+# import.sh does not offer a retry when every failed file is one of these.
+NEEDS_A_CHANGE = (SOURCE_NOT_EXIST, INVALID_KEY)
+DEST_REFUSED_NAMES = ("InvalidObjectName", "KeyTooLongError")
+
+
+def needs_a_change(reason: str) -> bool:
+    """True when ``reason`` (an error.list reason) is a failure no retry alone can fix."""
+    return reason.startswith(NEEDS_A_CHANGE) or any(f" {code}" in reason for code in DEST_REFUSED_NAMES)
 
 
 def refused_result(entry: "ObjectEntry") -> "FileResult":

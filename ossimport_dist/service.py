@@ -48,9 +48,12 @@ def open_job_drivers(job_cfg):
     return open_job_source(job_cfg), open_job_destination(job_cfg)
 
 
-def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressure, host: str) -> JobRuntime:
+def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressure, host: str,
+                  account: Optional[JobAccount] = None) -> JobRuntime:
+    """``account``: the job's account when the runtime is rebuilt for a changed job.cfg, so the
+    tasks still running on the old one stay counted."""
     source, destination = open_job_drivers(job_cfg)
-    account = JobAccount(job_cfg.job_name, host)
+    account = account or JobAccount(job_cfg.job_name, host)
     options = TransferOptions(
         multipart_threshold=job_cfg.multipart_upload_threshold,
         part_size=job_cfg.multipart_upload_part_size,
@@ -267,11 +270,27 @@ class StandaloneService(ServiceLoop):
         self._last_progress = self._last_reload = 0.0
 
     def _runtime_for(self, name: str) -> JobRuntime:
-        return self.runtimes[name]
+        """The job's runtime for a task about to run, rebuilt when its job.cfg changed since
+        ('console.sh set' of a fixed secret): the next tasks use the new drivers, no restart."""
+        stamp, runtime = self.runtimes[name]
+        job = self.home.job(name)
+        now = _config_stamp(job)
+        if now is None or now == stamp:
+            return runtime
+        try:
+            job_cfg = config_mod.load_job(job.config_file)
+            runtime = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure, "localhost",
+                                    account=runtime.account)
+        except OperatorError as exc:
+            log.error("job %s: job.cfg changed but cannot be used, keeping the settings it had: %s", name, exc)
+        else:
+            log.info("job %s: job.cfg changed; the next tasks use its settings", name)
+        self.runtimes[name] = (now, runtime)
+        return runtime
 
     def _job_loaded(self, name: str, job_cfg, job: JobLayout) -> None:
-        self.runtimes[name] = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure,
-                                            "localhost")
+        runtime = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure, "localhost")
+        self.runtimes[name] = (_config_stamp(job), runtime)
         self.tracker.reconcile(job)
 
     def _task_finished(self, job_name: str, task_id: str, folder: Path, ok: bool) -> None:
@@ -317,13 +336,20 @@ class StandaloneService(ServiceLoop):
 
     def _write_progress(self) -> None:
         for name, job in list(self.master.jobs.items()):
-            runtime = self.runtimes.get(name)
+            runtime = self.runtimes.get(name, (None, None))[1]
             if runtime is None or not job.root.is_dir():
                 continue
             try:
                 runtime.account.write(job.stats_file)
             except OSError:
                 pass
+
+
+def _config_stamp(job: JobLayout) -> Optional[int]:
+    try:
+        return job.config_file.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 class _ScrubbingFormatter(logging.Formatter):

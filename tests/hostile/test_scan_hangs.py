@@ -121,7 +121,7 @@ def test_listing_answering_500_ends_failed_and_retry_resumes_the_scan(migration,
     assert sorted(all_task_keys(migration)) == sorted(files)
     assert_migrated(migration.bucket, files)
     # Safe from cron: a retry of a job that has nothing failed does nothing.
-    assert migration.ok("retry", "local_test").strip() == "None failed tasks for job:local_test."
+    assert migration.ok("retry", "local_test").strip() == "nothing to retry: job local_test has no failed task"
 
 
 def test_flaky_listing_resumes_each_unit_from_its_checkpoint_without_duplicates(migration, src_bucket, emulator,
