@@ -741,7 +741,11 @@ COMMANDS = {"submit": cmd_submit, "start": cmd_start, "stop": cmd_stop, "clean":
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "set" and args.job is None and len(extra) == 1 and not extra[0].startswith("-"):
+        args.job, extra = extra[0], []  # 'set key --from file job': argparse stops at the option
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "stat":
         words = list(args.words)
         args.detail = bool(words) and words[0] == "detail"
