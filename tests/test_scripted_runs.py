@@ -155,6 +155,12 @@ class Terminal:
     def type(self, text: bytes) -> None:
         os.write(self.leader, text)
 
+    def wait_reading(self, timeout: float = 10) -> None:
+        """Until import.sh blocks reading the terminal: a Ctrl-C between a prompt's write and
+        that read is noted by Python but the read is not interrupted (a person is never that fast)."""
+        syscall = Path(f"/proc/{self.proc.pid}/syscall")
+        wait_for(lambda: syscall.read_text().startswith("0 0x0 "), timeout, "a read of the terminal")
+
     def wait(self, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None:
@@ -234,6 +240,7 @@ def test_a_second_ctrl_c_at_the_question_stops_nothing(migration):
     slow_job(migration, 10, 40 * 1024, 20)
     term, pid = interrupted_on_a_terminal(migration)
     try:
+        term.wait_reading()
         term.type(b"\x03")
         assert term.wait() == 130, term.text
     finally:
