@@ -32,6 +32,7 @@ STANDALONE_JOB_FILE = "local_job.cfg"
 DISTRIBUTED_JOB_FILE = "job.cfg"
 # Job keys that may change while the job runs ('console.sh set'); the rest is frozen at submit.
 LIVE_JOB_KEYS = ("jobMaxThroughput(KB/s)",)
+MAX_CREDENTIAL_BYTES = 4096  # the longest cloud key is a few hundred bytes; more is the wrong input
 SERVICE_MARK = "ossimport_dist.service_main"
 # How long 'start' waits for the service it forked to hold the service lock (or to exit).
 START_WAIT_S = 30.0
@@ -364,8 +365,16 @@ def _read_credential(key: str, job_name: str, from_file: Optional[str]) -> str:
             value = ""
         where = f"the {key} typed"
     else:
-        value = sys.stdin.readline().rstrip("\r\n")
         where = f"the first line of standard input (the {key})"
+        raw = sys.stdin.buffer.readline(MAX_CREDENTIAL_BYTES + 1)
+        if len(raw.rstrip(b"\r\n")) > MAX_CREDENTIAL_BYTES:
+            raise StateError(f"{where} is longer than {MAX_CREDENTIAL_BYTES} bytes, more than any key; nothing "
+                             f"changed: pipe the key alone, on one line")
+        try:
+            value = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise StateError(f"{where} is not UTF-8 text; nothing changed: pipe the key as text, on one "
+                             f"line") from None
     if not value.strip():
         raise StateError(f"{where} is empty; nothing changed: give the new value (a terminal asks for it, a "
                          f"script pipes it as one line, or --from a job file that has it)")

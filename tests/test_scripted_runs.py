@@ -375,6 +375,14 @@ def test_set_never_takes_a_secret_on_the_command_line(migration, tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == (
         "error: the first line of standard input (the destSecretKey) is empty; nothing changed: give the new "
         "value (a terminal asks for it, a script pipes it as one line, or --from a job file that has it)")
+    for piped, problem in ((b"k" * 5000 + b"\n", "is longer than 4096 bytes, more than any key; nothing changed: "
+                                                 "pipe the key alone, on one line"),
+                           (b"\xff\xfesecret\n", "is not UTF-8 text; nothing changed: pipe the key as text, on one "
+                                                 "line")):
+        r = subprocess.run(["bash", str(CONSOLE), "--sys", str(migration.sys_file), "set", "destSecretKey",
+                            "local_test"], capture_output=True, input=piped, timeout=60)
+        assert r.returncode == 2 and b"Traceback" not in r.stderr, r.stderr
+        assert r.stderr.decode().strip() == f"error: the first line of standard input (the destSecretKey) {problem}"
     lacking = tmp_path / "no_secret.cfg"
     lacking.write_text(f"jobName=local_test\nsrcPrefix={migration.src}/\ndestDomain={migration.bucket.endpoint}\n"
                        f"destBucket={migration.bucket.bucket_name}\n")
@@ -418,3 +426,23 @@ def test_an_edited_secret_is_taken_with_take_secrets_and_never_silently(migratio
     assert_migrated(migration.bucket, files)
     assert migration.secret not in r.stdout + r.stderr
     checked_stat(migration.console("stat"))
+
+
+def test_set_on_a_terminal_asks_for_the_secret_without_echo(migration):
+    write_tree(migration.src, {"a.txt": b"a"})
+    migration.write_conf(job_props={"destSecretKey": "old-and-wrong"})
+    migration.ok("submit", str(migration.job_file))
+    term = Terminal(["bash", str(CONSOLE), "--sys", str(migration.sys_file), "set", "destSecretKey", "local_test"])
+    try:
+        term.expect("destSecretKey for job local_test (not shown): ")
+        term.type(migration.secret.encode() + b"\n")
+        assert term.wait() == 0, term.text
+    finally:
+        term.close()
+    assert migration.secret not in term.text and "Traceback" not in term.text
+    assert term.text.strip().splitlines()[-1] == "job:local_test destSecretKey=****** (takes effect within seconds)"
+    assert f"destSecretKey={migration.secret}\n" in (migration.job_dir / "job.cfg").read_text()
+    migration.write_conf()  # the file fixed too, so start sees no edit
+    migration.ok("start")
+    assert migration.wait_state(timeout=60)["JobState"] == "Succeed"
+    assert_migrated(migration.bucket, {"a.txt": b"a"})
