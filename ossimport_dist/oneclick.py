@@ -26,7 +26,8 @@ from . import config as config_mod
 from . import console
 from .accounting import retry_cost
 from .errors import OperatorError, StateError
-from .status import ABORT, FAILED, SUCCEED, JobStatus, format_stat, human_bytes, human_duration, job_status
+from .status import (ABORT, FAILED, RUNNING, SUBMITTED, SUCCEED, JobStatus, format_stat, human_bytes,
+                     human_duration, job_status)
 
 
 class Asker:
@@ -149,12 +150,21 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
 def _after_job(paths: console.Paths, session: ServiceSession, asker: Asker) -> None:
     if console.service_pid(paths.home) is None:
         return
+    busy = _unfinished_jobs(paths.home, session.job_name)
     if not session.started_here:
         print("the service was running before import.sh started, so it keeps running ('console.sh stop' ends it)")
     elif session.keep_running:
         print("the service keeps running (--keep-running); 'console.sh stop' ends it")
+    elif busy and not session.interactive:
+        # Stopping it would abort jobs this run was not about.
+        print(f"the service keeps running: it still copies job(s) {', '.join(busy)} ('console.sh stop' ends it)")
     elif not session.interactive or asker.ask("Stop the service?", default=False):
         console.cmd_stop(paths, None)
+
+
+def _unfinished_jobs(home, this_job: str) -> list:
+    return [name for name in home.job_names() if name != this_job
+            and job_status(home, home.job(name), True).state in (SUBMITTED, RUNNING)]
 
 
 def interrupted(paths: console.Paths, session: ServiceSession) -> int:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import psutil
 
-from conftest import CONSOLE, ROOT, assert_migrated, checked_stat, process_cmdlines, write_tree
+from conftest import (CONSOLE, ROOT, assert_migrated, checked_stat, crc64_of, dest_objects, process_cmdlines,
+                      write_tree)
 from ossimport_dist.console import SERVICE_MARK
 from ossimport_dist.layout import parse_finished_name
 from ossimport_dist.status import human_bytes
@@ -113,6 +114,36 @@ def test_a_service_running_before_import_sh_is_left_running(migration):
         "the service was running before import.sh started, so it keeps running ('console.sh stop' ends it)")
     assert is_service(before) and migration.service_pid() == before
     assert_migrated(migration.bucket, files)
+
+
+def test_a_scripted_import_leaves_the_service_to_another_job_still_copying(migration, emulator):
+    """The service serves every job of the workingDir: stopping it for one would abort another."""
+    big = {"big/video.bin": os.urandom(300 * 1024)}
+    write_tree(migration.src, big)
+    other = migration.dir / "conf" / "other_job.cfg"
+    migration.write_conf(job_props={"jobName": "other_job", "srcPrefix": f"{migration.src}/big/",
+                                    "destPrefix": "other/", "multipartUploadThreshold": "100k",
+                                    "multipartUploadPartSize": "100k"})
+    other.write_text(migration.job_file.read_text())
+    small_src = migration.dir / "small"
+    small = {"s1.txt": b"small one", "s2/s3.txt": b"small two"}
+    write_tree(small_src, small)
+    migration.write_conf(job_props={"srcPrefix": f"{small_src}/"})
+    emulator.set_faults("slow:1.0@3:UploadPart")  # only the other job's parts are slow
+    migration.ok("submit", str(other))
+    r = import_sh(migration, "--yes")
+    no_traceback(r)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pid = started_pid(r.stdout)
+    assert r.stdout.strip().splitlines()[-1] == (
+        "the service keeps running: it still copies job(s) other_job ('console.sh stop' ends it)")
+    assert is_service(pid)
+    wait_for(lambda: "JobState:Succeed" in migration.console("stat", "other_job").stdout, 90, "other_job Succeed")
+    emulator.set_faults(None)
+    got = dest_objects(migration.bucket)
+    want = {**small, **{"other/video.bin": big["big/video.bin"]}}
+    assert got == {k: (len(v), crc64_of(v)) for k, v in want.items()}
+    migration.ok("stop")
 
 
 class Terminal:
