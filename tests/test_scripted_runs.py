@@ -477,3 +477,28 @@ def test_set_on_a_terminal_asks_for_the_secret_without_echo(migration):
     migration.ok("start")
     assert migration.wait_state(timeout=60)["JobState"] == "Succeed"
     assert_migrated(migration.bucket, {"a.txt": b"a"})
+
+
+def test_on_a_terminal_an_edited_secret_is_offered_to_the_failed_job(migration):
+    files = failed_with_a_wrong_secret(migration)
+    failed = task_ids(migration.task_dirs("failed_tasks"))
+    migration.ok("stop")
+    migration.write_conf()  # the key fixed in the job file
+    term = Terminal(["bash", str(ROOT / "import.sh"), "--sys", str(migration.sys_file), "--interval", "0.3",
+                     str(migration.job_file)])
+    try:
+        term.expect("Take the new destSecretKey into job local_test and resume it without a rescan (y), or clean "
+                    "it and submit the file again (n)? (y/n) ")
+        term.type(b"y\n")
+        term.expect("task(s) failed. Retry them? (y/n) ")
+        term.type(b"y\n")
+        term.expect("Stop the service? (y/n) ")
+        term.type(b"y\n")
+        assert term.wait() == 0, term.text
+    finally:
+        term.close()
+    assert "Traceback" not in term.text and migration.secret not in term.text
+    assert "JobState:Succeed" in term.text and "submit job:local_test" not in term.text
+    assert task_ids(migration.task_dirs("succeed_tasks")) == failed
+    assert_migrated(migration.bucket, files)
+    assert migration.service_pid() == 0
