@@ -710,7 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job_file", nargs="?")
     s = sub.add_parser("start", help="start the service in the background")
     s.add_argument("--resume", action="store_true",
-                   help="run jobs as submitted even when their job file was edited since")
+                   help="run jobs as submitted even when their job file was edited since (an edit of "
+                        "credentials only is taken into the job)")
     s.add_argument("--take-secrets", action="store_true",
                    help="a job file whose only edits are credentials: take them into the job (no rescan)")
     sub.add_parser("stop", help="stop the service started by 'start'")
@@ -724,7 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the whole status as one JSON object (schema: docs/stat-json.md)")
     s = sub.add_parser("retry", help="move failed tasks back to pending")
     s.add_argument("--resume", action="store_true",
-                   help="retry even when the job file was edited since the submit (as submitted)")
+                   help="retry even when the job file was edited since the submit (as submitted; an edit "
+                        "of credentials only is taken into the job)")
     s.add_argument("--take-secrets", action="store_true",
                    help="a job file whose only edits are credentials: take them into the job (no rescan)")
     s.add_argument("job", nargs="?")

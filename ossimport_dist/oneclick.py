@@ -61,11 +61,18 @@ class ServiceSession:
 
     interactive: bool
     keep_running: bool = False
-    started_here: bool = False
+    started_here: Optional[bool] = None  # None until import.sh comes to starting the service
     job_name: str = ""
 
+    def keeps_it(self, home) -> bool:
+        """Not this run's to stop: it ran before, --keep-running, or (for a script, which cannot
+        be asked) it still copies another job, which stopping would abort."""
+        return (not self.started_here or self.keep_running
+                or (not self.interactive and bool(_unfinished_jobs(home, self.job_name))))
+
     def keeps_running_line(self) -> str:
-        return (f"the service keeps copying job {self.job_name} in the background: 'console.sh stat' shows "
+        what = f"job {self.job_name}" if self.job_name else "its jobs"
+        return (f"the service keeps copying {what} in the background: 'console.sh stat' shows "
                 f"its progress, 'bash import.sh' comes back to it, 'console.sh stop' stops it")
 
 
@@ -148,15 +155,14 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
 
 
 def _after_job(paths: console.Paths, session: ServiceSession, asker: Asker) -> None:
-    if console.service_pid(paths.home) is None:
-        return
-    busy = _unfinished_jobs(paths.home, session.job_name)
+    if session.started_here is None or console.service_pid(paths.home) is None:
+        return  # refused before the start, or the service is gone: nothing to stop
     if not session.started_here:
         print("the service was running before import.sh started, so it keeps running ('console.sh stop' ends it)")
     elif session.keep_running:
         print("the service keeps running (--keep-running); 'console.sh stop' ends it")
-    elif busy and not session.interactive:
-        # Stopping it would abort jobs this run was not about.
+    elif session.keeps_it(paths.home):
+        busy = _unfinished_jobs(paths.home, session.job_name)
         print(f"the service keeps running: it still copies job(s) {', '.join(busy)} ('console.sh stop' ends it)")
     elif not session.interactive or asker.ask("Stop the service?", default=False):
         console.cmd_stop(paths, None)
@@ -173,9 +179,9 @@ def interrupted(paths: console.Paths, session: ServiceSession) -> int:
     --keep-running. Either way the last line says how to come back. Exit code 130."""
     print()
     if console.service_pid(paths.home) is None:
-        print(f"interrupted; the service is not running: 'bash import.sh' resumes job {session.job_name}")
+        print("interrupted; the service is not running: 'bash import.sh' goes on from where this stopped")
         return 130
-    if not session.started_here or session.keep_running:
+    if session.keeps_it(paths.home):
         print(f"interrupted; {session.keeps_running_line()}")
         return 130
     stop = not session.interactive

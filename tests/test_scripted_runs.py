@@ -116,6 +116,27 @@ def test_a_service_running_before_import_sh_is_left_running(migration):
     assert_migrated(migration.bucket, files)
 
 
+def test_a_scripted_import_ended_by_sigterm_stops_the_service_it_started(migration):
+    slow_job(migration, 10, 40 * 1024, 20)
+    proc = subprocess.Popen(["bash", str(ROOT / "import.sh"), "--sys", str(migration.sys_file), "--interval", "0.3",
+                             "--yes", str(migration.job_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    seen = []
+    for line in proc.stdout:  # a script's 'timeout' once the job copies
+        seen.append(line)
+        if "Running: files " in line:
+            proc.terminate()
+            break
+    out = "".join(seen) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    pid = started_pid(out)
+    assert out.strip().splitlines()[-2:] == [
+        f"service stopped (pid {pid})",
+        "job local_test stopped where it was: 'bash import.sh' or 'console.sh start' resumes it, 'console.sh stat' "
+        "shows where it is"], out
+    assert not is_service(pid) and migration.stat()["JobState"] == "Abort"
+
+
 def test_a_scripted_import_leaves_the_service_to_another_job_still_copying(migration, emulator):
     """The service serves every job of the workingDir: stopping it for one would abort another."""
     big = {"big/video.bin": os.urandom(300 * 1024)}
