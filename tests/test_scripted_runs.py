@@ -365,6 +365,22 @@ def test_import_sh_offers_no_retry_when_only_the_source_can_fix_the_failures(mig
     assert migration.service_pid() == 0  # and the scripted run left nothing running
 
 
+def test_import_sh_offers_no_retry_for_a_name_the_destination_refuses(migration):
+    long_key = "/".join(["n" * 200] * 5) + "/too-long-for-oss.txt"  # 1026 bytes: OSS takes 1023
+    files = {"fine.txt": b"fine", long_key: b"refused by name"}
+    write_tree(migration.src, files)
+    migration.write_conf()
+    r = import_sh(migration, "--yes")
+    no_traceback(r)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Retry them?" not in r.stdout
+    assert ("Job local_test failed: 1 file(s), 15 B, cannot be copied until the source or the destination changes "
+            "(missing at the source, or a name that cannot be a key), so no retry is offered: 'console.sh errors "
+            "local_test' lists them. JobState:Failed") in r.stdout.splitlines()
+    assert "InvalidObjectName" in r.stdout  # the reason, shown with its file
+    assert_migrated(migration.bucket, {"fine.txt": b"fine"})
+
+
 # ------------------------------------------------------------------ a fixed secret (bullet 2)
 
 def state_snapshot(job_dir: Path) -> dict:
