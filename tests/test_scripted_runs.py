@@ -426,6 +426,10 @@ def test_a_fixed_secret_is_taken_by_the_failed_job_without_a_rescan(migration):
     for log in (migration.work / "logs").iterdir():
         assert migration.secret not in log.read_text(errors="replace"), log
     assert "set job:local_test destSecretKey=******" in (migration.work / "logs" / "submit.log").read_text()
+    # The service that ran all along took it: no restart, the drivers rebuilt for the next tasks.
+    service_log = (migration.work / "logs" / "ossimport2.log").read_text()
+    assert service_log.count("service started (pid") == 1
+    assert "job local_test: job.cfg changed; the next tasks use its settings" in service_log
 
 
 def test_set_never_takes_a_secret_on_the_command_line(migration, tmp_path):
