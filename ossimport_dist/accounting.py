@@ -11,12 +11,14 @@ import json
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import (AUDIT_LOG, COUNTS_FILE, TASK_FILE, DamagedStateFile, damaged_reason, decode_state_json,
-                     job_root_of, move_aside, read_task_file, record_damage, write_atomic)
-from .listformat import audit_records
-from .models import FileResult, TaskCounts
+from .layout import (AUDIT_LOG, COUNTS_FILE, ERROR_LIST, TASK_FILE, DamagedStateFile, damaged_reason,
+                     decode_state_json, iter_lines, job_root_of, move_aside, read_task_file, record_damage,
+                     write_atomic)
+from .listformat import audit_records, written_columns
+from .models import FileResult, TaskCounts, needs_a_change
 
 RATE_WINDOW_S = 10.0
 
@@ -139,3 +141,33 @@ def recount(task_dir: Path) -> TaskCounts:
 def audit_outcomes(audit_log: Path) -> dict:
     """key -> (outcome, detail) of an audit.log, the last line of a key winning."""
     return {key: (outcome, detail) for outcome, key, detail in audit_records(audit_log)}
+
+
+@dataclass
+class RetryCost:
+    """What 'console.sh retry' of a job sends again: the failed files of its failed tasks whose
+    TASK is intact (a damaged one cannot run again), and of them those no retry alone fixes."""
+
+    tasks: int = 0
+    files: int = 0
+    bytes: int = 0
+    needing_a_change: int = 0
+
+    @property
+    def only_needs_a_change(self) -> bool:
+        return self.files > 0 and self.needing_a_change >= self.files
+
+
+def retry_cost(failed_dirs: list) -> RetryCost:
+    cost = RetryCost()
+    for task_dir in failed_dirs:
+        if damaged_reason(task_dir) is not None:
+            continue
+        counts = read_counts(task_dir)
+        cost.tasks += 1
+        cost.files += counts.failed
+        cost.bytes += counts.failed_bytes
+        for line in iter_lines(task_dir / ERROR_LIST):
+            if line.strip() and needs_a_change(written_columns(line)[1]):
+                cost.needing_a_change += 1
+    return cost

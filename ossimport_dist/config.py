@@ -35,6 +35,10 @@ AUDIT_MODES = ("simple", "general", "detailed")
 META_MODES = ("stat", "head")
 
 SECRET_KEYS = ("srcSecretKey", "destSecretKey", "workerPassword")
+# The job keys that say who the job is to the source and destination (for Azure, the account
+# name and key; for Qiniu, Upyun and the clouds, the key pair). Fixing one is the common case,
+# so they may change in a submitted job without a rescan; never typed on a command line.
+CREDENTIAL_KEYS = ("srcAccessKey", "srcSecretKey", "destAccessKey", "destSecretKey")
 REDACTED = "******"
 
 MIN_INCREMENTAL_INTERVAL = 900
@@ -350,20 +354,34 @@ def edits_since_submit(frozen_path) -> tuple:
     """(the file the job was submitted from, its keys that differ from the frozen job now) when
     that file was edited since the submit; (None, []) when it was not, is gone, unreadable, or
     now holds another job. Secret values are never shown: '***changed***'."""
+    origin, now, then = _edited_settings(frozen_path)
+    changes = [f"{k} ***changed***" if k in SECRET_KEYS else f"{k} '{then.get(k, '')}' -> '{v}'"
+               for k, v in sorted(now.items()) if then.get(k) != v]
+    return (origin, changes) if changes else (None, [])
+
+
+def edited_keys(frozen_path) -> tuple:
+    """(the file the job came from, the names of the keys edited there since the submit), as
+    edits_since_submit tells them; (None, []) when none."""
+    origin, now, then = _edited_settings(frozen_path)
+    keys = [k for k, v in sorted(now.items()) if then.get(k) != v]
+    return (origin, keys) if keys else (None, [])
+
+
+def _edited_settings(frozen_path) -> tuple:
+    """(origin, its settings now, the frozen settings) when the origin changed since the submit,
+    else (None, {}, {})."""
     comment = frozen_comment(frozen_path)
     if DIGEST_MARK not in comment:
-        return None, []
+        return None, {}, {}
     origin, _, digest = comment[len(SUBMITTED_FROM):].rpartition(DIGEST_MARK)
     try:
         current, frozen = load_job(origin), load_job(frozen_path)
     except OperatorError:
-        return None, []
+        return None, {}, {}
     if current.job_name != frozen.job_name or settings_digest(current) == digest:
-        return None, []
-    now, then = current.properties(), frozen.properties()
-    changes = [f"{k} ***changed***" if k in SECRET_KEYS else f"{k} '{then.get(k, '')}' -> '{v}'"
-               for k, v in sorted(now.items()) if then.get(k) != v]
-    return (origin, changes) if changes else (None, [])
+        return None, {}, {}
+    return origin, current.properties(), frozen.properties()
 
 
 def redact_for_worker(sys_cfg: "SysConfig") -> dict:
@@ -785,6 +803,6 @@ def _case_hint(key, warnings):
 __all__ = [
     "JobConfig", "SysConfig", "load_job", "load_sys", "parse_job_text", "parse_sys_text",
     "parse_size", "format_size", "write_properties", "redact", "scrub_passwords", "is_job_name",
-    "SECRET_KEYS", "REDACTED",
+    "SECRET_KEYS", "CREDENTIAL_KEYS", "REDACTED",
     "SRC_TYPES", "DEST_TYPES", "JOB_KEY_NAMES", "SYS_KEY_NAMES", "TEST_MIN_INTERVAL_ENV",
 ]

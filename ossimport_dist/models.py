@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -80,6 +81,18 @@ SOURCE_REFUSALS = (SOURCE_NOT_EXIST, SOURCE_NOT_READABLE)
 # A file queued when its job stopped on a fatal error (keys refused, bucket gone, endpoint dead):
 # failed without a request, so that a retry once it is fixed sends it.
 JOB_STOPPED = "JOB_STOPPED"
+# Failures that a retry cannot fix until something changes at the source or destination: the
+# file is not there, the list names a key that cannot be one, the destination refuses the name.
+# import.sh does not offer a retry when every failed file is one of these.
+NEEDS_A_CHANGE = (SOURCE_NOT_EXIST, INVALID_KEY)
+# A destination's refusal of the name itself, as RequestFailed.describe words it ('PutObject <key>:
+# HTTP 400 InvalidObjectName ...'): OSS's and S3's codes.
+_DEST_REFUSED_NAME = re.compile(r": HTTP 400 (InvalidObjectName|KeyTooLongError)\b")
+
+
+def needs_a_change(reason: str) -> bool:
+    """True when ``reason`` (an error.list reason) is a failure no retry alone can fix."""
+    return reason.startswith(NEEDS_A_CHANGE) or _DEST_REFUSED_NAME.search(reason) is not None
 
 
 def refused_result(entry: "ObjectEntry") -> "FileResult":

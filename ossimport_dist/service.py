@@ -49,9 +49,12 @@ def open_job_drivers(job_cfg):
     return open_job_source(job_cfg), open_job_destination(job_cfg)
 
 
-def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressure, host: str) -> JobRuntime:
+def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressure, host: str,
+                  account: Optional[JobAccount] = None) -> JobRuntime:
+    """``account``: the job's account when the runtime is rebuilt for a changed job.cfg, so the
+    tasks still running on the old one stay counted."""
     source, destination = open_job_drivers(job_cfg)
-    account = JobAccount(job_cfg.job_name, host)
+    account = account or JobAccount(job_cfg.job_name, host)
     options = TransferOptions(
         multipart_threshold=job_cfg.multipart_upload_threshold,
         part_size=job_cfg.multipart_upload_part_size,
@@ -265,19 +268,37 @@ class StandaloneService(ServiceLoop):
         self.backpressure = Backpressure()  # one per worker: a throttled destination slows every thread
         self.worker = Worker(sys_cfg.worker_task_thread_num, self._task_finished, on_job_stopped=self._job_stopped)
         self.tracker = LocalTracker(self.worker, self._runtime_for)
-        self.runtimes: dict = {}
+        self.runtimes: dict = {}  # job name -> JobRuntime
+        self.config_stamps: dict = {}  # job name -> mtime of the job.cfg its runtime was built from
         self.master = Master(home, self.stop_event, self._job_loaded)
         self._last_progress = self._last_reload = 0.0
 
     def _runtime_for(self, name: str) -> JobRuntime:
-        return self.runtimes[name]
+        """The job's runtime for a task about to run, rebuilt when its job.cfg changed since
+        ('console.sh set' of a fixed secret): the next tasks use the new drivers, no restart.
+        A stopped job's runtime is rebuilt only once retried (``_resume_retried_jobs``)."""
+        runtime = self.runtimes[name]
+        job = self.home.job(name)
+        now = _config_stamp(job)
+        if now is None or now == self.config_stamps.get(name) or runtime.stopped is not None:
+            return runtime
+        try:
+            job_cfg = config_mod.load_job(job.config_file)
+            runtime = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure, "localhost",
+                                    account=runtime.account)
+        except OperatorError as exc:
+            log.error("job %s: job.cfg changed but cannot be used, keeping the settings it had: %s", name, exc)
+        else:
+            log.info("job %s: job.cfg changed; the next tasks use its settings", name)
+        self.runtimes[name], self.config_stamps[name] = runtime, now
+        return runtime
 
     def _job_loaded(self, name: str, job_cfg, job: JobLayout) -> None:
         runtime = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure, "localhost")
         stopped = job.job_failure()
         if stopped is not None:  # stopped before this start: its leftover tasks drain, not run
             runtime.stop(stopped)
-        self.runtimes[name] = runtime
+        self.runtimes[name], self.config_stamps[name] = runtime, _config_stamp(job)
         self.tracker.reconcile(job)
 
     def _job_stopped(self, runtime: JobRuntime, reason: str) -> None:
@@ -297,15 +318,16 @@ class StandaloneService(ServiceLoop):
                 continue
             if job.job_failure() is not None:
                 continue
+            stamp = _config_stamp(job)
             try:
                 fresh = build_runtime(config_mod.load_job(job.config_file), self.sys.current, self.throttle,
-                                      self.backpressure, "localhost")
+                                      self.backpressure, "localhost", account=runtime.account)
             except OperatorError as exc:
                 log.error("job %s: cannot run again: %s", name, exc)
                 job.fail_job(stopped_job_reason(name, str(exc)))
                 continue
             log.info("job %s: retried after it stopped; running again", name)
-            self.runtimes[name] = fresh
+            self.runtimes[name], self.config_stamps[name] = fresh, stamp
             runtime.close()
 
     def _task_finished(self, job_name: str, task_id: str, folder: Path, ok: bool) -> None:
@@ -359,6 +381,13 @@ class StandaloneService(ServiceLoop):
                 runtime.account.write(job.stats_file)
             except OSError:
                 pass
+
+
+def _config_stamp(job: JobLayout) -> Optional[int]:
+    try:
+        return job.config_file.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 class _ScrubbingFormatter(logging.Formatter):

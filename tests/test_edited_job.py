@@ -85,7 +85,7 @@ def test_start_and_retry_refuse_an_edited_job_until_told(migration, tmp_path):
         assert migration.secret not in line
     assert migration.service_pid() == 0
     assert "service started" in migration.ok("start", "--resume")
-    assert "None failed tasks" in migration.ok("retry", "--resume", "local_test")
+    assert "nothing to retry: job local_test has no failed task" in migration.ok("retry", "--resume", "local_test")
 
 
 def test_set_is_not_an_edit_of_the_job_file(migration):

@@ -202,7 +202,7 @@ def test_file_changed_mid_upload_is_size_not_match_then_retry_succeeds(migration
     assert s["JobState"] == "Succeed", s
     assert_migrated(migration.bucket, files)
     r = migration.console("retry")
-    assert r.returncode == 0 and r.stdout.strip() == "None failed tasks for job:local_test."
+    assert r.returncode == 0 and r.stdout.strip() == "nothing to retry: job local_test has no failed task"
 
 
 def test_secrets_never_appear_in_logs_stat_task_files_or_process_list(migration):
@@ -329,7 +329,7 @@ def test_retry_is_safe_from_cron(migration):
     migration.write_conf()
     migration.ok("submit", str(migration.job_file))
     r = migration.console("retry")
-    assert r.returncode == 0 and r.stdout.strip() == "None failed tasks for job:local_test."
+    assert r.returncode == 0 and r.stdout.strip() == "nothing to retry: job local_test has no failed task"
     import fcntl
 
     with open(migration.work / "master" / "retry.lock", "w") as lock:
