@@ -31,7 +31,7 @@ pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts, started only
 JOB = "local_test"
 RETRY_HINT = f"; once fixed, 'console.sh retry {JOB}' sends the files not copied"
 # console.sh stat exits 0 for every state until the lead's status slice gives Failed its 1.
-STAT_EXITS = (0, 1)
+STAT_EXITS = (1, 3)  # Failed, or still Running: never Succeed
 
 
 def small_files(n: int) -> dict:
@@ -39,13 +39,13 @@ def small_files(n: int) -> dict:
 
 
 def submit(migration) -> None:
-    """Submit without the preflight check (once it lands, '--no-preflight' goes here): these
-    stories are about what happens when the job runs into the failure."""
-    migration.ok("submit", str(migration.job_file))
+    """Submit without the preflight check: these stories are about what happens when the job
+    runs into the failure."""
+    migration.ok("submit", "--no-preflight", str(migration.job_file))
 
 
 def started(migration) -> float:
-    assert "service started" in migration.ok("start")
+    assert "service started" in migration.ok("start", "--no-preflight")
     return time.monotonic()
 
 
@@ -269,12 +269,14 @@ def test_import_sh_reports_the_stopped_job_and_does_not_retry_it(migration):
     migration.write_conf(sys_props={"workerEndpointDownTimeout": "2"},
                          job_props={"destDomain": f"http://127.0.0.1:{port}"})
     r = subprocess.run(["bash", str(ROOT / "import.sh"), "--sys", str(migration.sys_file), "--interval", "0.3",
-                        "--yes", str(migration.job_file)], capture_output=True, text=True,
+                        "--yes", "--no-preflight", str(migration.job_file)], capture_output=True, text=True,
                        stdin=subprocess.DEVNULL, timeout=60)
     out = r.stdout + r.stderr
     assert r.returncode == 1 and "Traceback" not in out, out
     assert "Retry them?" not in out and "back to pending" not in out
-    last = r.stdout.strip().splitlines()[-1]
+    # The failure line, then the scripted run stops the service it started.
+    *_, last, stopped = r.stdout.strip().splitlines()
+    assert re.fullmatch(r"service stopped \(pid \d+\)", stopped), stopped
     assert re.fullmatch(r"Job local_test failed: the destination took no connection for \d+ s \(.*\): check "
                         r"destDomain and that this host can reach it" + re.escape(RETRY_HINT)
                         + r"\. JobState:Failed", last), last
@@ -453,9 +455,9 @@ def test_fleet_wrong_secret_stops_the_job_on_every_host(request, emulator):
     files = small_files(240)
     c.put_files(files)
     c.write_job(taskObjectCountLimit="10")
-    c.ok("submit", str(c.job_file))
+    c.ok("submit", "--no-preflight", str(c.job_file))
     before = puts(emulator)
-    c.ok("start")
+    c.ok("start", "--no-preflight")
     began = time.monotonic()
     while True:
         r = c.console("stat", c.job_name)
