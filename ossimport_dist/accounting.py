@@ -111,10 +111,13 @@ class JobAccount:
 
 
 def read_progress(path: Path) -> dict:
+    """The last progress.json; {} when there is none or it is not an object (edited by hand):
+    stat then counts without it."""
     try:
-        return json.loads(path.read_text("utf-8"))
+        doc = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
         return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def read_counts(task_dir: Path) -> TaskCounts:

@@ -159,7 +159,7 @@ def job_status(home: Home, job: JobLayout, service_running: bool) -> JobStatus:
     for counts in running:
         totals.add(counts)
     # Never above what is left: a file that finished between two reads is not shown twice.
-    sending = min(sum(int(c.get(SENDING_KEY, 0) or 0) for c in running),
+    sending = min(sum(c[SENDING_KEY] for c in running if type(c.get(SENDING_KEY)) is int),
                   max(0, size - totals.done_bytes - totals.failed_bytes))
     if not service_running:
         progress = {}  # a dead service's rate is not a rate, nor is anything being sent

@@ -78,10 +78,10 @@ def test_a_large_multipart_upload_moves_stat_bytes_part_by_part(migration, emula
 
 
 def test_a_large_single_put_moves_import_sh_progress_line_and_stat(migration):
-    size = 96 * MiB
+    size = 200 * MiB
     big = write_big(migration.src / "big.bin", size)
-    # Threshold above the size: one PUT, its bytes counted per chunk read for it.
-    migration.write_conf(sys_props={"workerMaxThroughput(KB/s)": "12288"},
+    # Threshold above the size: one PUT, its bytes counted per chunk read for it (~12 s).
+    migration.write_conf(sys_props={"workerMaxThroughput(KB/s)": "16384"},
                          job_props={"multipartUploadThreshold": "1g"})
     proc = subprocess.Popen(["bash", str(ROOT / "import.sh"), "--sys", str(migration.sys_file), "--interval", "0.3",
                              "--yes", str(migration.job_file)],
@@ -98,14 +98,14 @@ def test_a_large_single_put_moves_import_sh_progress_line_and_stat(migration):
         proc.kill()
     assert proc.returncode == 0, out
     assert out.splitlines()[0] == "submit job:local_test success!" and "Traceback" not in out
-    figures = [m.group(1) for m in re.finditer(r"Running: files 0/1 \(failed 0\), ([\d.]+) MiB/96\.0 MiB,", out)]
+    figures = [m.group(1) for m in re.finditer(r"Running: files 0/1 \(failed 0\), ([\d.]+) MiB/200\.0 MiB,", out)]
     assert len(set(figures)) >= 3, f"the progress line did not move during the PUT:\n{out}"
-    assert all(0 < float(f) <= 96.0 for f in figures), figures
+    assert all(0 < float(f) <= 200.0 for f in figures), figures
     assert [float(f) for f in figures] == sorted(float(f) for f in figures), figures
-    sending = [re.search(r"^Bytes:0 B/96\.0 MiB \(0\.0%\) done, sending ([\d.]+) MiB, failed 0 B$", t, re.M)
+    sending = [re.search(r"^Bytes:0 B/200\.0 MiB \(0\.0%\) done, sending ([\d.]+) MiB, failed 0 B$", t, re.M)
                for t in texts]
-    assert sum(1 for m in sending if m and 0 < float(m.group(1)) < 96.0) >= 2, texts
-    assert "Job local_test succeeded: 1 files copied and verified, 0 skipped, 96.0 MiB in" in out
+    assert sum(1 for m in sending if m and 0 < float(m.group(1)) < 200.0) >= 2, texts
+    assert "Job local_test succeeded: 1 files copied and verified, 0 skipped, 200.0 MiB in" in out
     assert_migrated(migration.bucket, {"big.bin": big})
 
 
