@@ -59,7 +59,7 @@ def done_so_far(home, job) -> str:
     """What an interrupted (Ctrl-C, killed) or finished run of the job did, before resuming it."""
     s = job_status(home, job, console.service_pid(home) is not None)
     t = s.totals
-    total = f"{s.objects}" + ("" if s.scan_finished else "+ listed so far")
+    total = f"{s.objects}" + ("" if s.scan_finished else "+")  # more to come while the scan runs
     return (f"done so far: {t.done_files}/{total} files ({human_bytes(t.done_bytes)}/{human_bytes(s.bytes)}), "
             f"failed {t.failed}, JobState:{s.state}")
 

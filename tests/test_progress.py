@@ -272,3 +272,37 @@ def test_a_part_sent_again_after_a_failure_is_counted_once(migration, emulator):
     _, end = sample_until_finished(migration)
     assert (end["state"], end["totals"]["done_bytes"], end["sending_bytes"]) == ("Succeed", size, 0)
     assert_migrated(migration.bucket, {"big.bin": big})
+
+
+def test_after_ctrl_c_import_sh_says_what_was_done_before_resuming(migration):
+    files = {f"f{i:03d}.bin": os.urandom(64 * 1024) for i in range(120)}
+    write_tree(migration.src, files)
+    migration.write_conf(sys_props={"workerMaxThroughput(KB/s)": "1024"})  # ~7.5 s for 7.5 MiB
+    cmd = ["bash", str(ROOT / "import.sh"), "--sys", str(migration.sys_file), "--interval", "0.3", "--no",
+           str(migration.job_file)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            m = re.search(r"Running: files (\d+)/120 ", line)
+            if m and int(m.group(1)) >= 20:
+                os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends a terminal's foreground group
+                break
+        out = "".join(seen) + proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    shown = int(re.findall(r"Running: files (\d+)/120 ", out)[-1])
+
+    r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    first, resumed = r.stdout.splitlines()[:2]
+    assert first == "Job local_test already exists. Clean it and start over (y), or resume it (n)? [n]"
+    m = re.fullmatch(r"resuming job:local_test as submitted; done so far: (\d+)/120 files "
+                     r"\(([\d.]+) MiB/7\.5 MiB\), failed 0, JobState:Running", resumed)
+    assert m and shown <= int(m.group(1)) < 120, resumed  # the service kept copying meanwhile
+    assert f"{int(m.group(1)) * 64 / 1024:.1f}" == m.group(2)
+    assert "Job local_test succeeded: 120 files copied and verified" in r.stdout
+    assert_migrated(migration.bucket, files)
