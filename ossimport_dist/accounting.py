@@ -1,8 +1,10 @@
 """All counting in one place: transfers report files and bytes here, ``stat`` reads it back.
 
-A worker keeps one ``JobAccount`` per job. It counts finished files per running task and moved
-bytes in a sliding window (for the rate), and is written to ``progress.json`` once a second so
-``stat`` (another process) can show live figures without touching the transfer path.
+A worker keeps one ``JobAccount`` per job. It counts finished files per running task, the bytes
+of files being sent (read for an upload that has not finished: a large file moves ``stat`` before
+it ends), and moved bytes in a sliding window (for the rate), and is written to ``progress.json``
+once a second so ``stat`` (another process) can show live figures without touching the transfer
+path.
 """
 
 from __future__ import annotations
@@ -23,11 +25,28 @@ from .models import FileResult, TaskCounts, needs_a_change
 RATE_WINDOW_S = 10.0
 
 
+SENDING_KEY = "sending_bytes"  # in a running task's entry of progress.json, beside its counts
+
+
+class SendingFile:
+    """The bytes of one file sent so far in this run, until the file finishes (whatever its
+    outcome, they then leave ``sending``: done bytes count the file once it succeeded)."""
+
+    def __init__(self, account: "JobAccount", task_id: str):
+        self._account, self.task_id, self.bytes = account, task_id, 0
+
+    def add(self, n: int) -> None:
+        """``n`` more bytes sent; a negative ``n`` takes back an attempt that will be sent again."""
+        with self._account._lock:
+            self.bytes = max(0, self.bytes + n)
+
+
 class JobAccount:
     def __init__(self, job_name: str, host: str):
         self.job_name, self.host = job_name, host
         self._lock = threading.Lock()
         self._running: dict = {}  # task_id -> TaskCounts of files finished so far
+        self._sending: set = set()  # SendingFile of every file being copied now
         self._window: deque = deque()  # (time, bytes, files) samples, one per second at most
         self._bytes_total = 0
         self._files_total = 0
@@ -42,6 +61,18 @@ class JobAccount:
     def task_finished(self, task_id: str) -> None:
         with self._lock:
             self._running.pop(task_id, None)
+
+    def file_sending(self, task_id: str) -> SendingFile:
+        file = SendingFile(self, task_id)
+        with self._lock:
+            self._sending.add(file)
+        return file
+
+    def file_sent(self, file: SendingFile) -> None:
+        """The file finished (or its run stopped): its bytes are no longer being sent. Called
+        before its outcome is counted, so stat never shows its bytes twice, only briefly not."""
+        with self._lock:
+            self._sending.discard(file)
 
     def file_done(self) -> None:
         # The task's TaskCounts (shared with the worker's TaskRun) already holds the outcome.
@@ -70,6 +101,10 @@ class JobAccount:
         bps, fps = self.rate()
         with self._lock:
             running = {tid: vars(c).copy() for tid, c in self._running.items()}
+            for file in self._sending:
+                if file.task_id in running:
+                    entry = running[file.task_id]
+                    entry[SENDING_KEY] = entry.get(SENDING_KEY, 0) + file.bytes
         return {"host": self.host, "time": time.time(), "bytes_per_s": bps, "files_per_s": fps,
                 "running": running}
 
@@ -78,10 +113,13 @@ class JobAccount:
 
 
 def read_progress(path: Path) -> dict:
+    """The last progress.json; {} when there is none or it is not an object (edited by hand):
+    stat then counts without it."""
     try:
-        return json.loads(path.read_text("utf-8"))
+        doc = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
         return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def read_counts(task_dir: Path) -> TaskCounts:

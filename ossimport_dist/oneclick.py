@@ -80,10 +80,21 @@ def progress_line(s: JobStatus) -> str:
     t = s.totals
     total = f"{s.objects}" + ("" if s.scan_finished else "+")
     eta = f", ETA {human_duration(s.eta_s)}" if s.eta_s is not None else ""
+    # A large file moves the figure as it is sent (job_status keeps sending within the total).
+    moved = t.done_bytes + s.sending_bytes
     return (f"[{time.strftime('%H:%M:%S')}] {s.state}: files {t.done_files}/{total} "
-            f"(failed {t.failed}), {human_bytes(t.done_bytes)}/{human_bytes(s.bytes)}, "
+            f"(failed {t.failed}), {human_bytes(moved)}/{human_bytes(s.bytes)}, "
             f"{human_bytes(s.bytes_per_s)}/s, {s.files_per_s:.0f} files/s{eta}, tasks pending {s.pending_tasks} "
             f"dispatched {s.dispatched_tasks} succeed {s.succeed_tasks} failed {s.failed_tasks}")
+
+
+def done_so_far(home, job) -> str:
+    """What an interrupted (Ctrl-C, killed) or finished run of the job did, before resuming it."""
+    s = job_status(home, job, console.service_pid(home) is not None)
+    t = s.totals
+    total = f"{s.objects}" + ("" if s.scan_finished else "+")  # more to come while the scan runs
+    return (f"done so far: {t.done_files}/{total} files ({human_bytes(t.done_bytes)}/{human_bytes(s.bytes)}), "
+            f"failed {t.failed}, JobState:{s.state}")
 
 
 def _restart_or_resume(paths: console.Paths, job_file: Path, name: str, asker: Asker,
@@ -224,7 +235,7 @@ def _watch_job(paths: console.Paths, job_file: Path, asker: Asker, interval: flo
             console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file), no_preflight=True))
             submitted.add(job_cfg.job_name)
         else:
-            print(f"resuming job:{job_cfg.job_name} as submitted")
+            print(f"resuming job:{job_cfg.job_name} as submitted; {done_so_far(home, job)}")
     else:
         console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file), no_preflight=no_preflight))
         submitted.add(job_cfg.job_name)

@@ -331,8 +331,10 @@ class StandaloneService(ServiceLoop):
             runtime.close()
 
     def _task_finished(self, job_name: str, task_id: str, folder: Path, ok: bool) -> None:
-        job = self.master.jobs.get(job_name)
-        if job is None or not job.exists():
+        # A resumed task whose files were all logged before a crash finishes inside reconcile,
+        # before the master lists its job: its folders are there all the same.
+        job = self.master.jobs.get(job_name) or self.home.job(job_name)
+        if not job.exists():
             return  # the job was cleaned while the task ran
         try:
             self.tracker.task_finished(job, task_id, folder, ok)

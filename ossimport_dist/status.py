@@ -3,7 +3,10 @@ per-host view all read the ``JobStatus`` made here.
 
 The status is read from the state tree (finished task folders' COUNTS, the scan's checkpoints,
 the live ``progress.json`` the service writes once a second, ``master/hosts/<host>.json``), never
-from the service's memory, so it is the same whoever asks and survives the service.
+from the service's memory, so it is the same whoever asks and survives the service. Once the
+service is gone (stopped, or killed), running tasks are counted from their audit.log, the
+durable record written line by line; a task whose folder is on another host (distributed, the
+master gone) from the last progress.json, said with its time.
 ``docs/stat-json.md`` documents the JSON form and ``docs/stat.schema.json`` is its schema.
 """
 
@@ -16,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import config as config_mod
-from .accounting import read_counts, read_progress
+from .accounting import SENDING_KEY, read_counts, read_progress, recount
 from .errors import OperatorError
-from .layout import DAMAGED_FILE, DAMAGED_LIST, Home, JobLayout, damaged_reason, parse_finished_name
+from .layout import (AUDIT_LOG, DAMAGED_FILE, DAMAGED_LIST, Home, JobLayout, damaged_reason,
+                     parse_finished_name)
 from .scanner import scanned_totals
 
 # JobState words, as OssImport's stat writes them.
@@ -93,6 +97,8 @@ class JobStatus:
     objects: int  # listed so far (all of them once scan_finished)
     bytes: int
     totals: Totals
+    sending_bytes: int  # of files being copied now, not yet done: bytes read for their upload
+    running_as_of: Optional[float]  # running tasks counted from a progress.json this old (master gone)
     bytes_per_s: float
     files_per_s: float
     eta_s: Optional[float]  # while Running with a finished scan and a rate; else None
@@ -148,13 +154,16 @@ def job_status(home: Home, job: JobLayout, service_running: bool) -> JobStatus:
         else:
             row.failed_tasks += 1
         row.bytes += counts.succeed_bytes
-    progress = read_progress(job.stats_file) if service_running else {}
-    for task_id, counts in progress.get("running", {}).items():
-        # Files of a task now failed and retried were counted in its failed folder, which
-        # retry removed, so adding running counts never counts a file twice.
-        if task_id not in finished_ids:
-            totals.add(counts)
     objects, size, _ = scanned_totals(job)
+    progress = read_progress(job.stats_file)
+    running, as_of = _running_counts(job, progress, service_running, finished_ids)
+    for counts in running:
+        totals.add(counts)
+    # Never above what is left: a file that finished between two reads is not shown twice.
+    sending = min(sum(c[SENDING_KEY] for c in running if type(c.get(SENDING_KEY)) is int),
+                  max(0, size - totals.done_bytes - totals.failed_bytes))
+    if not service_running:
+        progress = {}  # a dead service's rate is not a rate, nor is anything being sent
     scan_done = job.scan_finished
     scan_failure, job_failure = job.scan_failure(), job.job_failure()
     state = _state(job, service_running, scan_done, scan_failure or job_failure, pending, dispatched,
@@ -163,11 +172,12 @@ def job_status(home: Home, job: JobLayout, service_running: bool) -> JobStatus:
     bytes_per_s = float(progress.get("bytes_per_s", 0.0) or 0.0)
     eta = None
     if state == RUNNING and scan_done and bytes_per_s > 0:
-        eta = max(0.0, size - totals.done_bytes - totals.failed_bytes) / bytes_per_s
+        eta = max(0.0, size - totals.done_bytes - totals.failed_bytes - sending) / bytes_per_s
     return JobStatus(
         name=job.name, job_type=_job_type(job), state=state, pending_tasks=pending, dispatched_tasks=dispatched,
         succeed_tasks=len(succeed_dirs), failed_tasks=len(failed_dirs), damaged_tasks=len(damaged_tasks),
-        scan_finished=scan_done, objects=objects, bytes=size, totals=totals, bytes_per_s=bytes_per_s,
+        scan_finished=scan_done, objects=objects, bytes=size, totals=totals,
+        sending_bytes=sending if service_running else 0, running_as_of=as_of, bytes_per_s=bytes_per_s,
         files_per_s=float(progress.get("files_per_s", 0.0) or 0.0), eta_s=eta,
         reasons=[r for r in (job_failure, scan_failure) if r is not None] + damaged_tasks,
         scan_error=job.scan_error(), scan_failed=scan_failure is not None, job_stopped=job_failure is not None,
@@ -176,6 +186,33 @@ def job_status(home: Home, job: JobLayout, service_running: bool) -> JobStatus:
                    job_failure is not None),
         by_host=by_host,
         incremental=_incremental(job) if job.round_file.exists() or job.round_dir(0).is_dir() else None)
+
+
+def _running_counts(job: JobLayout, progress: dict, service_running: bool, finished_ids: set) -> tuple:
+    """(counts of each running task, the time of the progress.json they came from or None).
+
+    While the service runs, its progress.json (files and the bytes being sent, once a second).
+    Once it is gone, the dispatched tasks' audit.logs: written line by line, they hold every
+    file done up to the moment it died. A task whose folder is not on this machine (a worker
+    host, the master gone) keeps the last progress.json's counts, said as of its time."""
+    live = progress.get("running", {}) if isinstance(progress.get("running"), dict) else {}
+    # Files of a task now failed and retried were counted in its failed folder, which retry
+    # removed, so adding running counts never counts a file twice.
+    if service_running:
+        return [c for tid, c in live.items() if tid not in finished_ids and isinstance(c, dict)], None
+    counts, stale = [], False
+    for host in job.dispatched_hosts():
+        for task_id in job.dispatched_ids(host):
+            folder = job.worker_tasks / task_id
+            if task_id in finished_ids:
+                continue
+            if (folder / AUDIT_LOG).is_file():
+                counts.append(vars(recount(folder)))
+            elif isinstance(live.get(task_id), dict):
+                counts.append(live[task_id])
+                stale = True
+    as_of = progress.get("time") if stale and isinstance(progress.get("time"), (int, float)) else None
+    return counts, as_of
 
 
 def _state(job: JobLayout, service_running: bool, scan_done: bool, stopped_by: Optional[str],
@@ -311,8 +348,14 @@ def format_stat(s: JobStatus) -> str:
                  f"skipped {t.skipped}{not_regular}, failed {t.failed}")
     # Done means copied or skipped: bytes that failed are not done, they are said apart.
     pct = f" ({100.0 * t.done_bytes / s.bytes:.1f}%)" if s.bytes else ""
-    lines.append(f"Bytes:{human_bytes(t.done_bytes)}/{human_bytes(s.bytes)}{pct} done, "
+    # Sending: read for uploads not finished yet; it becomes done (or failed) with its file.
+    sending = f"sending {human_bytes(s.sending_bytes)}, " if s.state == RUNNING else ""
+    lines.append(f"Bytes:{human_bytes(t.done_bytes)}/{human_bytes(s.bytes)}{pct} done, {sending}"
                  f"failed {human_bytes(t.failed_bytes)}")
+    if s.running_as_of is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.running_as_of))
+        lines.append(f"Running Tasks:counted as of {when}, the last report of their hosts before the "
+                     f"master stopped (their audit.log on each host has the rest)")
     if s.state == RUNNING:
         eta = human_duration(s.eta_s) if s.eta_s is not None else "unknown"
         lines.append(f"Rate:{human_bytes(s.bytes_per_s)}/s, {s.files_per_s:.0f} files/s, ETA:{eta}")

@@ -58,7 +58,9 @@ def append_on_a_fresh_line(path: Path):
             broken = f.read(1) != b"\n"
     except OSError:  # no audit.log yet, or an empty one
         broken = False
-    out = open(path, "a", encoding="utf-8", errors="surrogateescape")
+    # Line-buffered: each record reaches the file as it is written (no fsync), so a stat after
+    # the service was killed counts the files done up to the moment it died.
+    out = open(path, "a", encoding="utf-8", errors="surrogateescape", buffering=1)
     if broken:
         out.write("\n")
     return out
@@ -123,7 +125,8 @@ class JobRuntime:
         self.transferer.source.close()
         self.transferer.destination.close()
 
-    def run_one(self, entry: ObjectEntry, task_dir: Path, relist: bool = False) -> FileResult:
+    def run_one(self, entry: ObjectEntry, task_dir: Path, relist: bool = False,
+                sending: Optional[Callable[[int], None]] = None) -> FileResult:
         if entry.refused:
             # Refused by the listing. Only a key the source lacked or could not read (SOURCE_*)
             # may be there now; a FIFO or a key out of bounds stays what it was.
@@ -152,7 +155,7 @@ class JobRuntime:
                                         etag=now.etag, headers=now.headers)
         if self.audit_only:
             return self.transferer.audit(entry, self.audit_mode)
-        result = self.transferer.copy(entry, task_dir)
+        result = self.transferer.copy(entry, task_dir, sending)
         if self.audit_after_import and result.outcome == Outcome.SUCCEED:
             if result.size != entry.size:  # a listing without sizes (http): the copy learnt it
                 entry = dataclasses.replace(entry, size=result.size)
@@ -316,8 +319,9 @@ class Worker:
         if run.aborted:
             return FileResult(entry.key, Outcome.FAILED, detail="task aborted after an unexpected error "
                               "(workerAbortWhenUncatchedException=true)")
+        sending = run.runtime.account.file_sending(run.task.task_id)
         try:
-            return run.runtime.run_one(entry, run.folder, run.relist)
+            return run.runtime.run_one(entry, run.folder, run.relist, sending.add)
         except OperatorError as exc:
             # A destination or source that refuses the whole job: the file fails with the
             # reason; the operator fixes the config and runs retry.
@@ -328,6 +332,8 @@ class Worker:
             if run.runtime.abort_on_unexpected:
                 run.aborted = True
             return FileResult(entry.key, Outcome.FAILED, detail=f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            run.runtime.account.file_sent(sending)
 
     def _judge(self, run: TaskRun, result: FileResult, began: float) -> None:
         """Stop the job when this result proves it cannot work. Called before the file is
