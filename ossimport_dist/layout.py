@@ -535,6 +535,14 @@ class JobLayout:
         """Why the job stopped, or None. An unreadable record still stops it, saying so."""
         return _reason_in(self.job_failed_file, "the job stopped")
 
+    def fixed_since_stop(self) -> bool:
+        """The frozen job.cfg changed after the job stopped on a fatal error (a key fixed with
+        'console.sh set', or taken from the edited job file): a retry may now work."""
+        try:
+            return self.config_file.stat().st_mtime_ns > self.job_failed_file.stat().st_mtime_ns
+        except OSError:
+            return False
+
     def clear_job_failure(self) -> Optional[str]:
         """Let the job run again; returns the reason cleared."""
         reason = self.job_failure()

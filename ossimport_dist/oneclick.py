@@ -276,10 +276,11 @@ def _watch_job(paths: console.Paths, job_file: Path, asker: Asker, interval: flo
                       f"JobState:Failed")
                 return 1, s
             # Tasks whose TASK was damaged cannot run again, and a scan that gave up already
-            # retried with backoff, and a job stopped on a fatal error would stop the same way:
-            # its Reason says what to fix before 'console.sh retry'.
+            # retried with backoff, and a job stopped on a fatal error would stop the same way
+            # unless its settings were fixed since: its Reason says what to fix before a retry.
             retryable = s.failed_tasks - s.damaged_tasks
-            if (not s.scan_failed and not s.job_stopped and retryable > 0 and retries < max_retries
+            stuck = s.job_stopped and not job.fixed_since_stop()
+            if (not s.scan_failed and not stuck and retryable > 0 and retries < max_retries
                     and asker.ask(f"{retryable} task(s) failed. Retry them?", default=False)):
                 retries += 1
                 console.cmd_retry(paths, SimpleNamespace(job=s.name, resume=True))

@@ -23,6 +23,7 @@ from ossimport_dist.errors import DestinationError
 from ossimport_dist.fatal import FatalDetector
 from ossimport_dist.listformat import read_key
 from ossimport_dist.models import FileResult, Outcome
+from ossimport_dist.status import human_bytes
 from ossimport_dist.storage.errors import RequestFailed, fatal_error
 from test_distributed import deployed  # noqa: F401 - the fleet's agents, deployed once
 
@@ -152,7 +153,9 @@ def test_wrong_secret_stops_the_job_in_seconds_and_a_retry_after_the_fix_copies_
     first = r.stdout.splitlines()[0]
     assert first.startswith(f"retry job:{JOB}: the job had stopped (5 files in a row refused: {where}"), first
     assert first.endswith("); dispatching its tasks again"), first
-    assert r.stdout.splitlines()[1:] == [f"retry job:{JOB}: {failed_tasks} failed task(s) back to pending"]
+    resend = sum(len(files[k]) for k in failed)
+    assert r.stdout.splitlines()[1:] == [f"retry job:{JOB}: {failed_tasks} failed task(s) back to pending: "
+                                         f"{len(failed)} file(s), {human_bytes(resend)} to send again"]
     assert migration.wait_state(timeout=60)["JobState"] == "Succeed"
     assert_migrated(migration.bucket, files)
     assert not (migration.job_dir / "job.failed").exists()

@@ -397,8 +397,9 @@ def failed_with_a_wrong_secret(migration) -> dict:
     files = {f"photos/{i:03d}.jpg": os.urandom(200 + 37 * i) for i in range(14)}
     write_tree(migration.src, files)
     migration.write_conf(job_props={"destSecretKey": "wrong-" + migration.secret})
-    migration.ok("submit", str(migration.job_file))  # (--no-preflight once the preflight lands)
-    migration.ok("start")
+    # Past the preflight, which would refuse the wrong secret at once: the story is a job that failed.
+    migration.ok("submit", "--no-preflight", str(migration.job_file))
+    migration.ok("start", "--no-preflight")
     assert migration.wait_state(timeout=90)["JobState"] == "Failed"
     return files
 
@@ -416,8 +417,10 @@ def test_a_fixed_secret_is_taken_by_the_failed_job_without_a_rescan(migration):
     assert frozen.read_text().startswith(f"#submitted from {migration.job_file.resolve()}; settings sha256:")
     migration.write_conf()  # the operator fixes the file too: start and retry see no edit
     r = migration.console("retry")
-    assert r.returncode == 0 and r.stdout.startswith(f"retry job:local_test: {len(failed)} failed task(s) back to "
-                                                     f"pending: 14 file(s)"), r.stdout + r.stderr
+    # The wrong secret stopped the job (fatal): retry says so, then what it sends again.
+    stopped, moved = r.stdout.splitlines()
+    assert r.returncode == 0 and stopped.startswith("retry job:local_test: the job had stopped (5 files in a row"), r.stdout
+    assert moved.startswith(f"retry job:local_test: {len(failed)} failed task(s) back to pending: 14 file(s)"), r.stdout
     assert migration.secret not in process_cmdlines()
     assert migration.wait_state(timeout=90)["JobState"] == "Succeed"
     assert_migrated(migration.bucket, files)
@@ -426,10 +429,11 @@ def test_a_fixed_secret_is_taken_by_the_failed_job_without_a_rescan(migration):
     for log in (migration.work / "logs").iterdir():
         assert migration.secret not in log.read_text(errors="replace"), log
     assert "set job:local_test destSecretKey=******" in (migration.work / "logs" / "submit.log").read_text()
-    # The service that ran all along took it: no restart, the drivers rebuilt for the next tasks.
+    # The service that ran all along took it: no restart; the job it had stopped got drivers
+    # made from the fixed job.cfg once retried.
     service_log = (migration.work / "logs" / "ossimport2.log").read_text()
     assert service_log.count("service started (pid") == 1
-    assert "job local_test: job.cfg changed; the next tasks use its settings" in service_log
+    assert "job local_test: retried after it stopped; running again" in service_log
 
 
 def test_set_never_takes_a_secret_on_the_command_line(migration, tmp_path):
@@ -503,7 +507,7 @@ def test_an_edited_secret_is_taken_with_take_secrets_and_never_silently(migratio
 def test_set_on_a_terminal_asks_for_the_secret_without_echo(migration):
     write_tree(migration.src, {"a.txt": b"a"})
     migration.write_conf(job_props={"destSecretKey": "old-and-wrong"})
-    migration.ok("submit", str(migration.job_file))
+    migration.ok("submit", "--no-preflight", str(migration.job_file))
     term = Terminal(["bash", str(CONSOLE), "--sys", str(migration.sys_file), "set", "destSecretKey", "local_test"])
     try:
         term.expect("destSecretKey for job local_test (not shown): ")

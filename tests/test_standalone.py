@@ -96,10 +96,12 @@ def test_killed_master_resumes_its_scan_without_duplicate_or_missing_tasks(migra
     files = {f"d{i % 20:02d}/f{i:05d}.txt": f"{i}\n".encode() for i in range(3000)}
     write_tree(migration.src, files)
     migration.write_conf(sys_props={"workerTaskThreadNum": "2", "workerMaxThroughput(KB/s)": "1"},
-                         job_props={"taskObjectCountLimit": "3", "scanThreadCount": "4"})
+                         job_props={"taskObjectCountLimit": "1", "scanThreadCount": "4"})
     migration.ok("submit", str(migration.job_file))
     migration.ok("start")
     pid = migration.service_pid()
+    # One file per task: the scan writes 3,000 tasks, long enough to be killed in the middle
+    # of it however busy the machine (with 3 per task it sometimes ended before the kill).
     deadline = time.monotonic() + 30
     while len(os.listdir(migration.job_dir / "pending_tasks")) < 50:
         assert time.monotonic() < deadline
