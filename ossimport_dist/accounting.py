@@ -1,8 +1,10 @@
 """All counting in one place: transfers report files and bytes here, ``stat`` reads it back.
 
-A worker keeps one ``JobAccount`` per job. It counts finished files per running task and moved
-bytes in a sliding window (for the rate), and is written to ``progress.json`` once a second so
-``stat`` (another process) can show live figures without touching the transfer path.
+A worker keeps one ``JobAccount`` per job. It counts finished files per running task, the bytes
+of files being sent (read for an upload that has not finished: a large file moves ``stat`` before
+it ends), and moved bytes in a sliding window (for the rate), and is written to ``progress.json``
+once a second so ``stat`` (another process) can show live figures without touching the transfer
+path.
 """
 
 from __future__ import annotations
@@ -11,14 +13,32 @@ import json
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import (AUDIT_LOG, COUNTS_FILE, TASK_FILE, DamagedStateFile, damaged_reason, decode_state_json,
-                     job_root_of, move_aside, read_task_file, record_damage, write_atomic)
-from .listformat import audit_records, one_line
-from .models import MAX_CODE_LENGTH, OTHER_FAILURE, FileResult, TaskCounts
+from .layout import (AUDIT_LOG, COUNTS_FILE, ERROR_LIST, TASK_FILE, DamagedStateFile, damaged_reason,
+                     decode_state_json, iter_lines, job_root_of, move_aside, read_task_file, record_damage,
+                     write_atomic)
+from .listformat import audit_records, one_line, written_columns
+from .models import MAX_CODE_LENGTH, OTHER_FAILURE, FileResult, TaskCounts, needs_a_change
 
 RATE_WINDOW_S = 10.0
+
+
+SENDING_KEY = "sending_bytes"  # in a running task's entry of progress.json, beside its counts
+
+
+class SendingFile:
+    """The bytes of one file sent so far in this run, until the file finishes (whatever its
+    outcome, they then leave ``sending``: done bytes count the file once it succeeded)."""
+
+    def __init__(self, account: "JobAccount", task_id: str):
+        self._account, self.task_id, self.bytes = account, task_id, 0
+
+    def add(self, n: int) -> None:
+        """``n`` more bytes sent; a negative ``n`` takes back an attempt that will be sent again."""
+        with self._account._lock:
+            self.bytes = max(0, self.bytes + n)
 
 
 class JobAccount:
@@ -26,6 +46,7 @@ class JobAccount:
         self.job_name, self.host = job_name, host
         self._lock = threading.Lock()
         self._running: dict = {}  # task_id -> TaskCounts of files finished so far
+        self._sending: set = set()  # SendingFile of every file being copied now
         self._window: deque = deque()  # (time, bytes, files) samples, one per second at most
         self._bytes_total = 0
         self._files_total = 0
@@ -40,6 +61,18 @@ class JobAccount:
     def task_finished(self, task_id: str) -> None:
         with self._lock:
             self._running.pop(task_id, None)
+
+    def file_sending(self, task_id: str) -> SendingFile:
+        file = SendingFile(self, task_id)
+        with self._lock:
+            self._sending.add(file)
+        return file
+
+    def file_sent(self, file: SendingFile) -> None:
+        """The file finished (or its run stopped): its bytes are no longer being sent. Called
+        before its outcome is counted, so stat never shows its bytes twice, only briefly not."""
+        with self._lock:
+            self._sending.discard(file)
 
     def file_done(self) -> None:
         # The task's TaskCounts (shared with the worker's TaskRun) already holds the outcome.
@@ -68,6 +101,10 @@ class JobAccount:
         bps, fps = self.rate()
         with self._lock:
             running = {tid: vars(c).copy() for tid, c in self._running.items()}
+            for file in self._sending:
+                if file.task_id in running:
+                    entry = running[file.task_id]
+                    entry[SENDING_KEY] = entry.get(SENDING_KEY, 0) + file.bytes
         return {"host": self.host, "time": time.time(), "bytes_per_s": bps, "files_per_s": fps,
                 "running": running}
 
@@ -76,10 +113,13 @@ class JobAccount:
 
 
 def read_progress(path: Path) -> dict:
+    """The last progress.json; {} when there is none or it is not an object (edited by hand):
+    stat then counts without it."""
     try:
-        return json.loads(path.read_text("utf-8"))
+        doc = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
         return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def read_counts(task_dir: Path) -> TaskCounts:
@@ -175,3 +215,33 @@ def audit_failures(records) -> list:
 def audit_outcomes(audit_log: Path) -> dict:
     """key -> (outcome, detail) of an audit.log, the last line of a key winning."""
     return {key: (outcome, detail) for outcome, key, detail in audit_records(audit_log)}
+
+
+@dataclass
+class RetryCost:
+    """What 'console.sh retry' of a job sends again: the failed files of its failed tasks whose
+    TASK is intact (a damaged one cannot run again), and of them those no retry alone fixes."""
+
+    tasks: int = 0
+    files: int = 0
+    bytes: int = 0
+    needing_a_change: int = 0
+
+    @property
+    def only_needs_a_change(self) -> bool:
+        return self.files > 0 and self.needing_a_change >= self.files
+
+
+def retry_cost(failed_dirs: list) -> RetryCost:
+    cost = RetryCost()
+    for task_dir in failed_dirs:
+        if damaged_reason(task_dir) is not None:
+            continue
+        counts = read_counts(task_dir)
+        cost.tasks += 1
+        cost.files += counts.failed
+        cost.bytes += counts.failed_bytes
+        for line in iter_lines(task_dir / ERROR_LIST):
+            if line.strip() and needs_a_change(written_columns(line)[1]):
+                cost.needing_a_change += 1
+    return cost

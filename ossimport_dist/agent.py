@@ -89,9 +89,12 @@ class Agent:
         self._settings_seen = None
         self.throttle = Throttle(effective_rate(self.sys_cfg, read_budget(self.paths.budget_file)))
         self.backpressure = Backpressure()
-        self.worker = Worker(self.sys_cfg.worker_task_thread_num, self._task_finished, host=host)
+        self.worker = Worker(self.sys_cfg.worker_task_thread_num, self._task_finished, host=host,
+                             on_job_stopped=self._job_stopped)
         self.runtimes: dict = {}  # job -> (config mtime, JobRuntime)
         self._bad_jobs: dict = {}  # job -> error text, reported in the heartbeat
+        self._stops: dict = {}  # job -> (the JobRuntime that stopped, its report's id)
+        self._stop_count = 0
         self._finished = 0
 
     def _load_sys(self):
@@ -144,6 +147,21 @@ class Agent:
                     mark_task_damaged(task_dir, reason)
                     log.error("job %s: %s", job, reason)
 
+    def _job_stopped(self, runtime, reason: str) -> None:
+        # Reported in the heartbeat for as long as this runtime serves the job: the master marks
+        # the job once per report id. The master's next job.cfg (pushed after a retry) makes a
+        # fresh runtime, which ends the report.
+        self._stop_count += 1
+        self._stops[runtime.name] = (runtime, f"{self.host}:{os.getpid()}:{self._stop_count}")
+
+    def _stop_reports(self) -> dict:
+        reports = {}
+        for job, (runtime, report_id) in list(self._stops.items()):
+            current = self.runtimes.get(job)
+            if current is not None and current[1] is runtime:
+                reports[job] = {"reason": runtime.stopped, "id": report_id}
+        return reports
+
     def _task_finished(self, job: str, task_id: str, folder: Path, ok: bool) -> None:
         # STATUS in the folder is the signal; the tracker pulls the folder back.
         self._finished += 1
@@ -175,7 +193,7 @@ class Agent:
         return {"host": self.host, "pid": os.getpid(), "time": time.time(), "seq": time.monotonic_ns(),
                 "threads": self.worker.threads, "backlog": self.worker.backlog(),
                 "throughput_bps": self.throttle.rate, "finished_tasks": self._finished,
-                "jobs": jobs, "errors": dict(self._bad_jobs)}
+                "jobs": jobs, "errors": dict(self._bad_jobs), "stopped": self._stop_reports()}
 
     def run(self) -> int:
         self.home.ensure()

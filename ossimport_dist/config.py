@@ -35,6 +35,10 @@ AUDIT_MODES = ("simple", "general", "detailed")
 META_MODES = ("stat", "head")
 
 SECRET_KEYS = ("srcSecretKey", "destSecretKey", "workerPassword")
+# The job keys that say who the job is to the source and destination (for Azure, the account
+# name and key; for Qiniu, Upyun and the clouds, the key pair). Fixing one is the common case,
+# so they may change in a submitted job without a rescan; never typed on a command line.
+CREDENTIAL_KEYS = ("srcAccessKey", "srcSecretKey", "destAccessKey", "destSecretKey")
 REDACTED = "******"
 
 MIN_INCREMENTAL_INTERVAL = 900
@@ -137,6 +141,9 @@ class SysConfig:
     # New: seconds without a successful poll of a host, or a moving agent heartbeat, before the
     # tracker gives its tasks to other hosts.
     worker_heartbeat_timeout: int = 60
+    # New: seconds an endpoint may take no connection, with no file copied meanwhile, before the
+    # job stops Failed (fatal.FatalDetector).
+    worker_endpoint_down_timeout: int = 20
     # New: accept and remember the key of a host seen for the first time (default: refuse).
     ssh_accept_new_host_keys: bool = False
     # New: where the workers' SSH host keys are checked (OpenSSH's known_hosts format).
@@ -221,13 +228,14 @@ _SYS_KEYS = (
     _Key("workerRecordMd5", "worker_record_md5", "bool"),
     _Key("javaHeapMaxSize", "java_heap_max_size", "size", low=1),
     _Key("workerHeartbeatTimeout", "worker_heartbeat_timeout", "int", low=2, high=86400),
+    _Key("workerEndpointDownTimeout", "worker_endpoint_down_timeout", "int", low=1, high=86400),
     _Key("sshAcceptNewHostKeys", "ssh_accept_new_host_keys", "bool"),
     _Key("sshKnownHostsFile", "ssh_known_hosts_file", "str"),
 )
 
 # What a worker host needs of sys.properties; never the SSH credentials.
 WORKER_SYS_KEYS = ("workerTaskThreadNum", "workerMaxThroughput(KB/s)", "workerAbortWhenUncatchedException",
-                   "workerRecordMd5", "javaHeapMaxSize", "workingDir")
+                   "workerRecordMd5", "javaHeapMaxSize", "workingDir", "workerEndpointDownTimeout")
 
 JOB_KEY_NAMES = tuple(k.name for k in _JOB_KEYS)
 SYS_KEY_NAMES = tuple(k.name for k in _SYS_KEYS)
@@ -346,20 +354,34 @@ def edits_since_submit(frozen_path) -> tuple:
     """(the file the job was submitted from, its keys that differ from the frozen job now) when
     that file was edited since the submit; (None, []) when it was not, is gone, unreadable, or
     now holds another job. Secret values are never shown: '***changed***'."""
+    origin, now, then = _edited_settings(frozen_path)
+    changes = [f"{k} ***changed***" if k in SECRET_KEYS else f"{k} '{then.get(k, '')}' -> '{v}'"
+               for k, v in sorted(now.items()) if then.get(k) != v]
+    return (origin, changes) if changes else (None, [])
+
+
+def edited_keys(frozen_path) -> tuple:
+    """(the file the job came from, the names of the keys edited there since the submit), as
+    edits_since_submit tells them; (None, []) when none."""
+    origin, now, then = _edited_settings(frozen_path)
+    keys = [k for k, v in sorted(now.items()) if then.get(k) != v]
+    return (origin, keys) if keys else (None, [])
+
+
+def _edited_settings(frozen_path) -> tuple:
+    """(origin, its settings now, the frozen settings) when the origin changed since the submit,
+    else (None, {}, {})."""
     comment = frozen_comment(frozen_path)
     if DIGEST_MARK not in comment:
-        return None, []
+        return None, {}, {}
     origin, _, digest = comment[len(SUBMITTED_FROM):].rpartition(DIGEST_MARK)
     try:
         current, frozen = load_job(origin), load_job(frozen_path)
     except OperatorError:
-        return None, []
+        return None, {}, {}
     if current.job_name != frozen.job_name or settings_digest(current) == digest:
-        return None, []
-    now, then = current.properties(), frozen.properties()
-    changes = [f"{k} ***changed***" if k in SECRET_KEYS else f"{k} '{then.get(k, '')}' -> '{v}'"
-               for k, v in sorted(now.items()) if then.get(k) != v]
-    return (origin, changes) if changes else (None, [])
+        return None, {}, {}
+    return origin, current.properties(), frozen.properties()
 
 
 def redact_for_worker(sys_cfg: "SysConfig") -> dict:
@@ -781,6 +803,6 @@ def _case_hint(key, warnings):
 __all__ = [
     "JobConfig", "SysConfig", "load_job", "load_sys", "parse_job_text", "parse_sys_text",
     "parse_size", "format_size", "write_properties", "redact", "scrub_passwords", "is_job_name",
-    "SECRET_KEYS", "REDACTED",
+    "SECRET_KEYS", "CREDENTIAL_KEYS", "REDACTED",
     "SRC_TYPES", "DEST_TYPES", "JOB_KEY_NAMES", "SYS_KEY_NAMES", "TEST_MIN_INTERVAL_ENV",
 ]

@@ -1,10 +1,11 @@
 """``console.sh``: the operator's commands, with OssImport's names and words.
 
-    console.sh submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] [--json] | retry [job]
-               | errors [job] [-o file] | version
+    console.sh submit [--no-preflight] [job.cfg] | start [--resume|--take-secrets] [--no-preflight] | stop
+               | clean [job] | stat [detail] [job] [--json] | retry [--resume|--take-secrets] [job]
+               | errors [job] [-o file] | set key=value|credentialKey [--from job.cfg] [job] | version
 
 Every failure an operator can fix prints one line on stderr and exits non-zero (2 for bad
-configuration or state), never a traceback.
+configuration or state, or a job that preflight finds cannot work), never a traceback.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ STANDALONE_JOB_FILE = "local_job.cfg"
 DISTRIBUTED_JOB_FILE = "job.cfg"
 # Job keys that may change while the job runs ('console.sh set'); the rest is frozen at submit.
 LIVE_JOB_KEYS = ("jobMaxThroughput(KB/s)",)
+MAX_CREDENTIAL_BYTES = 4096  # the longest cloud key is a few hundred bytes; more is the wrong input
 SERVICE_MARK = "ossimport_dist.service_main"
 # How long 'start' waits for the service it forked to hold the service lock (or to exit).
 START_WAIT_S = 30.0
@@ -147,29 +149,46 @@ def _check_lock_file(home: Home) -> None:
         raise StateError(f"{lock} is not a regular file; remove it ('console.sh start' makes it again)")
 
 
-def refuse_edited_jobs(home: Home, names: list, hint: str) -> None:
+def refuse_edited_jobs(home: Home, names: list, hint: str, resume: bool = False,
+                       take_secrets: bool = False) -> None:
     """A job whose file was edited since its submit runs as submitted: never without a word.
-    ``hint`` says how to go on ('{job}' is the job's name)."""
+    When only credentials changed, ``resume`` or ``take_secrets`` takes them into the job (a
+    fixed key is the common edit); ``resume`` runs any other edit as submitted. ``hint`` says how
+    to go on ('{job}' is the job's name)."""
     for name in names:
-        origin, changes = config_mod.edits_since_submit(home.job(name).config_file)
-        if changes:
-            raise StateError(f"job {name} was submitted from {origin}, which has changed since "
-                             f"({', '.join(changes)}); the job would run as submitted: "
-                             + hint.format(job=name))
+        origin, keys = config_mod.edited_keys(home.job(name).config_file)
+        if not keys:
+            continue
+        credentials_only = all(k in config_mod.CREDENTIAL_KEYS for k in keys)
+        if credentials_only and (resume or take_secrets):
+            take_edited_credentials(home, name, origin, keys)
+            continue
+        if resume:
+            continue
+        _, changes = config_mod.edits_since_submit(home.job(name).config_file)
+        why = hint.format(job=name)
+        if credentials_only:
+            why = f"only credentials changed: '--take-secrets' takes them into the job without a rescan; or {why}"
+        elif take_secrets:
+            why = f"--take-secrets takes only {', '.join(config_mod.CREDENTIAL_KEYS)}; {why}"
+        raise StateError(f"job {name} was submitted from {origin}, which has changed since "
+                         f"({', '.join(changes)}); the job would run as submitted: {why}")
 
 
 def cmd_start(paths: Paths, args) -> int:
     home = paths.ensure_home()
     paths.warn_sys()
-    if not getattr(args, "resume", False):
-        decided = getattr(args, "decided", set())  # import.sh asked about its job already
-        refuse_edited_jobs(home, [n for n in home.job_names() if n not in decided],
-                           "'console.sh start --resume' runs it so, or 'console.sh clean {job}' and submit it again")
+    decided = getattr(args, "decided", set())  # import.sh asked about its job already
+    refuse_edited_jobs(home, [n for n in home.job_names() if n not in decided],
+                       "'console.sh start --resume' runs it so, or 'console.sh clean {job}' and submit it again",
+                       resume=getattr(args, "resume", False), take_secrets=getattr(args, "take_secrets", False))
     _check_lock_file(home)
     pid = service_pid(home)
     if pid is not None:
         print(f"service is already running (pid {pid}); logs in {home.logs / 'ossimport2.log'}")
         return 0
+    if not getattr(args, "no_preflight", False):
+        preflight_unstarted_jobs(home, skip=getattr(args, "preflighted", set()))
     if paths.distributed:
         paths.require_distributed("start")
         log_path = home.private_log("master.log")
@@ -207,6 +226,19 @@ def cmd_start(paths: Paths, args) -> int:
     else:
         print(f"service started (pid {proc.pid}); logs in {log_path}")
     return 0
+
+
+def preflight_unstarted_jobs(home: Home, skip=()) -> None:
+    """Preflight again for each job that has not copied anything yet (but those in ``skip``):
+    keys, buckets and endpoints may have changed since its submit, and a job that cannot work
+    never starts."""
+    from . import preflight
+
+    for name in home.job_names():
+        job = home.job(name)
+        if name not in skip and not job.copying_started():
+            preflight.check_job(config_mod.load_job(job.config_file),
+                                hint=f"the service was not started; {preflight.SKIP_HINT}")
 
 
 def _wait_until_holding(home: Home, proc: subprocess.Popen, log_path: Path) -> Optional[int]:
@@ -308,28 +340,87 @@ def cmd_deploy(paths: Paths, args) -> int:
 # -- set: the few job keys that may change while a job runs -------------------------------------
 def cmd_set(paths: Paths, args) -> int:
     key, sep, value = args.assignment.partition("=")
-    if not sep or key not in LIVE_JOB_KEYS:
-        raise StateError(f"'{args.assignment}': only {', '.join(LIVE_JOB_KEYS)} can change while a job runs "
-                         f"(write it as key=value); the rest needs 'clean' and 'submit'")
+    if key in config_mod.CREDENTIAL_KEYS and sep:
+        raise StateError(f"{key} is never given on the command line (it would show in 'ps' and the shell "
+                         f"history): run 'console.sh set {key} <job>' and type it, or 'console.sh set {key} "
+                         f"--from <job file> <job>'")
+    if key not in config_mod.CREDENTIAL_KEYS and (not sep or key not in LIVE_JOB_KEYS):
+        shown = args.assignment if key in LIVE_JOB_KEYS else key + ("=..." if sep else "")
+        raise StateError(f"'{shown}': only {', '.join(LIVE_JOB_KEYS)} (as key=value) and the credentials "
+                         f"({', '.join(config_mod.CREDENTIAL_KEYS)}, as a key alone) can change while a job "
+                         f"runs; the rest needs 'clean' and 'submit'")
+    if getattr(args, "from_file", None) and key not in config_mod.CREDENTIAL_KEYS:
+        raise StateError("--from takes a credential from a job file; other keys are written as key=value")
     names = job_names_for(paths, args.job)
     if len(names) != 1:
-        raise StateError(f"name the job: console.sh set {args.assignment} <job> "
+        raise StateError(f"name the job: console.sh set {_shown_assignment(args.assignment)} <job> "
                          f"(jobs: {', '.join(names) or 'none submitted'})")
     job = job_to_write(paths.home, names[0])
-    frozen = config_mod.load_job(job.config_file)
-    props = frozen.properties()
-    props[key] = value.strip()
-    # Validated as the whole file, so a bad value is named with its key and fix.
+    if key in config_mod.CREDENTIAL_KEYS:
+        value = _read_credential(key, job.name, getattr(args, "from_file", None))
+        shown = f"{key}={config_mod.REDACTED}"
+    else:
+        value = value.strip()
+        shown = f"{key}={value}"
+    rewrite_frozen_job(job, {key: value}, f"console set {key}")
+    log_line(paths.home, "submit.log", f"set job:{job.name} {shown}")
+    print(f"job:{job.name} {shown} (takes effect within seconds)")
+    return 0
+
+
+def _read_credential(key: str, job_name: str, from_file: Optional[str]) -> str:
+    """A credential's new value: from a job file, typed without echo on a terminal, or one line
+    of standard input (a script's pipe); never from the command line."""
+    if from_file:
+        value = config_mod.load_job(from_file).properties().get(key, "")
+        where = f"{key} in {from_file}"
+    elif sys.stdin.isatty():
+        import getpass
+
+        try:
+            value = getpass.getpass(f"{key} for job {job_name} (not shown): ")
+        except EOFError:
+            value = ""
+        where = f"the {key} typed"
+    else:
+        where = f"the first line of standard input (the {key})"
+        raw = sys.stdin.buffer.readline(MAX_CREDENTIAL_BYTES + 1)
+        if len(raw.rstrip(b"\r\n")) > MAX_CREDENTIAL_BYTES:
+            raise StateError(f"{where} is longer than {MAX_CREDENTIAL_BYTES} bytes, more than any key; nothing "
+                             f"changed: pipe the key alone, on one line")
+        try:
+            value = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise StateError(f"{where} is not UTF-8 text; nothing changed: pipe the key as text, on one "
+                             f"line") from None
+    if not value.strip():
+        raise StateError(f"{where} is empty; nothing changed: give the new value (a terminal asks for it, a "
+                         f"script pipes it as one line, or --from a job file that has it)")
+    return value.strip()
+
+
+def rewrite_frozen_job(job: JobLayout, changes: dict, label: str) -> None:
+    """The job's frozen job.cfg with ``changes``, checked as a whole file (a bad value is named
+    with its key and fix), still 0600 and still first with its submit comment, so start and
+    import.sh keep telling an edit of the job file. The service re-reads it within seconds."""
     import javaproperties
 
-    config_mod.parse_job_text(javaproperties.dumps(props, timestamp=False), f"console set {key}")
-    # The submit comment stays first: start and import.sh still tell an edit of the job file.
+    props = config_mod.load_job(job.config_file).properties()
+    props.update(changes)
+    config_mod.parse_job_text(javaproperties.dumps(props, timestamp=False), label)
     origin = config_mod.frozen_comment(job.config_file)
     config_mod.write_properties(job.config_file, props, mode=0o600,
                                 comment="\n".join(filter(None, (origin, "changed by console.sh set"))))
-    log_line(paths.home, "submit.log", f"set job:{job.name} {key}={value.strip()}")
-    print(f"job:{job.name} {key}={value.strip()} (takes effect within seconds)")
-    return 0
+
+
+def take_edited_credentials(home: Home, name: str, origin: str, keys: list) -> None:
+    """The credentials edited in the job's file since its submit, taken into the frozen job:
+    the job goes on where it is, no rescan."""
+    current = config_mod.load_job(origin).properties()
+    rewrite_frozen_job(home.job(name), {k: current[k] for k in keys}, f"credentials from {origin}")
+    log_line(home, "submit.log", f"job:{name}: took {', '.join(k + '=' + config_mod.REDACTED for k in keys)} "
+                                 f"from {origin}")
+    print(f"job:{name}: took the new {', '.join(keys)} from {origin} into the job, without a rescan")
 
 
 # -- submit / clean -----------------------------------------------------------------------------
@@ -346,8 +437,17 @@ def cmd_submit(paths: Paths, args) -> int:
     # directory exists, a list file is readable, an endpoint parses), so it fails here, not later.
     from .storage import open_job_destination, open_job_source
 
-    for open_driver in (open_job_source, open_job_destination):
-        open_driver(job_cfg).close()
+    opened = []
+    try:
+        for open_driver in (open_job_source, open_job_destination):
+            opened.append(open_driver(job_cfg))
+        if not getattr(args, "no_preflight", False):
+            from . import preflight
+
+            preflight.check_drivers(job_cfg, *opened)
+    finally:
+        for driver in opened:
+            driver.close()
     home = paths.ensure_home()
     home.private_log("submit.log")  # checked before the job exists, so a bad log leaves no half-submitted job
     job = job_to_write(home, job_cfg.job_name)
@@ -488,26 +588,46 @@ def cmd_retry(paths: Paths, args) -> int:
             print("another retry is running; nothing done")
             return 0
         names = job_names_for(paths, args.job)
-        if not getattr(args, "resume", False):
-            refuse_edited_jobs(home, names, "'console.sh retry --resume {job}' retries it so, or "
-                                            "'console.sh clean {job}' and submit it again")
+        if not names:
+            print("no job submitted; nothing to retry")  # retry runs from cron: not an error
+            return 0
+        refuse_edited_jobs(home, names, "'console.sh retry --resume {job}' retries it so, or "
+                                        "'console.sh clean {job}' and submit it again",
+                           resume=getattr(args, "resume", False), take_secrets=getattr(args, "take_secrets", False))
         for name in names:
-            job = job_to_write(home, name)
-            reason = job.clear_scan_failure()
-            if reason is not None:
-                log_line(home, "submit.log", f"retry job:{name}: the scan resumes (it had failed: {reason})")
-                print(f"retry job:{name}: the scan resumes from its checkpoints")
-            moved = job.retry_failed()
-            if moved:
-                log_line(home, "submit.log", f"retry job:{name}: {moved} failed task(s) back to pending")
-                print(f"retry job:{name}: {moved} failed task(s) back to pending")
-            stuck = sum(1 for d in job.failed_dirs() if damaged_reason(d))
-            if stuck:
-                print(f"retry job:{name}: {stuck} failed task(s) whose TASK file was damaged cannot run again; "
-                      f"'console.sh stat {name}' says what to do")
-            if not (moved or stuck or reason):
-                print(f"None failed tasks for job:{name}.")
+            _retry_job(home, name)
     return 0
+
+
+def _retry_job(home: Home, name: str) -> None:
+    from .accounting import retry_cost
+
+    job = job_to_write(home, name)
+    reason = job.clear_scan_failure()
+    if reason is not None:
+        log_line(home, "submit.log", f"retry job:{name}: the scan resumes (it had failed: {reason})")
+        print(f"retry job:{name}: the scan resumes from its checkpoints")
+    stopped = job.clear_job_failure()
+    if stopped is not None:
+        log_line(home, "submit.log", f"retry job:{name}: dispatching again (it had stopped: {stopped})")
+        print(f"retry job:{name}: the job had stopped ({stopped}); dispatching its tasks again")
+    cost = retry_cost(job.failed_dirs())  # before the move: it reads the failed folders
+    moved = job.retry_failed()
+    if moved:
+        line = (f"retry job:{name}: {moved} failed task(s) back to pending: {cost.files} file(s), "
+                f"{status_mod.human_bytes(cost.bytes)} to send again")
+        log_line(home, "submit.log", line)
+        print(line)
+        if cost.needing_a_change:
+            print(f"retry job:{name}: {cost.needing_a_change} of them fail again until the source or the "
+                  f"destination changes (missing at the source, or a name that cannot be a key); "
+                  f"'console.sh errors {name}' lists them")
+    stuck = sum(1 for d in job.failed_dirs() if damaged_reason(d))
+    if stuck:
+        print(f"retry job:{name}: {stuck} failed task(s) whose TASK file was damaged cannot run again; "
+              f"'console.sh stat {name}' says what to do")
+    if not (moved or stuck or reason or stopped):
+        print(f"nothing to retry: job {name} has no failed task")
 
 
 # -- stat -------------------------------------------------------------------------------------
@@ -651,6 +771,10 @@ def cmd_version(paths: Optional[Paths], args) -> int:
 
 
 # -- entry point ------------------------------------------------------------------------------
+NO_PREFLIGHT_HELP = ("do not check the destination and the source before copying (a read with "
+                     "the keys); for a store that allows writes but not reads, say")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="console.sh", description="ossimport-dist console")
     p.add_argument("--install-dir", default=os.environ.get("OSSIMPORT_HOME", "."),
@@ -661,9 +785,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", help="submit a job (default conf/local_job.cfg)")
     s.add_argument("job_file", nargs="?")
+    s.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT_HELP)
     s = sub.add_parser("start", help="start the service in the background")
     s.add_argument("--resume", action="store_true",
-                   help="run jobs as submitted even when their job file was edited since")
+                   help="run jobs as submitted even when their job file was edited since (an edit of "
+                        "credentials only is taken into the job)")
+    s.add_argument("--take-secrets", action="store_true",
+                   help="a job file whose only edits are credentials: take them into the job (no rescan)")
+    s.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT_HELP)
     sub.add_parser("stop", help="stop the service started by 'start'")
     s = sub.add_parser("clean", help="remove a job's state (not its destination objects)")
     s.add_argument("job", nargs="?")
@@ -675,15 +804,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the whole status as one JSON object (schema: docs/stat-json.md)")
     s = sub.add_parser("retry", help="move failed tasks back to pending")
     s.add_argument("--resume", action="store_true",
-                   help="retry even when the job file was edited since the submit (as submitted)")
+                   help="retry even when the job file was edited since the submit (as submitted; an edit "
+                        "of credentials only is taken into the job)")
+    s.add_argument("--take-secrets", action="store_true",
+                   help="a job file whose only edits are credentials: take them into the job (no rescan)")
     s.add_argument("job", nargs="?")
     s = sub.add_parser("errors", help="gather the failed objects of a job into one list file "
                                       "(key<TAB>reason), the input of a srcType=list job")
     s.add_argument("job", nargs="?")
     s.add_argument("-o", "--output", help="write here instead of standard output")
     sub.add_parser("deploy", help="install the agent on every host of the workers file (over SSH)")
-    s = sub.add_parser("set", help="change jobMaxThroughput(KB/s) of a running job")
-    s.add_argument("assignment", help="key=value")
+    s = sub.add_parser("set", help="change jobMaxThroughput(KB/s) or a credential of a submitted job",
+                       epilog="set jobMaxThroughput(KB/s)=N [job]; set destSecretKey [--from job.cfg] [job] "
+                              "reads the secret without echo, or one line of stdin, never from the command line")
+    s.add_argument("assignment", help="jobMaxThroughput(KB/s)=N, or a credential key alone")
+    s.add_argument("--from", dest="from_file", metavar="JOB_FILE", help="take the credential from this job file")
     s.add_argument("job", nargs="?")
     sub.add_parser("version")
     return p
@@ -696,7 +831,11 @@ COMMANDS = {"submit": cmd_submit, "start": cmd_start, "stop": cmd_stop, "clean":
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "set" and args.job is None and len(extra) == 1 and not extra[0].startswith("-"):
+        args.job, extra = extra[0], []  # 'set key --from file job': argparse stops at the option
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "stat":
         words = list(args.words)
         args.detail = bool(words) and words[0] == "detail"
@@ -724,10 +863,16 @@ def main(argv=None) -> int:
         return 141
 
 
+def _shown_assignment(assignment: str) -> str:
+    """What 'set' was given, as messages may repeat it: a credential's name, never its value."""
+    key = assignment.partition("=")[0]
+    return key if key in config_mod.CREDENTIAL_KEYS else assignment
+
+
 def _retype(args) -> str:
     """The command line the operator typed, with '{job}' for the job argument."""
     words = {"stat": "stat detail" if getattr(args, "detail", False) else "stat",
-             "set": f"set {getattr(args, 'assignment', '')}"}.get(args.command, args.command)
+             "set": f"set {_shown_assignment(getattr(args, 'assignment', ''))}"}.get(args.command, args.command)
     tail = f" -o {args.output}" if getattr(args, "output", None) else ""
     return words + " {job}" + tail
 

@@ -88,7 +88,7 @@ def run(install_dir: Path, interval: float = 1.0) -> int:
             "scanThreadCount": "2", "maxMultiThreadScanDepth": "1",
         }, comment="ossimport-dist demo job (made by import.sh --demo)")
         paths = console.Paths(install_dir, sys_file)
-        code, stat = run_flow(paths, job_file, Asker(True), interval, max_retries=1, stop_when_done=True)
+        code, stat = run_flow(paths, job_file, Asker(True), interval, max_retries=1)
         if code == 0:
             listed = sum(1 for _ in oss2.ObjectIteratorV2(
                 oss2.Bucket(oss2.Auth(DEMO_KEY_ID, secret), emulator.endpoint, DEMO_BUCKET), prefix="demo/"))

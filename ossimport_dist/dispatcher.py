@@ -14,7 +14,10 @@ heartbeat and the state of every task folder there. From that it
   while a job runs starts taking tasks), and pushes ``sys.properties`` (without secrets) and its
   share of the job-wide bandwidth budget, so both change while the job runs;
 - dispatches pending tasks by the host's free capacity: files accepted but not finished, against
-  its thread count, not round-robin.
+  its thread count, not round-robin;
+- marks a job stopped (``JobLayout.fail_job``) when an agent reports that its files proved the
+  job cannot work (keys refused, bucket gone, endpoint dead): no host gets its tasks until
+  'console.sh retry', whose first dispatch pushes the job's configuration again.
 
 The job's configuration reaches a host once per job, as ``worker/jobs/<job>/job.cfg`` with mode
 0600 (it holds the keys), never on a command line and never in a ``TASK`` file.
@@ -37,6 +40,7 @@ import javaproperties
 from . import config as config_mod
 from .errors import OperatorError
 from .failurelog import FailureLog
+from .fatal import stopped_job_reason
 from .hosts import Host
 from .layout import (DAMAGED_RESULTS, ERROR_LIST, MULTIPART_DIR, TASK_FILE, TASK_RESULTS, JobLayout, iter_lines,
                      task_inputs, write_atomic)
@@ -127,6 +131,7 @@ class HostState:
     draining: bool = False
     agent_started_at: float = -1e9
     pushed_configs: dict = field(default_factory=dict)  # job -> config mtime pushed
+    stops_taken: set = field(default_factory=set)  # ids of the agent's stop reports already acted on
     pushed_sys: object = None
     pushed_budget: object = None
 
@@ -231,6 +236,7 @@ class RemoteTracker:
         beat, remote = parse_snapshot(result.stdout)
         self._follow_heartbeat(host, state, conn, beat, now)
         jobs = {j.name: j for j in self.jobs()}
+        self._take_stops(host, state, jobs)
         self._collect(host, state, conn, jobs, remote)
         if not state.agent_alive:
             return
@@ -282,6 +288,28 @@ class RemoteTracker:
         if moved:
             log.warning("host %s: %s; %d task(s) back to pending", host, why, moved)
         state.running_tasks = 0
+
+    def _take_stops(self, host: Host, state: HostState, jobs: dict) -> None:
+        """Mark the jobs the agent stopped. A report stays in the heartbeat until the agent gets
+        the job's configuration again, so each is taken once: a job retried since is not
+        stopped again by the report that stopped it."""
+        reports = (state.beat or {}).get("stopped")
+        for name, report in (reports.items() if isinstance(reports, dict) else ()):
+            job = jobs.get(name)
+            if job is None or not isinstance(report, dict) or report.get("id") in state.stops_taken:
+                continue
+            state.stops_taken.add(report.get("id"))
+            reason = stopped_job_reason(name, str(report.get("reason") or "stopped by its worker"))
+            with self._lock:  # two hosts stopping it at once: marked and logged once
+                if job.job_failure() is not None:
+                    continue  # another host stopped it first
+                job.fail_job(reason)
+                states = [s for (_, s, _) in self.links.values()]
+            log.error("job %s stopped on %s: %s", name, host, reason)
+            for other in states:
+                # The retry's first dispatch then pushes job.cfg again: the agent makes a fresh
+                # runtime from it, with the fix if job.cfg carries it.
+                other.pushed_configs.pop(name, None)
 
     # -- results --------------------------------------------------------------------------
     def _collect(self, host: Host, state: HostState, conn, jobs: dict, remote: dict) -> None:
@@ -401,6 +429,8 @@ class RemoteTracker:
         for job in [jobs[n] for n in sorted(jobs)]:
             if free <= 0:
                 return
+            if job.job_failure() is not None:
+                continue  # stopped on a fatal error until 'console.sh retry'
             for task_id in job.pending_ids():
                 if free <= 0 or self.stop_event.is_set():
                     return

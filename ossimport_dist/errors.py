@@ -12,6 +12,9 @@ class OperatorError(Exception):
     # The store's error code when a refused request caused it (SignatureDoesNotMatch...): how
     # stat groups the files it failed. "" when the words say it (models.failure_code).
     reason_code = ""
+    # The configuration keys the fix goes into, when the raiser knows them (a store's refusal
+    # of a key): preflight points at the lines that set them.
+    config_keys: tuple = ()
 
 
 class ConfigError(OperatorError):
@@ -34,12 +37,30 @@ class StateError(OperatorError):
     exit_code = 2
 
 
+# How much a store's refusal proves (``refusal`` of the two errors below), for the job's judge
+# (``fatal.FatalDetector``): keys or permissions refused may be one object's ACL, so only a run
+# of them stops the job; a bucket gone or a clock off fails every request alike.
+KEYS_REFUSED = "keys refused"
+STORE_UNUSABLE = "store unusable"
+
+
 class SourceError(OperatorError):
     """The source cannot be listed or read."""
+
+    refusal = ""  # KEYS_REFUSED or STORE_UNUSABLE when a store said so
 
 
 class DestinationError(OperatorError):
     """The destination refused a request (credentials, bucket, endpoint)."""
+
+    refusal = ""  # KEYS_REFUSED or STORE_UNUSABLE when a store said so
+
+
+class PreflightError(OperatorError):
+    """The check before copying found that the job cannot work (keys, bucket, endpoint, source);
+    nothing was submitted or started."""
+
+    exit_code = 2
 
 
 class VerificationMismatch(OperatorError):

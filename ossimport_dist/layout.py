@@ -16,6 +16,8 @@
                                               (+ multipart/<sha1 of key>.json per open upload)
       master/jobs/<job>/scan.error            the last transient scan problem (the scan retries)
       master/jobs/<job>/scan.failed           why the scan or the job's load gave up: Failed until retry
+      master/jobs/<job>/job.failed            why the job stopped on a fatal error (keys refused, bucket
+                                              gone, endpoint dead): nothing dispatched until retry
       master/jobs/<job>/damaged.list          state files found damaged, and what was done about each
       master/jobs/<job>/abandoned_uploads/*.json   checkpoints of dropped late results (clean aborts them)
       worker/jobs/<job>/tasks/<taskid>/       a task a worker runs (TASK, then its results; its audit.log
@@ -64,6 +66,9 @@ CORRUPT_SUFFIX = ".corrupt"  # a damaged state file is renamed <name>.corrupt, k
 # the scan gave up (the job is Failed until 'console.sh retry' removes it); damaged state files.
 SCAN_ERROR_FILE = "scan.error"
 SCAN_FAILED_FILE = "scan.failed"
+# Why the job stopped on an error no retry of another file can fix: no task is dispatched, and
+# the job ends Failed, until 'console.sh retry' removes it.
+JOB_FAILED_FILE = "job.failed"
 DAMAGED_LIST = "damaged.list"
 MULTIPART_DIR = "multipart"  # one checkpoint (small JSON) per multipart upload the task has open
 # Checkpoints of a late result that was dropped: nothing will complete their uploads; clean aborts them.
@@ -81,6 +86,18 @@ STATUS_FAILED = "Failed"
 STANDALONE_HOST = "localhost"
 
 log = logging.getLogger("ossimport.layout")
+
+
+def _reason_in(path: Path, what: str) -> Optional[str]:
+    """The first line of a one-line record of why something gave up (``what``), or None when
+    there is none; a record that cannot be read, or an empty one, says so."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{what}, and its reason in {path} cannot be read: {exc}"
+    return (data.decode("utf-8", "replace").strip().splitlines() or [""])[0] or f"{what} ({path} is empty)"
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -504,20 +521,40 @@ class JobLayout:
 
     def scan_failure(self) -> Optional[str]:
         """Why the scan gave up, or None. An unreadable record still fails the job, saying so."""
-        try:
-            data = self.scan_failed_file.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            return f"the scan gave up, and its reason in {self.scan_failed_file} cannot be read: {exc}"
-        return (data.decode("utf-8", "replace").strip().splitlines() or [""])[0] or \
-            f"the scan gave up ({self.scan_failed_file} is empty)"
+        return _reason_in(self.scan_failed_file, "the scan gave up")
 
     def clear_scan_failure(self) -> Optional[str]:
         """Let the scan run again (it resumes from its checkpoints); returns the reason cleared."""
         reason = self.scan_failure()
         if reason is not None:
             self.scan_failed_file.unlink()
+        return reason
+
+    @property
+    def job_failed_file(self) -> Path:
+        return self.root / JOB_FAILED_FILE
+
+    def fail_job(self, reason: str) -> None:
+        """Stop the job: nothing more is dispatched and it ends Failed with ``reason``."""
+        write_atomic(self.job_failed_file, (reason.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+
+    def job_failure(self) -> Optional[str]:
+        """Why the job stopped, or None. An unreadable record still stops it, saying so."""
+        return _reason_in(self.job_failed_file, "the job stopped")
+
+    def fixed_since_stop(self) -> bool:
+        """The frozen job.cfg changed after the job stopped on a fatal error (a key fixed with
+        'console.sh set', or taken from the edited job file): a retry may now work."""
+        try:
+            return self.config_file.stat().st_mtime_ns > self.job_failed_file.stat().st_mtime_ns
+        except OSError:
+            return False
+
+    def clear_job_failure(self) -> Optional[str]:
+        """Let the job run again; returns the reason cleared."""
+        reason = self.job_failure()
+        if reason is not None:
+            self.job_failed_file.unlink()
         return reason
 
     def damaged_files(self) -> list:
@@ -630,6 +667,11 @@ class JobLayout:
                     if n.startswith(prefix) and parse_finished_name(n)[0] == task_id:
                         return d / n
         return None
+
+    def copying_started(self) -> bool:
+        """A task was dispatched or has finished: the job has begun to copy."""
+        return bool(any(self.dispatched_ids(h) for h in self.dispatched_hosts())
+                    or self.succeed_dirs() or self.failed_dirs())
 
     def failed_dirs(self) -> list:
         return sorted(p for p in self.failed.iterdir() if p.is_dir()) if self.failed.is_dir() else []

@@ -78,6 +78,21 @@ INVALID_KEY = "INVALID_KEY"
 SOURCE_NOT_READABLE = "SOURCE_NOT_READABLE"
 # Refusals a retry looks up again: the source may have the key, or let it be read, by then.
 SOURCE_REFUSALS = (SOURCE_NOT_EXIST, SOURCE_NOT_READABLE)
+# A file queued when its job stopped on a fatal error (keys refused, bucket gone, endpoint dead):
+# failed without a request, so that a retry once it is fixed sends it.
+JOB_STOPPED = "JOB_STOPPED"
+# Failures that a retry cannot fix until something changes at the source or destination: the
+# file is not there, the list names a key that cannot be one, the destination refuses the name.
+# import.sh does not offer a retry when every failed file is one of these.
+NEEDS_A_CHANGE = (SOURCE_NOT_EXIST, INVALID_KEY)
+# A destination's refusal of the name itself, as RequestFailed.describe words it ('PutObject <key>:
+# HTTP 400 InvalidObjectName ...'): OSS's and S3's codes.
+_DEST_REFUSED_NAME = re.compile(r": HTTP 400 (InvalidObjectName|KeyTooLongError)\b")
+
+
+def needs_a_change(reason: str) -> bool:
+    """True when ``reason`` (an error.list reason) is a failure no retry alone can fix."""
+    return reason.startswith(NEEDS_A_CHANGE) or _DEST_REFUSED_NAME.search(reason) is not None
 
 
 # A failure's reason code, as 'stat' groups failures ("Failed by reason: ..."). A code word of the
@@ -153,6 +168,9 @@ class FileResult:
     # Why it failed, as stat groups failures: set where the failure is made when it knows more
     # than its words (a request's OSS/S3 code), else read from the detail. "" when it did not fail.
     code: str = ""
+    # The exception a failure came from (never written anywhere): what the job's fatal-error
+    # judge reads, rather than the words of ``detail``.
+    cause: Optional[BaseException] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.ok and not self.code:

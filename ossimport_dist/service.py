@@ -24,6 +24,7 @@ from . import config as config_mod
 from . import servicelock
 from .accounting import JobAccount
 from .errors import OperatorError
+from .fatal import FatalDetector, stopped_job_reason
 from .layout import Home, JobLayout, private_file, write_atomic
 from .scanner import ListingRetry, ScanFailed, Scanner, SplitLimits, damaged_checkpoints
 from .storage import open_job_destination, open_job_source
@@ -48,9 +49,12 @@ def open_job_drivers(job_cfg):
     return open_job_source(job_cfg), open_job_destination(job_cfg)
 
 
-def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressure, host: str) -> JobRuntime:
+def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressure, host: str,
+                  account: Optional[JobAccount] = None) -> JobRuntime:
+    """``account``: the job's account when the runtime is rebuilt for a changed job.cfg, so the
+    tasks still running on the old one stay counted."""
     source, destination = open_job_drivers(job_cfg)
-    account = JobAccount(job_cfg.job_name, host)
+    account = account or JobAccount(job_cfg.job_name, host)
     options = TransferOptions(
         multipart_threshold=job_cfg.multipart_upload_threshold,
         part_size=job_cfg.multipart_upload_part_size,
@@ -61,10 +65,12 @@ def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressu
     )
     transferer = Transferer(source, destination, options, throttle, on_bytes=account.add_bytes,
                              backpressure=backpressure)
+    health = FatalDetector(unreachable_for=sys_cfg.worker_endpoint_down_timeout,
+                           source_problem=source.root_problem)
     return JobRuntime(name=job_cfg.job_name, transferer=transferer, account=account,
                       audit_only=job_cfg.job_type == "audit", audit_mode=job_cfg.audit_mode,
                       audit_after_import=job_cfg.is_audit_after_import,
-                      abort_on_unexpected=sys_cfg.worker_abort_when_uncatched_exception)
+                      abort_on_unexpected=sys_cfg.worker_abort_when_uncatched_exception, health=health)
 
 
 class Master:
@@ -260,23 +266,75 @@ class StandaloneService(ServiceLoop):
         sys_cfg = self.sys.current
         self.throttle = Throttle(throughput_bps(sys_cfg))
         self.backpressure = Backpressure()  # one per worker: a throttled destination slows every thread
-        self.worker = Worker(sys_cfg.worker_task_thread_num, self._task_finished)
+        self.worker = Worker(sys_cfg.worker_task_thread_num, self._task_finished, on_job_stopped=self._job_stopped)
         self.tracker = LocalTracker(self.worker, self._runtime_for)
-        self.runtimes: dict = {}
+        self.runtimes: dict = {}  # job name -> JobRuntime
+        self.config_stamps: dict = {}  # job name -> mtime of the job.cfg its runtime was built from
         self.master = Master(home, self.stop_event, self._job_loaded)
         self._last_progress = self._last_reload = 0.0
 
     def _runtime_for(self, name: str) -> JobRuntime:
-        return self.runtimes[name]
+        """The job's runtime for a task about to run, rebuilt when its job.cfg changed since
+        ('console.sh set' of a fixed secret): the next tasks use the new drivers, no restart.
+        A stopped job's runtime is rebuilt only once retried (``_resume_retried_jobs``)."""
+        runtime = self.runtimes[name]
+        job = self.home.job(name)
+        now = _config_stamp(job)
+        if now is None or now == self.config_stamps.get(name) or runtime.stopped is not None:
+            return runtime
+        try:
+            job_cfg = config_mod.load_job(job.config_file)
+            runtime = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure, "localhost",
+                                    account=runtime.account)
+        except OperatorError as exc:
+            log.error("job %s: job.cfg changed but cannot be used, keeping the settings it had: %s", name, exc)
+        else:
+            log.info("job %s: job.cfg changed; the next tasks use its settings", name)
+        self.runtimes[name], self.config_stamps[name] = runtime, now
+        return runtime
 
     def _job_loaded(self, name: str, job_cfg, job: JobLayout) -> None:
-        self.runtimes[name] = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure,
-                                            "localhost")
+        runtime = build_runtime(job_cfg, self.sys.current, self.throttle, self.backpressure, "localhost")
+        stopped = job.job_failure()
+        if stopped is not None:  # stopped before this start: its leftover tasks drain, not run
+            runtime.stop(stopped)
+        self.runtimes[name], self.config_stamps[name] = runtime, _config_stamp(job)
         self.tracker.reconcile(job)
 
+    def _job_stopped(self, runtime: JobRuntime, reason: str) -> None:
+        """A job's files proved it cannot work: mark it, so nothing more is dispatched and it
+        ends Failed with the reason once its queued files have drained."""
+        job = self.master.jobs.get(runtime.name)
+        if job is not None and job.exists():
+            job.fail_job(stopped_job_reason(runtime.name, reason))
+
+    def _resume_retried_jobs(self) -> None:
+        """A stopped job whose mark 'console.sh retry' removed runs again: on drivers made from
+        its job.cfg as it is now (the fix may be a key written there), judged afresh. Only once
+        none of its tasks is in the worker: until then the stop may not be marked yet."""
+        for name, runtime in list(self.runtimes.items()):
+            job = self.master.jobs.get(name)
+            if runtime.stopped is None or job is None or self.worker.running(name):
+                continue
+            if job.job_failure() is not None:
+                continue
+            stamp = _config_stamp(job)
+            try:
+                fresh = build_runtime(config_mod.load_job(job.config_file), self.sys.current, self.throttle,
+                                      self.backpressure, "localhost", account=runtime.account)
+            except OperatorError as exc:
+                log.error("job %s: cannot run again: %s", name, exc)
+                job.fail_job(stopped_job_reason(name, str(exc)))
+                continue
+            log.info("job %s: retried after it stopped; running again", name)
+            self.runtimes[name], self.config_stamps[name] = fresh, stamp
+            runtime.close()
+
     def _task_finished(self, job_name: str, task_id: str, folder: Path, ok: bool) -> None:
-        job = self.master.jobs.get(job_name)
-        if job is None or not job.exists():
+        # A resumed task whose files were all logged before a crash finishes inside reconcile,
+        # before the master lists its job: its folders are there all the same.
+        job = self.master.jobs.get(job_name) or self.home.job(job_name)
+        if not job.exists():
             return  # the job was cleaned while the task ran
         try:
             self.tracker.task_finished(job, task_id, folder, ok)
@@ -303,6 +361,7 @@ class StandaloneService(ServiceLoop):
 
     def tick(self, now: float) -> None:
         self.master.refresh()
+        self._resume_retried_jobs()
         self.tracker.dispatch_round(self.master.ordered_jobs())
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
@@ -325,6 +384,13 @@ class StandaloneService(ServiceLoop):
                 runtime.account.write(job.stats_file)
             except OSError:
                 pass
+
+
+def _config_stamp(job: JobLayout) -> Optional[int]:
+    try:
+        return job.config_file.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 class _ScrubbingFormatter(logging.Formatter):

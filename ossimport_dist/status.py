@@ -3,7 +3,10 @@ per-host view all read the ``JobStatus`` made here.
 
 The status is read from the state tree (finished task folders' COUNTS, the scan's checkpoints,
 the live ``progress.json`` the service writes once a second, ``master/hosts/<host>.json``), never
-from the service's memory, so it is the same whoever asks and survives the service.
+from the service's memory, so it is the same whoever asks and survives the service. Once the
+service is gone (stopped, or killed), running tasks are counted from their audit.log, the
+durable record written line by line; a task whose folder is on another host (distributed, the
+master gone) from the last progress.json, said with its time.
 ``docs/stat-json.md`` documents the JSON form and ``docs/stat.schema.json`` is its schema.
 """
 
@@ -16,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import config as config_mod
-from .accounting import read_counts, read_progress
+from .accounting import SENDING_KEY, read_counts, read_progress, recount
 from .errors import OperatorError
-from .layout import DAMAGED_FILE, DAMAGED_LIST, Home, JobLayout, damaged_reason, parse_finished_name
+from .layout import (AUDIT_LOG, DAMAGED_FILE, DAMAGED_LIST, Home, JobLayout, damaged_reason,
+                     parse_finished_name)
 from .models import reasons_text
 from .scanner import scanned_totals
 
@@ -94,12 +98,15 @@ class JobStatus:
     objects: int  # listed so far (all of them once scan_finished)
     bytes: int
     totals: Totals
+    sending_bytes: int  # of files being copied now, not yet done: bytes read for their upload
+    running_as_of: Optional[float]  # running tasks counted from a progress.json this old (master gone)
     bytes_per_s: float
     files_per_s: float
     eta_s: Optional[float]  # while Running with a finished scan and a rate; else None
     reasons: list  # one line each: why the job cannot go on (scan gave up, damaged TASKs)
     scan_error: str  # the last listing error being retried, "" when none
     scan_failed: bool
+    job_stopped: bool  # stopped on a fatal error (bucket gone, keys refused...): reasons[0] says which
     damaged: list  # state files found damaged and what was done about them
     hint: str  # what the operator does next, "" when nothing
     by_host: dict = field(default_factory=dict)  # host -> HostTotals
@@ -151,31 +158,37 @@ def job_status(home: Home, job: JobLayout, service_running: bool) -> JobStatus:
         else:
             row.failed_tasks += 1
         row.bytes += counts.succeed_bytes
-    progress = read_progress(job.stats_file) if service_running else {}
-    for task_id, counts in progress.get("running", {}).items():
-        # Files of a task now failed and retried were counted in its failed folder, which
-        # retry removed, so adding running counts never counts a file twice.
-        if task_id not in finished_ids:
-            totals.add(counts)
-            _add_reasons(reasons, counts.get("reasons"))
     objects, size, _ = scanned_totals(job)
+    progress = read_progress(job.stats_file)
+    running, as_of = _running_counts(job, progress, service_running, finished_ids)
+    for counts in running:
+        totals.add(counts)
+        _add_reasons(reasons, counts.get("reasons"))
+    # Never above what is left: a file that finished between two reads is not shown twice.
+    sending = min(sum(c[SENDING_KEY] for c in running if type(c.get(SENDING_KEY)) is int),
+                  max(0, size - totals.done_bytes - totals.failed_bytes))
+    if not service_running:
+        progress = {}  # a dead service's rate is not a rate, nor is anything being sent
     scan_done = job.scan_finished
-    scan_failure = job.scan_failure()
-    state = _state(job, service_running, scan_done, scan_failure, pending, dispatched,
+    scan_failure, job_failure = job.scan_failure(), job.job_failure()
+    state = _state(job, service_running, scan_done, scan_failure or job_failure, pending, dispatched,
                    bool(succeed_dirs), bool(failed_dirs))
     damaged_tasks = [r for r in map(damaged_reason, failed_dirs) if r]
     bytes_per_s = float(progress.get("bytes_per_s", 0.0) or 0.0)
     eta = None
     if state == RUNNING and scan_done and bytes_per_s > 0:
-        eta = max(0.0, size - totals.done_bytes - totals.failed_bytes) / bytes_per_s
+        eta = max(0.0, size - totals.done_bytes - totals.failed_bytes - sending) / bytes_per_s
     return JobStatus(
         name=job.name, job_type=_job_type(job), state=state, pending_tasks=pending, dispatched_tasks=dispatched,
         succeed_tasks=len(succeed_dirs), failed_tasks=len(failed_dirs), damaged_tasks=len(damaged_tasks),
-        scan_finished=scan_done, objects=objects, bytes=size, totals=totals, bytes_per_s=bytes_per_s,
+        scan_finished=scan_done, objects=objects, bytes=size, totals=totals,
+        sending_bytes=sending if service_running else 0, running_as_of=as_of, bytes_per_s=bytes_per_s,
         files_per_s=float(progress.get("files_per_s", 0.0) or 0.0), eta_s=eta,
-        reasons=([scan_failure] if scan_failure is not None else []) + damaged_tasks,
-        scan_error=job.scan_error(), scan_failed=scan_failure is not None, damaged=job.damaged_files(),
-        hint=_hint(job.name, state, len(failed_dirs) - len(damaged_tasks), scan_failure is not None),
+        reasons=[r for r in (job_failure, scan_failure) if r is not None] + damaged_tasks,
+        scan_error=job.scan_error(), scan_failed=scan_failure is not None, job_stopped=job_failure is not None,
+        damaged=job.damaged_files(),
+        hint=_hint(job.name, state, len(failed_dirs) - len(damaged_tasks), scan_failure is not None,
+                   job_failure is not None),
         by_host=by_host, failed_by_reason=_largest_first(reasons),
         incremental=_incremental(job) if job.round_file.exists() or job.round_dir(0).is_dir() else None)
 
@@ -193,11 +206,38 @@ def _largest_first(reasons: dict) -> dict:
     return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _state(job: JobLayout, service_running: bool, scan_done: bool, scan_failure: Optional[str],
+def _running_counts(job: JobLayout, progress: dict, service_running: bool, finished_ids: set) -> tuple:
+    """(counts of each running task, the time of the progress.json they came from or None).
+
+    While the service runs, its progress.json (files and the bytes being sent, once a second).
+    Once it is gone, the dispatched tasks' audit.logs: written line by line, they hold every
+    file done up to the moment it died. A task whose folder is not on this machine (a worker
+    host, the master gone) keeps the last progress.json's counts, said as of its time."""
+    live = progress.get("running", {}) if isinstance(progress.get("running"), dict) else {}
+    # Files of a task now failed and retried were counted in its failed folder, which retry
+    # removed, so adding running counts never counts a file twice.
+    if service_running:
+        return [c for tid, c in live.items() if tid not in finished_ids and isinstance(c, dict)], None
+    counts, stale = [], False
+    for host in job.dispatched_hosts():
+        for task_id in job.dispatched_ids(host):
+            folder = job.worker_tasks / task_id
+            if task_id in finished_ids:
+                continue
+            if (folder / AUDIT_LOG).is_file():
+                counts.append(vars(recount(folder)))
+            elif isinstance(live.get(task_id), dict):
+                counts.append(live[task_id])
+                stale = True
+    as_of = progress.get("time") if stale and isinstance(progress.get("time"), (int, float)) else None
+    return counts, as_of
+
+
+def _state(job: JobLayout, service_running: bool, scan_done: bool, stopped_by: Optional[str],
            pending: int, dispatched: int, any_succeed: bool, any_failed: bool) -> str:
-    if scan_failure is not None and dispatched == 0:
+    if stopped_by is not None and dispatched == 0:
         # A scan that gave up leaves part of the source unlisted: never Succeed. Pending tasks
-        # of a job that could not even load would wait for ever.
+        # of a job that could not even load, or that stopped on a fatal error, wait for a retry.
         return FAILED
     if scan_done and pending == 0 and dispatched == 0:
         return FAILED if any_failed else SUCCEED
@@ -208,12 +248,15 @@ def _state(job: JobLayout, service_running: bool, scan_done: bool, scan_failure:
     return ABORT
 
 
-def _hint(name: str, state: str, retryable_tasks: int, scan_failed: bool) -> str:
+def _hint(name: str, state: str, retryable_tasks: int, scan_failed: bool, job_stopped: bool) -> str:
     if state == ABORT:
         return (f"the service is not running (stopped, or killed); 'console.sh start' or 'bash import.sh' "
                 f"resumes job {name} where it stopped")
     if state == SUBMITTED:
         return f"'console.sh start' runs job {name}"
+    if state == FAILED and job_stopped:
+        return (f"fix what the Reason says, then 'console.sh retry {name}' sends the files not copied "
+                f"(the job's other tasks wait in pending_tasks/)")
     if state == FAILED and (retryable_tasks or scan_failed):
         return (f"once the cause is fixed, 'console.sh retry {name}' runs the failed tasks again "
                 f"(only their failed files are sent)" if retryable_tasks else
@@ -323,10 +366,16 @@ def format_stat(s: JobStatus) -> str:
                  f"skipped {t.skipped}{not_regular}, failed {t.failed}")
     # Done means copied or skipped: bytes that failed are not done, they are said apart.
     pct = f" ({100.0 * t.done_bytes / s.bytes:.1f}%)" if s.bytes else ""
-    lines.append(f"Bytes:{human_bytes(t.done_bytes)}/{human_bytes(s.bytes)}{pct} done, "
+    # Sending: read for uploads not finished yet; it becomes done (or failed) with its file.
+    sending = f"sending {human_bytes(s.sending_bytes)}, " if s.state == RUNNING else ""
+    lines.append(f"Bytes:{human_bytes(t.done_bytes)}/{human_bytes(s.bytes)}{pct} done, {sending}"
                  f"failed {human_bytes(t.failed_bytes)}")
     if s.failed_by_reason:
         lines.append(f"Failed by reason: {reasons_text(s.failed_by_reason)}")
+    if s.running_as_of is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.running_as_of))
+        lines.append(f"Running Tasks:counted as of {when}, the last report of their hosts before the "
+                     f"master stopped (their audit.log on each host has the rest)")
     if s.state == RUNNING:
         eta = human_duration(s.eta_s) if s.eta_s is not None else "unknown"
         lines.append(f"Rate:{human_bytes(s.bytes_per_s)}/s, {s.files_per_s:.0f} files/s, ETA:{eta}")

@@ -64,11 +64,15 @@ class LocalTracker:
         return self.worker.backlog() < self.worker.threads * self.files_per_thread
 
     def dispatch_round(self, jobs: list) -> int:
-        """Dispatch pending tasks, oldest job first, while the worker has room."""
+        """Dispatch pending tasks, oldest job first, while the worker has room. A job stopped on
+        a fatal error gets none until 'console.sh retry' clears its mark and the service has
+        given it a fresh runtime (its stopped one would fail them unsent)."""
         sent = 0
         for job in jobs:
             if not self.has_capacity():
                 return sent
+            if job.job_failure() is not None or self.runtime_for(job.name).stopped is not None:
+                continue
             for task_id in job.pending_ids():
                 if not self.has_capacity():
                     return sent

@@ -129,24 +129,38 @@ def _failure_text(exc: Exception) -> str:
 def _failed(key: str, exc: Exception) -> FileResult:
     """A file failed by ``exc``, with the store's code when a request failed."""
     code = exc.reason_code if isinstance(exc, RequestFailed) else ""
-    return FileResult(key, Outcome.FAILED, detail=_failure_text(exc), code=code)
+    return FileResult(key, Outcome.FAILED, detail=_failure_text(exc), code=code, cause=exc)
+
+
+def _take_back(sending: Optional[Callable], n: int) -> None:
+    if sending is not None and n:
+        sending(-n)
 
 
 class Transferer:
     """Copies objects; one instance may be shared by all threads of a worker.
 
     ``on_bytes(n)`` is called with the bytes of each part or small object once the destination
-    has accepted it, so totals never count an attempt that is later retried.
+    has accepted it, so the rate never counts an attempt that is later retried.
+
+    ``copy(..., sending=f)`` calls ``f(n)`` per chunk read for the upload, so a large file shows
+    progress before it ends, and ``f(-n)`` for an attempt that failed and is sent again (a
+    retried part is counted once). Parts a resumed multipart upload adopts from its checkpoint
+    count at once: they are at the destination already, though not in the rate.
+
+    ``halted`` is set when the job stops on a fatal error: a request that fails then is not
+    tried again, so the files in flight end within one request instead of a full backoff.
     """
 
     def __init__(self, source, destination, options: TransferOptions,
                  throttle: Optional[Throttle] = None, on_bytes: Optional[Callable] = None,
-                 backpressure: Optional[Backpressure] = None, sleep=time.sleep):
+                 backpressure: Optional[Backpressure] = None, sleep: Optional[Callable] = None):
         self.source, self.destination, self.options = source, destination, options
         self.throttle = throttle or Throttle(0)
         self.on_bytes = on_bytes
-        self.backpressure = backpressure or Backpressure(sleep=sleep)
-        self._sleep = sleep
+        self.halted = threading.Event()
+        self.backpressure = backpressure or Backpressure(sleep=sleep or time.sleep)
+        self._sleep = sleep or self.halted.wait  # a backoff ends at once when the job stops
         self._random = random.Random()
         # Built-in table only: the same file gets the same Content-Type on every worker host,
         # whatever /etc/mime.types says there.
@@ -197,6 +211,9 @@ class Transferer:
 
     # ---------------------------------------------------------------- retry machinery
 
+    def _gives_up(self, failure: RequestFailed, attempt: int) -> bool:
+        return not failure.retryable or attempt >= self.options.max_attempts or self.halted.is_set()
+
     def _backoff(self, attempt: int, failure: RequestFailed) -> None:
         if failure.throttled:
             self.backpressure.signal()
@@ -211,7 +228,7 @@ class Transferer:
             try:
                 result = fn(*args)
             except RequestFailed as failure:
-                if not failure.retryable or attempt >= self.options.max_attempts:
+                if self._gives_up(failure, attempt):
                     raise
                 self._backoff(attempt, failure)
                 attempt += 1
@@ -249,8 +266,24 @@ class Transferer:
         if size != entry.size or _mtime_moved(entry, mtime):
             raise _Changed(entry, size, mtime)
 
-    def _read(self, entry: ObjectEntry, offset: int, length: int, want_md5: bool):
-        """(bytes, crc64, md5 hex or None, stream headers) of one range, read in one pass."""
+    def _read(self, entry: ObjectEntry, offset: int, length: int, want_md5: bool,
+              sending: Optional[Callable] = None):
+        """(bytes, crc64, md5 hex or None, stream headers) of one range, read in one pass;
+        ``sending(n)`` per chunk, and the chunks taken back when the read fails."""
+        counted = [0]
+
+        def sent(n: int) -> None:
+            if sending is not None:
+                sending(n)
+                counted[0] += n
+
+        try:
+            return self._read_counted(entry, offset, length, want_md5, sent)
+        except BaseException:
+            _take_back(sending, counted[0])
+            raise
+
+    def _read_counted(self, entry: ObjectEntry, offset: int, length: int, want_md5: bool, sent: Callable):
         whole = offset == 0 and length == entry.size
         # The whole object is opened unbounded so that a file that grew shows up as extra bytes.
         stream = self.source.open(entry, 0, None) if whole else self.source.open(entry, offset, length)
@@ -267,6 +300,7 @@ class Transferer:
                 if not piece:
                     break
                 self.throttle.consume(len(piece))
+                sent(len(piece))
                 crc = crc64.crc64(piece, crc)
                 if md5 is not None:
                     md5.update(piece)
@@ -283,8 +317,9 @@ class Transferer:
 
     # ---------------------------------------------------------------- public API
 
-    def copy(self, entry: ObjectEntry, state_dir: pathlib.Path) -> FileResult:
-        """Copy one object; failures are results, except a destination that cannot work at all."""
+    def copy(self, entry: ObjectEntry, state_dir: pathlib.Path, sending: Optional[Callable] = None) -> FileResult:
+        """Copy one object; failures are results, except a destination that cannot work at all.
+        ``sending(n)``: bytes read for the upload so far (see the class)."""
         key = entry.key
         try:
             key.encode("utf-8")
@@ -310,13 +345,13 @@ class Transferer:
                     return result
             if entry.size < self.options.multipart_threshold:
                 self.abandon_upload(entry, state_dir)
-                return self._copy_small(entry)
-            return self._copy_multipart(entry, pathlib.Path(state_dir))
+                return self._copy_small(entry, sending)
+            return self._copy_multipart(entry, pathlib.Path(state_dir), sending)
         except OperatorError:
             raise
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             return FileResult(key, Outcome.FAILED,
-                              detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
+                              detail=f"{SOURCE_NOT_EXIST}: source file does not exist", cause=exc)
         except (_Changed, _Mismatch) as exc:
             return FileResult(key, Outcome.CHECK_FAILED, detail=str(exc))
         except (RequestFailed, OSError) as exc:
@@ -334,13 +369,14 @@ class Transferer:
         # has whole seconds.
         return existing.mtime >= int(entry.mtime)
 
-    def _copy_small(self, entry: ObjectEntry) -> FileResult:
+    def _copy_small(self, entry: ObjectEntry, sending: Optional[Callable] = None) -> FileResult:
         attempt = 1
         while True:
             self.backpressure.wait()
+            data = b""
             try:
                 data, crc, md5_hex, stream_headers = self._read(
-                    entry, 0, entry.size, self.options.record_md5)
+                    entry, 0, entry.size, self.options.record_md5, sending)
                 headers = self._object_headers(entry, stream_headers, md5_hex)
                 result = self.destination.put(entry.key, data, headers)
                 stored = result.crc64
@@ -352,10 +388,12 @@ class Transferer:
                 elif stored != crc:
                     raise _Mismatch(f"{CRC_NOT_MATCH}: read {crc}, stored {stored}")
             except RequestFailed as failure:
-                if not failure.retryable or attempt >= self.options.max_attempts:
+                _take_back(sending, len(data))  # sent again, or the file fails: never twice
+                if self._gives_up(failure, attempt):
                     raise
                 self._backoff(attempt, failure)
             except _Mismatch as exc:
+                _take_back(sending, len(data))
                 if attempt >= self.options.max_attempts:
                     return FileResult(entry.key, Outcome.CHECK_FAILED, detail=str(exc))
                 log.warning("%s: %s; retrying", entry.key, exc)
@@ -398,9 +436,10 @@ class Transferer:
             part = -(-part // CHUNK) * CHUNK
         return part
 
-    def _copy_multipart(self, entry: ObjectEntry, state_dir: pathlib.Path) -> FileResult:
+    def _copy_multipart(self, entry: ObjectEntry, state_dir: pathlib.Path,
+                        sending: Optional[Callable] = None) -> FileResult:
         return _MultipartCopy(self, entry, self._checkpoint_path(state_dir, entry.key),
-                              self._part_size(entry.size)).run()
+                              self._part_size(entry.size), sending).run()
 
     # ---------------------------------------------------------------- audit
 
@@ -469,8 +508,9 @@ class _MultipartCopy:
     """One multipart upload: its checkpoint, its parts in parallel, its final check."""
 
     def __init__(self, transferer: Transferer, entry: ObjectEntry, checkpoint: pathlib.Path,
-                 part_size: int):
+                 part_size: int, sending: Optional[Callable] = None):
         self.t, self.entry, self.path, self.part_size = transferer, entry, checkpoint, part_size
+        self.sending = sending
         self.dest = transferer.destination
         self.lock = threading.Lock()
         self.parts = {}  # number -> [etag, crc64, size]
@@ -543,6 +583,8 @@ class _MultipartCopy:
             server = on_server.get(number)
             if server is not None and server[1] == etag and server[0] == size:
                 self.parts[number] = [etag, int(crc), size]
+        if self.sending is not None and self.parts:
+            self.sending(sum(size for _, _, size in self.parts.values()))
 
     # parts -------------------------------------------------------------------
 
@@ -556,17 +598,20 @@ class _MultipartCopy:
         attempt = 1
         while not self.failed.is_set():
             t.backpressure.wait()
+            data = b""
             try:
-                data, crc, _, _ = t._read(self.entry, offset, length, False)
+                data, crc, _, _ = t._read(self.entry, offset, length, False, self.sending)
                 result = self.dest.upload_part(self.entry.key, self.upload_id, number, data)
                 if result.crc64 is not None and result.crc64 != crc:
                     raise _Mismatch(f"{CRC_NOT_MATCH}: part {number} read {crc}, "
                                     f"stored {result.crc64}")
             except RequestFailed as failure:
-                if not failure.retryable or attempt >= t.options.max_attempts:
+                _take_back(self.sending, len(data))  # the part is sent again or the file fails
+                if t._gives_up(failure, attempt):
                     raise
                 t._backoff(attempt, failure)
             except _Mismatch as exc:
+                _take_back(self.sending, len(data))
                 if attempt >= t.options.max_attempts:
                     raise
                 log.warning("%s: %s; retrying", self.entry.key, exc)
@@ -679,7 +724,7 @@ class _MultipartCopy:
                     if head is not None and head.size == self.entry.size \
                             and head.crc64 == expected:
                         return head.crc64
-                if not failure.retryable or attempt >= t.options.max_attempts:
+                if t._gives_up(failure, attempt):
                     raise
                 t._backoff(attempt, failure)
             attempt += 1

@@ -27,11 +27,13 @@ from typing import Callable, Optional
 from .accounting import JobAccount
 from .errors import OperatorError
 from .failurelog import FailureLog
+from .fatal import FatalDetector
 from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, SKIPPED_LIST, STATUS_COMPLETED,
                      STATUS_FAILED, STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
 from .listformat import DETAIL_SEPARATOR, audit_records, list_line, one_line, write_key
-from .models import (NOT_REGULAR_FILE, SOURCE_NOT_EXIST, SOURCE_NOT_READABLE, SOURCE_REFUSALS, FileResult,
-                     ObjectEntry, Outcome, Task, TaskCounts, refused_result)
+from .models import (JOB_STOPPED, NOT_REGULAR_FILE, SOURCE_NOT_EXIST, SOURCE_NOT_READABLE, SOURCE_REFUSALS,
+                     FileResult, ObjectEntry, Outcome, Task, TaskCounts, refused_result)
+from .storage.errors import RequestFailed
 
 log = logging.getLogger("ossimport.worker")
 
@@ -57,7 +59,9 @@ def append_on_a_fresh_line(path: Path):
             broken = f.read(1) != b"\n"
     except OSError:  # no audit.log yet, or an empty one
         broken = False
-    out = open(path, "a", encoding="utf-8", errors="surrogateescape")
+    # Line-buffered: each record reaches the file as it is written (no fsync), so a stat after
+    # the service was killed counts the files done up to the moment it died.
+    out = open(path, "a", encoding="utf-8", errors="surrogateescape", buffering=1)
     if broken:
         out.write("\n")
     return out
@@ -99,8 +103,31 @@ class JobRuntime:
     audit_mode: str = "general"
     audit_after_import: bool = True
     abort_on_unexpected: bool = False
+    health: FatalDetector = field(default_factory=FatalDetector)
 
-    def run_one(self, entry: ObjectEntry, task_dir: Path, relist: bool = False) -> FileResult:
+    @property
+    def stopped(self) -> Optional[str]:
+        """Why the job stopped on a fatal error, or None while it runs."""
+        return self.health.stopped
+
+    def judge(self, result: FileResult, began: float) -> Optional[str]:
+        """The reason the job must stop, once, when ``result`` proves it (see ``fatal``)."""
+        reason = self.health.observe(result, began)
+        if reason is not None:
+            self.transferer.halted.set()
+        return reason
+
+    def stop(self, reason: str) -> None:
+        self.health.stop(reason)
+        self.transferer.halted.set()
+
+    def close(self) -> None:
+        """Release the drivers' connections, once no file of this runtime is in flight."""
+        self.transferer.source.close()
+        self.transferer.destination.close()
+
+    def run_one(self, entry: ObjectEntry, task_dir: Path, relist: bool = False,
+                sending: Optional[Callable[[int], None]] = None) -> FileResult:
         if entry.refused:
             # Refused by the listing. Only a key the source lacked or could not read (SOURCE_*)
             # may be there now; a FIFO or a key out of bounds stays what it was.
@@ -116,6 +143,8 @@ class JobRuntime:
                 return FileResult(entry.key, Outcome.FAILED,
                                   detail=f"{SOURCE_NOT_READABLE}: cannot look at the source file: "
                                          f"{exc.strerror or exc}")
+            except RequestFailed as exc:  # the source's store did not answer: judged as a copy's
+                return FileResult(entry.key, Outcome.FAILED, detail=exc.describe(), cause=exc)
             if now is None:
                 self.transferer.abandon_upload(entry, task_dir)  # it can never be completed now
                 return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
@@ -127,7 +156,7 @@ class JobRuntime:
                                         etag=now.etag, headers=now.headers)
         if self.audit_only:
             return self.transferer.audit(entry, self.audit_mode)
-        result = self.transferer.copy(entry, task_dir)
+        result = self.transferer.copy(entry, task_dir, sending)
         if self.audit_after_import and result.outcome == Outcome.SUCCEED:
             if result.size != entry.size:  # a listing without sizes (http): the copy learnt it
                 entry = dataclasses.replace(entry, size=result.size)
@@ -156,10 +185,12 @@ class Worker:
     """A pool of ``threads`` transfer threads running the files of every submitted task."""
 
     def __init__(self, threads: int, on_task_finished: Callable[[str, str, Path, bool], None],
-                 host: str = "localhost"):
+                 host: str = "localhost", on_job_stopped: Optional[Callable[[JobRuntime, str], None]] = None):
         self.threads = max(1, threads)
         self.host = host
         self.on_task_finished = on_task_finished
+        # (runtime, reason) once a job's files prove it cannot work: the service or agent records it.
+        self.on_job_stopped = on_job_stopped
         self._items: queue.Queue = queue.Queue(maxsize=self.threads * 4)
         self._feed: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -268,29 +299,54 @@ class Worker:
                 run, entry = self._items.get(timeout=0.2)
             except queue.Empty:
                 continue
+            began = time.monotonic()
             result = self._run_file(run, entry)
             if self._stop.is_set():
                 return  # interrupted mid-file: the task resumes this file on restart
+            try:
+                self._judge(run, result, began)
+            except Exception:  # noqa: BLE001 - e.g. the job was cleaned meanwhile; the file still counts
+                log.exception("job %s: could not record that it stopped", run.runtime.name)
             try:
                 self._record(run, entry, result)
             except Exception:  # noqa: BLE001 - e.g. the task folder vanished; keep the thread
                 log.exception("task %s: could not record %s", run.task.task_id, entry.key)
 
     def _run_file(self, run: TaskRun, entry: ObjectEntry) -> FileResult:
+        stopped = run.runtime.stopped
+        if stopped is not None:
+            # Every queued file would fail the same way, slowly: each ends now, without a
+            # request, in error.list, so that a retry once it is fixed sends it.
+            return FileResult(entry.key, Outcome.FAILED,
+                              detail=f"{JOB_STOPPED}: not tried: the job stopped: {stopped}")
         if run.aborted:
             return FileResult(entry.key, Outcome.FAILED, detail="task aborted after an unexpected error "
                               "(workerAbortWhenUncatchedException=true)")
+        sending = run.runtime.account.file_sending(run.task.task_id)
         try:
-            return run.runtime.run_one(entry, run.folder, run.relist)
+            return run.runtime.run_one(entry, run.folder, run.relist, sending.add)
         except OperatorError as exc:
             # A destination or source that refuses the whole job: the file fails with the
             # reason (logged by _record, rate-limited); the operator fixes the config and retries.
-            return FileResult(entry.key, Outcome.FAILED, detail=str(exc), code=exc.reason_code)
+            return FileResult(entry.key, Outcome.FAILED, detail=str(exc), code=exc.reason_code, cause=exc)
         except Exception as exc:  # noqa: BLE001 - a bug must fail the file, not the worker
             log.exception("task %s: unexpected error on %s", run.task.task_id, entry.key)
             if run.runtime.abort_on_unexpected:
                 run.aborted = True
             return FileResult(entry.key, Outcome.FAILED, detail=f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            run.runtime.account.file_sent(sending)
+
+    def _judge(self, run: TaskRun, result: FileResult, began: float) -> None:
+        """Stop the job when this result proves it cannot work. Called before the file is
+        recorded, so its task is still running while the stop is recorded: nothing sees the
+        job stopped and not yet marked with nothing running."""
+        reason = run.runtime.judge(result, began)
+        if reason is None:
+            return
+        log.error("job %s stopped: %s", run.runtime.name, reason)
+        if self.on_job_stopped is not None:
+            self.on_job_stopped(run.runtime, reason)
 
     def _record(self, run: TaskRun, entry: ObjectEntry, result: FileResult) -> None:
         line = audit_line(result)

@@ -60,11 +60,16 @@ def test_resume_runs_the_edited_job_as_submitted_and_says_so(migration, tmp_path
     assert "has changed since job local_test was submitted" in r.stdout
     assert "resuming job:local_test as submitted" in r.stdout and "JobState:Succeed" in r.stdout
     assert dest_objects(migration.bucket).keys() == old.keys()
-    # --yes answers "clean it and start over?": the edited file is submitted (its wrong secret
-    # then fails every file, named, as any wrong key does).
+    # --yes answers "clean it and start over?": the edited file would be submitted, but its
+    # wrong secret fails the check before copying, and the old job is left as it was.
     r = import_sh(migration, "--yes", "--max-retries", "0")
     assert "has changed since job local_test was submitted" in r.stdout
-    assert "clean job:local_test success!" in r.stdout and r.returncode == 1, r.stdout + r.stderr
+    assert r.returncode == 2 and "clean job" not in r.stdout, r.stdout + r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: preflight: destBucket '{migration.bucket.bucket_name}' at ") and \
+        "fix destSecretKey" in line and migration.secret not in line, line
+    assert "Traceback" not in r.stdout + r.stderr
+    assert migration.job_dir.is_dir() and migration.task_dirs("succeed_tasks")
     assert dest_objects(migration.bucket).keys() == old.keys()
 
 
@@ -80,7 +85,7 @@ def test_start_and_retry_refuse_an_edited_job_until_told(migration, tmp_path):
         assert migration.secret not in line
     assert migration.service_pid() == 0
     assert "service started" in migration.ok("start", "--resume")
-    assert "None failed tasks" in migration.ok("retry", "--resume", "local_test")
+    assert "nothing to retry: job local_test has no failed task" in migration.ok("retry", "--resume", "local_test")
 
 
 def test_set_is_not_an_edit_of_the_job_file(migration):
@@ -93,3 +98,64 @@ def test_set_is_not_an_edit_of_the_job_file(migration):
     assert "#changed by console.sh set" in frozen and "jobMaxThroughput(KB/s)=4096" in frozen
     assert "service started" in migration.ok("start")
     assert migration.wait_state(timeout=60)["JobState"] == "Succeed"
+
+
+def run_on_a_terminal(args: list, answers: dict, timeout: float = 120) -> tuple:
+    """Run ``args`` with a pseudo-terminal as its stdin and stdout, as an operator at a shell
+    does; each question (a line ending in '(y/n) ') found in ``answers`` gets its reply.
+    Returns (exit code, everything the terminal showed)."""
+    import os
+    import pty
+    import select
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    shown, answered = b"", set()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the terminal closed: the program ended
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            text = shown.decode("utf-8", "replace")
+            for question, reply in answers.items():
+                if question not in answered and question in text:
+                    answered.add(question)
+                    os.write(leader, reply.encode() + b"\n")
+            if proc.poll() is not None and not ready:
+                break
+        else:
+            raise AssertionError(f"{args} did not end within {timeout} s: {shown!r}")
+        return proc.wait(10), shown.decode("utf-8", "replace").replace("\r\n", "\n")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+
+
+def test_on_a_terminal_the_changed_keys_are_shown_and_the_operator_chooses(migration, tmp_path):
+    old, new, new_src = finished_job_then_edited(migration, tmp_path)
+    migration.write_conf(job_props={"srcPrefix": f"{new_src}/"})
+    command = ["bash", str(ROOT / "import.sh"), "--sys", str(migration.sys_file), "--interval", "0.3",
+               str(migration.job_file)]
+    question = "Clean the job and submit the edited file (y), or resume it as submitted (n)? (y/n)"
+    # 'n': resumed as submitted (the old folder, already done), and said so.
+    code, shown = run_on_a_terminal(command, {question: "n", "Stop the service?": "y"})
+    assert code == 0, shown
+    assert (f"{migration.job_file.resolve()} has changed since job local_test was submitted: "
+            f"srcPrefix '{migration.src}/' -> '{new_src}/'") in shown
+    assert "resuming job:local_test as submitted" in shown and "Traceback" not in shown
+    assert dest_objects(migration.bucket).keys() == old.keys()
+    # 'y': the job is cleaned and the edited file submitted; the new folder is copied.
+    code, shown = run_on_a_terminal(command, {question: "y", "Stop the service?": "y"})
+    assert code == 0 and "JobState:Succeed" in shown, shown
+    assert "clean job:local_test success!" in shown and "submit job:local_test success!" in shown
+    assert_migrated(migration.bucket, {**old, **new})

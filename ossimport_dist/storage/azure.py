@@ -26,10 +26,10 @@ import io
 from typing import Iterator, Optional
 from urllib.parse import urlsplit
 
-from ..errors import SourceError
+from ..errors import KEYS_REFUSED, STORE_UNUSABLE, SourceError
 from ..models import ObjectEntry
 from .base import Features, Source
-from .errors import RequestFailed
+from .errors import RequestFailed, never_connected
 
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
@@ -230,11 +230,13 @@ class AzureSource(Source):
         if isinstance(exc, (AzureError, OSError)):
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return RequestFailed(0, type(exc).__name__, text, retryable=retry_network,
-                                 operation=op, key=key)
+                                 operation=op, key=key, role="src", unreachable=never_connected(exc))
         return exc
 
     def _fatal(self, status: int, code: str, request_id: str) -> Optional[SourceError]:
         where = self._where()
+        keys = ("srcAccessKey", "srcSecretKey")
+        refusal = KEYS_REFUSED  # the three first cases; the others: the container or account
         if code in _AUTH_CODES or (status == 403 and not code):
             text = (f"{where} rejected the signature ({code or 'HTTP 403'}): srcSecretKey is not "
                     f"a key of account '{self.account}'; fix srcAccessKey/srcSecretKey "
@@ -249,15 +251,23 @@ class AzureSource(Source):
                     f"in the storage account's networking settings")
         elif code == "ContainerNotFound":
             text = f"{where} does not exist: fix srcBucket (the container name) or srcAccessKey"
+            keys = ("srcBucket", "srcAccessKey")
+            refusal = STORE_UNUSABLE
         elif code in ("InvalidResourceName", "OutOfRangeInput") and status == 400:
             text = f"{where} refused the container name ({code}): fix srcBucket"
+            keys = ("srcBucket",)
+            refusal = STORE_UNUSABLE
         elif code in ("AccountIsDisabled", "AccountBeingCreated"):
             text = f"{where}: the storage account is not usable ({code})"
+            refusal = STORE_UNUSABLE
         else:
             return None
         if request_id:
             text += f" [RequestId={request_id}]"
-        return SourceError(text)
+        error = SourceError(text)
+        error.config_keys = keys
+        error.refusal = refusal
+        return error
 
     def _listing_error(self, exc: Exception, prefix: str) -> SourceError:
         failure = self._failure(exc, "ListBlobs", prefix)
@@ -304,6 +314,13 @@ class AzureSource(Source):
         for key, item in code_point_order(blobs, len(subtree)):
             if key > after:
                 yield self._entry(item, key)
+
+    def probe(self, timeout: float) -> None:
+        """One page of one blob under the prefix, with one retry at most."""
+        pager = self._client.list_blobs(name_starts_with=self.prefix or None, results_per_page=1,
+                                        retry_total=1, connection_timeout=timeout,
+                                        read_timeout=timeout)
+        next(iter(self._stream(pager, self.prefix)), None)
 
     def subtrees(self, subtree: str = "") -> list:
         from azure.storage.blob import BlobPrefix

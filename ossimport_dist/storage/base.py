@@ -115,6 +115,13 @@ def once_per_key(lines: Callable[[], Iterator[tuple]], parse: Callable[[int, str
 MTIME_HEADER = "x-ossimport-mtime"
 
 
+# Lines of a list file (manifest, URL list) a probe parses before the first copy.
+PROBE_LINES = 10
+
+# A key no job writes: the default destination probe HEADs it under destPrefix.
+PROBE_KEY = ".ossimport-preflight-probe"
+
+
 # Children of one folder a source holds in memory (about 100 bytes each) before sorting spills
 # to disk.
 SPILL_AFTER = 100_000
@@ -221,6 +228,20 @@ class Source:
         """A readable binary stream of ``length`` bytes (all when None) from ``offset``."""
         raise NotImplementedError
 
+    def probe(self, timeout: float) -> None:
+        """The cheapest real read that proves the job can list this source: raises SourceError
+        (one line with the fix) or RequestFailed; never writes. Requests wait at most
+        ``timeout`` seconds for a connection or an answer, and are not retried here.
+
+        This default reads the first entry of the listing; drivers override it with one
+        request when they have one (a LIST of one key)."""
+        next(iter(self.list()), None)
+
+    def root_problem(self) -> Optional[str]:
+        """What is wrong with the whole source when a file is missing from it (its folder gone),
+        or None: a missing file is then that file's problem alone."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -264,6 +285,14 @@ class Destination:
     def copy_from(self, source: Source, entry: ObjectEntry, part_size: int,
                   headers: Optional[dict] = None) -> PutResult:
         raise NotImplementedError
+
+    def probe(self, timeout: float) -> None:
+        """A read that needs the destination's keys and writes nothing, proving the store, the
+        bucket and the keys work: raises DestinationError (one line with the fix) or
+        RequestFailed. ``timeout`` bounds each request's connect and read, as in Source.probe.
+
+        This default HEADs a key no job writes; drivers override it with a cheaper or surer read."""
+        self.head(PROBE_KEY)
 
     def close(self) -> None:
         pass

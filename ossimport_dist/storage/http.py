@@ -35,8 +35,8 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from ..errors import SourceError
 from ..listformat import invalid_key_reason, list_file_lines, one_line
 from ..models import ObjectEntry
-from .base import BoundedReader, Features, Source, once_per_key
-from .errors import RequestFailed
+from .base import PROBE_LINES, BoundedReader, Features, Source, once_per_key
+from .errors import RequestFailed, connect_failed
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
@@ -316,9 +316,7 @@ class HttpSource(Source):
             try:
                 conn, fresh = self._connection(scheme, host, port)
             except OSError as exc:
-                code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
-                raise RequestFailed(0, code, f"cannot connect to {scheme}://{hostport}: {exc}",
-                                    retryable=True, operation=method, key=url) from exc
+                raise connect_failed(exc, f"{scheme}://{hostport}", "src", operation=method, key=url) from exc
             try:
                 conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
                 conn.putheader("Host", hostport)
@@ -416,6 +414,27 @@ class HttpSource(Source):
         headers = {k.lower(): v for k, v in resp.getheaders()}
         self._finish(conn, resp)
         return self._stat_entry(rel, url, size, headers)
+
+    def probe(self, timeout: float) -> None:
+        """The first lines of the list parse, and the first URL that is not refused answers a
+        HEAD (or a GET of byte 0 where HEAD is refused), read with ``timeout``."""
+        first = None
+        for _, (number, text) in zip(range(PROBE_LINES), self._lines()):
+            key, url, refusal = self._parse(number, text)
+            if first is None and refusal is None:
+                first = (number, key, url)
+        if first is None:
+            return  # nothing to ask: the listing says what the lines are
+        number, key, url = first
+        quick = HttpSource(self.list_path, self.prefix_column, self.relative_column,
+                           connect_timeout=timeout, read_timeout=timeout)
+        try:
+            found = quick.stat(_with_url(ObjectEntry(key=key, size=0), url))
+        finally:
+            quick.close()
+        if found is None:
+            raise SourceError(f"the first URL of httpListFilePath {self.list_path} (line {number}), "
+                              f"{url}, is not there (HTTP 404 or 410): fix the list or the server")
 
     @staticmethod
     def _stat_entry(rel: str, url: str, size: Optional[int], headers: dict) -> ObjectEntry:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import RequestFailed, fatal_error, parse_error_body
+from .errors import RequestFailed, connect_failed, fatal_error, parse_error_body
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
@@ -73,6 +73,7 @@ class LeanClient:
     says how to sign (``authorize``) and how keys go into paths (``keep_slash``)."""
 
     keep_slash = False
+    role = ""  # "src" or "dest": set by the store, so a failure to connect names its keys
 
     def __init__(self, endpoint: Endpoint, connect_timeout: float = CONNECT_TIMEOUT,
                  read_timeout: float = READ_TIMEOUT):
@@ -136,9 +137,7 @@ class LeanClient:
             try:
                 conn, fresh = self._connection()
             except OSError as exc:
-                raise RequestFailed(0, type(exc).__name__,
-                                    f"cannot connect to {self.endpoint.url}: {exc}",
-                                    retryable=True) from exc
+                raise connect_failed(exc, self.endpoint.url, self.role) from exc
             try:
                 conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
                 for name, value in hdrs.items():

@@ -309,6 +309,13 @@ class LocalSource(Source):
                     pass  # srcPrefix is gone for now: keep reading what was opened
         return self._root_fd
 
+    def root_problem(self) -> Optional[str]:
+        # An unmounted NAS, a removed folder: no file of the job can be read any more.
+        if os.path.isdir(self.root):
+            return None
+        return (f"srcPrefix '{self.root}' is gone (an unmounted NAS or a removed folder?): mount it "
+                f"again or fix srcPrefix")
+
     def close(self) -> None:
         self._closer()
         self._root_fd = -1  # its number may be reused: later calls fail with EBADF instead
@@ -405,6 +412,22 @@ class LocalSource(Source):
         except OSError as exc:
             raise self._unlistable(path, exc) from exc
         finally:
+            os.close(fd)
+
+    def probe(self, timeout: float) -> None:
+        """srcPrefix opens and lists: its first child is read, not the whole folder."""
+        path = _shown(self.root)
+        try:
+            fd = self._open_beneath("", _READ_DIR)
+        except OSError as exc:
+            raise self._unlistable(path, exc) from exc
+        children = self._children(fd)
+        try:
+            next(children, None)
+        except OSError as exc:
+            raise self._unlistable(path, exc) from exc
+        finally:
+            children.close()
             os.close(fd)
 
     @staticmethod
@@ -718,6 +741,12 @@ class LocalDestination(Destination):
     @classmethod
     def from_job(cls, job):
         return cls(job.dest_domain, job.dest_prefix)
+
+    def probe(self, timeout: float) -> None:
+        """The folder is writable by this user, asked of the system (os.access), not by a write."""
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise DestinationError(f"destDomain '{self.root}' is not writable by this user: give it "
+                                   f"write and execute permission on the folder, or fix destDomain")
 
     # ------------------------------------------------------------------ where a key goes
 

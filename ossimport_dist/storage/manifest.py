@@ -26,7 +26,7 @@ from ..errors import SourceError
 from ..listformat import KeyFormatError, invalid_key_reason, list_file_lines, one_line, read_key
 from ..models import INVALID_KEY, SOURCE_NOT_EXIST, ObjectEntry
 from . import open_job_source
-from .base import Source, once_per_key
+from .base import PROBE_LINES, Source, once_per_key
 
 
 class ManifestFormatError(SourceError):
@@ -126,15 +126,28 @@ class ListSource(Source):
             else:
                 yield self._looked_up(number, key)
         if not named_any:
-            # Most likely the wrong file, or 'console.sh errors -o' of a job with no failure:
-            # a job that copies nothing must not end as if it had copied what was meant.
-            raise SourceError(f"listFilePath {self.manifest_path} names no key (it is empty or "
-                              f"holds only blank lines): nothing to copy; write one key per line, "
-                              f"or fix listFilePath")
+            raise self._names_nothing()
         if resuming:
             raise SourceError(f"cannot resume the listing of {self.manifest_path}: key "
                               f"'{one_line(start_after)}' is no longer in it; the list changed "
                               f"after the scan started: restore it, or clean and resubmit the job")
+
+    def _names_nothing(self) -> SourceError:
+        # Most likely the wrong file, or 'console.sh errors -o' of a job with no failure:
+        # a job that copies nothing must not end as if it had copied what was meant.
+        return SourceError(f"listFilePath {self.manifest_path} names no key (it is empty or "
+                           f"holds only blank lines): nothing to copy; write one key per line, "
+                           f"or fix listFilePath")
+
+    def probe(self, timeout: float) -> None:
+        """The manifest's first lines parse, then the source it names answers its own probe."""
+        named_any = False
+        for _, (number, text) in zip(range(PROBE_LINES), self._lines()):
+            self._parse(number, text)
+            named_any = True
+        if not named_any:
+            raise self._names_nothing()
+        self.inner.probe(timeout)
 
     def subtrees(self, subtree: str = "") -> list:
         return []

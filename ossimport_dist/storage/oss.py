@@ -22,10 +22,10 @@ from typing import Iterator, Optional
 import oss2
 import oss2.exceptions
 
-from ..errors import DestinationError, SourceError
+from ..errors import STORE_UNUSABLE, DestinationError, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source
-from .errors import RequestFailed, fatal_error
+from .errors import RequestFailed, fatal_error, never_connected
 from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, Endpoint, LeanClient, check_response, parse_endpoint
 
 # Object headers copied from a source object to its destination copy.
@@ -104,6 +104,7 @@ class _OssStore:
         self.bucket_name, self.prefix = bucket, prefix or ""
         self._access_key = access_key
         self.lean = OssLeanClient(self.endpoint, access_key, secret_key)
+        self.lean.role = self.role
         try:
             self.bucket = oss2.Bucket(oss2.Auth(access_key, secret_key), self.endpoint.url,
                                       bucket, connect_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
@@ -134,7 +135,8 @@ class _OssStore:
             message = exc.message or (str(exc.body) if exc.body else str(exc))
             failure = RequestFailed(status, exc.code or type(exc).__name__, message,
                                     exc.request_id or "", operation=op, key=key,
-                                    retryable=True if status == 0 else None)
+                                    retryable=True if status == 0 else None, role=self.role,
+                                    unreachable=never_connected(exc))
             raise self._fail(failure) from exc
 
     def _head(self, full_key: str, rel_key: str) -> Optional[ObjectEntry]:
@@ -149,6 +151,13 @@ class _OssStore:
             crc64=_crc_header(headers), md5=headers.get("x-oss-meta-md5") or None, etag=etag,
             headers={k: v for k, v in headers.items()
                      if k in PASS_THROUGH_HEADERS or k.startswith("x-oss-meta-")})
+
+    def probe(self, timeout: float) -> None:
+        """ListObjects of at most one key under the prefix: needs the keys, writes nothing.
+        A Bucket of its own, so the job's connections keep their long timeouts."""
+        quick = oss2.Bucket(self.bucket.auth, self.endpoint.url, self.bucket_name,
+                            connect_timeout=(timeout, timeout), enable_crc=False)
+        self._oss2("ListObjects", self.prefix, quick.list_objects, prefix=self.prefix, max_keys=1)
 
     def close(self) -> None:
         self.lean.close()
@@ -355,6 +364,16 @@ class OssSource(_OssStore, Source):
 
     def stat(self, key: str) -> Optional[ObjectEntry]:
         return self._head(self.prefix + key, key)
+
+    def root_problem(self) -> Optional[str]:
+        # A HEAD cannot tell a missing key from a missing bucket; a listing's answer can.
+        try:
+            self._oss2("ListObjectsV2", self.prefix, self.bucket.list_objects_v2, prefix=self.prefix, max_keys=1)
+        except SourceError as refused:
+            return str(refused) if refused.refusal == STORE_UNUSABLE else None
+        except RequestFailed:
+            return None  # no proof either way
+        return None
 
     def open(self, entry: ObjectEntry, offset: int = 0, length: Optional[int] = None):
         """Raises FileNotFoundError when the object is gone."""

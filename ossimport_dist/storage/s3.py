@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
 import hmac
 import io
@@ -67,7 +68,7 @@ import botocore.config
 import botocore.exceptions
 from botocore import UNSIGNED
 
-from ..errors import DestinationError, SourceError
+from ..errors import STORE_UNUSABLE, DestinationError, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source
 from .errors import RequestFailed, fatal_error
@@ -230,9 +231,10 @@ _STATUS_CODES = {"400": "BadRequest", "403": "AccessDenied", "404": "NotFound",
                  "503": "ServiceUnavailable"}
 
 
-def _client_config(path_style: bool, pool: int, signed: bool) -> botocore.config.Config:
+def _client_config(path_style: bool, pool: int, signed: bool,
+                   timeout: Optional[float] = None) -> botocore.config.Config:
     kwargs = dict(max_pool_connections=max(1, pool),
-                  connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                  connect_timeout=timeout or CONNECT_TIMEOUT, read_timeout=timeout or READ_TIMEOUT,
                   retries={"total_max_attempts": 1, "mode": "standard"},
                   s3={"addressing_style": "path" if path_style else "virtual"},
                   signature_version="s3v4" if signed else UNSIGNED)
@@ -305,16 +307,18 @@ class _S3Store:
                         f"https://s3.us-west-2.amazonaws.com") from exc
         self.bucket_name, self.prefix = bucket, prefix or ""
         self._access_key = access_key
-        signed = bool(access_key or secret_key)
+        self._signed = bool(access_key or secret_key)
         session = boto3.session.Session()
-        self.client = session.client(
-            "s3", endpoint_url=self.endpoint.url, region_name=self.endpoint.region,
-            aws_access_key_id=access_key if signed else None,
-            aws_secret_access_key=secret_key if signed else None,
-            config=_client_config(self.endpoint.path_style, pool_size, signed))
+        self._new_client = functools.partial(
+            session.client, "s3", endpoint_url=self.endpoint.url, region_name=self.endpoint.region,
+            aws_access_key_id=access_key if self._signed else None,
+            aws_secret_access_key=secret_key if self._signed else None)
+        self.client = self._new_client(config=_client_config(self.endpoint.path_style, pool_size,
+                                                             self._signed))
         # HEAD, PUT and UploadPart, the requests made per object or part, skip boto3's overhead.
         self.lean = S3LeanClient(lean_endpoint(self.endpoint.url, bucket), self.endpoint.region,
                                  access_key, secret_key)
+        self.lean.role = self.role
 
     def _error_class(self):
         return DestinationError if self.role == "dest" else SourceError
@@ -342,7 +346,8 @@ class _S3Store:
         elif isinstance(exc, _NETWORK_ERRORS) or isinstance(exc, OSError):
             failure = RequestFailed(0, type(exc).__name__,
                                     f"{self.endpoint.url}: {exc}", retryable=True,
-                                    operation=op, key=key)
+                                    operation=op, key=key, role=self.role,
+                                    unreachable=isinstance(exc, botocore.exceptions.EndpointConnectionError))
         else:
             failure = RequestFailed(0, type(exc).__name__, str(exc), retryable=False,
                                     operation=op, key=key)
@@ -372,6 +377,17 @@ class _S3Store:
         return ObjectEntry(key=rel_key, size=int(headers.get("content-length", 0)),
                            mtime=_http_time(headers.get("last-modified")), crc64=_oss_crc64(headers),
                            md5=md5, etag=etag, headers=_copy_headers(headers))
+
+    def probe(self, timeout: float) -> None:
+        """ListObjectsV2 of at most one key under the prefix: needs the keys, writes nothing.
+        A client of its own, so the job's keeps its long timeouts."""
+        quick = self._new_client(config=_client_config(self.endpoint.path_style, 1, self._signed,
+                                                       timeout))
+        try:
+            self._call("ListObjectsV2", self.prefix, quick.list_objects_v2, Prefix=self.prefix,
+                       MaxKeys=1)
+        finally:
+            quick.close()
 
     def close(self) -> None:
         self.lean.close()
@@ -456,6 +472,16 @@ class S3Source(_S3Store, Source):
                                  pool_size=getattr(job, "worker_task_thread_num", DEFAULT_POOL))
 
     # ------------------------------------------------------------ listing
+
+    def root_problem(self) -> Optional[str]:
+        # A HEAD cannot tell a missing key from a missing bucket; a listing's answer can.
+        try:
+            self._call("ListObjectsV2", self.prefix, self.client.list_objects_v2, Prefix=self.prefix, MaxKeys=1)
+        except SourceError as refused:
+            return str(refused) if refused.refusal == STORE_UNUSABLE else None
+        except RequestFailed:
+            return None  # no proof either way
+        return None
 
     def _pages(self, prefix: str, delimiter: str, start_after: str):
         params = {"Prefix": prefix, "MaxKeys": self.page_size}

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 from urllib.parse import quote, urlsplit
 
-from ..errors import SourceError
+from ..errors import KEYS_REFUSED, SourceError
 from ..models import ObjectEntry
 from .base import SPILL_AFTER, BoundedReader, Features, Source, sorted_bounded
-from .errors import RequestFailed
+from .errors import RequestFailed, connect_failed
 
 DEFAULT_ENDPOINT = "v0.api.upyun.com"
 CONNECT_TIMEOUT = 10.0
@@ -99,8 +99,7 @@ class _Pool:
             conn.connect()
         except OSError as exc:
             conn.close()
-            raise RequestFailed(0, type(exc).__name__, f"cannot connect to {o.url}: {exc}",
-                                retryable=True) from exc
+            raise connect_failed(exc, o.url, "src") from exc
         conn.sock.settimeout(self._read_timeout)
         try:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -287,17 +286,22 @@ class YoupaiSource(Source):
         request_id = headers.get("x-request-id", "") or str(doc.get("id", ""))
         if status in (401, 403):
             said = f" ({message})" if message else ""
+            keys = ()
             if "date" in message.lower() or "time" in message.lower():
                 fix = "sync this host's clock (NTP): UPYUN refuses requests dated far from now"
             else:
                 fix = (f"check srcAccessKey (operator) and srcSecretKey (operator password), and "
                        f"that operator '{self.operator}' is authorized on service "
                        f"'{self.service}' with read permission")
+                keys = ("srcAccessKey", "srcSecretKey")
             text = (f"{self._where()} rejected operator '{self.operator}' "
                     f"(HTTP {status}{said}): {fix}")
             if request_id:
                 text += f" [RequestId={request_id}]"
-            return SourceError(text)
+            error = SourceError(text)
+            error.config_keys = keys
+            error.refusal = KEYS_REFUSED
+            return error
         return RequestFailed(status, code, message, request_id, operation=op, key=path)
 
     def _request(self, op: str, method: str, full_path: str, extra: Optional[dict] = None):
@@ -352,8 +356,19 @@ class YoupaiSource(Source):
         except FileNotFoundError:
             if rel_dir:
                 return []  # removed since its parent was listed: nothing left to copy
-            raise SourceError(f"srcPrefix '{self.prefix}' does not exist in {self._where()}: "
-                              f"fix srcPrefix (a folder path like dir/sub/) or srcBucket") from None
+            raise self._no_prefix() from None
+
+    def _no_prefix(self) -> SourceError:
+        return SourceError(f"srcPrefix '{self.prefix}' does not exist in {self._where()}: "
+                           f"fix srcPrefix (a folder path like dir/sub/) or srcBucket")
+
+    def probe(self, timeout: float) -> None:
+        """The first page of srcPrefix's folder: not the whole folder, which a listing sorts."""
+        folder = self.prefix.rpartition("/")[0]
+        try:
+            next(self._read_folder(folder + "/" if folder else ""), None)
+        except FileNotFoundError:
+            raise self._no_prefix() from None
 
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:

@@ -255,8 +255,9 @@ def test_a_manifest_that_names_nothing_is_one_line_and_copies_nothing(migration,
     migration.write_conf(job_props={"srcType": "list", "listFilePath": str(manifest),
                                     "listSrcType": "local", "destType": "local",
                                     "destDomain": str(dest)})
-    migration.ok("submit", str(migration.job_file))
-    migration.ok("start")
+    # Preflight refuses such a list at submit (test_preflight); past it, the scan says it too.
+    migration.ok("submit", "--no-preflight", str(migration.job_file))
+    migration.ok("start", "--no-preflight")
     want = (f"listFilePath {manifest} names no key (it is empty or holds only blank lines): nothing "
             f"to copy; write one key per line, or fix listFilePath")
     deadline = time.monotonic() + 30
