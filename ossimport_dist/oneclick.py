@@ -97,6 +97,19 @@ def done_so_far(home, job) -> str:
             f"failed {t.failed}, JobState:{s.state}")
 
 
+FAILURES_SHOWN = 20  # import.sh's failure report: the first ones, then where the rest are
+
+
+def _print_first_failures(job, distributed: bool, running: bool) -> None:
+    """The first failed files and why (``stat detail``'s lines); thousands of them would hide
+    the one line that says what to do."""
+    lines = console.detail_lines(job, distributed, running).splitlines()
+    failed = [line for line in lines if line.startswith("Failed:")]
+    print("\n".join(failed[:FAILURES_SHOWN]))
+    if len(failed) > FAILURES_SHOWN:
+        print(f"... {len(failed) - FAILURES_SHOWN} more: 'console.sh errors {job.name}' lists every failed file")
+
+
 def _restart_or_resume(paths: console.Paths, job_file: Path, name: str, asker: Asker,
                        choice: Optional[str]) -> bool:
     """For a job already submitted: True to clean it and submit the file again, False to resume
@@ -160,7 +173,7 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
     session = session or ServiceSession(interactive=asker.interactive)
     try:
         result = _watch_job(paths, job_file, asker, interval, max_retries, session, choice, no_preflight)
-    except OperatorError:
+    except Exception:  # an operator's error, or a bug: either way no service is left behind
         _after_job(paths, session, asker)
         raise
     _after_job(paths, session, asker)
@@ -267,7 +280,7 @@ def _watch_job(paths: console.Paths, job_file: Path, asker: Asker, interval: flo
             return 0, s
         if s.state == FAILED:
             print(format_stat(s))
-            print(console.detail_lines(job))
+            _print_first_failures(job, paths.distributed, running)
             cost = retry_cost(job.failed_dirs())
             if not s.scan_failed and cost.only_needs_a_change:
                 print(f"Job {s.name} failed: {cost.files} file(s), {human_bytes(cost.bytes)}, cannot be copied "

@@ -277,7 +277,13 @@ def test_import_sh_reports_the_stopped_job_and_does_not_retry_it(migration):
     out = r.stdout + r.stderr
     assert r.returncode == 1 and "Traceback" not in out, out
     assert "Retry them?" not in out and "back to pending" not in out
-    # The failure line, then the scripted run stops the service it started.
+    # The first failures (not every one of them), the failure line, then the scripted run stops
+    # the service it started.
+    failed = sum(len((d / "error.list").read_text().splitlines()) for d in migration.task_dirs("failed_tasks"))
+    shown = [line for line in r.stdout.splitlines() if line.startswith("Failed:")]
+    assert len(shown) == min(20, failed), (failed, shown)
+    more = f"... {failed - 20} more: 'console.sh errors local_test' lists every failed file"
+    assert (more in r.stdout.splitlines()) == (failed > 20), r.stdout
     *_, last, stopped = r.stdout.strip().splitlines()
     assert re.fullmatch(r"service stopped \(pid \d+\)", stopped), stopped
     assert re.fullmatch(r"Job local_test failed: the destination took no connection for \d+ s \(.*\): check "
