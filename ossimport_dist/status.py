@@ -55,8 +55,12 @@ class Totals:
     not_regular: int = 0
 
     def add(self, counts: dict) -> None:
+        """Add one task's counts: a COUNTS file's (checked when read) or progress.json's, another
+        process's file, where a figure that is not a count (a hand edit) is left out."""
         for name in vars(self):
-            setattr(self, name, getattr(self, name) + int(counts.get(name, 0) or 0))
+            value = counts.get(name, 0)
+            if type(value) is int and value > 0:
+                setattr(self, name, getattr(self, name) + value)
 
     @property
     def done_files(self) -> int:

@@ -120,3 +120,13 @@ def test_a_failed_job_exits_1_and_its_bytes_are_not_called_done(migration, tmp_p
     done_pct = 100.0 * job["totals"]["done_bytes"] / job["bytes"]
     assert f"({done_pct:.1f}%) done" in bytes_line
     assert set(dest_objects(migration.bucket)) == {"here.txt"}
+
+
+def test_counts_from_another_process_file_that_are_not_counts_are_left_out():
+    # progress.json is the service's file, read by stat: a hand edit must not make stat crash.
+    from ossimport_dist.status import Totals
+
+    totals = Totals()
+    totals.add({"succeed": "12", "failed": 2, "skipped": -1, "succeed_bytes": 3.5, "missing": None, "differ": True})
+    assert (totals.succeed, totals.failed, totals.skipped, totals.succeed_bytes, totals.missing,
+            totals.differ) == (0, 2, 0, 0, 0, 0)
