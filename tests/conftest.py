@@ -340,6 +340,17 @@ def npm_install_lock(prefix: Path):
         yield
 
 
+def wait_for(condition, what: str, timeout: float = 60, every: float = 0.1):
+    """``condition()``'s first true value, asserting it came within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(every)
+
+
 def one_error_line(r) -> str:
     """The single line a refused command printed on stderr, after checking it is one line and
     that nothing printed a traceback."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 
 from conftest import (CONSOLE, ROOT, assert_migrated, checked_stat, crc64_of, dest_objects, process_cmdlines,
-                      write_tree)
+                      wait_for, write_tree)
 from ossimport_dist.console import SERVICE_MARK
 from ossimport_dist.layout import parse_finished_name
 from ossimport_dist.status import human_bytes
@@ -56,16 +56,6 @@ def started_pid(out: str) -> int:
 
 def no_traceback(r: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
-        time.sleep(0.1)
 
 
 # ------------------------------------------------------------------- scripted runs (bullet 8)
@@ -159,7 +149,7 @@ def test_a_scripted_import_leaves_the_service_to_another_job_still_copying(migra
     assert r.stdout.strip().splitlines()[-1] == (
         "the service keeps running: it still copies job(s) other_job ('console.sh stop' ends it)")
     assert is_service(pid)
-    wait_for(lambda: "JobState:Succeed" in migration.console("stat", "other_job").stdout, 90, "other_job Succeed")
+    wait_for(lambda: "JobState:Succeed" in migration.console("stat", "other_job").stdout, "other_job Succeed", 90)
     emulator.set_faults(None)
     got = dest_objects(migration.bucket)
     want = {**small, **{"other/video.bin": big["big/video.bin"]}}
@@ -211,7 +201,7 @@ class Terminal:
         """Until import.sh blocks reading the terminal: a Ctrl-C between a prompt's write and
         that read is noted by Python but the read is not interrupted (a person is never that fast)."""
         syscall = Path(f"/proc/{self.proc.pid}/syscall")
-        wait_for(lambda: syscall.read_text().startswith("0 0x0 "), timeout, "a read of the terminal")
+        wait_for(lambda: syscall.read_text().startswith("0 0x0 "), "a read of the terminal", timeout)
 
     def wait(self, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from conftest import ROOT, assert_migrated, checked_stat, dest_objects, write_tree
+from conftest import ROOT, assert_migrated, checked_stat, dest_objects, wait_for, write_tree
 from ossimport_dist.listformat import one_line, write_key
 from test_distributed import cluster, deployed  # noqa: F401 - the fleet story's fixtures
 
@@ -50,16 +49,6 @@ def stat_lines(migration, *args) -> dict:
     out = migration.stat_text(*args)
     assert "Traceback" not in out
     return dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-
-
-def wait_for(what, condition, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.2)
 
 
 def log_failures(migration) -> tuple:
@@ -103,7 +92,7 @@ def test_failures_show_in_stat_detail_errors_and_log_while_the_job_runs(migratio
         by_reason = s.get("Failed by reason", "")
         return s if s["JobState"] == "Running" and by_reason.startswith(" SOURCE_NOT_EXIST ") else None
 
-    s = wait_for("stat shows failures by reason while Running", running_with_failures)
+    s = wait_for(running_with_failures, "stat shows failures by reason while Running")
     n = int(s["Failed by reason"].split()[-1])
     assert 0 < n <= 30 and int(s["Files"].rsplit("failed ", 1)[1]) == n, s
     # stat detail: the running tasks' failures, with their keys and reasons, as error.list writes them
@@ -129,9 +118,9 @@ def test_failures_show_in_stat_detail_errors_and_log_while_the_job_runs(migratio
     assert all(line.split("\t", 1)[1].startswith("SOURCE_NOT_EXIST: ") for line in lines)
     assert err[0].startswith("30 failed object(s) of job:local_test written to")
     assert not any("still running" in line for line in err), err
-    logged, folded = wait_for("every failure logged or counted in a fold line",
-                              lambda: (lambda k, f: (k, f) if len(k) + sum(f.values()) == 30 else None)(
-                                  *log_failures(migration)), timeout=15)
+    logged, folded = wait_for(lambda: (lambda k, f: (k, f) if len(k) + sum(f.values()) == 30 else None)(
+                                  *log_failures(migration)), "every failure logged or counted in a fold line",
+                              timeout=15)
     assert len(logged) <= 20 and set(logged) <= set(missing) and len(set(logged)) == len(logged)
     assert set(folded) <= {"SOURCE_NOT_EXIST"}
     assert_migrated(migration.bucket, present)
@@ -143,8 +132,8 @@ def test_a_flood_of_failures_is_rate_limited_in_the_log_and_every_one_is_counted
     list_job(migration, tmp_path, present, list(missing), task_size=50)
     s = migration.wait_state()
     assert s["JobState"] == "Failed" and s["Failed by reason"] == " SOURCE_NOT_EXIST 300", s
-    logged, folded = wait_for("the fold line after the last failure",
-                              lambda: (lambda k, f: (k, f) if f else None)(*log_failures(migration)), timeout=15)
+    logged, folded = wait_for(lambda: (lambda k, f: (k, f) if f else None)(*log_failures(migration)),
+                              "the fold line after the last failure", timeout=15)
     windows = sum(1 for line in (migration.work / "logs" / "ossimport2.log").read_text().splitlines()
                   if FOLD_LINE.search(line))
     assert len(logged) <= 20 * windows, f"{len(logged)} lines for {windows} window(s)"
@@ -240,7 +229,7 @@ def test_running_failures_on_two_hosts_show_in_stat_and_errors(cluster, fleet, e
         return out if "JobState:Running" in out and by_reason and {h for h, _ in rows} == host_names else None
 
     try:
-        out = wait_for("failures of running tasks on both hosts in stat detail", running_on_both_hosts, timeout=90)
+        out = wait_for(running_on_both_hosts, "failures of running tasks on both hosts in stat detail", timeout=90)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; stat detail said:\n{seen[0] if seen else ''}") from None
     assert "Traceback" not in out

@@ -5,12 +5,11 @@ what to do. The service keeps running, and nothing is copied twice or dropped si
 from __future__ import annotations
 
 import json
-import time
 
 import psutil
 import pytest
 
-from conftest import assert_migrated, checked_stat, dest_objects, task_keys, write_tree
+from conftest import assert_migrated, checked_stat, dest_objects, task_keys, wait_for, write_tree
 
 
 def files_of(n: int, size: int = 2048) -> dict:
@@ -51,13 +50,6 @@ def scan_with_transfers_held(migration, files: dict, **job_props) -> None:
     service.kill()
     service.wait(10)
     migration.write_conf(job_props=job_props)
-
-
-def wait_for(condition, what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
 
 
 def damage_truncated_mid_line(data: bytes) -> bytes:
