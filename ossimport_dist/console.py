@@ -775,6 +775,14 @@ NO_PREFLIGHT_HELP = ("do not check the destination and the source before copying
                      "the keys); for a store that allows writes but not reads, say")
 
 
+def _add_edit_choices(parser: argparse.ArgumentParser, resume_help: str) -> None:
+    """What start and retry do with a job whose file was edited since its submit."""
+    parser.add_argument("--resume", action="store_true",
+                        help=f"{resume_help}; an edit of credentials only is taken into the job")
+    parser.add_argument("--take-secrets", action="store_true",
+                        help="a job file whose only edits are credentials: take them into the job (no rescan)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="console.sh", description="ossimport-dist console")
     p.add_argument("--install-dir", default=os.environ.get("OSSIMPORT_HOME", "."),
@@ -787,11 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job_file", nargs="?")
     s.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT_HELP)
     s = sub.add_parser("start", help="start the service in the background")
-    s.add_argument("--resume", action="store_true",
-                   help="run jobs as submitted even when their job file was edited since (an edit of "
-                        "credentials only is taken into the job)")
-    s.add_argument("--take-secrets", action="store_true",
-                   help="a job file whose only edits are credentials: take them into the job (no rescan)")
+    _add_edit_choices(s, "run jobs as submitted even when their job file was edited since")
     s.add_argument("--no-preflight", action="store_true", help=NO_PREFLIGHT_HELP)
     sub.add_parser("stop", help="stop the service started by 'start'")
     s = sub.add_parser("clean", help="remove a job's state (not its destination objects)")
@@ -803,11 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true",
                    help="the whole status as one JSON object (schema: docs/stat-json.md)")
     s = sub.add_parser("retry", help="move failed tasks back to pending")
-    s.add_argument("--resume", action="store_true",
-                   help="retry even when the job file was edited since the submit (as submitted; an edit "
-                        "of credentials only is taken into the job)")
-    s.add_argument("--take-secrets", action="store_true",
-                   help="a job file whose only edits are credentials: take them into the job (no rescan)")
+    _add_edit_choices(s, "retry even when the job file was edited since the submit (as submitted)")
     s.add_argument("job", nargs="?")
     s = sub.add_parser("errors", help="gather the failed objects of a job into one list file "
                                       "(key<TAB>reason), the input of a srcType=list job")

@@ -60,7 +60,8 @@ def append_on_a_fresh_line(path: Path):
     except OSError:  # no audit.log yet, or an empty one
         broken = False
     # Line-buffered: each record reaches the file as it is written (no fsync), so a stat after
-    # the service was killed counts the files done up to the moment it died.
+    # the service was killed counts the files done up to the moment it died, and stat detail
+    # and errors read a running task's failures.
     out = open(path, "a", encoding="utf-8", errors="surrogateescape", buffering=1)
     if broken:
         out.write("\n")
@@ -351,8 +352,7 @@ class Worker:
     def _record(self, run: TaskRun, entry: ObjectEntry, result: FileResult) -> None:
         line = audit_line(result)
         with run.lock:
-            run.audit_file.write(line)
-            run.audit_file.flush()  # stat detail and errors read a running task's failures
+            run.audit_file.write(line)  # line-buffered: stat and errors see it at once
             run.counts.add(result.size or entry.size, result)
             if not result.ok:
                 run.errors.append((entry.key, result.detail))
