@@ -28,7 +28,7 @@ from typing import Optional
 
 from . import config as config_mod
 from .errors import OperatorError
-from .layout import DamagedStateFile, Home, damaged_task_reason, mark_task_damaged, write_atomic
+from .layout import DamagedStateFile, Home, damaged_task_reason, mark_task_damaged, push_id_of, write_atomic
 from .service import _log_to, build_runtime, throughput_bps
 from .throttle import Throttle
 from .transfer import Backpressure
@@ -91,10 +91,9 @@ class Agent:
         self.backpressure = Backpressure()
         self.worker = Worker(self.sys_cfg.worker_task_thread_num, self._task_finished, host=host,
                              on_job_stopped=self._job_stopped)
-        self.runtimes: dict = {}  # job -> (config mtime, JobRuntime)
+        self.runtimes: dict = {}  # job -> (config mtime, JobRuntime, the push of job.cfg it was made from)
         self._bad_jobs: dict = {}  # job -> error text, reported in the heartbeat
-        self._stops: dict = {}  # job -> (the JobRuntime that stopped, its report's id)
-        self._stop_count = 0
+        self._stops: dict = {}  # job -> the JobRuntime that stopped
         self._finished = 0
 
     def _load_sys(self):
@@ -112,9 +111,12 @@ class Agent:
         cached = self.runtimes.get(job)
         if cached and cached[0] == mtime:
             return cached[1]
+        # Read after the stat: a push landing in between leaves the old mtime cached, so the next
+        # task rebuilds the runtime from the new file.
+        push_id = push_id_of(cfg_path)
         job_cfg = config_mod.load_job(cfg_path)
         runtime = build_runtime(job_cfg, self.sys_cfg, self.throttle, self.backpressure, self.host)
-        self.runtimes[job] = (mtime, runtime)
+        self.runtimes[job] = (mtime, runtime, push_id)
         return runtime
 
     def _pick_up_tasks(self) -> None:
@@ -148,18 +150,17 @@ class Agent:
                     log.error("job %s: %s", job, reason)
 
     def _job_stopped(self, runtime, reason: str) -> None:
-        # Reported in the heartbeat for as long as this runtime serves the job: the master marks
-        # the job once per report id. The master's next job.cfg (pushed after a retry) makes a
-        # fresh runtime, which ends the report.
-        self._stop_count += 1
-        self._stops[runtime.name] = (runtime, f"{self.host}:{os.getpid()}:{self._stop_count}")
+        # Reported in the heartbeat for as long as this runtime serves the job, naming the push
+        # of job.cfg it was made from: the master takes a report only for the push it made last.
+        # The master's next job.cfg (pushed after a retry) makes a fresh runtime, which ends it.
+        self._stops[runtime.name] = runtime
 
     def _stop_reports(self) -> dict:
         reports = {}
-        for job, (runtime, report_id) in list(self._stops.items()):
+        for job, runtime in list(self._stops.items()):
             current = self.runtimes.get(job)
             if current is not None and current[1] is runtime:
-                reports[job] = {"reason": runtime.stopped, "id": report_id}
+                reports[job] = {"reason": runtime.stopped, "config": current[2]}
         return reports
 
     def _task_finished(self, job: str, task_id: str, folder: Path, ok: bool) -> None:
@@ -188,7 +189,7 @@ class Agent:
     # -- heartbeat ------------------------------------------------------------------------
     def heartbeat(self) -> dict:
         jobs = {}
-        for job, (_, runtime) in list(self.runtimes.items()):
+        for job, (_, runtime, _) in list(self.runtimes.items()):
             jobs[job] = runtime.account.snapshot()
         return {"host": self.host, "pid": os.getpid(), "time": time.time(), "seq": time.monotonic_ns(),
                 "threads": self.worker.threads, "backlog": self.worker.backlog(),

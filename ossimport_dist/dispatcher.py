@@ -31,6 +31,7 @@ import shlex
 import shutil
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -43,7 +44,7 @@ from .failurelog import FailureLog
 from .fatal import stopped_job_reason
 from .hosts import Host
 from .layout import (DAMAGED_RESULTS, ERROR_LIST, MULTIPART_DIR, TASK_FILE, TASK_RESULTS, JobLayout, iter_lines,
-                     task_inputs, write_atomic)
+                     pushed_config, task_inputs, write_atomic)
 from .listformat import KeyFormatError, read_key
 from .models import failure_code
 
@@ -130,8 +131,7 @@ class HostState:
     error: str = ""
     draining: bool = False
     agent_started_at: float = -1e9
-    pushed_configs: dict = field(default_factory=dict)  # job -> config mtime pushed
-    stops_taken: set = field(default_factory=set)  # ids of the agent's stop reports already acted on
+    pushed_configs: dict = field(default_factory=dict)  # job -> (config mtime, push id) last pushed
     pushed_sys: object = None
     pushed_budget: object = None
 
@@ -290,15 +290,16 @@ class RemoteTracker:
         state.running_tasks = 0
 
     def _take_stops(self, host: Host, state: HostState, jobs: dict) -> None:
-        """Mark the jobs the agent stopped. A report stays in the heartbeat until the agent gets
-        the job's configuration again, so each is taken once: a job retried since is not
-        stopped again by the report that stopped it."""
+        """Mark the jobs the agent stopped. A report counts only while it names the job.cfg push
+        now on the host: marking the job forgets every push, and a retry's first dispatch pushes
+        again, so neither a report taken once nor one written before the retry (a heartbeat read
+        late) stops the job again."""
         reports = (state.beat or {}).get("stopped")
         for name, report in (reports.items() if isinstance(reports, dict) else ()):
             job = jobs.get(name)
-            if job is None or not isinstance(report, dict) or report.get("id") in state.stops_taken:
+            pushed = state.pushed_configs.get(name)
+            if job is None or not isinstance(report, dict) or pushed is None or report.get("config") != pushed[1]:
                 continue
-            state.stops_taken.add(report.get("id"))
             reason = stopped_job_reason(name, str(report.get("reason") or "stopped by its worker"))
             with self._lock:  # two hosts stopping it at once: marked and logged once
                 if job.job_failure() is not None:
@@ -449,10 +450,12 @@ class RemoteTracker:
     def _push_task(self, host: Host, state: HostState, conn, job: JobLayout, task_id: str, dispatched: Path) -> None:
         jobs_dir = remote_paths(self.working_dir)["jobs"]
         mtime = job.config_file.stat().st_mtime_ns
-        if state.pushed_configs.get(job.name) != mtime:
+        if state.pushed_configs.get(job.name, (None,))[0] != mtime:
+            push_id = uuid.uuid4().hex
             conn.makedirs(f"{jobs_dir}/{job.name}/tasks")
-            conn.put_bytes(job.config_file.read_bytes(), f"{jobs_dir}/{job.name}/job.cfg", mode=0o600)
-            state.pushed_configs[job.name] = mtime
+            conn.put_bytes(pushed_config(job.config_file.read_bytes(), push_id), f"{jobs_dir}/{job.name}/job.cfg",
+                           mode=0o600)
+            state.pushed_configs[job.name] = (mtime, push_id)
         tmp = f"{jobs_dir}/{job.name}/tasks/.{task_id}.tmp"
         conn.remove_tree(tmp)
         conn.makedirs(tmp)

@@ -69,6 +69,10 @@ SCAN_FAILED_FILE = "scan.failed"
 # Why the job stopped on an error no retry of another file can fix: no task is dispatched, and
 # the job ends Failed, until 'console.sh retry' removes it.
 JOB_FAILED_FILE = "job.failed"
+# The first line of a job.cfg the master pushes to a worker host: which push it is. An agent's
+# report that a job stopped names the push its runtime was made from, so a report written before
+# a retry's push can never stop the retried job again.
+PUSHED_CONFIG_MARK = b"#pushed "
 DAMAGED_LIST = "damaged.list"
 MULTIPART_DIR = "multipart"  # one checkpoint (small JSON) per multipart upload the task has open
 # Checkpoints of a late result that was dropped: nothing will complete their uploads; clean aborts them.
@@ -209,6 +213,23 @@ def record_damage(job_root: Path, path: Path, problem: str, action: str) -> str:
 def job_root_of(task_dir: Path) -> Path:
     """The job folder of a finished task folder (<job>/succeed_tasks|failed_tasks/<name>)."""
     return task_dir.parent.parent
+
+
+def pushed_config(content: bytes, push_id: str) -> bytes:
+    """The job.cfg ``content`` as pushed to a host, first line naming the push."""
+    return PUSHED_CONFIG_MARK + push_id.encode("ascii") + b"\n" + content
+
+
+def push_id_of(path: Path) -> Optional[str]:
+    """Which push a host's job.cfg came from (None for a file the master did not mark)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(200)
+    except OSError:
+        return None
+    if not first.startswith(PUSHED_CONFIG_MARK):
+        return None
+    return first[len(PUSHED_CONFIG_MARK):].strip().decode("ascii", "replace") or None
 
 
 def damaged_task_reason(job_name: str, task_id: str, problem: str) -> str:

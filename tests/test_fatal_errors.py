@@ -450,6 +450,47 @@ def test_a_missing_file_is_its_own_problem_while_the_source_is_there(tmp_path):
 
 
 # -- distributed: the agents tell the master ------------------------------------------------------
+def test_a_stop_report_read_after_the_retry_never_stops_the_retried_job(tmp_path):
+    """Two hosts stop on the same wrong key; the second host's heartbeat is read only after the
+    operator's retry: the report names the job.cfg push from before the retry and is not taken."""
+    import threading
+    from ossimport_dist.dispatcher import HostState, RemoteTracker
+    from ossimport_dist.hosts import Host
+    from ossimport_dist.layout import Home, JobLayout
+
+    job = JobLayout(Home(tmp_path), "nightly")
+    job.root.mkdir(parents=True)
+    job.config_file.write_text("jobName=nightly\n")
+    tracker = RemoteTracker(Home(tmp_path), None, lambda: [job], None, threading.Event())
+    a, b = (Host(f"127.0.0.{n}", f"127.0.0.{n}", 22) for n in (11, 12))
+    mtime = job.config_file.stat().st_mtime_ns
+    state_a = HostState(a.name, pushed_configs={"nightly": (mtime, "push-a1")})
+    state_b = HostState(b.name, pushed_configs={"nightly": (mtime, "push-b1")})
+    tracker.links = {a.name: (a, state_a, None), b.name: (b, state_b, None)}
+
+    def report(push_id):
+        return {"stopped": {"nightly": {"reason": "5 files in a row refused: fix destSecretKey", "config": push_id}}}
+
+    state_a.beat = report("push-a1")
+    tracker._take_stops(a, state_a, {"nightly": job})
+    assert job.job_failure().startswith("5 files in a row refused")
+    assert state_a.pushed_configs == state_b.pushed_configs == {}, "the retry pushes job.cfg again"
+
+    state_a.beat = report("push-a1")  # the same report in the next heartbeat: taken once
+    job.clear_job_failure()  # console.sh retry
+    tracker._take_stops(a, state_a, {"nightly": job})
+    state_b.beat = report("push-b1")  # B stopped before the retry; its heartbeat is read after it
+    tracker._take_stops(b, state_b, {"nightly": job})
+    assert job.job_failure() is None
+
+    state_b.pushed_configs["nightly"] = (mtime, "push-b2")  # the retry's first dispatch to B
+    tracker._take_stops(b, state_b, {"nightly": job})  # a heartbeat written before B read the push
+    assert job.job_failure() is None
+    state_b.beat = report("push-b2")  # the key is still wrong: the new runtime stops too
+    tracker._take_stops(b, state_b, {"nightly": job})
+    assert job.job_failure().startswith("5 files in a row refused")
+
+
 @pytest.mark.xdist_group("fleet")
 def test_fleet_wrong_secret_stops_the_job_on_every_host(request, emulator):
     from test_distributed import Cluster
@@ -494,7 +535,8 @@ def test_fleet_wrong_secret_stops_the_job_on_every_host(request, emulator):
     fix_frozen_secret(c.job_dir / "job.cfg", emulator.secret)
     r = c.console("retry", c.job_name)
     assert r.returncode == 0 and r.stdout.startswith(f"retry job:{c.job_name}: the job had stopped ("), r.stdout
-    assert c.wait_state(timeout=120)["JobState"] == "Succeed"
+    state = c.wait_state(timeout=120)
+    assert state["JobState"] == "Succeed", (state, (Path(fleet.working_dir) / "logs" / "master.log").read_text()[-6000:])
     assert_migrated(bucket, files)
 
 
