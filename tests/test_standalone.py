@@ -11,7 +11,7 @@ import time
 import oss2
 
 from conftest import (AUDIT_LINE, OssDest, assert_migrated, audit_after_damage, awkward_tree,
-                      process_cmdlines, task_keys, write_tree)
+                      process_cmdlines, task_keys, wait_for, write_tree)
 
 
 def test_local_folder_arrives_verified_with_ossimport_state_tree(migration):
@@ -212,7 +212,7 @@ def test_secrets_never_appear_in_logs_stat_task_files_or_process_list(migration)
     migration.write_conf(sys_props={"workerMaxThroughput(KB/s)": "1"})
     migration.ok("submit", str(migration.job_file))
     migration.ok("start")
-    time.sleep(1.0)
+    wait_for(lambda: any(migration.work.rglob("audit.log")), "no task started copying")
     assert migration.secret not in process_cmdlines()
     frozen = migration.job_dir / "job.cfg"
     assert stat_mod.S_IMODE(frozen.stat().st_mode) == 0o600
