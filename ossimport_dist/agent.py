@@ -18,10 +18,8 @@ import argparse
 import json
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,7 +27,7 @@ from typing import Optional
 from . import config as config_mod
 from .errors import OperatorError
 from .layout import DamagedStateFile, Home, damaged_task_reason, mark_task_damaged, push_id_of, write_atomic
-from .service import _log_to, build_runtime, throughput_bps
+from .service import ServiceLoop, build_runtime, log_to, throughput_bps
 from .throttle import Throttle
 from .transfer import Backpressure
 from .worker import Worker, task_status
@@ -79,12 +77,18 @@ def read_budget(path: Path) -> Optional[int]:
         return None
 
 
-class Agent:
+class Agent(ServiceLoop):
+    """Runs the tasks the master pushed to this host, on the service's tick loop."""
+
+    name = "agent"
+    tick_s = TICK_S
+
     def __init__(self, home: Home, host: str):
+        super().__init__()
         self.home = home
         self.paths = AgentPaths(home)
         self.host = host
-        self.stop_event = threading.Event()
+        self._last_beat = self._last_settings = 0.0
         self.sys_cfg = self._load_sys()
         self._settings_seen = None
         self.throttle = Throttle(effective_rate(self.sys_cfg, read_budget(self.paths.budget_file)))
@@ -196,37 +200,32 @@ class Agent:
                 "throughput_bps": self.throttle.rate, "finished_tasks": self._finished,
                 "jobs": jobs, "errors": dict(self._bad_jobs), "stopped": self._stop_reports()}
 
-    def run(self) -> int:
+    # -- the service loop ----------------------------------------------------------------
+    def started(self) -> None:
         self.home.ensure()
         self.paths.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.paths.pid_file, f"{os.getpid()}\n".encode())
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
         log.info("agent started on %s (pid %d, %d threads)", self.host, os.getpid(), self.worker.threads)
         self.worker.start()
-        last_beat = last_settings = 0.0
+
+    def tick(self, now: float) -> None:
+        if now - self._last_settings >= SETTINGS_EVERY_S:
+            self._last_settings = now
+            self._reload_settings()
+        self._pick_up_tasks()
+        if now - self._last_beat >= HEARTBEAT_EVERY_S:
+            self._last_beat = now
+            write_atomic(self.paths.heartbeat, json.dumps(self.heartbeat()).encode())
+            self.worker.failure_log.flush()
+
+    def stopping(self) -> None:
+        self.worker.stop()
         try:
-            while not self.stop_event.is_set():
-                now = time.monotonic()
-                if now - last_settings >= SETTINGS_EVERY_S:
-                    last_settings = now
-                    self._reload_settings()
-                self._pick_up_tasks()
-                if now - last_beat >= HEARTBEAT_EVERY_S:
-                    last_beat = now
-                    write_atomic(self.paths.heartbeat, json.dumps(self.heartbeat()).encode())
-                    self.worker.failure_log.flush()
-                self.stop_event.wait(TICK_S)
-        finally:
-            log.info("agent stopping")
-            self.worker.stop()
-            try:
-                if self.paths.pid_file.read_text().strip() == str(os.getpid()):
-                    self.paths.pid_file.unlink()
-                    self.paths.heartbeat.unlink()
-            except OSError:
-                pass
-        return 0
+            if self.paths.pid_file.read_text().strip() == str(os.getpid()):
+                self.paths.pid_file.unlink()
+                self.paths.heartbeat.unlink()
+        except OSError:
+            pass
 
 
 def main(argv=None) -> int:
@@ -236,7 +235,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     home = Home(Path(args.home))
     home.ensure()
-    _log_to(home.logs / "worker.log")
+    log_to(home.logs / "worker.log")
     return Agent(home, args.host or socket.gethostname()).run()
 
 

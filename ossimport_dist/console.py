@@ -176,19 +176,26 @@ def refuse_edited_jobs(home: Home, names: list, hint: str, resume: bool = False,
 
 
 def cmd_start(paths: Paths, args) -> int:
+    return start_service(paths, resume=args.resume, take_secrets=args.take_secrets, no_preflight=args.no_preflight)
+
+
+def start_service(paths: Paths, *, resume: bool = False, take_secrets: bool = False, no_preflight: bool = False,
+                  decided=frozenset(), preflighted=frozenset()) -> int:
+    """Start the service (standalone) or the master. ``decided``: jobs whose edited job file
+    import.sh asked about already; ``preflighted``: jobs whose submit checked both ends a
+    moment ago."""
     home = paths.ensure_home()
     paths.warn_sys()
-    decided = getattr(args, "decided", set())  # import.sh asked about its job already
     refuse_edited_jobs(home, [n for n in home.job_names() if n not in decided],
                        "'console.sh start --resume' runs it so, or 'console.sh clean {job}' and submit it again",
-                       resume=getattr(args, "resume", False), take_secrets=getattr(args, "take_secrets", False))
+                       resume=resume, take_secrets=take_secrets)
     _check_lock_file(home)
     pid = service_pid(home)
     if pid is not None:
         print(f"service is already running (pid {pid}); logs in {home.logs / 'ossimport2.log'}")
         return 0
-    if not getattr(args, "no_preflight", False):
-        preflight_unstarted_jobs(home, skip=getattr(args, "preflighted", set()))
+    if not no_preflight:
+        preflight_unstarted_jobs(home, skip=preflighted)
     if paths.distributed:
         paths.require_distributed("start")
         log_path = home.private_log("master.log")
@@ -261,6 +268,10 @@ def _wait_until_holding(home: Home, proc: subprocess.Popen, log_path: Path) -> O
 
 
 def cmd_stop(paths: Paths, args) -> int:
+    return stop_service(paths)
+
+
+def stop_service(paths: Paths) -> int:
     home = paths.home
     pid = service_pid(home)
     if pid is not None and pid <= 1:
@@ -425,7 +436,12 @@ def take_edited_credentials(home: Home, name: str, origin: str, keys: list) -> N
 
 # -- submit / clean -----------------------------------------------------------------------------
 def cmd_submit(paths: Paths, args) -> int:
-    job_file = Path(args.job_file) if args.job_file else paths.default_job_file()
+    return submit_job(paths, Path(args.job_file) if args.job_file else paths.default_job_file(),
+                      preflight=not args.no_preflight)
+
+
+def submit_job(paths: Paths, job_file: Path, preflight: bool = True) -> int:
+    """Check ``job_file`` (and, with ``preflight``, both of its ends) and freeze it as a job."""
     job_cfg = config_mod.load_job(job_file)
     paths.warn_sys()
     warn(job_cfg.warnings)
@@ -441,10 +457,10 @@ def cmd_submit(paths: Paths, args) -> int:
     try:
         for open_driver in (open_job_source, open_job_destination):
             opened.append(open_driver(job_cfg))
-        if not getattr(args, "no_preflight", False):
-            from . import preflight
+        if preflight:
+            from . import preflight as preflight_mod
 
-            preflight.check_drivers(job_cfg, *opened)
+            preflight_mod.check_drivers(job_cfg, *opened)
     finally:
         for driver in opened:
             driver.close()
@@ -507,8 +523,12 @@ def job_names_for(paths: Paths, name: Optional[str]) -> list:
 
 
 def cmd_clean(paths: Paths, args) -> int:
+    return clean_jobs(paths, [args.job] if args.job else [])
+
+
+def clean_jobs(paths: Paths, names: list) -> int:
+    """Remove the jobs ``names`` (the default job file's job when empty) everywhere."""
     distributed = paths.distributed  # a bad workers file stops clean before it removes anything
-    names = [args.job] if args.job else []
     if not names:
         default = paths.default_job_file()
         try:
@@ -577,6 +597,11 @@ def _clean_hosts(paths: Paths, name: str) -> None:
 
 # -- retry ------------------------------------------------------------------------------------
 def cmd_retry(paths: Paths, args) -> int:
+    return retry_jobs(paths, args.job, resume=args.resume, take_secrets=args.take_secrets)
+
+
+def retry_jobs(paths: Paths, job: Optional[str], *, resume: bool = False, take_secrets: bool = False) -> int:
+    """Failed tasks of ``job`` (every job when None) back to pending; safe from cron."""
     home = paths.ensure_home()
     import fcntl  # POSIX only; retry from cron is a Linux operator's habit
 
@@ -587,13 +612,13 @@ def cmd_retry(paths: Paths, args) -> int:
         except BlockingIOError:
             print("another retry is running; nothing done")
             return 0
-        names = job_names_for(paths, args.job)
+        names = job_names_for(paths, job)
         if not names:
             print("no job submitted; nothing to retry")  # retry runs from cron: not an error
             return 0
         refuse_edited_jobs(home, names, "'console.sh retry --resume {job}' retries it so, or "
                                         "'console.sh clean {job}' and submit it again",
-                           resume=getattr(args, "resume", False), take_secrets=getattr(args, "take_secrets", False))
+                           resume=resume, take_secrets=take_secrets)
         for name in names:
             _retry_job(home, name)
     return 0

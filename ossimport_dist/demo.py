@@ -98,7 +98,7 @@ def run(install_dir: Path, interval: float = 1.0) -> int:
                 print("demo: object count differs from the sample folder", flush=True)
                 code = 1
         else:
-            console.cmd_stop(paths, None)
+            console.stop_service(paths)
         return code
     finally:
         emulator.stop()

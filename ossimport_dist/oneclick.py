@@ -19,7 +19,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Optional
 
 from . import config as config_mod
@@ -191,7 +190,7 @@ def _after_job(paths: console.Paths, session: ServiceSession, asker: Asker) -> N
         busy = _unfinished_jobs(paths.home, session.job_name)
         print(f"the service keeps running: it still copies job(s) {', '.join(busy)} ('console.sh stop' ends it)")
     elif not session.interactive or asker.ask("Stop the service?", default=False):
-        console.cmd_stop(paths, None)
+        console.stop_service(paths)
 
 
 def _unfinished_jobs(home, this_job: str) -> list:
@@ -222,7 +221,7 @@ def interrupted(paths: console.Paths, session: ServiceSession) -> int:
             print(f"\n{session.keeps_running_line()}")
             return 130
     if stop:
-        console.cmd_stop(paths, None)
+        console.stop_service(paths)
         print(f"job {session.job_name} stopped where it was: 'bash import.sh' or 'console.sh start' resumes it, "
               f"'console.sh stat' shows where it is")
     else:
@@ -243,20 +242,20 @@ def _watch_job(paths: console.Paths, job_file: Path, asker: Asker, interval: flo
             if not no_preflight:
                 # Before the old job's state goes: a file that cannot work leaves it as it was.
                 preflight.check_job(job_cfg)
-            console.cmd_stop(paths, None)
-            console.cmd_clean(paths, SimpleNamespace(job=job_cfg.job_name))
-            console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file), no_preflight=True))
+            console.stop_service(paths)
+            console.clean_jobs(paths, [job_cfg.job_name])
+            console.submit_job(paths, job_file, preflight=False)
             submitted.add(job_cfg.job_name)
         else:
             print(f"resuming job:{job_cfg.job_name} as submitted; {done_so_far(home, job)}")
     else:
-        console.cmd_submit(paths, SimpleNamespace(job_file=str(job_file), no_preflight=no_preflight))
+        console.submit_job(paths, job_file, preflight=not no_preflight)
         submitted.add(job_cfg.job_name)
     # Set before the start: a Ctrl-C while it waits for the service still knows whose it is.
     session.started_here = console.service_pid(home) is None
     # This job's case is decided above; another job of the workingDir edited since is refused.
-    if console.cmd_start(paths, SimpleNamespace(resume=False, decided={job_cfg.job_name},
-                                                no_preflight=no_preflight, preflighted=submitted)) != 0:
+    if console.start_service(paths, decided={job_cfg.job_name}, no_preflight=no_preflight,
+                             preflighted=submitted) != 0:
         return 1, None
     stat_log = home.private_log("job_stat.log")
     retries = 0
@@ -296,7 +295,7 @@ def _watch_job(paths: console.Paths, job_file: Path, asker: Asker, interval: flo
             if (not s.scan_failed and not stuck and retryable > 0 and retries < max_retries
                     and asker.ask(f"{retryable} task(s) failed. Retry them?", default=False)):
                 retries += 1
-                console.cmd_retry(paths, SimpleNamespace(job=s.name, resume=True))
+                console.retry_jobs(paths, s.name, resume=True)
             else:
                 why = s.reasons[0] if s.reasons else (f"see {job.failed}/*/error.list and "
                                                       f"{home.logs / 'ossimport2.log'}")

@@ -228,6 +228,7 @@ class ServiceLoop:
     """The tick loop both services run until SIGTERM."""
 
     name = "service"
+    tick_s = TICK_S
 
     def __init__(self):
         self.stop_event = threading.Event()
@@ -248,7 +249,7 @@ class ServiceLoop:
         try:
             while not self.stop_event.is_set():
                 self.tick(time.monotonic())
-                self.stop_event.wait(TICK_S)
+                self.stop_event.wait(self.tick_s)
         finally:
             log.info("%s stopping", self.name)
             self.stopping()
@@ -401,7 +402,8 @@ class _ScrubbingFormatter(logging.Formatter):
         return config_mod.scrub_passwords(super().format(record))
 
 
-def _log_to(path: Path) -> None:
+def log_to(path: Path) -> None:
+    """Send this process's log to ``path`` (0600), passwords scrubbed."""
     handler = logging.FileHandler(private_file(Path(path)))
     handler.setFormatter(_ScrubbingFormatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -439,7 +441,7 @@ def _run_holding_lock(home: Home, service: ServiceLoop) -> int:
 def run(home_dir: str, sys_path: str, log_file: Optional[str] = None) -> int:
     home = Home(Path(home_dir))
     home.ensure()
-    _log_to(Path(log_file) if log_file else home.logs / "ossimport2.log")
+    log_to(Path(log_file) if log_file else home.logs / "ossimport2.log")
     return _run_holding_lock(home, StandaloneService(home, Path(sys_path)))
 
 
@@ -526,5 +528,5 @@ class DistributedService(ServiceLoop):
 def run_distributed(home_dir: str, sys_path: str, workers_file: str) -> int:
     home = Home(Path(home_dir))
     home.ensure()
-    _log_to(home.logs / "master.log")
+    log_to(home.logs / "master.log")
     return _run_holding_lock(home, DistributedService(home, Path(sys_path), Path(workers_file)))
