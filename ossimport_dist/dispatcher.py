@@ -43,8 +43,9 @@ from .errors import OperatorError
 from .failurelog import FailureLog
 from .fatal import stopped_job_reason
 from .hosts import Host
-from .layout import (DAMAGED_RESULTS, ERROR_LIST, MULTIPART_DIR, TASK_FILE, TASK_RESULTS, JobLayout, iter_lines,
-                     pushed_config, task_inputs, write_atomic)
+from .layout import (DAMAGED_RESULTS, JOBS_DIR, MULTIPART_DIR, STATUS_FILE, TASK_FILE, TASK_RESULTS, TASKS_DIR,
+                     JobLayout, TaskFolder, iter_lines, pushed_config, remote_worker_tree, task_inputs,
+                     write_atomic)
 from .listformat import KeyFormatError, read_key
 from .models import failure_code
 
@@ -56,26 +57,19 @@ AGENT_RESTART_EVERY_S = 20.0
 AGENT_MODULE = "ossimport_dist.agent"
 
 
-def remote_paths(working_dir: str) -> dict:
-    w = working_dir.rstrip("/")
-    return {"root": w, "worker": f"{w}/worker", "jobs": f"{w}/worker/jobs", "logs": f"{w}/logs",
-            "heartbeat": f"{w}/worker/heartbeat.json", "pid": f"{w}/worker/agent.pid",
-            "sys": f"{w}/worker/sys.properties", "budget": f"{w}/worker/throughput",
-            "python": f"{w}/ossimport/venv/bin/python"}
-
-
 def snapshot_command(working_dir: str) -> str:
     """One round trip: whether the agent's process lives, its heartbeat, then one line per task
     folder ('F' finished, 'R' not). It also removes half-pushed task folders ('.<id>.tmp', left
     when a link broke mid-push): only this host's tracker thread pushes, and not during a poll."""
-    p = remote_paths(working_dir)
-    return (f"cd {shlex.quote(p['worker'])} 2>/dev/null || exit 0; "
-            "rm -rf jobs/*/tasks/.*.tmp; "
-            f"pid=$(cat agent.pid 2>/dev/null) && grep -q {AGENT_MODULE} /proc/$pid/cmdline 2>/dev/null "
+    tree = remote_worker_tree(working_dir)
+    tasks = f"{JOBS_DIR}/*/{TASKS_DIR}"  # relative to the worker folder, as parse_snapshot reads them
+    return (f"cd {shlex.quote(str(tree.root))} 2>/dev/null || exit 0; "
+            f"rm -rf {tasks}/.*.tmp; "
+            f"pid=$(cat {tree.pid_file.name} 2>/dev/null) && grep -q {AGENT_MODULE} /proc/$pid/cmdline 2>/dev/null "
             "&& echo '--ALIVE--'; "
-            "cat heartbeat.json 2>/dev/null; echo; echo '--TASKS--'; "
-            "for d in jobs/*/tasks/*/; do [ -d \"$d\" ] || continue; "
-            "if [ -f \"$d/STATUS\" ]; then echo \"F $d\"; else echo \"R $d\"; fi; done")
+            f"cat {tree.heartbeat.name} 2>/dev/null; echo; echo '--TASKS--'; "
+            f"for d in {tasks}/*/; do [ -d \"$d\" ] || continue; "
+            f"if [ -f \"$d/{STATUS_FILE}\" ]; then echo \"F $d\"; else echo \"R $d\"; fi; done")
 
 
 def parse_snapshot(text: str) -> tuple:
@@ -89,28 +83,31 @@ def parse_snapshot(text: str) -> tuple:
         except ValueError:
             beat = None
     tasks = {}
+    tree = remote_worker_tree("/")  # the lines name folders relative to it: only their shape counts
     for line in tail.splitlines():
         state, _, path = line.strip().partition(" ")
-        parts = path.strip("/").split("/")
-        if len(parts) == 4 and parts[0] == "jobs" and parts[2] == "tasks":
-            tasks[(parts[1], parts[3])] = state == "F"
+        task = tree.task_of(path)
+        if task is not None:
+            tasks[task] = state == "F"
     return beat, tasks
 
 
 def agent_start_command(working_dir: str, host_name: str) -> str:
-    p = remote_paths(working_dir)
+    from .deploy import remote_python
+
+    tree = remote_worker_tree(working_dir)
+    root, logs, python = str(tree.working_dir), str(tree.logs), remote_python(str(tree.working_dir))
     q = shlex.quote
-    return (f"mkdir -p {q(p['logs'])} {q(p['worker'])} && cd {q(p['root'])} && "
-            f"[ -x {q(p['python'])} ] || {{ echo 'not deployed: run console.sh deploy' >&2; exit 3; }}; "
-            f"nohup setsid {q(p['python'])} -m {AGENT_MODULE} --home {q(p['root'])} --host {q(host_name)} "
-            f">> {q(p['logs'])}/worker.log 2>&1 < /dev/null & echo started")
+    return (f"mkdir -p {q(logs)} {q(str(tree.root))} && cd {q(root)} && "
+            f"[ -x {q(python)} ] || {{ echo 'not deployed: run console.sh deploy' >&2; exit 3; }}; "
+            f"nohup setsid {q(python)} -m {AGENT_MODULE} --home {q(root)} --host {q(host_name)} "
+            f">> {q(logs)}/worker.log 2>&1 < /dev/null & echo started")
 
 
 def agent_stop_command(working_dir: str) -> str:
-    p = remote_paths(working_dir)
     q = shlex.quote
     # Only the process the pid file names, and only if it is our agent.
-    return (f"pid=$(cat {q(p['pid'])} 2>/dev/null) || exit 0; "
+    return (f"pid=$(cat {q(str(remote_worker_tree(working_dir).pid_file))} 2>/dev/null) || exit 0; "
             f"grep -q {AGENT_MODULE} /proc/$pid/cmdline 2>/dev/null || exit 0; "
             "kill $pid; for i in $(seq 1 100); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; "
             "kill -9 $pid; exit 0")
@@ -314,11 +311,11 @@ class RemoteTracker:
 
     # -- results --------------------------------------------------------------------------
     def _collect(self, host: Host, state: HostState, conn, jobs: dict, remote: dict) -> None:
-        jobs_dir = remote_paths(self.working_dir)["jobs"]
+        tree = remote_worker_tree(self.working_dir)
         ours = {name: set(job.dispatched_ids(host.name)) for name, job in jobs.items()}
         for (job_name, task_id), finished in sorted(remote.items()):
             job = jobs.get(job_name)
-            folder = f"{jobs_dir}/{job_name}/tasks/{task_id}"
+            folder = str(tree.task(job_name, task_id))
             if job is None:  # cleaned on the master
                 conn.remove_tree(folder)
                 continue
@@ -326,8 +323,7 @@ class RemoteTracker:
                 self._pull(host, conn, job, task_id, folder)
             elif task_id not in ours[job_name]:
                 # Put back to pending when the host looked dead, and maybe running elsewhere now.
-                if job.finished_dir(task_id) is not None or (job.pending / task_id).exists() or \
-                        any((job.dispatched(h) / task_id).exists() for h in job.dispatched_hosts()):
+                if job.locate(task_id) is not None:
                     log.info("host %s: task %s belongs elsewhere now; removing it there", host, task_id)
                     conn.remove_tree(folder)
         for job in jobs.values():
@@ -338,7 +334,7 @@ class RemoteTracker:
         state.running_tasks = sum(1 for (j, t), done in remote.items() if not done and j in jobs)
 
     def _pull(self, host: Host, conn, job: JobLayout, task_id: str, folder: str) -> None:
-        incoming = job.root / ".incoming" / f"{task_id}@{host.name}"
+        incoming = job.incoming_from(task_id, host.name)
         shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir(parents=True)
         present = set(conn.listdir(folder))
@@ -352,8 +348,7 @@ class RemoteTracker:
         for name in names:
             (incoming / name).parent.mkdir(exist_ok=True)
             (incoming / name).write_bytes(conn.get_bytes(f"{folder}/{name}"))
-        ok = (incoming / "STATUS").read_text().strip() == "Completed" if (incoming / "STATUS").is_file() else False
-        dst = job.finish(task_id, host.name, incoming, ok)
+        dst = job.finish(task_id, host.name, incoming, TaskFolder(incoming).completed())
         conn.remove_tree(folder)
         log.info("job %s: task %s from %s -> %s", job.name, task_id, host, dst.parent.name + "/" + dst.name)
         if dst.parent == job.failed:
@@ -362,7 +357,7 @@ class RemoteTracker:
     def _log_failures(self, job: JobLayout, task_id: str, folder: Path) -> None:
         """The master learns of a task's failures when it comes home: one line each in
         master.log, rate-limited (the agent's worker.log had them as they happened)."""
-        for line in iter_lines(folder / ERROR_LIST):
+        for line in iter_lines(TaskFolder(folder).error_list):
             try:
                 key, detail = read_key(line)
             except KeyFormatError:
@@ -371,16 +366,16 @@ class RemoteTracker:
 
     # -- settings pushed to the host ------------------------------------------------------
     def _push_settings(self, host: Host, state: HostState, conn) -> None:
-        p = remote_paths(self.working_dir)
+        tree = remote_worker_tree(self.working_dir)
         sys_props = config_mod.redact_for_worker(self.sys.current)
         if sys_props != state.pushed_sys:
-            conn.makedirs(p["worker"])
+            conn.makedirs(str(tree.root))
             text = javaproperties.dumps(sys_props, timestamp=False, ensure_ascii=False)
-            conn.put_bytes(text.encode("utf-8"), p["sys"], mode=0o600)
+            conn.put_bytes(text.encode("utf-8"), str(tree.sys_file), mode=0o600)
             state.pushed_sys = sys_props
         budget = self.budget_share()
         if budget != state.pushed_budget:
-            conn.put_bytes(f"{budget or 0}\n".encode(), p["budget"], mode=0o644)
+            conn.put_bytes(f"{budget or 0}\n".encode(), str(tree.budget_file), mode=0o644)
             state.pushed_budget = budget
 
     def budget_share(self) -> Optional[int]:
@@ -448,15 +443,15 @@ class RemoteTracker:
                 free -= _task_file_count(dispatched / TASK_FILE)
 
     def _push_task(self, host: Host, state: HostState, conn, job: JobLayout, task_id: str, dispatched: Path) -> None:
-        jobs_dir = remote_paths(self.working_dir)["jobs"]
+        tree = remote_worker_tree(self.working_dir)
         mtime = job.config_file.stat().st_mtime_ns
         if state.pushed_configs.get(job.name, (None,))[0] != mtime:
             push_id = uuid.uuid4().hex
-            conn.makedirs(f"{jobs_dir}/{job.name}/tasks")
-            conn.put_bytes(pushed_config(job.config_file.read_bytes(), push_id), f"{jobs_dir}/{job.name}/job.cfg",
+            conn.makedirs(str(tree.tasks(job.name)))
+            conn.put_bytes(pushed_config(job.config_file.read_bytes(), push_id), str(tree.job_config(job.name)),
                            mode=0o600)
             state.pushed_configs[job.name] = (mtime, push_id)
-        tmp = f"{jobs_dir}/{job.name}/tasks/.{task_id}.tmp"
+        tmp = str(tree.staging(job.name, task_id))
         conn.remove_tree(tmp)
         conn.makedirs(tmp)
         inputs = task_inputs(dispatched)
@@ -464,7 +459,7 @@ class RemoteTracker:
             conn.makedirs(f"{tmp}/{MULTIPART_DIR}")
         for rel in inputs:
             conn.put_bytes((dispatched / rel).read_bytes(), f"{tmp}/{rel}", mode=0o644)
-        final = f"{jobs_dir}/{job.name}/tasks/{task_id}"
+        final = str(tree.task(job.name, task_id))
         conn.remove_tree(final)
         conn.rename(tmp, final)
 
@@ -497,7 +492,7 @@ def stop_agents(hosts: list, settings, working_dir: str) -> dict:
 def remote_checkpoints_command(working_dir: str, job_name: str) -> str:
     """Print every multipart checkpoint of a job's task folders on a host, one JSON per line
     (a checkpoint is one line of JSON)."""
-    folder = shlex.quote(f"{remote_paths(working_dir)['jobs']}/{job_name}/tasks")
+    folder = shlex.quote(str(remote_worker_tree(working_dir).tasks(job_name)))
     return (f"for f in {folder}/*/{MULTIPART_DIR}/*.json; do "
             "[ -f \"$f\" ] && { cat \"$f\"; echo; }; done; exit 0")
 

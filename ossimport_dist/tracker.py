@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .layout import (STANDALONE_HOST, TASK_FILE, DamagedStateFile, JobLayout, copy_task_inputs,
+from .layout import (STANDALONE_HOST, TASK_FILE, DamagedStateFile, JobLayout, TaskFolder, copy_task_inputs,
                      damaged_task_reason, mark_task_damaged, record_damage)
-from .worker import Worker, task_status
+from .worker import Worker
 
 log = logging.getLogger("ossimport.tracker")
 
@@ -43,8 +43,8 @@ class LocalTracker:
             if job.finished_dir(task_id) is not None:
                 shutil.rmtree(job.dispatched(self.host) / task_id, ignore_errors=True)
                 shutil.rmtree(folder, ignore_errors=True)
-            elif task_status(folder):
-                job.finish(task_id, self.host, folder, task_status(folder) == "Completed")
+            elif TaskFolder(folder).status():
+                job.finish(task_id, self.host, folder, TaskFolder(folder).completed())
             elif (folder / TASK_FILE).is_file():
                 log.info("job %s: task %s resumes on %s", job.name, task_id, self.host)
                 self.submit(job, task_id, folder)
