@@ -74,7 +74,8 @@ def snapshot_command(working_dir: str) -> str:
 
 def parse_snapshot(text: str) -> tuple:
     """(heartbeat dict or None, {(job, task_id): finished?}); the heartbeat only when the agent's
-    process is alive, so one left behind by a dead agent does not count."""
+    process is alive, so one left behind by a dead agent does not count, and only when it is a
+    JSON object (a torn or damaged file reads as no heartbeat this poll)."""
     head, _, tail = text.partition("--TASKS--")
     beat = None
     if "--ALIVE--" in head:
@@ -82,6 +83,7 @@ def parse_snapshot(text: str) -> tuple:
             beat = json.loads(head.split("--ALIVE--", 1)[1].strip() or "null")
         except ValueError:
             beat = None
+        beat = beat if isinstance(beat, dict) else None
     tasks = {}
     tree = remote_worker_tree("/")  # the lines name folders relative to it: only their shape counts
     for line in tail.splitlines():

@@ -401,9 +401,11 @@ class WorkerTree:
 
     def task_of(self, relative: str) -> Optional[tuple]:
         """(job, task id) of a task folder named relative to ``root`` (``jobs/<job>/tasks/<id>/``,
-        as a host's snapshot lists it), or None for any other path."""
+        as a host's snapshot lists it), or None for any other path: a name that is empty or
+        starts with a dot ('..', a half-pushed '.<id>.tmp') is never a job's or a task's."""
         parts = relative.strip("/").split("/")
-        if len(parts) == 4 and parts[0] == JOBS_DIR and parts[2] == TASKS_DIR and all(parts):
+        named = all(p and not p.startswith(".") for p in parts)
+        if len(parts) == 4 and parts[0] == JOBS_DIR and parts[2] == TASKS_DIR and named:
             return parts[1], parts[3]
         return None
 
