@@ -45,7 +45,7 @@ from .fatal import stopped_job_reason
 from .hosts import Host
 from .layout import (DAMAGED_RESULTS, JOBS_DIR, MULTIPART_DIR, STATUS_FILE, TASK_FILE, TASK_RESULTS, TASKS_DIR,
                      JobLayout, TaskFolder, iter_lines, pushed_config, remote_worker_tree, task_inputs,
-                     write_atomic)
+                     task_size, write_atomic)
 from .listformat import KeyFormatError, read_key
 from .models import failure_code
 
@@ -476,11 +476,8 @@ class RemoteTracker:
 
 
 def _task_file_count(task_file: Path) -> int:
-    try:
-        with open(task_file, "r", encoding="ascii") as f:
-            return int(json.loads(f.readline()).get("objects", 1))
-    except (OSError, ValueError):
-        return 1
+    size = task_size(task_file)
+    return size[0] if size is not None else 1
 
 
 def stop_agents(hosts: list, settings, working_dir: str) -> dict:

@@ -187,6 +187,17 @@ def read_task_file(path: Path) -> Task:
         raise DamagedStateFile(path, f"JSON of the wrong shape ({type(exc).__name__}: {exc})") from None
 
 
+def task_size(path: Path) -> Optional[tuple]:
+    """(objects, bytes) as a TASK's header line names them, or None when that line does not read:
+    enough to weigh a task without reading its objects."""
+    try:
+        with open(path, "r", encoding="ascii") as f:
+            header = json.loads(f.readline())
+        return max(0, int(header["objects"])), max(0, int(header["bytes"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def decode_state_json(data: bytes):
     """The JSON document of a small state file the tool wrote (COUNTS, a checkpoint, ROUND);
     ValueError saying what is wrong with it, in the words stat's Damaged: line shows."""
@@ -257,13 +268,7 @@ def mark_task_damaged(folder: Path, reason: str) -> Path:
     """Make ``folder`` a failed task whose TASK could not be read: the TASK moved aside, an empty
     error.list (its keys are unknown), COUNTS with the files its header names when that line
     still reads, and DAMAGED with ``reason``. The tracker then records it like any failed task."""
-    files = size = 0
-    try:
-        with open(folder / TASK_FILE, "r", encoding="ascii") as f:
-            header = json.loads(f.readline())
-        files, size = max(0, int(header["objects"])), max(0, int(header["bytes"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    files, size = task_size(folder / TASK_FILE) or (0, 0)
     aside = move_aside(folder / TASK_FILE) if (folder / TASK_FILE).exists() else folder / TASK_FILE
     write_atomic(folder / DAMAGED_FILE, (reason + "\n").encode("utf-8", "surrogateescape"))
     write_atomic(folder / ERROR_LIST, b"")

@@ -18,7 +18,7 @@ from ossimport_dist.dispatcher import parse_snapshot, snapshot_command
 from ossimport_dist.errors import StateError
 from ossimport_dist.layout import (DamagedStateFile, Home, TaskFolder, WorkerTree, copy_task_inputs,
                                    mark_task_damaged, parse_finished_name, read_task_file, remote_worker_tree,
-                                   write_task_file)
+                                   task_size, write_task_file)
 from ossimport_dist.models import SOURCE_NOT_EXIST, FileResult, ObjectEntry, Outcome, Task, TaskCounts
 from ossimport_dist.scanner import SplitLimits, cut_tasks
 from ossimport_dist.worker import audit_line
@@ -195,6 +195,17 @@ class TestDamagedTaskFiles:
         assert TaskFolder(folder).status() == "Failed" and (folder / "DAMAGED").read_text() == "DAMAGED_TASK: why\n"
         # Its files' failures have no reason code of their own: stat shows them as OTHER.
         assert read_counts(folder) == TaskCounts(files=3, bytes=30, failed=3, failed_bytes=30, reasons={"OTHER": 3})
+
+    @pytest.mark.parametrize("header, size", [
+        (b'{"taskId":"t","jobName":"j","objects":2,"bytes":9}\n' + ONE_ENTRY, (2, 9)),  # the header alone counts
+        (b'{"taskId":"t","jobName":"j","objects":-5,"bytes":-1}\n', (0, 0)),
+        (b"", None), (b"[3]\n", None), (b'{"objects": 1}\n', None), (b'{"objects":"x","bytes":1}\n', None),
+        (b"\xff\xfe\n", None), (b'"objects"\n', None),
+    ])
+    def test_a_task_is_weighed_by_its_header_line(self, tmp_path, header, size):
+        (tmp_path / "TASK").write_bytes(header)
+        assert task_size(tmp_path / "TASK") == size
+        assert task_size(tmp_path / "missing") is None
 
     @pytest.mark.parametrize("status", [None, b"", b"\n"])
     def test_a_task_without_a_status_has_not_finished(self, tmp_path, status):
