@@ -328,9 +328,10 @@ class TaskFolder:
         return read_task_file(self.task_file)
 
     def status(self) -> Optional[str]:
-        """STATUS_COMPLETED, STATUS_FAILED, or None while the task has not finished."""
+        """STATUS_COMPLETED, STATUS_FAILED, or None while the task has not finished. A STATUS
+        that is not text still says the run ended, and never that it completed."""
         try:
-            return (self.path / STATUS_FILE).read_text().strip() or None
+            return (self.path / STATUS_FILE).read_text("utf-8", "replace").strip() or None
         except OSError:
             return None
 

@@ -213,6 +213,11 @@ class TestDamagedTaskFiles:
             (tmp_path / "STATUS").write_bytes(status)
         assert TaskFolder(tmp_path).status() is None and not TaskFolder(tmp_path).completed()
 
+    @pytest.mark.parametrize("status", [b"\xff\xfe\n", b"Completed but not quite\n", b"\x00"])
+    def test_a_garbled_status_is_a_run_that_ended_and_did_not_complete(self, tmp_path, status):
+        (tmp_path / "STATUS").write_bytes(status)
+        assert TaskFolder(tmp_path).status() is not None and not TaskFolder(tmp_path).completed()
+
 
 # -- accounting ---------------------------------------------------------------------------------
 class TestAccounting:
