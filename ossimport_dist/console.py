@@ -268,7 +268,7 @@ def cmd_stop(paths: Paths, args) -> int:
         raise StateError(f"{home.service_lock} is held by a process that wrote no pid; find it with "
                          f"'fuser {home.service_lock}' and end it")
     if paths.distributed:
-        from .dispatcher import stop_agents
+        from .sshlink import stop_agents
 
         # The master first, so that it does not start the agents again.
         if pid:
@@ -550,7 +550,7 @@ def _hold_for_clean(home: Home) -> Optional[servicelock.HeldLock]:
 
 
 def _clean_jobs(paths: Paths, names: list, distributed: bool) -> None:
-    from .dispatcher import abort_open_uploads
+    from .sshlink import abort_open_uploads
 
     for name in names:
         job = paths.home.job(name)

@@ -848,6 +848,10 @@ class JobLayout:
         shutil.rmtree(self.pending / task_id, ignore_errors=True)
         return dst
 
+    def forget_dispatched(self, task_id: str, host: str) -> None:
+        """Drop the dispatched entry of a task already finished (a crash came between the two)."""
+        shutil.rmtree(self.dispatched(host) / task_id, ignore_errors=True)
+
     def _keep_upload_records(self, result_dir: Path, name: str) -> None:
         """A dropped result may hold uploads its host began and nothing will complete: their
         checkpoints are kept, so that clean aborts them."""
@@ -925,13 +929,6 @@ def task_inputs(folder: Path) -> list:
     RETRIES and audit.log when present, and the multipart checkpoints."""
     names = [name for name in TASK_INPUTS if (folder / name).is_file()]
     return names + sorted(f"{MULTIPART_DIR}/{p.name}" for p in (folder / MULTIPART_DIR).glob("*.json"))
-
-
-def copy_task_inputs(src: Path, dst: Path) -> None:
-    """Hand a task to a worker on this filesystem (``dst`` is a fresh folder)."""
-    for rel in task_inputs(src):
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / rel, dst / rel)
 
 
 def _check_inside(root: Path, path: Path) -> None:

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 from pathlib import Path, PurePosixPath
 
 import pytest
 
 import ossimport_dist
 from ossimport_dist.accounting import read_counts, retry_cost
-from ossimport_dist.dispatcher import parse_snapshot, snapshot_command
 from ossimport_dist.errors import StateError
-from ossimport_dist.layout import (DamagedStateFile, Home, TaskFolder, WorkerTree, copy_task_inputs,
+from ossimport_dist.layout import (DamagedStateFile, Home, TaskFolder, WorkerTree,
                                    mark_task_damaged, parse_finished_name, read_task_file, remote_worker_tree,
                                    task_size, write_task_file)
 from ossimport_dist.models import SOURCE_NOT_EXIST, FileResult, ObjectEntry, Outcome, Task, TaskCounts
+from ossimport_dist.sshlink import parse_snapshot, snapshot_command
 from ossimport_dist.scanner import SplitLimits, cut_tasks
 from ossimport_dist.worker import audit_line
 
@@ -47,8 +48,7 @@ def run_on_worker(job, task_id: str, host: str, results: list) -> Path:
     """What a worker does with a dispatched task: its own folder with the inputs, one audit line
     per file, then the run's results."""
     folder = job.worker_tasks / task_id
-    folder.mkdir(parents=True)
-    copy_task_inputs(job.dispatched(host) / task_id, folder)
+    shutil.copytree(job.dispatched(host) / task_id, folder)
     task = TaskFolder(folder).read_task()
     counts = TaskCounts(files=len(task.objects), bytes=task.total_bytes)
     with open(TaskFolder(folder).audit_log, "a", encoding="utf-8") as audit:
