@@ -21,7 +21,7 @@ from fabric import task
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ossimport_dist import dispatcher  # noqa: E402
+from ossimport_dist import sshlink  # noqa: E402
 from ossimport_dist.console import Paths  # noqa: E402
 from ossimport_dist.hosts import parse_host  # noqa: E402
 from ossimport_dist.ssh import Connection, run_on_hosts  # noqa: E402
@@ -65,7 +65,7 @@ def start(c):
     paths = _paths()
     paths.require_distributed_settings()
     host = _host(c, paths)
-    cmd = dispatcher.agent_start_command(paths.sys_cfg.working_dir, host.name)
+    cmd = sshlink.agent_start_command(paths.sys_cfg.working_dir, host.name)
     _report(run_on_hosts([host], lambda conn: conn.run(cmd).stdout.strip(), paths.ssh_settings()),
             lambda out: f"agent {out}")
 
@@ -76,7 +76,7 @@ def stop(c):
     paths = _paths()
     paths.require_distributed_settings()
     host = _host(c, paths)
-    cmd = dispatcher.agent_stop_command(paths.sys_cfg.working_dir)
+    cmd = sshlink.agent_stop_command(paths.sys_cfg.working_dir)
     _report(run_on_hosts([host], lambda conn: conn.run(cmd, check=False).rc, paths.ssh_settings()),
             lambda rc: "agent stopped")
 
@@ -89,7 +89,7 @@ def status(c):
     host = _host(c, paths)
 
     def look(conn: Connection) -> str:
-        beat, tasks = dispatcher.parse_snapshot(conn.run(dispatcher.snapshot_command(paths.sys_cfg.working_dir),
+        beat, tasks = sshlink.parse_snapshot(conn.run(sshlink.snapshot_command(paths.sys_cfg.working_dir),
                                                          check=False).stdout)
         running = sum(1 for done in tasks.values() if not done)
         finished = sum(1 for done in tasks.values() if done)

@@ -26,42 +26,17 @@ from typing import Optional
 
 from . import config as config_mod
 from .errors import OperatorError
-from .layout import DamagedStateFile, Home, damaged_task_reason, mark_task_damaged, push_id_of, write_atomic
+from .layout import DamagedStateFile, Home, TaskFolder, damaged_task_reason, mark_task_damaged, push_id_of, write_atomic
 from .service import ServiceLoop, build_runtime, log_to, throughput_bps
 from .throttle import Throttle
 from .transfer import Backpressure
-from .worker import Worker, task_status
+from .worker import Worker
 
 log = logging.getLogger("ossimport.agent")
 
 TICK_S = 0.5
 HEARTBEAT_EVERY_S = 1.0
 SETTINGS_EVERY_S = 2.0
-
-
-class AgentPaths:
-    def __init__(self, home: Home):
-        self.home = home
-        self.root = home.root / "worker"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.root / "agent.pid"
-
-    @property
-    def heartbeat(self) -> Path:
-        return self.root / "heartbeat.json"
-
-    @property
-    def sys_file(self) -> Path:
-        return self.root / "sys.properties"
-
-    @property
-    def budget_file(self) -> Path:
-        return self.root / "throughput"
-
-    def job_config(self, job: str) -> Path:
-        return self.home.worker_jobs / job / "job.cfg"
 
 
 def effective_rate(sys_cfg, budget_bps: Optional[int]) -> int:
@@ -86,7 +61,7 @@ class Agent(ServiceLoop):
     def __init__(self, home: Home, host: str):
         super().__init__()
         self.home = home
-        self.paths = AgentPaths(home)
+        self.paths = home.worker
         self.host = host
         self._last_beat = self._last_settings = 0.0
         self.sys_cfg = self._load_sys()
@@ -124,17 +99,17 @@ class Agent(ServiceLoop):
         return runtime
 
     def _pick_up_tasks(self) -> None:
-        jobs_dir = self.home.worker_jobs
+        jobs_dir = self.paths.jobs
         if not jobs_dir.is_dir():
             return
         for job_dir in sorted(p for p in jobs_dir.iterdir() if p.is_dir()):
             job = job_dir.name
-            tasks = job_dir / "tasks"
+            tasks = self.paths.tasks(job)
             if not tasks.is_dir() or not self.paths.job_config(job).is_file():
                 continue
             running = set(self.worker.running(job))
             for task_dir in sorted(tasks.iterdir()):
-                if task_dir.name.startswith(".") or task_dir.name in running or task_status(task_dir):
+                if task_dir.name.startswith(".") or task_dir.name in running or TaskFolder(task_dir).status():
                     continue
                 try:
                     runtime = self._runtime(job)

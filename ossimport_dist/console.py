@@ -26,13 +26,14 @@ from . import servicelock
 from . import status as status_mod
 from .errors import ConfigError, OperatorError, StateError
 from .failures import local_running_failures, remote_running_failures, running_counts, running_tasks
-from .layout import (STANDALONE_HOST, SKIPPED_LIST, Home, JobLayout, damaged_reason, iter_lines, parse_finished_name,
-                     quote_arg)
+from .layout import (CONF_DIR, JOB_CONFIG, LOCAL_JOB_CONFIG, STANDALONE_HOST, SKIPPED_LIST, SYS_PROPERTIES, Home,
+                     JobLayout, TaskFolder, damaged_reason, iter_lines, parse_finished_name, quote_arg,
+                     remote_worker_tree)
 from .listformat import list_line, written_columns
 from .models import reasons_text
 
-STANDALONE_JOB_FILE = "local_job.cfg"
-DISTRIBUTED_JOB_FILE = "job.cfg"
+STANDALONE_JOB_FILE = LOCAL_JOB_CONFIG
+DISTRIBUTED_JOB_FILE = JOB_CONFIG
 # Job keys that may change while the job runs ('console.sh set'); the rest is frozen at submit.
 LIVE_JOB_KEYS = ("jobMaxThroughput(KB/s)",)
 MAX_CREDENTIAL_BYTES = 4096  # the longest cloud key is a few hundred bytes; more is the wrong input
@@ -50,7 +51,7 @@ class Paths:
         from .hosts import find_workers_file
 
         self.install_dir = install_dir.resolve()
-        self.sys_file = (sys_file or self.install_dir / "conf" / "sys.properties").resolve()
+        self.sys_file = (sys_file or self.install_dir / CONF_DIR / SYS_PROPERTIES).resolve()
         self.sys_cfg = config_mod.load_sys(self.sys_file)
         working = Path(self.sys_cfg.working_dir or ".")
         if not working.is_absolute():
@@ -278,7 +279,7 @@ def stop_service(paths: Paths) -> int:
         raise StateError(f"{home.service_lock} is held by a process that wrote no pid; find it with "
                          f"'fuser {home.service_lock}' and end it")
     if paths.distributed:
-        from .dispatcher import stop_agents
+        from .sshlink import stop_agents
 
         # The master first, so that it does not start the agents again.
         if pid:
@@ -330,7 +331,7 @@ def cmd_deploy(paths: Paths, args) -> int:
     from .deploy import build_bundle, deploy_all
 
     paths.require_distributed("deploy")
-    cache = paths.home.root / "master" / "bundle"
+    cache = paths.home.bundle_cache
     print(f"building the bundle (the package and its dependencies as wheels) in {cache} ...", flush=True)
     bundle = build_bundle(paths.install_dir, cache)
     hosts = paths.hosts()
@@ -569,7 +570,7 @@ def _hold_for_clean(home: Home) -> Optional[servicelock.HeldLock]:
 
 
 def _clean_jobs(paths: Paths, names: list, distributed: bool) -> None:
-    from .dispatcher import abort_open_uploads
+    from .sshlink import abort_open_uploads
 
     for name in names:
         job = paths.home.job(name)
@@ -589,7 +590,7 @@ def _clean_hosts(paths: Paths, name: str) -> None:
     """Remove the job's folder (its tasks and its 0600 job.cfg with the keys) from every host."""
     from .ssh import run_on_hosts
 
-    folder = f"{paths.sys_cfg.working_dir.rstrip('/')}/worker/jobs/{name}"
+    folder = str(remote_worker_tree(paths.sys_cfg.working_dir).job(name))
     for host, r in run_on_hosts(paths.hosts(), lambda conn: conn.remove_tree(folder), paths.ssh_settings()).items():
         if not r.ok:
             print(f"warning: {r.error}; remove {folder} on {host} by hand", file=sys.stderr)
@@ -605,7 +606,7 @@ def retry_jobs(paths: Paths, job: Optional[str], *, resume: bool = False, take_s
     home = paths.ensure_home()
     import fcntl  # POSIX only; retry from cron is a Linux operator's habit
 
-    lock_path = home.root / "master" / "retry.lock"
+    lock_path = home.retry_lock
     with open(lock_path, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -690,7 +691,7 @@ def detail_lines(job: JobLayout, distributed: bool, service_running: bool) -> st
     live = [] if distributed else local_running_failures(job, running.get(STANDALONE_HOST, []))
     lines = []
     for d in job.failed_dirs():
-        for line in iter_lines(d / "error.list"):
+        for line in iter_lines(TaskFolder(d).error_list):
             lines.append(f"Failed:{d.name}: {line}")
     done = _finished_ids(job)
     state = "running" if service_running else "stopped"
@@ -728,7 +729,7 @@ def cmd_errors(paths: Paths, args) -> int:
     count = 0
     try:
         for task in job.failed_dirs():
-            for line in iter_lines(task / "error.list"):
+            for line in iter_lines(TaskFolder(task).error_list):
                 if line.strip():
                     out.write(line + "\n")
                     count += 1
@@ -787,7 +788,7 @@ def _print_skipped(job: JobLayout) -> None:
     if total:
         more = f" ({total - shown} more not shown)" if total > shown else ""
         print(f"{total} listed entr{'y' if total == 1 else 'ies'} of job:{job.name} not copied because they are not regular files{more}; "
-              f"all of them: master/jobs/{job.name}/*_tasks/*/{SKIPPED_LIST}", file=sys.stderr)
+              f"all of them: {job.shown_root}/*_tasks/*/{SKIPPED_LIST}", file=sys.stderr)
 
 
 def cmd_version(paths: Optional[Paths], args) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import console
+from .layout import LOCAL_JOB_CONFIG, SYS_PROPERTIES, Home
 from .oneclick import Asker, run_flow
 from .status import human_bytes
 
@@ -75,11 +76,11 @@ def run(install_dir: Path, interval: float = 1.0) -> int:
         import oss2
 
         oss2.Bucket(oss2.Auth(DEMO_KEY_ID, secret), emulator.endpoint, DEMO_BUCKET).create_bucket()
-        sys_file = conf_dir / "sys.properties"
+        sys_file = conf_dir / SYS_PROPERTIES
         config_mod.write_properties(sys_file, {
             "workingDir": str(work), "workerTaskThreadNum": "16", "workerMaxThroughput(KB/s)": "0",
         }, comment="ossimport-dist demo (made by import.sh --demo)")
-        job_file = conf_dir / "local_job.cfg"
+        job_file = conf_dir / LOCAL_JOB_CONFIG
         config_mod.write_properties(job_file, {
             "jobName": DEMO_JOB, "srcType": "local", "srcPrefix": sample.resolve().as_posix() + "/",
             "destDomain": emulator.endpoint, "destBucket": DEMO_BUCKET, "destPrefix": "demo/",
@@ -93,7 +94,7 @@ def run(install_dir: Path, interval: float = 1.0) -> int:
             listed = sum(1 for _ in oss2.ObjectIteratorV2(
                 oss2.Bucket(oss2.Auth(DEMO_KEY_ID, secret), emulator.endpoint, DEMO_BUCKET), prefix="demo/"))
             print(f"demo: the bucket now lists {listed} objects under demo/ (sample had {files} files); "
-                  f"state tree in {work / 'master' / 'jobs' / DEMO_JOB}")
+                  f"state tree in {Home(work).job(DEMO_JOB).root}")
             if listed != files:
                 print("demo: object count differs from the sample folder", flush=True)
                 code = 1

@@ -1,37 +1,26 @@
-"""The distributed tracker: hands tasks to worker hosts over SSH and follows them home.
+"""The distributed tracker: follows every worker host over SSH, one thread per host.
 
-One thread per host polls it every second with one remote command that returns the agent's
-heartbeat and the state of every task folder there. From that it
+Each host's thread polls it every second with one remote command that returns the agent's
+heartbeat and the state of every task folder there (``sshlink.SshLink``), and hands that to the
+one ``tracker.Tracker`` that standalone mode uses too: finished tasks come home, lost ones go back
+to pending, pending ones are dispatched by the host's free capacity. What only a fleet has is here:
 
-- pulls finished task folders back into ``succeed_tasks/`` / ``failed_tasks/`` as
-  ``<taskid>_<epochms>@<host>`` (a late result for a task already finished elsewhere is dropped,
-  so nothing is counted twice);
-- compares ``dispatched/<host>/`` with what the host really holds: a task the host lost goes back
-  to pending; a task the host holds that now belongs elsewhere is removed there;
 - when the host has been unreachable, or its agent's heartbeat has not moved, for longer than
-  ``workerHeartbeatTimeout`` seconds, puts every task dispatched to it back to pending;
-- starts the agent when the host has none running (so a host added to workers.txt and deployed
-  while a job runs starts taking tasks), and pushes ``sys.properties`` (without secrets) and its
-  share of the job-wide bandwidth budget, so both change while the job runs;
-- dispatches pending tasks by the host's free capacity: files accepted but not finished, against
-  its thread count, not round-robin;
-- marks a job stopped (``JobLayout.fail_job``) when an agent reports that its files proved the
-  job cannot work (keys refused, bucket gone, endpoint dead): no host gets its tasks until
+  ``workerHeartbeatTimeout`` seconds, every task dispatched to it goes back to pending;
+- the agent is started when the host has none running (so a host added to workers.txt and
+  deployed while a job runs starts taking tasks), and ``sys.properties`` (without secrets) and
+  the host's share of the job-wide bandwidth budget are pushed, so both change while the job runs;
+- a job is marked stopped (``JobLayout.fail_job``) when an agent reports that its files proved
+  the job cannot work (keys refused, bucket gone, endpoint dead): no host gets its tasks until
   'console.sh retry', whose first dispatch pushes the job's configuration again.
-
-The job's configuration reaches a host once per job, as ``worker/jobs/<job>/job.cfg`` with mode
-0600 (it holds the keys), never on a command line and never in a ``TASK`` file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shlex
-import shutil
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -43,77 +32,16 @@ from .errors import OperatorError
 from .failurelog import FailureLog
 from .fatal import stopped_job_reason
 from .hosts import Host
-from .layout import (DAMAGED_RESULTS, ERROR_LIST, MULTIPART_DIR, TASK_FILE, TASK_RESULTS, JobLayout, iter_lines,
-                     pushed_config, task_inputs, write_atomic)
+from .layout import JobLayout, TaskFolder, iter_lines, remote_worker_tree, write_atomic
 from .listformat import KeyFormatError, read_key
 from .models import failure_code
+from .sshlink import SshLink, agent_start_command
+from .tracker import Tracker
 
 log = logging.getLogger("ossimport.dispatcher")
 
 POLL_S = 1.0
-FILES_PER_THREAD = 4
 AGENT_RESTART_EVERY_S = 20.0
-AGENT_MODULE = "ossimport_dist.agent"
-
-
-def remote_paths(working_dir: str) -> dict:
-    w = working_dir.rstrip("/")
-    return {"root": w, "worker": f"{w}/worker", "jobs": f"{w}/worker/jobs", "logs": f"{w}/logs",
-            "heartbeat": f"{w}/worker/heartbeat.json", "pid": f"{w}/worker/agent.pid",
-            "sys": f"{w}/worker/sys.properties", "budget": f"{w}/worker/throughput",
-            "python": f"{w}/ossimport/venv/bin/python"}
-
-
-def snapshot_command(working_dir: str) -> str:
-    """One round trip: whether the agent's process lives, its heartbeat, then one line per task
-    folder ('F' finished, 'R' not). It also removes half-pushed task folders ('.<id>.tmp', left
-    when a link broke mid-push): only this host's tracker thread pushes, and not during a poll."""
-    p = remote_paths(working_dir)
-    return (f"cd {shlex.quote(p['worker'])} 2>/dev/null || exit 0; "
-            "rm -rf jobs/*/tasks/.*.tmp; "
-            f"pid=$(cat agent.pid 2>/dev/null) && grep -q {AGENT_MODULE} /proc/$pid/cmdline 2>/dev/null "
-            "&& echo '--ALIVE--'; "
-            "cat heartbeat.json 2>/dev/null; echo; echo '--TASKS--'; "
-            "for d in jobs/*/tasks/*/; do [ -d \"$d\" ] || continue; "
-            "if [ -f \"$d/STATUS\" ]; then echo \"F $d\"; else echo \"R $d\"; fi; done")
-
-
-def parse_snapshot(text: str) -> tuple:
-    """(heartbeat dict or None, {(job, task_id): finished?}); the heartbeat only when the agent's
-    process is alive, so one left behind by a dead agent does not count."""
-    head, _, tail = text.partition("--TASKS--")
-    beat = None
-    if "--ALIVE--" in head:
-        try:
-            beat = json.loads(head.split("--ALIVE--", 1)[1].strip() or "null")
-        except ValueError:
-            beat = None
-    tasks = {}
-    for line in tail.splitlines():
-        state, _, path = line.strip().partition(" ")
-        parts = path.strip("/").split("/")
-        if len(parts) == 4 and parts[0] == "jobs" and parts[2] == "tasks":
-            tasks[(parts[1], parts[3])] = state == "F"
-    return beat, tasks
-
-
-def agent_start_command(working_dir: str, host_name: str) -> str:
-    p = remote_paths(working_dir)
-    q = shlex.quote
-    return (f"mkdir -p {q(p['logs'])} {q(p['worker'])} && cd {q(p['root'])} && "
-            f"[ -x {q(p['python'])} ] || {{ echo 'not deployed: run console.sh deploy' >&2; exit 3; }}; "
-            f"nohup setsid {q(p['python'])} -m {AGENT_MODULE} --home {q(p['root'])} --host {q(host_name)} "
-            f">> {q(p['logs'])}/worker.log 2>&1 < /dev/null & echo started")
-
-
-def agent_stop_command(working_dir: str) -> str:
-    p = remote_paths(working_dir)
-    q = shlex.quote
-    # Only the process the pid file names, and only if it is our agent.
-    return (f"pid=$(cat {q(p['pid'])} 2>/dev/null) || exit 0; "
-            f"grep -q {AGENT_MODULE} /proc/$pid/cmdline 2>/dev/null || exit 0; "
-            "kill $pid; for i in $(seq 1 100); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; "
-            "kill -9 $pid; exit 0")
 
 
 @dataclass
@@ -231,18 +159,19 @@ class RemoteTracker:
             conn.close()
 
     def _poll(self, host: Host, state: HostState, conn, now: float) -> None:
-        wd = self.working_dir
-        result = conn.run(snapshot_command(wd), check=False)
-        beat, remote = parse_snapshot(result.stdout)
+        link = SshLink(host, conn, self.working_dir, state)
+        beat, remote = link.snapshot()
         self._follow_heartbeat(host, state, conn, beat, now)
         jobs = {j.name: j for j in self.jobs()}
         self._take_stops(host, state, jobs)
-        self._collect(host, state, conn, jobs, remote)
+        tracker = Tracker(link, on_home=self._task_home)
+        tracker.reconcile(jobs, remote)
+        state.running_tasks = sum(1 for (j, t), done in remote.items() if not done and j in jobs)
         if not state.agent_alive:
             return
         self._push_settings(host, state, conn)
         if not state.draining:
-            self._dispatch(host, state, conn, jobs, remote)
+            tracker.dispatch([jobs[n] for n in sorted(jobs)], remote, stop=self.stop_event.is_set)
 
     def _follow_heartbeat(self, host: Host, state: HostState, conn, beat: Optional[dict], now: float) -> None:
         seq = (beat or {}).get("seq")
@@ -313,56 +242,14 @@ class RemoteTracker:
                 other.pushed_configs.pop(name, None)
 
     # -- results --------------------------------------------------------------------------
-    def _collect(self, host: Host, state: HostState, conn, jobs: dict, remote: dict) -> None:
-        jobs_dir = remote_paths(self.working_dir)["jobs"]
-        ours = {name: set(job.dispatched_ids(host.name)) for name, job in jobs.items()}
-        for (job_name, task_id), finished in sorted(remote.items()):
-            job = jobs.get(job_name)
-            folder = f"{jobs_dir}/{job_name}/tasks/{task_id}"
-            if job is None:  # cleaned on the master
-                conn.remove_tree(folder)
-                continue
-            if finished:
-                self._pull(host, conn, job, task_id, folder)
-            elif task_id not in ours[job_name]:
-                # Put back to pending when the host looked dead, and maybe running elsewhere now.
-                if job.finished_dir(task_id) is not None or (job.pending / task_id).exists() or \
-                        any((job.dispatched(h) / task_id).exists() for h in job.dispatched_hosts()):
-                    log.info("host %s: task %s belongs elsewhere now; removing it there", host, task_id)
-                    conn.remove_tree(folder)
-        for job in jobs.values():
-            for task_id in ours[job.name]:
-                if (job.name, task_id) not in remote and job.finished_dir(task_id) is None:
-                    log.warning("host %s: lost task %s; back to pending", host, task_id)
-                    job.undispatch(task_id, host.name)
-        state.running_tasks = sum(1 for (j, t), done in remote.items() if not done and j in jobs)
-
-    def _pull(self, host: Host, conn, job: JobLayout, task_id: str, folder: str) -> None:
-        incoming = job.root / ".incoming" / f"{task_id}@{host.name}"
-        shutil.rmtree(incoming, ignore_errors=True)
-        incoming.mkdir(parents=True)
-        present = set(conn.listdir(folder))
-        # A task the agent found damaged comes home with why (DAMAGED) and the damaged file.
-        names = [name for name in TASK_RESULTS + DAMAGED_RESULTS if name in present]
-        # The upload ids of a failed task's open uploads come home, so its retry resumes them
-        # on whichever host runs it.
-        if MULTIPART_DIR in present:  # most tasks have none: no extra round trip for them
-            names += [f"{MULTIPART_DIR}/{n}" for n in conn.listdir(f"{folder}/{MULTIPART_DIR}")
-                      if n.endswith(".json")]
-        for name in names:
-            (incoming / name).parent.mkdir(exist_ok=True)
-            (incoming / name).write_bytes(conn.get_bytes(f"{folder}/{name}"))
-        ok = (incoming / "STATUS").read_text().strip() == "Completed" if (incoming / "STATUS").is_file() else False
-        dst = job.finish(task_id, host.name, incoming, ok)
-        conn.remove_tree(folder)
-        log.info("job %s: task %s from %s -> %s", job.name, task_id, host, dst.parent.name + "/" + dst.name)
-        if dst.parent == job.failed:
-            self._log_failures(job, task_id, dst)
+    def _task_home(self, job: JobLayout, task_id: str, folder: Path) -> None:
+        if folder.parent == job.failed:
+            self._log_failures(job, task_id, folder)
 
     def _log_failures(self, job: JobLayout, task_id: str, folder: Path) -> None:
         """The master learns of a task's failures when it comes home: one line each in
         master.log, rate-limited (the agent's worker.log had them as they happened)."""
-        for line in iter_lines(folder / ERROR_LIST):
+        for line in iter_lines(TaskFolder(folder).error_list):
             try:
                 key, detail = read_key(line)
             except KeyFormatError:
@@ -371,16 +258,16 @@ class RemoteTracker:
 
     # -- settings pushed to the host ------------------------------------------------------
     def _push_settings(self, host: Host, state: HostState, conn) -> None:
-        p = remote_paths(self.working_dir)
+        tree = remote_worker_tree(self.working_dir)
         sys_props = config_mod.redact_for_worker(self.sys.current)
         if sys_props != state.pushed_sys:
-            conn.makedirs(p["worker"])
+            conn.makedirs(str(tree.root))
             text = javaproperties.dumps(sys_props, timestamp=False, ensure_ascii=False)
-            conn.put_bytes(text.encode("utf-8"), p["sys"], mode=0o600)
+            conn.put_bytes(text.encode("utf-8"), str(tree.sys_file), mode=0o600)
             state.pushed_sys = sys_props
         budget = self.budget_share()
         if budget != state.pushed_budget:
-            conn.put_bytes(f"{budget or 0}\n".encode(), p["budget"], mode=0o644)
+            conn.put_bytes(f"{budget or 0}\n".encode(), str(tree.budget_file), mode=0o644)
             state.pushed_budget = budget
 
     def budget_share(self) -> Optional[int]:
@@ -411,63 +298,6 @@ class RemoteTracker:
         live = max(1, len(self.live_hosts()))
         return max(1, min(caps) * 1024 // live)
 
-    # -- dispatch -------------------------------------------------------------------------
-    def _free_files(self, state: HostState, jobs: dict, remote: dict) -> int:
-        beat = state.beat or {}
-        threads = int(beat.get("threads") or 1)
-        backlog = int(beat.get("backlog") or 0)
-        running_ids = set()
-        for snap in (beat.get("jobs") or {}).values():
-            running_ids.update(snap.get("running", {}).keys())
-        waiting = 0  # files in task folders the agent has not picked up yet
-        for (job_name, task_id), done in remote.items():
-            if not done and task_id not in running_ids and job_name in jobs:
-                waiting += _task_file_count(jobs[job_name].dispatched(state.host) / task_id / TASK_FILE)
-        return threads * FILES_PER_THREAD - backlog - waiting
-
-    def _dispatch(self, host: Host, state: HostState, conn, jobs: dict, remote: dict) -> None:
-        free = self._free_files(state, jobs, remote)
-        for job in [jobs[n] for n in sorted(jobs)]:
-            if free <= 0:
-                return
-            if job.job_failure() is not None:
-                continue  # stopped on a fatal error until 'console.sh retry'
-            for task_id in job.pending_ids():
-                if free <= 0 or self.stop_event.is_set():
-                    return
-                try:
-                    dispatched = job.dispatch(task_id, host.name)
-                except FileNotFoundError:
-                    continue  # another host's thread took it
-                try:
-                    self._push_task(host, state, conn, job, task_id, dispatched)
-                except Exception:
-                    job.undispatch(task_id, host.name)
-                    raise
-                state.running_tasks += 1
-                free -= _task_file_count(dispatched / TASK_FILE)
-
-    def _push_task(self, host: Host, state: HostState, conn, job: JobLayout, task_id: str, dispatched: Path) -> None:
-        jobs_dir = remote_paths(self.working_dir)["jobs"]
-        mtime = job.config_file.stat().st_mtime_ns
-        if state.pushed_configs.get(job.name, (None,))[0] != mtime:
-            push_id = uuid.uuid4().hex
-            conn.makedirs(f"{jobs_dir}/{job.name}/tasks")
-            conn.put_bytes(pushed_config(job.config_file.read_bytes(), push_id), f"{jobs_dir}/{job.name}/job.cfg",
-                           mode=0o600)
-            state.pushed_configs[job.name] = (mtime, push_id)
-        tmp = f"{jobs_dir}/{job.name}/tasks/.{task_id}.tmp"
-        conn.remove_tree(tmp)
-        conn.makedirs(tmp)
-        inputs = task_inputs(dispatched)
-        if any(rel.startswith(MULTIPART_DIR + "/") for rel in inputs):
-            conn.makedirs(f"{tmp}/{MULTIPART_DIR}")
-        for rel in inputs:
-            conn.put_bytes((dispatched / rel).read_bytes(), f"{tmp}/{rel}", mode=0o644)
-        final = f"{jobs_dir}/{job.name}/tasks/{task_id}"
-        conn.remove_tree(final)
-        conn.rename(tmp, final)
-
     # -- for stat ---------------------------------------------------------------------------
     def _write_status(self, state: HostState) -> None:
         try:
@@ -476,48 +306,3 @@ class RemoteTracker:
             write_atomic(path, json.dumps(state.public()).encode())
         except OSError:
             pass
-
-
-def _task_file_count(task_file: Path) -> int:
-    try:
-        with open(task_file, "r", encoding="ascii") as f:
-            return int(json.loads(f.readline()).get("objects", 1))
-    except (OSError, ValueError):
-        return 1
-
-
-def stop_agents(hosts: list, settings, working_dir: str) -> dict:
-    """Stop the agent on every host at once; {host name: 'stopped' | one-line error}."""
-    from .ssh import run_on_hosts
-
-    results = run_on_hosts(hosts, lambda conn: conn.run(agent_stop_command(working_dir), check=False), settings)
-    return {host.name: ("stopped" if r.ok else r.error) for host, r in results.items()}
-
-
-def remote_checkpoints_command(working_dir: str, job_name: str) -> str:
-    """Print every multipart checkpoint of a job's task folders on a host, one JSON per line
-    (a checkpoint is one line of JSON)."""
-    folder = shlex.quote(f"{remote_paths(working_dir)['jobs']}/{job_name}/tasks")
-    return (f"for f in {folder}/*/{MULTIPART_DIR}/*.json; do "
-            "[ -f \"$f\" ] && { cat \"$f\"; echo; }; done; exit 0")
-
-
-def abort_open_uploads(job: JobLayout, hosts: list, settings, working_dir: str) -> list:
-    """Before ``clean`` removes a job: abort the multipart uploads its checkpoints record, on
-    the master and on every worker host (a task stopped mid-upload holds the newest there).
-    One warning line per upload left open or host not asked."""
-    from .transfer import abort_job_uploads
-
-    remote, warnings = [], []
-    if hosts:
-        from .ssh import run_on_hosts
-
-        command = remote_checkpoints_command(working_dir, job.name)
-        results = run_on_hosts(hosts, lambda conn: conn.run(command, check=False).stdout, settings)
-        for r in results.values():
-            if r.ok:
-                remote.extend(line for line in r.value.splitlines() if line.strip())
-            else:
-                warnings.append(f"{r.error}; uploads its tasks began are not aborted (a lifecycle rule on "
-                                f"uploads at the destination expires them)")
-    return warnings + abort_job_uploads(job, tuple(remote))

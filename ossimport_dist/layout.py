@@ -38,18 +38,37 @@ failed and resumes their uploads, on whichever host runs it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Iterator, Optional
 
 from .config import JOB_NAME_RULE, is_job_name
 from .errors import StateError
 from .models import ObjectEntry, Task
+
+# The folders of the tree, named once: every module spells a path through these.
+MASTER_DIR = "master"
+WORKER_DIR = "worker"
+LOGS_DIR = "logs"
+JOBS_DIR = "jobs"  # master/jobs/<job>/ and worker/jobs/<job>/
+TASKS_DIR = "tasks"  # worker/jobs/<job>/tasks/<taskid>/
+PENDING_DIR = "pending_tasks"
+DISPATCHED_DIR = "dispatched"
+SUCCEED_DIR = "succeed_tasks"
+FAILED_DIR = "failed_tasks"
+INCOMING_DIR = ".incoming"  # a task folder being pulled home from a worker host
+# The configuration files: conf/ of the install folder holds the operator's; a job's frozen copy
+# and a worker host's pushed copies carry the same names.
+CONF_DIR = "conf"
+SYS_PROPERTIES = "sys.properties"
+JOB_CONFIG = "job.cfg"
+LOCAL_JOB_CONFIG = "local_job.cfg"
 
 TASK_FILE = "TASK"
 AUDIT_LOG = "audit.log"
@@ -149,8 +168,6 @@ class DamagedStateFile(StateError):
 def read_task_file(path: Path) -> Task:
     """The task in a TASK file; DamagedStateFile when it is not exactly what write_task_file
     wrote (the header's object count and bytes catch a file cut at a line boundary)."""
-    import json
-
     try:
         with open(path, "r", encoding="ascii") as f:
             header = json.loads(f.readline())
@@ -170,11 +187,20 @@ def read_task_file(path: Path) -> Task:
         raise DamagedStateFile(path, f"JSON of the wrong shape ({type(exc).__name__}: {exc})") from None
 
 
+def task_size(path: Path) -> Optional[tuple]:
+    """(objects, bytes) as a TASK's header line names them, or None when that line does not read:
+    enough to weigh a task without reading its objects."""
+    try:
+        with open(path, "r", encoding="ascii") as f:
+            header = json.loads(f.readline())
+        return max(0, int(header["objects"])), max(0, int(header["bytes"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def decode_state_json(data: bytes):
     """The JSON document of a small state file the tool wrote (COUNTS, a checkpoint, ROUND);
     ValueError saying what is wrong with it, in the words stat's Damaged: line shows."""
-    import json
-
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
@@ -242,15 +268,7 @@ def mark_task_damaged(folder: Path, reason: str) -> Path:
     """Make ``folder`` a failed task whose TASK could not be read: the TASK moved aside, an empty
     error.list (its keys are unknown), COUNTS with the files its header names when that line
     still reads, and DAMAGED with ``reason``. The tracker then records it like any failed task."""
-    import json
-
-    files = size = 0
-    try:
-        with open(folder / TASK_FILE, "r", encoding="ascii") as f:
-            header = json.loads(f.readline())
-        files, size = max(0, int(header["objects"])), max(0, int(header["bytes"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    files, size = task_size(folder / TASK_FILE) or (0, 0)
     aside = move_aside(folder / TASK_FILE) if (folder / TASK_FILE).exists() else folder / TASK_FILE
     write_atomic(folder / DAMAGED_FILE, (reason + "\n").encode("utf-8", "surrogateescape"))
     write_atomic(folder / ERROR_LIST, b"")
@@ -278,6 +296,131 @@ def parse_finished_name(name: str) -> tuple:
     return task_id, int(ms) if ms.isdigit() else 0, host
 
 
+def job_shown_root(job_name: str) -> str:
+    """``master/jobs/<job>``: a job's folder as messages name it, relative to workingDir."""
+    return f"{MASTER_DIR}/{JOBS_DIR}/{job_name}"
+
+
+@dataclass(frozen=True)
+class TaskFolder:
+    """One task's folder, wherever in the tree it is (pending, dispatched, a worker's, finished):
+    its TASK, and the results a run writes into it."""
+
+    path: Path
+
+    @property
+    def task_file(self) -> Path:
+        return self.path / TASK_FILE
+
+    @property
+    def audit_log(self) -> Path:
+        return self.path / AUDIT_LOG
+
+    @property
+    def error_list(self) -> Path:
+        return self.path / ERROR_LIST
+
+    @property
+    def counts_file(self) -> Path:
+        return self.path / COUNTS_FILE
+
+    def read_task(self) -> Task:
+        return read_task_file(self.task_file)
+
+    def status(self) -> Optional[str]:
+        """STATUS_COMPLETED, STATUS_FAILED, or None while the task has not finished. A STATUS
+        that is not text still says the run ended, and never that it completed."""
+        try:
+            return (self.path / STATUS_FILE).read_text("utf-8", "replace").strip() or None
+        except OSError:
+            return None
+
+    def completed(self) -> bool:
+        return self.status() == STATUS_COMPLETED
+
+    def write_results(self, ok: bool, counts: dict, errors: str, skips: str) -> None:
+        """What a run writes at its end: error.list, skipped.list (only when something was
+        skipped), COUNTS, then STATUS, the signal that the task finished, and DONE when it
+        succeeded."""
+        write_atomic(self.error_list, errors.encode("utf-8", "surrogateescape"))
+        if skips:
+            write_atomic(self.path / SKIPPED_LIST, skips.encode("utf-8", "surrogateescape"))
+        write_atomic(self.counts_file, json.dumps(counts).encode("utf-8"))
+        write_atomic(self.path / STATUS_FILE, ((STATUS_COMPLETED if ok else STATUS_FAILED) + "\n").encode())
+        if ok:
+            write_atomic(self.path / DONE_FILE, b"")
+
+
+@dataclass(frozen=True)
+class WorkerTree:
+    """A worker's part of a workingDir: over a local ``Path`` for the agent and standalone mode,
+    over a ``PurePosixPath`` when the master names a worker host's paths (every host has the same
+    workingDir)."""
+
+    working_dir: PurePath
+
+    @property
+    def root(self):
+        return self.working_dir / WORKER_DIR
+
+    @property
+    def logs(self):
+        return self.working_dir / LOGS_DIR
+
+    @property
+    def jobs(self):
+        return self.root / JOBS_DIR
+
+    @property
+    def pid_file(self):
+        return self.root / "agent.pid"
+
+    @property
+    def heartbeat(self):
+        return self.root / "heartbeat.json"
+
+    @property
+    def sys_file(self):
+        """The master's sys.properties, pushed without its secrets."""
+        return self.root / SYS_PROPERTIES
+
+    @property
+    def budget_file(self):
+        """This host's share of a job-wide bandwidth budget, bytes/s."""
+        return self.root / "throughput"
+
+    def job(self, job_name: str):
+        return self.jobs / job_name
+
+    def job_config(self, job_name: str):
+        return self.job(job_name) / JOB_CONFIG
+
+    def tasks(self, job_name: str):
+        return self.job(job_name) / TASKS_DIR
+
+    def task(self, job_name: str, task_id: str):
+        return self.tasks(job_name) / task_id
+
+    def staging(self, job_name: str, task_id: str):
+        """Where a task is put together before one rename makes it the worker's."""
+        return self.tasks(job_name) / f".{task_id}.tmp"
+
+    def task_of(self, relative: str) -> Optional[tuple]:
+        """(job, task id) of a task folder named relative to ``root`` (``jobs/<job>/tasks/<id>/``,
+        as a host's snapshot lists it), or None for any other path: a name that is empty or
+        starts with a dot ('..', a half-pushed '.<id>.tmp') is never a job's or a task's."""
+        parts = relative.strip("/").split("/")
+        named = all(p and not p.startswith(".") for p in parts)
+        if len(parts) == 4 and parts[0] == JOBS_DIR and parts[2] == TASKS_DIR and named:
+            return parts[1], parts[3]
+        return None
+
+
+def remote_worker_tree(working_dir: str) -> WorkerTree:
+    """A worker host's tree, its paths as the strings SSH commands take (``str()`` of each)."""
+    return WorkerTree(PurePosixPath(working_dir))
+
+
 @dataclass(frozen=True)
 class Home:
     """The working directory of one machine (``workingDir``)."""
@@ -286,32 +429,51 @@ class Home:
 
     @property
     def logs(self) -> Path:
-        return self.root / "logs"
+        return self.root / LOGS_DIR
 
     @property
     def jobqueue(self) -> Path:
-        return self.root / "master" / "jobqueue"
+        return self.master / "jobqueue"
 
     @property
     def master_jobs(self) -> Path:
-        return self.root / "master" / "jobs"
+        return self.master / JOBS_DIR
+
+    @property
+    def master(self) -> Path:
+        return self.root / MASTER_DIR
+
+    @property
+    def worker(self) -> "WorkerTree":
+        """This machine's worker folders (the agent's, or standalone mode's one worker)."""
+        return WorkerTree(self.root)
 
     @property
     def worker_jobs(self) -> Path:
-        return self.root / "worker" / "jobs"
+        return self.worker.jobs
+
+    @property
+    def bundle_cache(self) -> Path:
+        """Where deploy builds the bundle of wheels it carries to the worker hosts."""
+        return self.master / "bundle"
+
+    @property
+    def retry_lock(self) -> Path:
+        """Held by one 'console.sh retry' at a time."""
+        return self.master / "retry.lock"
 
     @property
     def pid_file(self) -> Path:
-        return self.root / "master" / "ossimport.pid"
+        return self.master / "ossimport.pid"
 
     @property
     def service_lock(self) -> Path:
         """Held by the one service of this working directory for its whole life (servicelock)."""
-        return self.root / "master" / "service.lock"
+        return self.master / "service.lock"
 
     def host_status_file(self, host_name: str) -> Path:
         """``master/hosts/<host>.json``: the master's last poll of a worker host, for stat."""
-        return self.root / "master" / "hosts" / f"{host_name}.json"
+        return self.master / "hosts" / f"{host_name}.json"
 
     def job(self, name: str) -> "JobLayout":
         """The job's folders. The name becomes a path under workingDir, so anything but a job
@@ -324,7 +486,7 @@ class Home:
         if not self.master_jobs.is_dir():
             return []
         return sorted(p.name for p in self.master_jobs.iterdir()
-                      if is_job_name(p.name) and (p / "job.cfg").is_file())
+                      if is_job_name(p.name) and (p / JOB_CONFIG).is_file())
 
     def private_log(self, name: str) -> Path:
         """``logs/<name>``, created 0600 (tightened if it exists): logs name hosts, buckets and
@@ -358,7 +520,7 @@ class JobLayout:
 
     @property
     def config_file(self) -> Path:
-        return self.root / "job.cfg"
+        return self.root / JOB_CONFIG
 
     @property
     def checkpoints(self) -> Path:
@@ -409,8 +571,6 @@ class JobLayout:
         return {"round": rebuilt, "next_at": None}
 
     def set_round_state(self, round_no: int, next_at: Optional[float]) -> None:
-        import json
-
         write_atomic(self.round_file, json.dumps({"round": round_no, "next_at": next_at}).encode())
 
     def start_round(self, round_no: int) -> int:
@@ -431,22 +591,22 @@ class JobLayout:
 
     @property
     def pending(self) -> Path:
-        return self.root / "pending_tasks"
+        return self.root / PENDING_DIR
 
     @property
     def dispatched_root(self) -> Path:
-        return self.root / "dispatched"
+        return self.root / DISPATCHED_DIR
 
     def dispatched(self, host: str) -> Path:
         return self.dispatched_root / host
 
     @property
     def succeed(self) -> Path:
-        return self.root / "succeed_tasks"
+        return self.root / SUCCEED_DIR
 
     @property
     def failed(self) -> Path:
-        return self.root / "failed_tasks"
+        return self.root / FAILED_DIR
 
     @property
     def queue_marker(self) -> Path:
@@ -454,13 +614,26 @@ class JobLayout:
 
     @property
     def worker_tasks(self) -> Path:
-        return self.home.worker_jobs / self.name / "tasks"
+        return self.home.worker.tasks(self.name)
 
     def running_audit_log(self, task_id: str) -> Path:
         """The audit.log a worker appends to while it runs the task: on this machine
         standalone; in distributed mode the same path on the host it was dispatched to
         (every host has the same workingDir)."""
         return self.worker_tasks / task_id / AUDIT_LOG
+
+    @property
+    def incoming(self) -> Path:
+        """Task folders being pulled home from worker hosts, before ``finish`` files them."""
+        return self.root / INCOMING_DIR
+
+    def incoming_from(self, task_id: str, host: str) -> Path:
+        return self.incoming / f"{task_id}@{host}"
+
+    @property
+    def shown_root(self) -> str:
+        """The job's folder as messages show it, relative to workingDir."""
+        return job_shown_root(self.name)
 
     @property
     def stats_file(self) -> Path:
@@ -498,7 +671,7 @@ class JobLayout:
             _check_inside(self.home.root, path)
 
     def _own_paths(self) -> tuple:
-        return (self.queue_marker, self.home.worker_jobs / self.name, self.root)
+        return (self.queue_marker, self.home.worker.job(self.name), self.root)
 
     # -- scanning -------------------------------------------------------------------------
     @property
@@ -605,19 +778,23 @@ class JobLayout:
         record_damage(self.root, damaged, problem, f"moved aside to {aside.name}; rebuilt from {twin}")
         return True
 
+    def locations(self, task_id: str) -> list:
+        """Every folder of the master's tree holding the task: pending, dispatched to a host,
+        finished (more than one only between the renames of a move, or for a late result)."""
+        found = [self.pending / task_id] if (self.pending / task_id).exists() else []
+        found += [self.dispatched(h) / task_id for h in self.dispatched_hosts()
+                  if (self.dispatched(h) / task_id).exists()]
+        finished = self.finished_dir(task_id)
+        return found + ([finished] if finished is not None else [])
+
+    def locate(self, task_id: str) -> Optional[Path]:
+        """Where the task is in the master's tree, or None when the tree does not hold it."""
+        found = self.locations(task_id)
+        return found[0] if found else None
+
     def task_known(self, task_id: str) -> bool:
         """True when a task with this id is anywhere in the tree (the scanner must not add it twice)."""
-        if (self.pending / task_id).exists():
-            return True
-        if self.dispatched_root.is_dir():
-            for host_dir in self.dispatched_root.iterdir():
-                if (host_dir / task_id).exists():
-                    return True
-        prefix = task_id + "_"
-        for d in (self.succeed, self.failed):
-            if d.is_dir() and any(n.startswith(prefix) for n in os.listdir(d)):
-                return True
-        return False
+        return self.locate(task_id) is not None
 
     def add_pending(self, task: Task) -> None:
         tmp = self.pending / f".{task.task_id}.tmp"
@@ -670,6 +847,10 @@ class JobLayout:
         # The task may also have gone back to pending (host presumed dead); it is done now.
         shutil.rmtree(self.pending / task_id, ignore_errors=True)
         return dst
+
+    def forget_dispatched(self, task_id: str, host: str) -> None:
+        """Drop the dispatched entry of a task already finished (a crash came between the two)."""
+        shutil.rmtree(self.dispatched(host) / task_id, ignore_errors=True)
 
     def _keep_upload_records(self, result_dir: Path, name: str) -> None:
         """A dropped result may hold uploads its host began and nothing will complete: their
@@ -733,7 +914,7 @@ class JobLayout:
     def multipart_checkpoints(self) -> list:
         """Every multipart checkpoint in the job's task folders, wherever the task is, and those
         of dropped late results: the uploads this job may have left open at the destination."""
-        parents = [self.pending, self.failed, self.succeed, self.worker_tasks, self.root / ".incoming"]
+        parents = [self.pending, self.failed, self.succeed, self.worker_tasks, self.incoming]
         parents += [self.dispatched(host) for host in self.dispatched_hosts()]
         found = list((self.root / ABANDONED_UPLOADS).glob("*.json"))
         for parent in parents:
@@ -748,13 +929,6 @@ def task_inputs(folder: Path) -> list:
     RETRIES and audit.log when present, and the multipart checkpoints."""
     names = [name for name in TASK_INPUTS if (folder / name).is_file()]
     return names + sorted(f"{MULTIPART_DIR}/{p.name}" for p in (folder / MULTIPART_DIR).glob("*.json"))
-
-
-def copy_task_inputs(src: Path, dst: Path) -> None:
-    """Hand a task to a worker on this filesystem (``dst`` is a fresh folder)."""
-    for rel in task_inputs(src):
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src / rel, dst / rel)
 
 
 def _check_inside(root: Path, path: Path) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .errors import OperatorError, SourceError
-from .layout import (TASK_FILE, DamagedStateFile, JobLayout, decode_state_json, move_aside, read_task_file,
+from .layout import (DamagedStateFile, JobLayout, TaskFolder, decode_state_json, move_aside, read_task_file,
                      record_damage, write_atomic)
 from .listformat import list_line
 from .models import ObjectEntry, Task
@@ -386,16 +386,9 @@ class Scanner:
             self._save(unit, cpt)
 
     def _find_task_file(self, task_id: str):
-        if not self.job.task_known(task_id):
-            return None
-        candidates = [self.job.pending / task_id]
-        candidates += [self.job.dispatched(h) / task_id for h in self.job.dispatched_hosts()]
-        finished = self.job.finished_dir(task_id)
-        if finished is not None:
-            candidates.append(finished)
-        for c in candidates:
-            if (c / TASK_FILE).is_file():
-                return c / TASK_FILE
+        for folder in self.job.locations(task_id):
+            if TaskFolder(folder).task_file.is_file():
+                return TaskFolder(folder).task_file
         return None
 
     def scan_unit(self, unit: ScanUnit) -> None:

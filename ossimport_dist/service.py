@@ -268,7 +268,7 @@ class StandaloneService(ServiceLoop):
         self.throttle = Throttle(throughput_bps(sys_cfg))
         self.backpressure = Backpressure()  # one per worker: a throttled destination slows every thread
         self.worker = Worker(sys_cfg.worker_task_thread_num, self._task_finished, on_job_stopped=self._job_stopped)
-        self.tracker = LocalTracker(self.worker, self._runtime_for)
+        self.tracker = LocalTracker(self.worker, self._runtime_for, home.worker)
         self.runtimes: dict = {}  # job name -> JobRuntime
         self.config_stamps: dict = {}  # job name -> mtime of the job.cfg its runtime was built from
         self.master = Master(home, self.stop_event, self._job_loaded)
@@ -300,7 +300,7 @@ class StandaloneService(ServiceLoop):
         if stopped is not None:  # stopped before this start: its leftover tasks drain, not run
             runtime.stop(stopped)
         self.runtimes[name], self.config_stamps[name] = runtime, _config_stamp(job)
-        self.tracker.reconcile(job)
+        self.tracker.reconcile_job(job)
 
     def _job_stopped(self, runtime: JobRuntime, reason: str) -> None:
         """A job's files proved it cannot work: mark it, so nothing more is dispatched and it
@@ -338,7 +338,7 @@ class StandaloneService(ServiceLoop):
         if not job.exists():
             return  # the job was cleaned while the task ran
         try:
-            self.tracker.task_finished(job, task_id, folder, ok)
+            self.tracker.task_finished(job, task_id, ok)
         except OSError as exc:
             # The folder stays where it is; reconcile records it at the next start.
             log.error("job %s: could not record task %s: %s", job_name, task_id, exc)
@@ -363,7 +363,7 @@ class StandaloneService(ServiceLoop):
     def tick(self, now: float) -> None:
         self.master.refresh()
         self._resume_retried_jobs()
-        self.tracker.dispatch_round(self.master.ordered_jobs())
+        self.tracker.dispatch(self.master.ordered_jobs())
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
             self._write_progress()

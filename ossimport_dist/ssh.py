@@ -39,10 +39,11 @@ import paramiko
 
 from .errors import OperatorError, WorkerUnreachable
 from .hosts import Host
+from .layout import CONF_DIR, SYS_PROPERTIES
 
 log = logging.getLogger(__name__)
 
-SYS_FILE = "conf/sys.properties"
+SYS_FILE = f"{CONF_DIR}/{SYS_PROPERTIES}"  # as messages name it
 ACCEPT_NEW_KEYS_KEY = "sshAcceptNewHostKeys"
 _CHUNK = 256 * 1024
 # After the remote command exits, how long to wait for its output to close: a background

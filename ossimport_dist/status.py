@@ -21,8 +21,8 @@ from typing import Optional
 from . import config as config_mod
 from .accounting import SENDING_KEY, read_counts, read_progress, recount
 from .errors import OperatorError
-from .layout import (AUDIT_LOG, DAMAGED_FILE, DAMAGED_LIST, Home, JobLayout, damaged_reason,
-                     parse_finished_name)
+from .layout import (AUDIT_LOG, DAMAGED_FILE, DAMAGED_LIST, ERROR_LIST, FAILED_DIR, Home, JobLayout, damaged_reason,
+                     job_shown_root, parse_finished_name)
 from .models import reasons_text
 from .scanner import scanned_totals
 
@@ -394,17 +394,17 @@ def format_stat(s: JobStatus) -> str:
         unread = t.failed - t.differ - t.missing
         lines.append(f"Audit:{t.succeed} match, {t.differ} differ, {t.missing} missing at the destination"
                      + (f", {unread} could not be read" if unread else "")
-                     + ("; which and how: failed_tasks/*/error.list" if t.failed else ""))
+                     + (f"; which and how: {FAILED_DIR}/*/{ERROR_LIST}" if t.failed else ""))
     if s.scan_error:
         lines.append(f"Scan Error:{s.scan_error}")
     lines.extend(f"Reason:{reason}" for reason in s.reasons[:STAT_SHOWN])
     lines.extend(f"Damaged:{damaged}" for damaged in s.damaged[:STAT_SHOWN])
     more = max(0, len(s.reasons) - STAT_SHOWN) + max(0, len(s.damaged) - STAT_SHOWN)
     if more:
-        lines.append(f"More:{more} more not shown: master/jobs/{s.name}/{DAMAGED_LIST} and "
-                     f"failed_tasks/*/{DAMAGED_FILE}")
+        lines.append(f"More:{more} more not shown: {job_shown_root(s.name)}/{DAMAGED_LIST} and "
+                     f"{FAILED_DIR}/*/{DAMAGED_FILE}")
     if s.failed_tasks:
-        lines.append(f"Errors:see master/jobs/{s.name}/failed_tasks/*/error.list; "
+        lines.append(f"Errors:see {job_shown_root(s.name)}/{FAILED_DIR}/*/{ERROR_LIST}; "
                      f"'console.sh errors {s.name}' gathers them")
     if s.hint:
         lines.append(f"Next:{s.hint}")

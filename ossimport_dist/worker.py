@@ -14,7 +14,6 @@ task folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import queue
@@ -28,8 +27,7 @@ from .accounting import JobAccount
 from .errors import OperatorError
 from .failurelog import FailureLog
 from .fatal import FatalDetector
-from .layout import (AUDIT_LOG, COUNTS_FILE, DONE_FILE, ERROR_LIST, SKIPPED_LIST, STATUS_COMPLETED,
-                     STATUS_FAILED, STATUS_FILE, TASK_FILE, read_task_file, retry_count, write_atomic)
+from .layout import STATUS_COMPLETED, STATUS_FAILED, TaskFolder, retry_count
 from .listformat import DETAIL_SEPARATOR, audit_records, list_line, one_line, write_key
 from .models import (JOB_STOPPED, NOT_REGULAR_FILE, SOURCE_NOT_EXIST, SOURCE_NOT_READABLE, SOURCE_REFUSALS,
                      FileResult, ObjectEntry, Outcome, Task, TaskCounts, refused_result)
@@ -241,12 +239,12 @@ class Worker:
             return sum(r.remaining for r in self._runs.values())
 
     def submit(self, runtime: JobRuntime, folder: Path) -> None:
-        task = read_task_file(folder / TASK_FILE)
+        task = TaskFolder(folder).read_task()
         key = (runtime.name, task.task_id)
         with self._lock:
             if key in self._runs:
                 return
-        done = finished_results(folder / AUDIT_LOG, {o.key for o in task.objects})
+        done = finished_results(TaskFolder(folder).audit_log, {o.key for o in task.objects})
         counts = TaskCounts(files=len(task.objects), bytes=task.total_bytes)
         todo, skips = [], []
         for entry in task.objects:
@@ -262,7 +260,7 @@ class Worker:
             counts.add(entry.size, result)
         run = TaskRun(runtime=runtime, task=task, folder=folder, counts=counts, remaining=len(todo),
                       skips=skips, relist=retry_count(folder) > 0)
-        run.audit_file = append_on_a_fresh_line(folder / AUDIT_LOG)
+        run.audit_file = append_on_a_fresh_line(TaskFolder(folder).audit_log)
         with self._lock:
             self._runs[key] = run
         runtime.account.task_started(task.task_id, counts)
@@ -375,15 +373,8 @@ class Worker:
         self._close_audit(run)
         folder = run.folder
         ok = run.counts.failed == 0
-        errors = "".join(list_line(k, d) for k, d in run.errors)
-        write_atomic(folder / ERROR_LIST, errors.encode("utf-8", "surrogateescape"))
-        if run.skips:
-            skips = "".join(list_line(k, d) for k, d in run.skips)
-            write_atomic(folder / SKIPPED_LIST, skips.encode("utf-8", "surrogateescape"))
-        write_atomic(folder / COUNTS_FILE, json.dumps(vars(run.counts)).encode("utf-8"))
-        write_atomic(folder / STATUS_FILE, ((STATUS_COMPLETED if ok else STATUS_FAILED) + "\n").encode())
-        if ok:
-            write_atomic(folder / DONE_FILE, b"")
+        TaskFolder(folder).write_results(ok, vars(run.counts), "".join(list_line(k, d) for k, d in run.errors),
+                                         "".join(list_line(k, d) for k, d in run.skips))
         with self._lock:
             self._runs.pop((run.runtime.name, run.task.task_id), None)
             job_idle = not any(job == run.runtime.name for job, _ in self._runs)
@@ -391,13 +382,6 @@ class Worker:
             self.failure_log.flush(run.runtime.name)
         run.runtime.account.task_finished(run.task.task_id)
         log.info("task %s of job %s: %s (%d ok, %d skipped, %d failed)", run.task.task_id, run.runtime.name,
-                 "Completed" if ok else "Failed", run.counts.succeed, run.counts.skipped, run.counts.failed)
+                 STATUS_COMPLETED if ok else STATUS_FAILED, run.counts.succeed, run.counts.skipped, run.counts.failed)
         self.on_task_finished(run.runtime.name, run.task.task_id, folder, ok)
 
-
-def task_status(folder: Path) -> Optional[str]:
-    """'Completed', 'Failed', or None while the task has not finished."""
-    try:
-        return (folder / STATUS_FILE).read_text().strip() or None
-    except OSError:
-        return None

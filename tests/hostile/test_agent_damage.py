@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from ossimport_dist.agent import Agent, AgentPaths
+from ossimport_dist.agent import Agent
 from ossimport_dist.layout import Home, write_task_file
 from ossimport_dist.models import ObjectEntry, Task
 
@@ -20,7 +20,7 @@ def test_agent_fails_a_damaged_pushed_task_and_runs_the_next(tmp_path, bucket, e
     (src / "a.txt").write_bytes(b"a")
     home = Home(tmp_path / "work")
     home.ensure()
-    job_cfg = AgentPaths(home).job_config("local_test")
+    job_cfg = home.worker.job_config("local_test")
     job_cfg.parent.mkdir(parents=True)
     job_cfg.write_text("".join(f"{k}={v}\n" for k, v in {
         "jobName": "local_test", "srcType": "local", "srcPrefix": f"{src}/",
