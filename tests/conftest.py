@@ -31,7 +31,7 @@ collect_ignore_glob = ["oss2_compat/*"]
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory):
     """One emulator process for the session; every test makes its own bucket."""
-    from ossimport_dist.emulator import start_process
+    from oss_emulator import start_process
 
     data = tmp_path_factory.mktemp("oss-data")
     key_id, secret = "test-key-id", "emu-" + secrets.token_hex(12)

@@ -6,7 +6,7 @@ import urllib.request
 import oss2
 import pytest
 
-from ossimport_dist.emulator import start_process
+from oss_emulator import start_process
 
 AK, SK = 'test-ak', 'test-secret'
 AWKWARD = ['plain', 'with space', 'hash#tag', 'pct%41', 'plus+sign', 'q?mark', u'中文/文件名', 'a/b/c', 'ü-é',

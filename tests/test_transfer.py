@@ -472,11 +472,11 @@ AK, SK = "test-access-key", "test-secret-0123456789"
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
-    pytest.importorskip("ossimport_dist.emulator.__main__")
+    pytest.importorskip("oss_emulator.__main__")
     oss2 = pytest.importorskip("oss2")
     data_dir = tmp_path_factory.mktemp("emulator")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ossimport_dist.emulator", "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "oss_emulator", "--host", "127.0.0.1", "--port", "0",
          "--data-dir", str(data_dir), "--access-key-id", AK, "--access-key-secret", SK,
          "--quiet", "--seed", "7"],
         stdout=subprocess.PIPE, text=True,
