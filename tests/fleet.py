@@ -12,7 +12,8 @@ find-links; ``tests/test_deploy.py`` checks that ``pip download six`` fails ther
 PATH starts with ``fleet.host_bin(host)``, an empty folder a test may put a fake program into.
 
 Use it from a test module with ``pytest_plugins = ["fleet"]`` (one session-wide fleet for all
-modules; sshd start-up is paid once) and the ``fleet`` fixture. Needs root, ``unshare``/``nsenter``
+modules; sshd start-up is paid once) and the ``fleet`` fixture; ``deployed`` has the agent installed
+on every host (once for the session, from the ``bundle`` of this checkout). Needs root, ``unshare``/``nsenter``
 and ``/usr/sbin/sshd`` (``tests/setup_system.sh`` installs it); otherwise the tests skip.
 """
 
@@ -35,9 +36,13 @@ from typing import Optional
 
 import pytest
 
+from ossimport_dist.deploy import build_bundle, deploy_all
 from ossimport_dist.hosts import Host, parse_host
 from ossimport_dist.ssh import SshSettings
 
+ROOT = Path(__file__).resolve().parents[1]
+# Built wheels survive between test runs (gitignored); the first build needs the package index.
+BUNDLE_CACHE = ROOT / ".cache" / "bundle"
 SSHD = "/usr/sbin/sshd"
 USER = "ossimport-w"
 ADDRESSES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
@@ -391,3 +396,16 @@ def fleet():
     f = start_fleet()
     yield f
     f.close()
+
+
+@pytest.fixture(scope="session")
+def bundle():
+    """The worker bundle of this checkout, built as ``console.sh deploy`` builds it."""
+    return build_bundle(ROOT, BUNDLE_CACHE)
+
+
+@pytest.fixture(scope="session")
+def deployed(fleet, bundle):
+    """Every fleet host with the agent installed, offline, once for the session: the results of
+    that deploy, host by host."""
+    return deploy_all(fleet.hosts, fleet.settings(), ROOT, fleet.working_dir, BUNDLE_CACHE, bundle=bundle)
