@@ -1,15 +1,13 @@
-"""HTTP front end of the OSS emulator: request parsing, routing, fault injection."""
+"""HTTP front end of the OSS emulator: request parsing, routing, fault injection, the admin
+endpoints (``/-/faults``, ``/-/stats``, ``/-/health``). The operations are in ``handlers``."""
 
 from __future__ import annotations
 
 import base64
-import binascii
-import functools
 import hashlib
 import ipaddress
 import itertools
 import json
-import os
 import re
 import socket
 import struct
@@ -17,18 +15,16 @@ import sys
 import threading
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
-from email.utils import formatdate, parsedate_tz, mktime_tz
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, unquote
-from xml.etree import ElementTree
 
-from . import s3, s3auth, s3body, xmlgen
-from .auth import V1_SUBRESOURCES, AuthRequest, Authenticator
+from .auth import V1_SUBRESOURCES, Authenticator
 from .faults import FaultInjector
-from .store import (IO_CHUNK, ObjectMeta, Store, StoreError, crc64_update, iter_file_range)
+from .handlers import BucketOps, MultipartOps, ObjectOps, S3Dialect
+from .store import IO_CHUNK, Store, StoreError, crc64_update
+from .wire import SMALL_BODY, http_date, unlink_quietly
 
 BUCKET_RE = re.compile(r'^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$')
 # sub-resources the emulator implements; any other signed sub-resource is answered NotImplemented
@@ -38,12 +34,6 @@ SUPPORTED_SUBRESOURCES = frozenset([
     'response-content-language', 'response-cache-control', 'response-content-encoding', 'response-expires',
     'response-content-disposition', 'x-oss-traffic-limit', 'x-oss-request-payer',
 ])
-STORED_HEADERS = ('content-type', 'content-encoding', 'cache-control', 'content-disposition', 'expires',
-                  'content-language', 'x-oss-server-side-encryption', 'x-oss-server-side-encryption-key-id',
-                  'x-oss-server-side-data-encryption')
-GZIP_TYPES = ('text/', 'application/javascript', 'application/x-javascript', 'application/json',
-              'application/xml', 'application/xhtml+xml')
-SMALL_BODY = 64 * 1024
 MAX_XML_BODY = 8 * 1024 * 1024
 MAX_DRAIN = 64 * 1024 * 1024
 
@@ -97,15 +87,6 @@ class ConnectionAbort(Exception):
     """Raised to drop the connection without answering (fault injection)."""
 
 
-def http_date(ts: float) -> str:
-    return formatdate(ts, usegmt=True)
-
-
-def _parse_http_date(value: str) -> Optional[float]:
-    parsed = parsedate_tz(value) if value else None
-    return mktime_tz(parsed) if parsed else None
-
-
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip('[]'))
@@ -114,7 +95,10 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-class OssRequestHandler(BaseHTTPRequestHandler):
+class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPRequestHandler):
+    """One connection's requests: reads each, names its operation (``classify``), injects the faults
+    asked for, authenticates it and calls the ``op_`` method of the part (``handlers``) that serves it."""
+
     protocol_version = 'HTTP/1.1'
     server_version = 'AliyunOSS'
     sys_version = ''
@@ -223,7 +207,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         want = self.headers.get('Content-MD5')
         if want is not None and base64.b64encode(digest).decode() != want.strip():
             if tmp:
-                _unlink(tmp)
+                unlink_quietly(tmp)
             raise StoreError('InvalidDigest', 'The Content-MD5 you specified was invalid.', 400)
 
     # --------------------------------------------------------------- response
@@ -232,8 +216,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         lines = ['HTTP/1.1 %d %s' % (status, self.responses.get(status, ('',))[0]),
                  'Server: AliyunOSS', 'Date: ' + http_date(time.time()),
                  'x-oss-request-id: ' + self._rid]
-        if self._s3:
-            headers = s3.s3_response_headers(headers or [], self._rid)
+        headers = self._dialect_response_headers(headers)
         if status == 304:
             body = b''  # a 304 has no body, whatever Content-Length says; one would desync the connection
         for k, v in headers or ():
@@ -255,28 +238,13 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _error(self, e: StoreError) -> None:
-        if self._s3:
-            body = s3.error_body(e.code, e.message, self.path.partition('?')[0], self._rid, self.emu.host_id,
-                                 e.details)
-        else:
-            body = self._oss_error_body(e)
+        body = self._error_body(e)
         headers = [('Content-Type', 'application/xml'), ('x-oss-ec', '0000-00000000')]
         headers.extend(e.headers.items())
         if self.command == 'HEAD':
             headers.append(('x-oss-err', base64.b64encode(body).decode()))
         self._drain()
         self._send(e.status, headers, body)
-
-    def _oss_error_body(self, e: StoreError) -> bytes:
-        extra = ''
-        if e.code == 'SignatureDoesNotMatch':
-            extra = '<OSSAccessKeyId>%s</OSSAccessKeyId>' % xmlgen.escape(self._access_key_hint())
-        return xmlgen.error(e.code, e.message, self._rid, self.emu.host_id, extra)
-
-    def _access_key_hint(self) -> str:
-        auth = self.headers.get('Authorization', '')
-        m = re.match(r'OSS (\S+?):', auth)
-        return m.group(1) if m else ''
 
     # ---------------------------------------------------------------- routing
     def _handle(self) -> None:
@@ -296,17 +264,14 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         params = parse_qsl(query, keep_blank_values=True)
         pdict = dict(params)
         wire_headers = self.headers
-        self._s3 = s3auth.is_signed_s3(wire_headers.get('Authorization', ''), pdict)
-        if self._s3:
-            self.headers = s3.oss_view_of_headers(wire_headers)
+        self._take_dialect(wire_headers, pdict)
         try:
             bucket, key = self._resolve(raw_path)
         except StoreError as e:
             self._error(e)
             return
         op = self._classify(bucket, key, pdict)
-        if self._s3:
-            pdict = s3.s3_params(op, pdict)
+        pdict = self._dialect_params(op, pdict)
         emu.stats.count(op, self.command)
         try:
             fault = emu.faults.choose(op)
@@ -360,20 +325,10 @@ class OssRequestHandler(BaseHTTPRequestHandler):
                 emu.stats.status(self._status)
 
     def _classify(self, bucket: str, key: str, p: Dict[str, str]) -> str:
-        unsupported = s3.unsupported_subresource(p) if self._s3 else None
+        unsupported = self._s3_only_subresource(p)
         if unsupported:
             return 'Unsupported_' + unsupported
         return classify(self.command, bucket, key, p, self.headers)
-
-    def _authenticate(self, wire_headers, bucket, key, params, raw_path, query) -> None:
-        if not self._s3:
-            self.emu.auth.verify(AuthRequest(self.command, bucket, key, params, wire_headers.items()))
-            return
-        header_values = functools.partial(_all_values, wire_headers)
-        grant = s3auth.verify(s3auth.S3Request(self.command, raw_path, query, header_values),
-                              self.emu.auth.credentials)
-        self._body_decoder = functools.partial(s3body.decoded_body, header_values=header_values,
-                                               signer=grant.chunk_signer)
 
     def _reset(self) -> None:
         # SO_LINGER 0 turns close() into an RST, which clients see as "connection reset by peer"
@@ -423,526 +378,8 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         except (ConnectionAbort, OSError):
             self.close_connection = True
 
-    # -------------------------------------------------------------- service
-    def op_ListBuckets(self, bucket, key, p):
-        prefix, marker = p.get('prefix', ''), p.get('marker', '')
-        max_keys = _int_param(p, 'max-keys', 100, 1000)
-        names = [b for b in self.emu.store.list_buckets() if b.name.startswith(prefix) and b.name > marker]
-        page, truncated = names[:max_keys], len(names) > max_keys
-        body = xmlgen.list_buckets(page, prefix, marker, max_keys, truncated, page[-1].name if truncated else '',
-                                   self._endpoint())
-        self._send(200, [('Content-Type', 'application/xml')], body)
-
     def _endpoint(self) -> str:
         return self.emu.endpoint or (self.headers.get('Host') or '')
-
-    # --------------------------------------------------------------- bucket
-    def op_PutBucket(self, bucket, key, p):
-        body = self._read_body()
-        sc = 'Standard'
-        if body.strip():
-            try:
-                node = _parse_xml(body).find('StorageClass')
-            except ElementTree.ParseError:
-                raise StoreError('MalformedXML', 'The XML you provided was not well-formed.', 400)
-            if node is not None and node.text:
-                sc = node.text
-        self.emu.store.create_bucket(bucket, sc, self.headers.get('x-oss-acl', 'private'))
-        self._send(200, [('Location', '/' + bucket)])
-
-    def op_DeleteBucket(self, bucket, key, p):
-        self.emu.store.delete_bucket(bucket)
-        self._send(204)
-
-    def op_HeadBucket(self, bucket, key, p):
-        self.emu.store.get_bucket(bucket)
-        self._send(200)
-
-    def op_GetBucketInfo(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        self._send(200, [('Content-Type', 'application/xml')], xmlgen.bucket_info(b, self._endpoint()))
-
-    def op_GetBucketLocation(self, bucket, key, p):
-        self.emu.store.get_bucket(bucket)
-        self._send(200, [('Content-Type', 'application/xml')], xmlgen.location())
-
-    def op_GetBucketAcl(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        self._send(200, [('Content-Type', 'application/xml')], xmlgen.acl(b.acl))
-
-    def op_PutBucketAcl(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        acl = self.headers.get('x-oss-acl', 'private')
-        if acl not in ('private', 'public-read', 'public-read-write'):
-            raise StoreError('InvalidArgument', 'no such bucket access control exists', 400)
-        self.emu.store.set_bucket_acl(b, acl)
-        self._send(200)
-
-    def op_ListLiveChannel(self, bucket, key, p):
-        self.emu.store.get_bucket(bucket)
-        body = xmlgen.empty_live_channels(p.get('prefix', ''), p.get('marker', ''),
-                                          _int_param(p, 'max-keys', 100, 1000))
-        self._send(200, [('Content-Type', 'application/xml')], body)
-
-    def op_ListObjects(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        prefix, marker, delimiter = p.get('prefix', ''), p.get('marker', ''), p.get('delimiter', '')
-        max_keys = _int_param(p, 'max-keys', 100, 1000)
-        url = _encoding(p)
-        page = self.emu.store.list_objects(b, prefix, marker, delimiter, max_keys)
-        self._send(200, [('Content-Type', 'application/xml')],
-                   xmlgen.list_objects(bucket, prefix, marker, max_keys, delimiter, url, page))
-
-    def op_ListObjectsV2(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        prefix, delimiter = p.get('prefix', ''), p.get('delimiter', '')
-        start_after = p.get('start-after')
-        token = p.get('continuation-token') or None  # oss2 always sends the parameter, often empty
-        max_keys = _int_param(p, 'max-keys', 100, 1000)
-        url = _encoding(p)
-        marker = start_after or ''
-        if token is not None:
-            marker = _decode_token(token)
-        page = self.emu.store.list_objects(b, prefix, marker, delimiter, max_keys)
-        next_token = _encode_token(page.next_marker) if page.truncated else ''
-        body = xmlgen.list_objects_v2(bucket, prefix, start_after, token, max_keys, delimiter, url,
-                                      p.get('fetch-owner') == 'true', page, next_token)
-        self._send(200, [('Content-Type', 'application/xml')], body)
-
-    def op_DeleteMultipleObjects(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        body = self._read_body()
-        self._check_md5(hashlib.md5(body).digest())
-        try:
-            root = _parse_xml(_shield_controls(body))
-        except ElementTree.ParseError:
-            raise StoreError('MalformedXML', 'The XML you provided was not well-formed.', 400)
-        quiet = (root.findtext('Quiet') or 'false').strip().lower() == 'true'
-        keys = [_unshield_controls(o.findtext('Key') or '') for o in root.findall('Object')]
-        if len(keys) > 1000:
-            raise StoreError('MalformedXML', 'Too many objects to delete (max 1000).', 400)
-        for k in keys:
-            self.emu.store.delete_object(b, k)
-        self._send(200, [('Content-Type', 'application/xml')],
-                   xmlgen.delete_result([] if quiet else keys, _encoding(p)))
-
-    def op_ListMultipartUploads(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        prefix, delimiter = p.get('prefix', ''), p.get('delimiter', '')
-        key_marker, id_marker = p.get('key-marker', ''), p.get('upload-id-marker', '')
-        max_uploads = _int_param(p, 'max-uploads', 1000, 1000)
-        url = _encoding(p)
-        ups, prefixes = [], []
-        truncated = False
-        next_key = next_id = ''
-        for u in self.emu.store.list_uploads(b):
-            if not u.key.startswith(prefix):
-                continue
-            if key_marker and (u.key < key_marker or (u.key == key_marker and (not id_marker or
-                                                                               u.upload_id <= id_marker))):
-                continue
-            if delimiter:
-                j = u.key.find(delimiter, len(prefix))
-                if j >= 0:
-                    cp = u.key[:j + len(delimiter)]
-                    if cp in prefixes or (key_marker and cp <= key_marker):
-                        continue
-                    if len(ups) + len(prefixes) >= max_uploads:
-                        truncated = True
-                        break
-                    prefixes.append(cp)
-                    next_key, next_id = cp, ''
-                    continue
-            if len(ups) + len(prefixes) >= max_uploads:
-                truncated = True
-                break
-            ups.append(u)
-            next_key, next_id = u.key, u.upload_id
-        if not truncated:
-            next_key = next_id = ''
-        body = xmlgen.list_uploads(bucket, prefix, delimiter, key_marker, id_marker, max_uploads, ups, prefixes,
-                                   truncated, next_key, next_id, url)
-        self._send(200, [('Content-Type', 'application/xml')], body)
-
-    # --------------------------------------------------------------- object
-    def _request_meta(self) -> Dict[str, str]:
-        meta = {}
-        for k, v in self.headers.items():
-            lk = k.lower()
-            if lk.startswith('x-oss-meta-') or lk in STORED_HEADERS:
-                meta[lk] = v
-        meta.setdefault('content-type', 'application/octet-stream')
-        return meta
-
-    def _write_headers(self, m: ObjectMeta) -> List[Tuple[str, str]]:
-        h = [('ETag', '"%s"' % m.etag), ('x-oss-hash-crc64ecma', str(m.crc64))]
-        if 'x-oss-server-side-encryption' in m.headers:
-            h.append(('x-oss-server-side-encryption', m.headers['x-oss-server-side-encryption']))
-        return h
-
-    def _check_forbid_overwrite(self, b, key):
-        if self.headers.get('x-oss-forbid-overwrite', '').lower() == 'true' and key in b.objects:
-            raise StoreError('FileAlreadyExists', 'The object you specified already exists and can not be '
-                             'overwritten.', 409)
-
-    def op_PutObject(self, bucket, key, p):
-        store = self.emu.store
-        b = store.get_bucket(bucket)
-        self._check_forbid_overwrite(b, key)
-        tmp = store.new_temp_path(b)
-        try:
-            size, etag, crc, digest = self._receive_to_file(tmp)
-        except BaseException:
-            _unlink(tmp)
-            raise
-        self._check_md5(digest, tmp)
-        meta = self._request_meta()
-        acl = meta.pop('x-oss-object-acl', self.headers.get('x-oss-object-acl', 'default'))
-        m = store.commit_object(b, key, tmp, size, etag, crc, 'Normal', meta,
-                                storage_class=self.headers.get('x-oss-storage-class', 'Standard'), acl=acl)
-        self._send(200, self._write_headers(m) + [('Content-MD5', base64.b64encode(digest).decode())])
-
-    def op_AppendObject(self, bucket, key, p):
-        store = self.emu.store
-        b = store.get_bucket(bucket)
-        try:
-            position = int(p.get('position', ''))
-        except ValueError:
-            raise StoreError('InvalidArgument', 'position is not valid', 400)
-        tmp = store.new_temp_path(b)
-        try:
-            size, _, crc, digest = self._receive_to_file(tmp)
-        except BaseException:
-            _unlink(tmp)
-            raise
-        self._check_md5(digest, tmp)
-        try:
-            m = store.append(b, key, position, tmp, size, crc, self._request_meta())
-        finally:
-            _unlink(tmp)
-        self._send(200, self._write_headers(m) + [('x-oss-next-append-position', str(m.size))])
-
-    def op_CopyObject(self, bucket, key, p):
-        store = self.emu.store
-        b = store.get_bucket(bucket)
-        sb, skey = self._copy_source()
-        src_bucket = store.get_bucket(sb)
-        src = store.head(src_bucket, skey)
-        self._check_copy_conditions(src)
-        self._check_forbid_overwrite(b, key)
-        replace = self.headers.get('x-oss-metadata-directive', 'COPY').upper() == 'REPLACE'
-        headers = self._request_meta() if replace else dict(src.headers)
-        acl = self.headers.get('x-oss-object-acl', src.acl if (sb, skey) == (bucket, key) else 'default')
-        sc = self.headers.get('x-oss-storage-class', src.storage_class)
-        if (sb, skey) == (bucket, key):
-            m = ObjectMeta(**{**src.__dict__, 'headers': headers, 'mtime': time.time(), 'acl': acl,
-                              'storage_class': sc})
-            store.update_meta(b, m)
-        else:
-            otype = 'Normal' if src.otype == 'Appendable' else src.otype
-            if src.otype == 'Appendable':
-                # appendable data files are modified in place, so they cannot be shared by a hard link
-                m, f = store.open_object(src_bucket, skey)
-                tmp = store.new_temp_path(b)
-                with f, open(tmp, 'wb') as out:
-                    for chunk in iter_file_range(f, 0, m.size, IO_CHUNK):
-                        out.write(chunk)
-                m = store.commit_object(b, key, tmp, m.size, m.etag, m.crc64, otype, headers, sc, acl=acl)
-            else:
-                m = self._link_copy(src_bucket, skey, b, key, otype, headers, sc, acl)
-        self._send(200, [('Content-Type', 'application/xml')] + self._write_headers(m), xmlgen.copy_result(m))
-
-    def _link_copy(self, src_bucket, skey, b, key, otype, headers, sc, acl):
-        store = self.emu.store
-        for _ in range(5):
-            src = store.head(src_bucket, skey)
-            try:
-                return store.commit_object(b, key, None, src.size, src.etag, src.crc64, otype, headers, sc,
-                                           link_from=store.data_path(src_bucket, src), acl=acl)
-            except FileNotFoundError:
-                continue
-        raise StoreError('InternalError', 'Source object changed repeatedly during copy.', 500)
-
-    def _copy_source(self) -> Tuple[str, str]:
-        raw = self.headers.get('x-oss-copy-source', '')
-        raw = raw.split('?', 1)[0]
-        try:
-            src = unquote(raw, errors='strict')
-        except UnicodeDecodeError:
-            raise StoreError('InvalidArgument', 'Copy Source must mention the source bucket and key.', 400)
-        if src.startswith('/'):
-            src = src[1:]
-        sb, _, skey = src.partition('/')
-        if not sb or not skey:
-            raise StoreError('InvalidArgument', 'Copy Source must mention the source bucket and key: '
-                             'sourcebucket/sourcekey.', 400)
-        return sb, skey
-
-    def _check_copy_conditions(self, m: ObjectMeta) -> None:
-        h = self.headers
-        im = h.get('x-oss-copy-source-if-match')
-        if im is not None and im.strip('"').upper() != m.etag:
-            raise StoreError('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold.',
-                             412)
-        inm = h.get('x-oss-copy-source-if-none-match')
-        if inm is not None and inm.strip('"').upper() == m.etag:
-            raise StoreError('NotModified', 'Not Modified', 304)
-
-    def op_DeleteObject(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        self.emu.store.delete_object(b, key)
-        self._send(204)
-
-    def op_GetObjectAcl(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        m = self.emu.store.head(b, key)
-        self._send(200, [('Content-Type', 'application/xml')], xmlgen.acl(m.acl))
-
-    def op_PutObjectAcl(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        m = self.emu.store.head(b, key)
-        acl = self.headers.get('x-oss-object-acl', 'default')
-        if acl not in ('default', 'private', 'public-read', 'public-read-write'):
-            raise StoreError('InvalidArgument', 'no such object access control exists', 400)
-        self.emu.store.update_meta(b, ObjectMeta(**{**m.__dict__, 'acl': acl}))
-        self._send(200)
-
-    def _object_headers(self, m: ObjectMeta, p: Dict[str, str]) -> List[Tuple[str, str]]:
-        h = []
-        for k, v in m.headers.items():
-            if k == 'content-type':
-                continue
-            h.append((k, v))
-        h.append(('Content-Type', p.get('response-content-type') or m.headers.get('content-type',
-                                                                                 'application/octet-stream')))
-        for name in ('content-language', 'expires', 'cache-control', 'content-disposition', 'content-encoding'):
-            v = p.get('response-' + name)
-            if v is not None:
-                h = [(k, x) for k, x in h if k != name] + [(name, v)]
-        h += [('ETag', '"%s"' % m.etag), ('Last-Modified', http_date(m.mtime)), ('Accept-Ranges', 'bytes'),
-              ('x-oss-object-type', m.otype), ('x-oss-storage-class', m.storage_class),
-              ('x-oss-hash-crc64ecma', str(m.crc64))]
-        if m.otype == 'Appendable':
-            h.append(('x-oss-next-append-position', str(m.size)))
-        return h
-
-    def _check_conditions(self, m: ObjectMeta) -> None:
-        h = self.headers
-        im = h.get('If-Match')
-        if im is not None and im.strip().strip('"').upper() != m.etag and im.strip() != '*':
-            raise StoreError('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold.',
-                             412)
-        ius = _parse_http_date(h.get('If-Unmodified-Since', ''))
-        if ius is not None and int(m.mtime) > ius:
-            raise StoreError('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold.',
-                             412)
-        inm = h.get('If-None-Match')
-        if inm is not None and (inm.strip().strip('"').upper() == m.etag or inm.strip() == '*'):
-            raise StoreError('NotModified', 'Not Modified', 304, {'ETag': '"%s"' % m.etag})
-        ims = _parse_http_date(h.get('If-Modified-Since', ''))
-        if ims is not None and int(m.mtime) <= ims:
-            raise StoreError('NotModified', 'Not Modified', 304, {'ETag': '"%s"' % m.etag})
-
-    def op_HeadObject(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        m = self.emu.store.head(b, key)
-        self._check_conditions(m)
-        self._send(200, self._object_headers(m, p), content_length=m.size)
-
-    def op_GetObjectMeta(self, bucket, key, p):
-        b = self.emu.store.get_bucket(bucket)
-        m = self.emu.store.head(b, key)
-        h = [('ETag', '"%s"' % m.etag), ('Last-Modified', http_date(m.mtime)),
-             ('x-oss-hash-crc64ecma', str(m.crc64))]
-        if self.command == 'HEAD':
-            self._send(200, h, content_length=m.size)
-        else:
-            self._send(200, h + [('x-oss-object-size', str(m.size))])
-
-    def op_GetObject(self, bucket, key, p):
-        store = self.emu.store
-        b = store.get_bucket(bucket)
-        m, f = store.open_object(b, key)
-        with f:
-            self._check_conditions(m)
-            headers = self._object_headers(m, p)
-            rng = self._parse_range(m.size)
-            if rng is not None:
-                start, end = rng
-                length = end - start + 1
-                headers.append(('Content-Range', 'bytes %d-%d/%d' % (start, end, m.size)))
-                status = 206
-            else:
-                start, length, status = 0, m.size, 200
-                if self._want_gzip(m):
-                    self._send_gzip(f, m, headers)
-                    return
-            if length <= SMALL_BODY:
-                f.seek(start)
-                self._send(status, headers, f.read(length))
-                return
-            self._send(status, headers, content_length=length)
-            for chunk in iter_file_range(f, start, length):
-                self.wfile.write(chunk)
-
-    def _want_gzip(self, m: ObjectMeta) -> bool:
-        if 'gzip' not in self.headers.get('Accept-Encoding', '') or m.size < 1024:
-            return False
-        if 'content-encoding' in m.headers:
-            return False
-        ct = m.headers.get('content-type', '')
-        return ct.startswith(GZIP_TYPES)
-
-    def _send_gzip(self, f, m: ObjectMeta, headers) -> None:
-        # OSS compresses text-like objects on request and then streams them chunked, without Content-Length
-        headers = [(k, v) for k, v in headers if k.lower() != 'content-encoding'] + [('Content-Encoding', 'gzip')]
-        self._send(200, headers, chunked=True)
-        comp = zlib.compressobj(6, zlib.DEFLATED, 31)
-        w = self.wfile
-        for chunk in iter_file_range(f, 0, m.size):
-            out = comp.compress(chunk)
-            if out:
-                w.write(b'%X\r\n%s\r\n' % (len(out), out))
-        out = comp.flush()
-        if out:
-            w.write(b'%X\r\n%s\r\n' % (len(out), out))
-        w.write(b'0\r\n\r\n')
-
-    def _parse_range(self, size: int) -> Optional[Tuple[int, int]]:
-        value = self.headers.get('Range')
-        if not value:
-            return None
-        standard = self.headers.get('x-oss-range-behavior', '').lower() == 'standard'
-        mt = re.fullmatch(r'\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*', value)
-        rng = None
-        if mt and (mt.group(1) or mt.group(2)):
-            a, z = mt.group(1), mt.group(2)
-            if a == '':
-                n = int(z)
-                if n > 0 and size > 0:
-                    rng = (max(0, size - n), size - 1)
-            else:
-                start = int(a)
-                end = int(z) if z else size - 1
-                if z and end < start:
-                    rng = None
-                elif start < size:
-                    rng = (start, min(end, size - 1))
-        if rng is None and standard:
-            raise StoreError('InvalidRange', 'The requested range cannot be satisfied.', 416,
-                             {'Content-Range': 'bytes */%d' % size})
-        return rng
-
-    # ------------------------------------------------------------- multipart
-    def op_InitiateMultipartUpload(self, bucket, key, p):
-        store = self.emu.store
-        b = store.get_bucket(bucket)
-        self._read_body()
-        self._check_forbid_overwrite(b, key)
-        meta = self._request_meta()
-        for extra in ('x-oss-object-acl', 'x-oss-storage-class'):
-            if extra in self.headers:
-                meta[extra] = self.headers[extra]
-        up = store.init_upload(b, key, meta)
-        self._send(200, [('Content-Type', 'application/xml')],
-                   xmlgen.init_upload(bucket, key, up.upload_id, _encoding(p)))
-
-    def _part_number(self, p) -> int:
-        try:
-            n = int(p.get('partNumber', ''))
-        except ValueError:
-            n = 0
-        if not 1 <= n <= 10000:
-            raise StoreError('InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive.',
-                             400)
-        return n
-
-    def op_UploadPart(self, bucket, key, p):
-        store = self.emu.store
-        b = store.get_bucket(bucket)
-        n = self._part_number(p)
-        up = store.get_upload(b, p.get('uploadId', ''), key)
-        tmp = store.new_temp_path(b)
-        try:
-            size, etag, crc, digest = self._receive_to_file(tmp)
-        except BaseException:
-            _unlink(tmp)
-            raise
-        self._check_md5(digest, tmp)
-        part = store.commit_part(b, up, n, tmp, size, etag, crc)
-        self._send(200, [('ETag', '"%s"' % part.etag), ('x-oss-hash-crc64ecma', str(part.crc64)),
-                         ('Content-MD5', base64.b64encode(digest).decode())])
-
-    def op_UploadPartCopy(self, bucket, key, p):
-        store = self.emu.store
-        b = store.get_bucket(bucket)
-        n = self._part_number(p)
-        up = store.get_upload(b, p.get('uploadId', ''), key)
-        sb, skey = self._copy_source()
-        src_bucket = store.get_bucket(sb)
-        m, f = store.open_object(src_bucket, skey)
-        with f:
-            self._check_copy_conditions(m)
-            start, end = 0, m.size - 1
-            rv = self.headers.get('x-oss-copy-source-range')
-            if rv:
-                mt = re.fullmatch(r'\s*bytes\s*=\s*(\d+)-(\d*)\s*', rv)
-                if mt:
-                    start = int(mt.group(1))
-                    end = min(int(mt.group(2)), m.size - 1) if mt.group(2) else m.size - 1
-                if not mt or start > end:
-                    raise StoreError('InvalidArgument', 'The x-oss-copy-source-range is invalid.', 400)
-            tmp = store.new_temp_path(b)
-            md5, crc, size = hashlib.md5(), 0, 0
-            with open(tmp, 'wb') as out:
-                for chunk in iter_file_range(f, start, end - start + 1, IO_CHUNK):
-                    md5.update(chunk)
-                    crc = crc64_update(chunk, crc)
-                    size += len(chunk)
-                    out.write(chunk)
-        part = store.commit_part(b, up, n, tmp, size, md5.hexdigest().upper(), crc)
-        self._send(200, [('Content-Type', 'application/xml'), ('ETag', '"%s"' % part.etag),
-                         ('x-oss-hash-crc64ecma', str(part.crc64))], xmlgen.copy_part_result(part))
-
-    def op_CompleteMultipartUpload(self, bucket, key, p):
-        store = self.emu.store
-        b = store.get_bucket(bucket)
-        up = store.get_upload(b, p.get('uploadId', ''), key)
-        body = self._read_body()
-        if self.headers.get('x-oss-complete-all', '').lower() == 'yes':
-            if body.strip():
-                raise StoreError('InvalidArgument', 'Should not specify both complete all header and http body.',
-                                 400)
-            parts = [(n, up.parts[n].etag) for n in sorted(up.parts)]
-        else:
-            try:
-                root = _parse_xml(body)
-                parts = [(int(x.findtext('PartNumber')), x.findtext('ETag') or '') for x in root.findall('Part')]
-            except (ElementTree.ParseError, TypeError, ValueError):
-                raise StoreError('MalformedXML', 'The XML you provided was not well-formed.', 400)
-        self._check_forbid_overwrite(b, key)
-        m = store.complete_upload(b, up, parts)
-        loc = 'http://%s/%s/%s' % (self._endpoint(), bucket, key)
-        self._send(200, [('Content-Type', 'application/xml')] + self._write_headers(m),
-                   xmlgen.complete_upload(bucket, key, m, _encoding(p), loc))
-
-    def op_AbortMultipartUpload(self, bucket, key, p):
-        store = self.emu.store
-        b = store.get_bucket(bucket)
-        store.abort_upload(b, store.get_upload(b, p.get('uploadId', ''), key))
-        self._send(204)
-
-    def op_ListParts(self, bucket, key, p):
-        store = self.emu.store
-        b = store.get_bucket(bucket)
-        up = store.get_upload(b, p.get('uploadId', ''), key)
-        marker = _int_param(p, 'part-number-marker', 0, 10000)
-        max_parts = _int_param(p, 'max-parts', 1000, 1000)
-        parts = [up.parts[n] for n in sorted(up.parts) if n > marker]
-        truncated = len(parts) > max_parts
-        parts = parts[:max_parts]
-        self._send(200, [('Content-Type', 'application/xml')],
-                   xmlgen.list_parts(bucket, up, marker, max_parts, parts, truncated, _encoding(p)))
 
 
 def classify(method: str, bucket: str, key: str, p: Dict[str, str], headers) -> str:
@@ -995,80 +432,6 @@ def classify(method: str, bucket: str, key: str, p: Dict[str, str], headers) -> 
     return 'Unsupported_Object' + method
 
 
-def _all_values(headers, name: str) -> List[str]:
-    return headers.get_all(name) or []
-
-
-def _parse_xml(body: bytes) -> ElementTree.Element:
-    """Parse a request body, dropping XML namespaces (S3 SDKs send the S3 one, OSS clients none)."""
-    root = ElementTree.fromstring(body)
-    for el in root.iter():
-        if isinstance(el.tag, str) and el.tag.startswith('{'):
-            el.tag = el.tag.split('}', 1)[1]
-    return root
-
-
-def _int_param(p: Dict[str, str], name: str, default: int, maximum: int) -> int:
-    v = p.get(name)
-    if v is None or v == '':
-        return default
-    try:
-        n = int(v)
-    except ValueError:
-        n = -1
-    if n < 0 or n > maximum:
-        raise StoreError('InvalidArgument', 'Argument %s must be an integer between 0 and %d.' % (name, maximum),
-                         400)
-    return n
-
-
-def _encoding(p: Dict[str, str]) -> bool:
-    et = p.get('encoding-type')
-    if et is not None and et != 'url':
-        raise StoreError('InvalidArgument', 'Invalid Encoding Method specified in Request.', 400)
-    return et == 'url'
-
-
-def _encode_token(marker: str) -> str:
-    return base64.urlsafe_b64encode(b'k:' + marker.encode('utf-8', 'surrogatepass')).decode()
-
-
-def _decode_token(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token.encode('ascii'))
-        if raw.startswith(b'k:'):
-            return raw[2:].decode('utf-8')
-    except (binascii.Error, ValueError, UnicodeError):
-        pass
-    raise StoreError('InvalidArgument', 'The continuation token provided is incorrect.', 400)
-
-
-_CONTROL_BYTES = bytes(c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D))
-
-
-def _shield_controls(body: bytes) -> bytes:
-    # oss2 writes keys with control characters (legal in OSS keys) raw into the XML, which XML 1.0
-    # forbids; swap them for private-use code points before parsing and back afterwards
-    if not any(c in body for c in _CONTROL_BYTES):
-        return body
-    out = bytearray()
-    for c in body:
-        if c in _CONTROL_BYTES:
-            out += chr(0xF0000 + c).encode()
-        else:
-            out.append(c)
-    return bytes(out)
-
-
-def _unshield_controls(text: str) -> str:
-    return ''.join(chr(ord(ch) - 0xF0000) if 0xF0000 <= ord(ch) < 0xF0020 else ch for ch in text)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class EmulatorServer(ThreadingHTTPServer):
