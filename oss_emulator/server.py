@@ -203,6 +203,16 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPR
         d = md5.digest()
         return size, d.hex().upper(), crc, d
 
+    def _receive_checked(self, path: str) -> Tuple[int, str, int, bytes]:
+        """``_receive_to_file``, then the Content-MD5 check; ``path`` is removed if either fails."""
+        try:
+            received = self._receive_to_file(path)
+        except BaseException:
+            unlink_quietly(path)
+            raise
+        self._check_md5(received[3], path)
+        return received
+
     def _check_md5(self, digest: bytes, tmp: Optional[str] = None) -> None:
         want = self.headers.get('Content-MD5')
         if want is not None and base64.b64encode(digest).decode() != want.strip():

@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 
 from .. import xmlgen
 from ..store import IO_CHUNK, StoreError, crc64_update, iter_file_range
-from ..wire import int_param, parse_xml, unlink_quietly, url_encoding
+from ..wire import int_param, parse_xml, url_encoding
 
 
 class MultipartOps:
@@ -44,12 +44,7 @@ class MultipartOps:
         n = self._part_number(p)
         up = store.get_upload(b, p.get('uploadId', ''), key)
         tmp = store.new_temp_path(b)
-        try:
-            size, etag, crc, digest = self._receive_to_file(tmp)
-        except BaseException:
-            unlink_quietly(tmp)
-            raise
-        self._check_md5(digest, tmp)
+        size, etag, crc, digest = self._receive_checked(tmp)
         part = store.commit_part(b, up, n, tmp, size, etag, crc)
         self._send(200, [('ETag', '"%s"' % part.etag), ('x-oss-hash-crc64ecma', str(part.crc64)),
                          ('Content-MD5', base64.b64encode(digest).decode())])

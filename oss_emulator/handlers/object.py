@@ -40,12 +40,7 @@ class ObjectOps:
         b = store.get_bucket(bucket)
         self._check_forbid_overwrite(b, key)
         tmp = store.new_temp_path(b)
-        try:
-            size, etag, crc, digest = self._receive_to_file(tmp)
-        except BaseException:
-            unlink_quietly(tmp)
-            raise
-        self._check_md5(digest, tmp)
+        size, etag, crc, digest = self._receive_checked(tmp)
         meta = self._request_meta()
         acl = meta.pop('x-oss-object-acl', self.headers.get('x-oss-object-acl', 'default'))
         m = store.commit_object(b, key, tmp, size, etag, crc, 'Normal', meta,
@@ -60,12 +55,7 @@ class ObjectOps:
         except ValueError:
             raise StoreError('InvalidArgument', 'position is not valid', 400)
         tmp = store.new_temp_path(b)
-        try:
-            size, _, crc, digest = self._receive_to_file(tmp)
-        except BaseException:
-            unlink_quietly(tmp)
-            raise
-        self._check_md5(digest, tmp)
+        size, _, crc, digest = self._receive_checked(tmp)
         try:
             m = store.append(b, key, position, tmp, size, crc, self._request_meta())
         finally:
