@@ -113,6 +113,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="import.sh --demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--install-dir", default=".")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between progress lines")
+    # import.sh's own answer flag, accepted as before: the demo answers every question yes anyway.
+    p.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     # A script's 'timeout' or 'kill' ends the demo as Ctrl-C would: the emulator it started stops.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -116,12 +116,13 @@ def test_every_module_of_the_package_imports_with_the_emulator_absent():
     assert "Traceback" not in r.stderr
 
 
-def test_the_demo_names_a_bad_argument_in_one_line_and_starts_nothing(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "oss_emulator.demo", "--install-dir", str(tmp_path), "--bogus"],
-                       capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("argv", [["--demo", "--bogus"], ["--yes", "--bogus", "--demo"]])
+def test_import_sh_demo_names_a_bad_argument_in_one_line_and_starts_nothing(argv):
+    r = subprocess.run(["bash", str(ROOT / "import.sh"), *argv], capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
     assert r.returncode == 2
     assert r.stderr.splitlines()[-1] == "import.sh --demo: error: unrecognized arguments: --bogus"
-    assert "Traceback" not in r.stderr and list(tmp_path.iterdir()) == []
+    assert "Traceback" not in r.stderr and "demo:" not in r.stdout
 
 
 def test_oneclick_without_the_emulator_refuses_demo_as_an_unknown_option(tmp_path):
