@@ -104,7 +104,8 @@ def start_process(data_dir: str, access_key_id: str, secret: str, faults: Option
     cmd += list(extra_args)
     if env is None:
         env = dict(os.environ)
-        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # the folder holding oss_emulator/ (and ossimport_dist/, whose crc64 the store uses)
+        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env['PYTHONPATH'] = pkg_root + os.pathsep + env.get('PYTHONPATH', '')
     # The secret goes through the environment, which ps does not show, never the command line.
     env = dict(env, OSS_EMULATOR_ACCESS_KEY_SECRET=secret)
