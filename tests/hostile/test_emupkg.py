@@ -99,7 +99,8 @@ def test_ossimport_dist_never_imports_the_emulator():
     offenders = {str(p.relative_to(ROOT)): [m for m in imports_of(p) if m.split(".")[0] == "oss_emulator"]
                  for p in sources}
     assert {p: m for p, m in offenders.items() if m} == {}
-    assert not (ROOT / "ossimport_dist" / "emulator").exists()
+    # (a checkout from before the move may keep an untracked emulator/__pycache__: no source)
+    assert list((ROOT / "ossimport_dist" / "emulator").glob("*.py")) == []
     assert not (ROOT / "ossimport_dist" / "demo.py").exists()
 
 
