@@ -24,6 +24,9 @@ from ossimport_dist.worker import finished_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE = ROOT / "console.sh"
+# The workers' bundle (tests/fleet.py's bundle fixture): built wheels survive between test runs
+# (gitignored); the first build needs the package index.
+BUNDLE_CACHE = ROOT / ".cache" / "bundle"
 
 collect_ignore_glob = ["oss2_compat/*"]
 

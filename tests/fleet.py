@@ -36,13 +36,11 @@ from typing import Optional
 
 import pytest
 
+from conftest import BUNDLE_CACHE, ROOT
 from ossimport_dist.deploy import build_bundle, deploy_all
 from ossimport_dist.hosts import Host, parse_host
 from ossimport_dist.ssh import SshSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-# Built wheels survive between test runs (gitignored); the first build needs the package index.
-BUNDLE_CACHE = ROOT / ".cache" / "bundle"
 SSHD = "/usr/sbin/sshd"
 USER = "ossimport-w"
 ADDRESSES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")

@@ -15,14 +15,12 @@ from ossimport_dist.deploy import (build_bundle, check_python, deploy_all, deplo
                                    remote_dir, remote_python)
 from ossimport_dist.ssh import Connection
 
-from fleet import BUNDLE_CACHE
+from conftest import BUNDLE_CACHE as CACHE  # where the fleet's bundle and deployed fixtures build
+from conftest import ROOT
 
 pytest_plugins = ["fleet"]
 # One worker of a parallel run holds the fleet (sshd on 127.0.0.11-13): its tests run there.
 pytestmark = pytest.mark.xdist_group("fleet")
-
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = BUNDLE_CACHE  # the fleet's bundle and deployed fixtures build there too
 
 
 def remote_import(conn: Connection, working_dir: str, expr: str) -> str:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet import BUNDLE_CACHE
+from conftest import BUNDLE_CACHE
 from ossimport_dist.deploy import build_bundle
+
+pytest_plugins = ["fleet"]  # its bundle fixture (the fleet itself is not started here)
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD_PACKAGE = "ossimport_dist/emulator/__init__.py"  # where the emulator lived before the move
@@ -29,11 +31,6 @@ def wheel_files(bundle) -> dict:
 
 def distribution(wheel_name: str) -> str:
     return wheel_name.split("-")[0].lower()
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    return build_bundle(ROOT, BUNDLE_CACHE)
 
 
 @pytest.fixture(scope="module")
