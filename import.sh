@@ -8,5 +8,14 @@
 set -e
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/bin/bootstrap.sh"
+for arg in "$@"; do
+  if [ "$arg" = "--demo" ]; then
+    # The emulator is its own package (an extra): the workers' bundle and the console never carry it.
+    rest=()
+    for a in "$@"; do [ "$a" = "--demo" ] || rest+=("$a"); done
+    ossimport_bootstrap emulator
+    exec "$OSSIMPORT_PY" -m oss_emulator.demo --install-dir "$HERE" ${rest[@]+"${rest[@]}"}
+  fi
+done
 ossimport_bootstrap ""
 exec "$OSSIMPORT_PY" -m ossimport_dist.oneclick --install-dir "$HERE" "$@"

@@ -31,7 +31,7 @@ import oss2  # noqa: E402
 
 from fleet import start_fleet  # noqa: E402
 from ossimport_dist.config import parse_size  # noqa: E402
-from ossimport_dist.emulator import start_process  # noqa: E402
+from oss_emulator import start_process  # noqa: E402
 
 
 def console(conf: Path, workers: Path, *args, timeout=900) -> str:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ossimport_dist.config import write_properties  # noqa: E402
-from ossimport_dist.emulator import start_process  # noqa: E402
+from oss_emulator import start_process  # noqa: E402
 
 KEY_ID = "bench-key"
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ossimport_dist.config import parse_size  # noqa: E402
-from ossimport_dist.emulator import start_process  # noqa: E402
+from oss_emulator import start_process  # noqa: E402
 
 
 def console(sys_file: Path, *args) -> str:

@@ -69,7 +69,7 @@ class Server:
 
 def start_server(kind: str, workdir: Path) -> Server:
     if kind == "emulator":
-        from ossimport_dist.emulator import start_process
+        from oss_emulator import start_process
 
         secret = secrets.token_hex(16)
         emu = start_process(str(workdir / "emulator"), "benchkey", secret)

@@ -9,15 +9,29 @@ _ossimport_stamp() {
   cat "$OSSIMPORT_ROOT/setup.cfg" "$OSSIMPORT_ROOT/setup.py" "$@" 2>/dev/null | cksum | cut -d' ' -f1
 }
 
-ossimport_bootstrap() {  # extras, e.g. "test"
-  local extras="$1" base want have py
+# Whether the extras "$1" (comma-separated) are all among the installed ones "$2"; the test extra
+# includes every other one (setup.cfg).
+_ossimport_has_extras() {
+  local e
+  case ",$2," in *,test,*) return 0 ;; esac
+  for e in ${1//,/ }; do
+    case ",$2," in *",$e,"*) ;; *) return 1 ;; esac
+  done
+}
+
+ossimport_bootstrap() {  # extras, e.g. "test" or "emulator"
+  local extras="$1" base want have had py
   base="$(_ossimport_stamp)"
-  want="$base-$extras"
   have="$(cat "$OSSIMPORT_VENV/.ossimport-installed" 2>/dev/null || true)"
-  # An environment set up for the tests has everything the console needs too.
-  if [ -x "$OSSIMPORT_PY" ] && { [ "$have" = "$want" ] || [ "$have" = "$base-test" ]; }; then
+  had=""
+  [ "${have%%-*}" = "$base" ] && had="${have#*-}"
+  if [ -x "$OSSIMPORT_PY" ] && [ "${have%%-*}" = "$base" ] && _ossimport_has_extras "$extras" "$had"; then
     return 0
   fi
+  # Keep the extras already installed for this version: the demo after the tests (or the console
+  # after the demo) does not reinstall a smaller environment.
+  if [ -n "$had" ] && [ -n "$extras" ]; then extras="$had,$extras"; else extras="${extras:-$had}"; fi
+  want="$base-$extras"
   py="$(command -v python3 || command -v python || true)"
   if [ -z "$py" ]; then
     echo "error: Python 3 is needed (python3 not found on PATH); install it, e.g. 'apt-get install python3 python3-venv'" >&2

@@ -1,4 +1,5 @@
-"""Fabric tasks for operators who drive their fleets with fabric.
+"""Fabric tasks for operators who drive their fleets with fabric (the ``deploy`` extra:
+``.venv/bin/pip install -e '.[deploy]'``; ``console.sh deploy`` itself needs no fabric).
 
     .venv/bin/fab -r deploy -H 10.0.0.11,10.0.0.12 deploy     install or upgrade the agent, offline
     .venv/bin/fab -r deploy -H 10.0.0.11 start                  start the agent on the hosts

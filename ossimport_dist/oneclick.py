@@ -8,7 +8,8 @@ safe answers are taken (resume, no retry). A scripted run stops the service it s
 job ends (``--keep-running`` keeps it); on a terminal, Ctrl-C asks whether to stop it or keep it
 copying in the background.
 
-``--demo`` runs the same flow on a sample folder into the bundled OSS emulator.
+``import.sh --demo`` runs the same flow on a sample folder into the bundled OSS emulator: that is
+``oss_emulator.demo`` (the emulator is not part of this package, nor of the workers' bundle).
 """
 
 from __future__ import annotations
@@ -315,7 +316,6 @@ def main(argv=None) -> int:
     answer = p.add_mutually_exclusive_group()
     answer.add_argument("--yes", action="store_true", help="answer yes to every question")
     answer.add_argument("--no", action="store_true", help="answer no to every question")
-    p.add_argument("--demo", action="store_true", help="migrate a sample folder into the bundled OSS emulator")
     p.add_argument("--interval", type=float, default=3.0, help="seconds between progress lines")
     p.add_argument("--max-retries", type=int, default=3)
     choice = p.add_mutually_exclusive_group()
@@ -339,10 +339,6 @@ def main(argv=None) -> int:
     install_dir = Path(args.install_dir).resolve()
     paths = None
     try:
-        if args.demo:
-            from . import demo
-
-            return demo.run(install_dir, interval=min(args.interval, 1.0))
         paths = console.Paths(install_dir, Path(args.sys_file) if args.sys_file else None)
         job_file = Path(args.job_file) if args.job_file else paths.default_job_file()
         code, _ = run_flow(paths, job_file, asker, args.interval, args.max_retries, session, choice=args.choice,

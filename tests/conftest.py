@@ -24,6 +24,9 @@ from ossimport_dist.worker import finished_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE = ROOT / "console.sh"
+# The workers' bundle (tests/fleet.py's bundle fixture): built wheels survive between test runs
+# (gitignored); the first build needs the package index.
+BUNDLE_CACHE = ROOT / ".cache" / "bundle"
 
 collect_ignore_glob = ["oss2_compat/*"]
 
@@ -31,7 +34,7 @@ collect_ignore_glob = ["oss2_compat/*"]
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory):
     """One emulator process for the session; every test makes its own bucket."""
-    from ossimport_dist.emulator import start_process
+    from oss_emulator import start_process
 
     data = tmp_path_factory.mktemp("oss-data")
     key_id, secret = "test-key-id", "emu-" + secrets.token_hex(12)

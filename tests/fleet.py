@@ -12,7 +12,8 @@ find-links; ``tests/test_deploy.py`` checks that ``pip download six`` fails ther
 PATH starts with ``fleet.host_bin(host)``, an empty folder a test may put a fake program into.
 
 Use it from a test module with ``pytest_plugins = ["fleet"]`` (one session-wide fleet for all
-modules; sshd start-up is paid once) and the ``fleet`` fixture. Needs root, ``unshare``/``nsenter``
+modules; sshd start-up is paid once) and the ``fleet`` fixture; ``deployed`` has the agent installed
+on every host (once for the session, from the ``bundle`` of this checkout). Needs root, ``unshare``/``nsenter``
 and ``/usr/sbin/sshd`` (``tests/setup_system.sh`` installs it); otherwise the tests skip.
 """
 
@@ -35,6 +36,8 @@ from typing import Optional
 
 import pytest
 
+from conftest import BUNDLE_CACHE, ROOT
+from ossimport_dist.deploy import build_bundle, deploy_all
 from ossimport_dist.hosts import Host, parse_host
 from ossimport_dist.ssh import SshSettings
 
@@ -391,3 +394,16 @@ def fleet():
     f = start_fleet()
     yield f
     f.close()
+
+
+@pytest.fixture(scope="session")
+def bundle():
+    """The worker bundle of this checkout, built as ``console.sh deploy`` builds it."""
+    return build_bundle(ROOT, BUNDLE_CACHE)
+
+
+@pytest.fixture(scope="session")
+def deployed(fleet, bundle):
+    """Every fleet host with the agent installed, offline, once for the session: the results of
+    that deploy, host by host."""
+    return deploy_all(fleet.hosts, fleet.settings(), ROOT, fleet.working_dir, BUNDLE_CACHE, bundle=bundle)

@@ -11,28 +11,16 @@ from pathlib import Path
 import pytest
 
 import ossimport_dist
-from ossimport_dist.deploy import (Bundle, build_bundle, check_python, deploy_all, deploy_host,
+from ossimport_dist.deploy import (build_bundle, check_python, deploy_all, deploy_host,
                                    remote_dir, remote_python)
 from ossimport_dist.ssh import Connection
+
+from conftest import BUNDLE_CACHE as CACHE  # where the fleet's bundle and deployed fixtures build
+from conftest import ROOT
 
 pytest_plugins = ["fleet"]
 # One worker of a parallel run holds the fleet (sshd on 127.0.0.11-13): its tests run there.
 pytestmark = pytest.mark.xdist_group("fleet")
-
-ROOT = Path(__file__).resolve().parents[1]
-# Built wheels survive between test runs (gitignored); the first build needs the package index.
-CACHE = ROOT / ".cache" / "bundle"
-
-
-@pytest.fixture(scope="session")
-def bundle() -> Bundle:
-    return build_bundle(ROOT, CACHE)
-
-
-@pytest.fixture(scope="session")
-def deployed(fleet, bundle):
-    """Every fleet host with the agent installed; the results of that first deploy."""
-    return deploy_all(fleet.hosts, fleet.settings(), ROOT, fleet.working_dir, CACHE, bundle=bundle)
 
 
 def remote_import(conn: Connection, working_dir: str, expr: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import CONSOLE, ROOT, assert_migrated, awkward_tree, checked_stat, task_keys, wait_for, write_tree
 
-pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts
+pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts; its deployed fixture installs the agent
 # One worker of a parallel run holds the fleet (sshd on 127.0.0.11-13): its tests run there.
 pytestmark = pytest.mark.xdist_group("fleet")
 
@@ -106,18 +106,6 @@ class Cluster:
             return int((Path(self.fleet.working_dir) / "master" / "ossimport.pid").read_text().split()[0])
         except (OSError, ValueError):
             return 0
-
-
-@pytest.fixture(scope="module")
-def deployed(fleet, tmp_path_factory):
-    """Deploy once for the module: every host gets the agent, offline."""
-    root = tmp_path_factory.mktemp("deploy")
-    c = Cluster(fleet, root, bucket=None, key_id="", secret="")
-    r = c.console("deploy", timeout=900)
-    assert r.returncode == 0, r.stdout + r.stderr
-    for host in fleet.hosts:
-        assert f"{host}: deployed ossimport-dist" in r.stdout
-    return r.stdout
 
 
 @pytest.fixture

@@ -2,32 +2,18 @@
 
 import os
 import urllib.request
+import uuid
 
 import oss2
 import pytest
 
-from ossimport_dist.emulator import start_process
+from oss_emulator import start_process
 
+# The emulator and bucket fixtures are tests/conftest.py's; these keys are for the emulators a test
+# starts itself.
 AK, SK = 'test-ak', 'test-secret'
 AWKWARD = ['plain', 'with space', 'hash#tag', 'pct%41', 'plus+sign', 'q?mark', u'中文/文件名', 'a/b/c', 'ü-é',
            'x' * 1000, 'dot/../dot', 'amp&lt;']
-
-
-@pytest.fixture(scope='module')
-def emu(tmp_path_factory):
-    data = str(tmp_path_factory.mktemp('emu-data'))
-    h = start_process(data, AK, SK, seed=7)
-    h.data_dir = data
-    yield h
-    h.stop()
-
-
-@pytest.fixture
-def bucket(emu, request):
-    name = 'b-' + request.node.name.replace('_', '-')[:40].lower().strip('-')
-    b = oss2.Bucket(oss2.Auth(AK, SK), emu.endpoint, name)
-    b.create_bucket()
-    return b
 
 
 def test_put_get_head_range_delete(bucket):
@@ -96,14 +82,14 @@ def test_listing_v1_v2_pagination_and_awkward_keys(bucket):
     assert sorted(result.deleted_keys) == sorted(AWKWARD)
 
 
-def test_invalid_names(emu, bucket):
+def test_invalid_names(emulator, bucket):
     with pytest.raises(oss2.exceptions.InvalidObjectName):
         bucket.put_object('/leading-slash', b'x')
     import requests
-    r = requests.put(emu.endpoint + '/Bad_Name', timeout=10)  # oss2 refuses such names client-side
+    r = requests.put(emulator.endpoint + '/Bad_Name', timeout=10)  # oss2 refuses such names client-side
     assert r.status_code == 400 and b'<Code>InvalidBucketName</Code>' in r.content
     with pytest.raises(oss2.exceptions.NoSuchBucket):
-        oss2.Bucket(oss2.Auth(AK, SK), emu.endpoint, 'no-such-bucket').get_object('k')
+        oss2.Bucket(oss2.Auth(emulator.key_id, emulator.secret), emulator.endpoint, 'no-such-bucket').get_object('k')
     bucket.put_object('k', b'x')
     with pytest.raises(oss2.exceptions.BucketNotEmpty):
         bucket.delete_bucket()
@@ -140,59 +126,66 @@ def test_multipart_reupload_and_list_parts(bucket):
 
 
 @pytest.mark.parametrize('version', ['v1', 'v2', 'v4'])
-def test_auth_versions_and_sign_url(emu, version):
+def test_auth_versions_and_sign_url(emulator, version):
     import requests
-    auth = {'v1': oss2.Auth, 'v2': oss2.AuthV2, 'v4': oss2.AuthV4}[version](AK, SK)
-    b = oss2.Bucket(auth, emu.endpoint, 'auth-' + version, region='cn-hangzhou')
+    name = 'auth-%s-%s' % (version, uuid.uuid4().hex[:12])  # the session's emulator is shared
+    auth = {'v1': oss2.Auth, 'v2': oss2.AuthV2, 'v4': oss2.AuthV4}[version](emulator.key_id, emulator.secret)
+    b = oss2.Bucket(auth, emulator.endpoint, name, region='cn-hangzhou')
     b.create_bucket()
     b.put_object(u'sp ace/中文+#', b'signed')
     assert b.get_object(u'sp ace/中文+#').read() == b'signed'
     assert requests.get(b.sign_url('GET', u'sp ace/中文+#', 60), timeout=10).content == b'signed'
-    bad = oss2.Bucket(type(auth)(AK, 'wrong'), emu.endpoint, 'auth-' + version, region='cn-hangzhou')
+    bad = oss2.Bucket(type(auth)(emulator.key_id, 'wrong'), emulator.endpoint, name, region='cn-hangzhou')
     with pytest.raises(oss2.exceptions.SignatureDoesNotMatch):
         bad.get_object(u'sp ace/中文+#')
     with pytest.raises(oss2.exceptions.ServerError) as ei:
-        oss2.Bucket(type(auth)('nobody', SK), emu.endpoint, 'auth-' + version, region='cn-hangzhou').get_object('x')
+        oss2.Bucket(type(auth)('nobody', emulator.secret), emulator.endpoint, name, region='cn-hangzhou').get_object('x')
     assert ei.value.code == 'InvalidAccessKeyId'
     with pytest.raises(oss2.exceptions.AccessDenied):
-        oss2.Bucket(oss2.AnonymousAuth(), emu.endpoint, 'auth-' + version).get_object('x')
+        oss2.Bucket(oss2.AnonymousAuth(), emulator.endpoint, name).get_object('x')
 
 
-def test_virtual_host_style(emu):
-    b = oss2.Bucket(oss2.Auth(AK, SK), emu.endpoint, 'vhost-bucket')
+def test_virtual_host_style(emulator):
+    name = 'vhost-' + uuid.uuid4().hex[:12]  # the session's emulator is shared
+    b = oss2.Bucket(oss2.Auth(emulator.key_id, emulator.secret), emulator.endpoint, name)
     b.create_bucket()
     b.put_object('k', b'v')
     # oss2 uses path style for IP endpoints; send a virtual-host request by hand
     import requests
     url = b.sign_url('GET', 'k', 60)
-    path_and_query = url.split('/vhost-bucket', 1)[1]
-    r = requests.get(emu.endpoint + path_and_query, headers={'Host': 'vhost-bucket.oss.example.com'}, timeout=10)
+    path_and_query = url.split('/' + name, 1)[1]
+    r = requests.get(emulator.endpoint + path_and_query, headers={'Host': name + '.oss.example.com'}, timeout=10)
     assert r.status_code == 200 and r.content == b'v'
 
 
-def test_fault_injection_via_admin_endpoint(emu, bucket):
+def test_fault_injection_via_admin_endpoint(emulator, bucket):
     bucket.put_object('f', b'1')
-    emu.set_faults('500:1.0:GetObject')
+    before = emulator.stats()
+    emulator.set_faults('500:1.0:GetObject')
     try:
         with pytest.raises(oss2.exceptions.ServerError) as ei:
             bucket.get_object('f')
         assert ei.value.status == 500 and ei.value.code == 'InternalError'
         bucket.put_object('f2', b'2')  # other operations are unaffected
-        emu.set_faults('throttle:1.0:HeadObject')
+        emulator.set_faults('throttle:1.0:HeadObject')
         with pytest.raises(oss2.exceptions.ServerError) as ei:
             bucket.head_object('f')
         assert ei.value.status == 503
-        emu.set_faults('reset:1.0:GetObject')
+        emulator.set_faults('reset:1.0:GetObject')
         with pytest.raises(oss2.exceptions.RequestError):
             bucket.get_object('f')
-        with urllib.request.urlopen(emu.endpoint + '/-/faults', timeout=10) as r:
+        with urllib.request.urlopen(emulator.endpoint + '/-/faults', timeout=10) as r:
             assert r.read().decode().strip() == 'reset:1:GetObject'
     finally:
-        emu.set_faults('')
+        emulator.set_faults('')
     assert bucket.get_object('f').read() == b'1'
-    stats = emu.stats()
-    assert stats['faults_injected']['500'] >= 1 and stats['faults_injected']['reset'] >= 1
-    assert stats['by_operation']['GetObject'] >= 3
+    stats = emulator.stats()
+
+    def more(kind, name):
+        return stats[kind].get(name, 0) - before[kind].get(name, 0)
+
+    assert more('faults_injected', '500') >= 1 and more('faults_injected', 'reset') >= 1
+    assert more('by_operation', 'GetObject') >= 3
 
 
 def test_restart_keeps_objects_and_uploads(tmp_path):

@@ -25,7 +25,6 @@ from ossimport_dist.listformat import read_key
 from ossimport_dist.models import FileResult, Outcome
 from ossimport_dist.status import human_bytes
 from ossimport_dist.storage.errors import RequestFailed, fatal_error
-from test_distributed import deployed  # noqa: F401 - the fleet's agents, deployed once
 
 pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts, started only when asked for
 

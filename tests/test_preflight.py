@@ -152,7 +152,7 @@ def test_no_preflight_submits_a_job_with_a_wrong_secret_anyway(migration):
 @pytest.fixture
 def lone_emulator(tmp_path):
     """An emulator of this test's own, so its request counter counts this job's requests only."""
-    from ossimport_dist.emulator import start_process
+    from oss_emulator import start_process
 
     handle = start_process(str(tmp_path / "lone-oss"), "lone-key", "lone-secret-5d1c")
     yield handle

@@ -8,12 +8,8 @@ import hashlib
 import json
 import os
 import random
-import re
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -467,66 +463,30 @@ def test_audit_modes(src_root, state):
 
 # --------------------------------------------------------------------------- against the emulator
 
-AK, SK = "test-access-key", "test-secret-0123456789"
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    pytest.importorskip("ossimport_dist.emulator.__main__")
-    oss2 = pytest.importorskip("oss2")
-    data_dir = tmp_path_factory.mktemp("emulator")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ossimport_dist.emulator", "--host", "127.0.0.1", "--port", "0",
-         "--data-dir", str(data_dir), "--access-key-id", AK, "--access-key-secret", SK,
-         "--quiet", "--seed", "7"],
-        stdout=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        assert match, f"emulator did not start: {line!r}"
-        url = match.group(1)
-        oss2.Bucket(oss2.Auth(AK, SK), url, "dest").create_bucket()
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def admin(url, path, body=None):
-    request = urllib.request.Request(url + path, data=body.encode() if body is not None else None,
-                                     method="PUT" if body is not None else "GET")
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        return resp.read().decode()
-
-
-def uploads_counted(url):
-    return json.loads(admin(url, "/-/stats"))["by_operation"].get("UploadPart", 0)
+# The session's emulator and a fresh bucket of it (tests/conftest.py); the bucket fixture clears the
+# faults a test set.
+def uploads_counted(emulator):
+    return emulator.stats()["by_operation"].get("UploadPart", 0)
 
 
 @pytest.fixture
-def oss_dest(emulator):
+def oss_dest(emulator, bucket):
     from ossimport_dist.storage import open_destination
-    dest = open_destination("oss", domain=emulator, bucket="dest", prefix="job/",
-                            access_key=AK, secret_key=SK)
+    dest = open_destination("oss", domain=emulator.endpoint, bucket=bucket.bucket_name, prefix="job/",
+                            access_key=emulator.key_id, secret_key=emulator.secret)
     yield dest
-    admin(emulator, "/-/faults", "")
     dest.close()
 
 
-def stored(emulator, key):
-    import oss2
-    return oss2.Bucket(oss2.Auth(AK, SK), emulator, "dest").get_object("job/" + key).read()
+def stored(bucket, key):
+    return bucket.get_object("job/" + key).read()
 
 
 ODD_KEYS = ["plain.txt", "sp ace/and+plus.txt", "hash#and%25percent", "\u00fcml\u00e4ut/\u4e2d\u6587.txt",
             "q?x=1&y=2", "tilde~/\U0001f600.bin", "empty"]
 
 
-def test_emulator_small_objects_with_odd_keys_arrive_verified(emulator, oss_dest, src_root, state):
+def test_emulator_small_objects_with_odd_keys_arrive_verified(bucket, oss_dest, src_root, state):
     contents = {key: (b"" if key == "empty" else os.urandom(100 + i)) for i, key in enumerate(ODD_KEYS)}
     for key, data in contents.items():
         write(src_root, key, data)
@@ -536,7 +496,7 @@ def test_emulator_small_objects_with_odd_keys_arrive_verified(emulator, oss_dest
         result = t.copy(entry, state)
         assert result.outcome == Outcome.SUCCEED, (entry.key, result.detail)
     for key, data in contents.items():
-        assert stored(emulator, key) == data, key
+        assert stored(bucket, key) == data, key
         head = oss_dest.head(key)
         assert (head.size, head.crc64, head.md5) == (len(data), crc64.crc64(data),
                                                      hashlib.md5(data).hexdigest())
@@ -545,7 +505,7 @@ def test_emulator_small_objects_with_odd_keys_arrive_verified(emulator, oss_dest
         assert all(t.audit(e, mode).ok for e in source.list()), mode
 
 
-def test_emulator_multipart_resumes_with_only_missing_parts(emulator, oss_dest, src_root, state):
+def test_emulator_multipart_resumes_with_only_missing_parts(emulator, bucket, oss_dest, src_root, state):
     data = big_file(src_root, size=2 * MIB + 77)  # 9 parts of 256 KiB
     source = LocalSource(str(src_root) + "/")
     entry = entry_for(source, "big.bin")
@@ -571,26 +531,27 @@ def test_emulator_multipart_resumes_with_only_missing_parts(emulator, oss_dest, 
     result = transferer(source, oss_dest, parts_in_parallel=3).copy(entry, state)
     assert result.outcome == Outcome.SUCCEED, result.detail
     assert uploads_counted(emulator) - before == 9 - 4
-    assert stored(emulator, "big.bin") == data
+    assert stored(bucket, "big.bin") == data
     assert oss_dest.head("big.bin").crc64 == crc64.crc64(data)
     assert checkpoints(state) == []
 
 
-def test_emulator_injected_failures_are_retried_to_a_verified_copy(emulator, oss_dest, src_root, state):
+def test_emulator_injected_failures_are_retried_to_a_verified_copy(emulator, bucket, oss_dest, src_root, state):
     files = {f"f{i:02d}": os.urandom(3000 + i) for i in range(30)}
     for key, data in files.items():
         write(src_root, key, data)
     big = big_file(src_root, size=1 * MIB + 3)
     source = LocalSource(str(src_root) + "/")
-    admin(emulator, "/-/faults", "500:0.2,reset:0.1,throttle:0.05")
+    faults_before = sum(emulator.stats()["faults_injected"].values())
+    emulator.set_faults("500:0.2,reset:0.1,throttle:0.05")
     t = transferer(source, oss_dest, max_attempts=8)
     results = [t.copy(entry, state) for entry in source.list()]
-    admin(emulator, "/-/faults", "")
+    emulator.set_faults(None)
     assert [r.key for r in results if not r.ok] == []
     for key, data in files.items():
         assert oss_dest.head(key).crc64 == crc64.crc64(data)
-    assert stored(emulator, "big.bin") == big
-    assert sum(json.loads(admin(emulator, "/-/stats"))["faults_injected"].values()) > 0
+    assert stored(bucket, "big.bin") == big
+    assert sum(emulator.stats()["faults_injected"].values()) > faults_before
 
 
 def test_emulator_file_changed_while_uploading(emulator, oss_dest, src_root, state):
@@ -604,21 +565,21 @@ def test_emulator_file_changed_while_uploading(emulator, oss_dest, src_root, sta
     assert oss_dest.head("big.bin") is None or oss_dest.head("big.bin").size != entry.size
 
 
-def test_emulator_wrong_secret_and_bucket_stop_the_job_naming_the_fix(emulator, src_root, state):
+def test_emulator_wrong_secret_and_bucket_stop_the_job_naming_the_fix(emulator, bucket, src_root, state):
     from ossimport_dist.storage import open_destination
     write(src_root, "f", b"x")
     source = LocalSource(str(src_root) + "/")
     secret = "definitely-not-the-secret-42"
-    bad = open_destination("oss", domain=emulator, bucket="dest", prefix="", access_key=AK,
-                           secret_key=secret)
+    bad = open_destination("oss", domain=emulator.endpoint, bucket=bucket.bucket_name, prefix="",
+                           access_key=emulator.key_id, secret_key=secret)
     with pytest.raises(DestinationError) as err:
         transferer(source, bad).copy(entry_for(source, "f"), state)
     message = str(err.value)
-    assert secret not in message and "destSecretKey" in message and emulator in message
+    assert secret not in message and "destSecretKey" in message and emulator.endpoint in message
     with pytest.raises(DestinationError) as err:  # isSkipExistFile starts with a HEAD
         transferer(source, bad, skip_existing=True).copy(entry_for(source, "f"), state)
     assert secret not in str(err.value) and "destSecretKey" in str(err.value)
-    missing = open_destination("oss", domain=emulator, bucket="no-such-bucket", prefix="",
-                               access_key=AK, secret_key=SK)
+    missing = open_destination("oss", domain=emulator.endpoint, bucket="no-such-bucket", prefix="",
+                               access_key=emulator.key_id, secret_key=emulator.secret)
     with pytest.raises(DestinationError, match="'no-such-bucket'.*does not exist"):
         transferer(source, missing).copy(entry_for(source, "f"), state)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT, assert_migrated, checked_stat, dest_objects, wait_for, write_tree
 from ossimport_dist.listformat import one_line, write_key
-from test_distributed import cluster, deployed  # noqa: F401 - the fleet story's fixtures
+from test_distributed import cluster  # noqa: F401 - the fleet story's fixture
 
 pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts, for the fleet story only
 

@@ -7,7 +7,7 @@ import secrets
 import oss2
 import pytest
 
-from ossimport_dist.emulator import start_process
+from oss_emulator import start_process
 
 
 @pytest.fixture

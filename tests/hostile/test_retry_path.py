@@ -18,7 +18,6 @@ import oss2
 import pytest
 
 from conftest import assert_migrated, write_tree
-from test_distributed import deployed  # noqa: F401 - the fleet's agents, deployed once
 
 pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts, started only when asked for
 

@@ -132,7 +132,7 @@ def main() -> int:
     ap.add_argument('--junit', default=None)
     args, rest = ap.parse_known_args()
 
-    from ossimport_dist.emulator import start_process
+    from oss_emulator import start_process
     src = fetch_tests(args.cache)
     data_dir = tempfile.mkdtemp(prefix='oss2-compat-data-')
     work = tempfile.mkdtemp(prefix='oss2-compat-work-')

@@ -1,4 +1,5 @@
-"""``import.sh --demo``: the one-click flow on a sample folder into the bundled OSS emulator.
+"""``import.sh --demo`` (``python -m oss_emulator.demo``): the one-click flow on a sample folder
+into the bundled OSS emulator.
 
 Everything lives under ``demo/`` in the install directory: ``sample/`` (the source, made here:
 nested folders, awkward names, an empty file and one file large enough for a multipart upload),
@@ -8,15 +9,23 @@ nested folders, awkward names, an empty file and one file large enough for a mul
 
 from __future__ import annotations
 
+import argparse
 import secrets
 import shutil
+import signal
+import sys
 from pathlib import Path
 
-from . import config as config_mod
-from . import console
-from .layout import LOCAL_JOB_CONFIG, SYS_PROPERTIES, Home
-from .oneclick import Asker, run_flow
-from .status import human_bytes
+import oss2
+
+from ossimport_dist import config as config_mod
+from ossimport_dist import console
+from ossimport_dist.errors import OperatorError
+from ossimport_dist.layout import LOCAL_JOB_CONFIG, SYS_PROPERTIES, Home
+from ossimport_dist.oneclick import Asker, run_flow
+from ossimport_dist.status import human_bytes
+
+from . import start_process
 
 DEMO_BUCKET = "ossimport-demo"
 DEMO_JOB = "local_test"
@@ -59,8 +68,6 @@ def make_sample(folder: Path, small_files: int = 200, large_bytes: int = 20 * 10
 
 
 def run(install_dir: Path, interval: float = 1.0) -> int:
-    from .emulator import start_process
-
     root = install_dir / "demo"
     sample, oss_data, conf_dir, work = root / "sample", root / "oss-data", root / "conf", root / "work"
     for d in (oss_data, work):
@@ -73,8 +80,6 @@ def run(install_dir: Path, interval: float = 1.0) -> int:
     emulator = start_process(data_dir=str(oss_data), access_key_id=DEMO_KEY_ID, secret=secret)
     try:
         print(f"demo: OSS emulator at {emulator.endpoint}, bucket {DEMO_BUCKET}")
-        import oss2
-
         oss2.Bucket(oss2.Auth(DEMO_KEY_ID, secret), emulator.endpoint, DEMO_BUCKET).create_bucket()
         sys_file = conf_dir / SYS_PROPERTIES
         config_mod.write_properties(sys_file, {
@@ -103,3 +108,26 @@ def run(install_dir: Path, interval: float = 1.0) -> int:
         return code
     finally:
         emulator.stop()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="import.sh --demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--install-dir", default=".")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between progress lines")
+    # import.sh's own answer flag, accepted as before: the demo answers every question yes anyway.
+    p.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    # A script's 'timeout' or 'kill' ends the demo as Ctrl-C would: the emulator it started stops.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return run(Path(args.install_dir).resolve(), interval=args.interval)
+    except OperatorError as exc:
+        print(f"error: {config_mod.scrub_passwords(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """OSS emulator: a local HTTP server speaking the subset of the OSS REST API that oss2 and OssImport use.
 
-Start it with ``python -m ossimport_dist.emulator`` or, from tests, with :func:`start_process`
+Start it with ``python -m oss_emulator`` or, from tests, with :func:`start_process`
 (real subprocess) or :func:`run_in_thread` (in-process).
 """
 
@@ -95,7 +95,7 @@ def start_process(data_dir: str, access_key_id: str, secret: str, faults: Option
                   host: str = '127.0.0.1', port: int = 0, seed: Optional[int] = None,
                   python: str = sys.executable, extra_args=(), startup_timeout: float = 20,
                   env: Optional[dict] = None) -> ProcessHandle:
-    cmd = [python, '-m', 'ossimport_dist.emulator', '--host', host, '--port', str(port), '--data-dir', data_dir,
+    cmd = [python, '-m', 'oss_emulator', '--host', host, '--port', str(port), '--data-dir', data_dir,
            '--access-key-id', access_key_id, '--quiet']
     if faults:
         cmd += ['--faults', faults]
@@ -104,7 +104,8 @@ def start_process(data_dir: str, access_key_id: str, secret: str, faults: Option
     cmd += list(extra_args)
     if env is None:
         env = dict(os.environ)
-        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # the folder holding oss_emulator/ (and ossimport_dist/, whose crc64 the store uses)
+        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env['PYTHONPATH'] = pkg_root + os.pathsep + env.get('PYTHONPATH', '')
     # The secret goes through the environment, which ps does not show, never the command line.
     env = dict(env, OSS_EMULATOR_ACCESS_KEY_SECRET=secret)

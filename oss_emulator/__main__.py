@@ -1,4 +1,4 @@
-"""Command line entry point: ``python -m ossimport_dist.emulator``."""
+"""Command line entry point: ``python -m oss_emulator``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SECRET_ENV = 'OSS_EMULATOR_ACCESS_KEY_SECRET'
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog='python -m ossimport_dist.emulator', description='Local OSS emulator')
+    ap = argparse.ArgumentParser(prog='python -m oss_emulator', description='Local OSS emulator')
     ap.add_argument('--host', default='127.0.0.1')
     ap.add_argument('--port', type=int, default=0, help='0 picks a free port')
     ap.add_argument('--data-dir', required=True)

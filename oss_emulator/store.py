@@ -30,7 +30,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from .. import crc64 as _crc64
+from ossimport_dist import crc64 as _crc64
 
 crc64_update = _crc64.crc64  # the client's own, fast implementation: same CRC-64/XZ
 
