@@ -11,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from conftest import one_error_line
 
 from ossimport_dist import storage
 from ossimport_dist.config import parse_job_text, parse_sys_text
@@ -244,3 +245,28 @@ class TestEveryDriverDeclaresItsFeatures:
         listed = oss_to_oss.replace("srcType=oss", f"srcType=list\nlistSrcType=oss\nlistFilePath={keys}")
         source, destination = runtime_for(listed, "workerTaskThreadNum=2\n")
         assert destination.can_copy_from(source) is False  # as before: a list source reads the bytes
+
+
+class TestTheOperatorSeesTheSameLines:
+    """The checks moved from config.py to each kind's rules; console.sh says what it said."""
+
+    @pytest.mark.parametrize("job_props,key,message", [
+        ({"srcType": "http"}, "httpListFilePath",
+         "required for srcType=http; set httpListFilePath to the absolute path of the URL list"),
+        ({"srcType": "list", "listSrcType": "list", "listFilePath": "/data/keys.list"}, "listSrcType",
+         "unknown value (got 'list'); allowed: local, oss, qiniu, bos, ks3, s3, youpai, http, cos, azure"),
+        ({"srcType": "cos", "srcBucket": "photos", "srcPrefix": "dir/"}, "srcPrefix",
+         "for cos must start and end with '/' (got 'dir/'); write it as '/dir/'"),
+        ({"srcType": "s3", "srcPrefix": "a/"}, "srcBucket",
+         "required for srcType=s3; set srcBucket to the source bucket name"),
+        ({"srcType": "youpai", "srcBucket": "svc", "srcPrefix": "", "isDownloadFromCdn": "true"},
+         "cdnDomain", "required; set cdnDomain, or isDownloadFromCdn=false"),
+    ])
+    def test_a_bad_job_is_refused_at_submit_with_one_line(self, migration, job_props, key, message):
+        migration.write_conf(job_props=job_props)
+        lines = migration.job_file.read_text().splitlines()
+        at = next((f":{n}" for n, text in enumerate(lines, 1) if text.startswith(key + "=")), "")
+        r = migration.console("submit", str(migration.job_file))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert one_error_line(r) == f"error: {migration.job_file}{at}: {key}: {message}"
+        assert not migration.job_dir.exists()
