@@ -17,6 +17,7 @@ from . import rules
 from .base import Destination, Features, PutResult, Source
 from .errors import RequestFailed, UnknownStorageKind
 
+
 @dataclass(frozen=True)
 class Kind:
     """One srcType or destType: its driver, imported only when a job opens it, and the SDK-free
@@ -86,10 +87,13 @@ def source_kinds() -> tuple:
 def open_source(kind: str, *, prefix: str, bucket: str = "", domain: str = "",
                 access_key: str = "", secret_key: str = "",
                 allow_symlinks: bool = False) -> Source:
-    cls = _load(_SOURCES, kind, "srcType")
-    # Every driver takes the whole set of srcXxx settings and uses the ones it needs.
-    return cls.from_settings(prefix=prefix, bucket=bucket, domain=domain, access_key=access_key,
-                             secret_key=secret_key, allow_symlinks=allow_symlinks)
+    """A source from its settings alone, opened as a job with them would open it."""
+    from ..config import JobConfig  # config imports this package
+
+    return open_job_source(JobConfig(src_type=kind, src_prefix=prefix, src_bucket=bucket,
+                                     src_domain=domain, src_access_key=access_key,
+                                     src_secret_key=secret_key,
+                                     is_allow_symbolic_link=allow_symlinks))
 
 
 def open_job_source(job_cfg, sys_cfg=None) -> Source:
@@ -106,9 +110,13 @@ def open_job_destination(job_cfg, sys_cfg=None) -> Destination:
 
 def open_destination(kind: str, *, domain: str, bucket: str, prefix: str, access_key: str,
                      secret_key: str, server_side_encryption: bool = False) -> Destination:
-    cls = _load(_DESTINATIONS, kind, "destination type")
-    return cls(domain=domain, bucket=bucket, prefix=prefix, access_key=access_key,
-               secret_key=secret_key, server_side_encryption=server_side_encryption)
+    """A destination from its settings alone, as ``open_source``."""
+    from ..config import JobConfig
+
+    return open_job_destination(JobConfig(dest_type=kind, dest_domain=domain, dest_bucket=bucket,
+                                          dest_prefix=prefix, dest_access_key=access_key,
+                                          dest_secret_key=secret_key,
+                                          is_server_side_encryption=server_side_encryption))
 
 
 __all__ = ["Destination", "Features", "Kind", "PutResult", "RequestFailed", "Source",

@@ -188,12 +188,6 @@ class AzureSource(Source):
             retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3))
 
     @classmethod
-    def from_settings(cls, *, prefix: str, bucket: str, domain: str, access_key: str,
-                      secret_key: str, **_unused):
-        return cls(account=access_key, key=secret_key, container=bucket, prefix=prefix,
-                   domain=domain)
-
-    @classmethod
     def from_job(cls, job, sys_cfg=None):
         return cls(account=job.src_access_key, key=job.src_secret_key, container=job.src_bucket,
                    prefix=job.src_prefix, domain=job.src_domain)

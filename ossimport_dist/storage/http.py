@@ -160,11 +160,6 @@ class HttpSource(Source):
     def from_job(cls, job, sys_cfg=None):
         return cls(job.http_list_file_path, job.http_prefix_column, job.relative_path_column)
 
-    @classmethod
-    def from_settings(cls, *, prefix: str = "", **_unused):
-        raise SourceError("srcType=http is opened from its job (httpListFilePath), not from a "
-                          "prefix")
-
     # ------------------------------------------------------------------ the list file
 
     def _lines(self) -> Iterator[tuple]:

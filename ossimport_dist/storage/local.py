@@ -321,10 +321,6 @@ class LocalSource(Source):
         self._root_fd = -1  # its number may be reused: later calls fail with EBADF instead
 
     @classmethod
-    def from_settings(cls, *, prefix: str, allow_symlinks: bool = False, **_unused):
-        return cls(prefix, allow_symlinks=allow_symlinks)
-
-    @classmethod
     def from_job(cls, job, sys_cfg=None):
         return cls(job.src_prefix, allow_symlinks=job.is_allow_symbolic_link)
 

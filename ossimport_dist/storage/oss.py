@@ -313,12 +313,6 @@ class OssSource(_OssStore, Source):
         super().__init__(domain, bucket, prefix, access_key, secret_key)
 
     @classmethod
-    def from_settings(cls, *, prefix: str, bucket: str, domain: str, access_key: str,
-                      secret_key: str, **_unused):
-        return cls(domain=domain, bucket=bucket, prefix=prefix, access_key=access_key,
-                   secret_key=secret_key)
-
-    @classmethod
     def from_job(cls, job, sys_cfg=None):
         return cls(domain=job.src_domain, bucket=job.src_bucket, prefix=job.src_prefix,
                    access_key=job.src_access_key, secret_key=job.src_secret_key)

@@ -464,19 +464,10 @@ class S3Source(_S3Store, Source):
         return domain or "s3.amazonaws.com", bucket, prefix
 
     @classmethod
-    def from_settings(cls, *, prefix: str, bucket: str, domain: str, access_key: str,
-                      secret_key: str, app_id: int = 0, pool_size: int = DEFAULT_POOL,
-                      **_unused):
-        endpoint, real_bucket, key_prefix = cls.locate(domain, bucket, prefix, app_id)
-        return cls(domain=endpoint, bucket=real_bucket, prefix=key_prefix,
-                   access_key=access_key, secret_key=secret_key, pool_size=pool_size)
-
-    @classmethod
     def from_job(cls, job, sys_cfg=None):
-        return cls.from_settings(prefix=job.src_prefix, bucket=job.src_bucket,
-                                 domain=job.src_domain, access_key=job.src_access_key,
-                                 secret_key=job.src_secret_key,
-                                 app_id=job.app_id, pool_size=_pool_size(sys_cfg))
+        endpoint, bucket, prefix = cls.locate(job.src_domain, job.src_bucket, job.src_prefix, job.app_id)
+        return cls(domain=endpoint, bucket=bucket, prefix=prefix, access_key=job.src_access_key,
+                   secret_key=job.src_secret_key, pool_size=_pool_size(sys_cfg))
 
     # ------------------------------------------------------------ listing
 

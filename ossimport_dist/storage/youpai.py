@@ -246,12 +246,6 @@ class YoupaiSource(Source):
                    password=job.src_secret_key, prefix=job.src_prefix, domain=job.src_domain,
                    cdn_domain=job.cdn_domain, download_from_cdn=job.is_download_from_cdn)
 
-    @classmethod
-    def from_settings(cls, *, prefix: str, bucket: str, domain: str, access_key: str,
-                      secret_key: str, **_unused):
-        return cls(service=bucket, operator=access_key, password=secret_key, prefix=prefix,
-                   domain=domain)
-
     # ------------------------------------------------------------------ requests
 
     def _uri(self, full_path: str) -> str:
