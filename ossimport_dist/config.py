@@ -13,21 +13,22 @@ import re
 import stat
 import tempfile
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import javaproperties
 
+from . import storage
 from .errors import ConfigError, OperatorError
+from .storage.rules import KeyMissing, KeyProblem, check_key_segments, local_dest_root
 
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
 TIB = 1024 * GIB
 
-SRC_TYPES = ("local", "oss", "qiniu", "bos", "ks3", "s3", "youpai", "http", "cos", "azure", "list")
-# Sources addressed by a bucket (or azure container); local and http are not.
-BUCKET_SRC_TYPES = ("oss", "qiniu", "bos", "ks3", "s3", "youpai", "cos", "azure")
-DEST_TYPES = ("oss", "local", "s3")
+# The kinds come from the storage registry; these name them as this version ships them.
+SRC_TYPES = storage.source_kinds()
+DEST_TYPES = storage.destination_kinds()
 # Announced destination types; named in the error so nobody thinks it is a typo.
 PLANNED_DEST_TYPES = ("s3", "local")
 JOB_TYPES = ("import", "audit")
@@ -57,8 +58,6 @@ _SIZE = re.compile(r"([0-9]+)\s*([kKmMgGtT]?)[bB]?")
 _SIZE_UNITS = {"": 1, "k": KIB, "m": MIB, "g": GIB, "t": TIB}
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _SLASHES = "/\\"
-_WIN_ABS = re.compile(r"[A-Za-z]:/")
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 # scheme://user:password@host: the password part, for scrub_passwords.
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]*@")
 JOB_NAME_RULE = "4 to 128 letters, digits, '_' or '-'"
@@ -166,7 +165,16 @@ class _Key:
     kind: str  # str | bool | int | size | choice
     low: Optional[int] = None
     high: Optional[int] = None
-    choices: tuple = ()
+    # The allowed values, or a function giving them (read from the storage registry each time).
+    choices: Union[tuple, Callable[[], tuple]] = ()
+
+    def allowed(self) -> tuple:
+        return self.choices() if callable(self.choices) else self.choices
+
+
+def _list_readable_kinds() -> tuple:
+    """What listSrcType may name: every source kind a list source can read keys from."""
+    return tuple(k for k in storage.source_kinds() if storage.source_rules(k).list_can_read)
 
 
 _JOB_KEYS = (
@@ -176,15 +184,15 @@ _JOB_KEYS = (
     _Key("incrementalModeInterval", "incremental_mode_interval", "int", low=1),
     _Key("importSince", "import_since", "int", low=0),
     _Key("lastModify", "last_modify", "int", low=0),
-    _Key("srcType", "src_type", "choice", choices=SRC_TYPES),
+    _Key("srcType", "src_type", "choice", choices=storage.source_kinds),
     _Key("srcAccessKey", "src_access_key", "str"),
     _Key("srcSecretKey", "src_secret_key", "str"),
     _Key("srcDomain", "src_domain", "str"),
     _Key("srcBucket", "src_bucket", "str"),
     _Key("srcPrefix", "src_prefix", "str"),
     _Key("listFilePath", "list_file_path", "str"),
-    _Key("listSrcType", "list_src_type", "choice", choices=SRC_TYPES[:-1]),
-    _Key("destType", "dest_type", "choice", choices=DEST_TYPES),
+    _Key("listSrcType", "list_src_type", "choice", choices=_list_readable_kinds),
+    _Key("destType", "dest_type", "choice", choices=storage.destination_kinds),
     _Key("destAccessKey", "dest_access_key", "str"),
     _Key("destSecretKey", "dest_secret_key", "str"),
     _Key("destDomain", "dest_domain", "str"),
@@ -262,6 +270,7 @@ def parse_job_text(text: str, path: str = "<text>", _warnings=None) -> JobConfig
                                           "sys.properties", list(_warnings or ()))
     cfg = JobConfig(path=path, warnings=warnings, key_lines=lines)
     _assign(cfg, _JOB_KEYS, values, lines, path)
+    _apply_kind_defaults(cfg)
     _check_job(cfg, lines, warnings)
     return cfg
 
@@ -515,15 +524,16 @@ def _convert(key, text, line, path):
     if key.kind == "str":
         return text
     if key.kind == "choice":
-        if text in key.choices:
+        allowed = key.allowed()
+        if text in allowed:
             return text
-        fix = f"allowed: {', '.join(key.choices)}"
-        if text.lower() in key.choices:
+        fix = f"allowed: {', '.join(allowed)}"
+        if text.lower() in allowed:
             fix = f"values are case-sensitive: write {key.name}={text.lower()}"
         elif key.name == "destType" and text.lower() in PLANNED_DEST_TYPES:
             raise ConfigError(path, line, key.name,
                               f"'{text}' is not supported yet",
-                              f"allowed: {', '.join(key.choices)}")
+                              f"allowed: {', '.join(allowed)}")
         raise ConfigError(path, line, key.name, f"unknown value{shown}", fix)
     if key.kind == "bool":
         if text.lower() in ("true", "false"):
@@ -592,13 +602,6 @@ def _check_job(cfg: JobConfig, lines, warnings):
     def fail(key, problem, fix=""):
         raise ConfigError(path, lines.get(key, 0), key, problem, fix)
 
-    def require(key, fix):
-        if not getattr(cfg, _attr(key)):
-            hint = _case_hint(key, warnings)
-            fail(key, "required" + (f" for srcType={cfg.src_type}"
-                                    if key.startswith(("src", "http")) else ""),
-                 hint or fix)
-
     if not is_job_name(cfg.job_name):
         fail("jobName", f"must be {JOB_NAME_RULE} (got '{cfg.job_name}')",
              "e.g. jobName=nas_to_oss_2024")
@@ -609,117 +612,33 @@ def _check_job(cfg: JobConfig, lines, warnings):
              f"must be at least {floor} seconds (got '{cfg.incremental_mode_interval}')",
              "a rescan lists the whole source; 86400 (a day) is the usual value")
 
-    _check_src_prefix(cfg, fail)
-    _check_dest(cfg, fail, require)
+    try:
+        storage.source_rules(cfg.src_type).validate(cfg)
+        _check_dest_prefix(cfg)
+        storage.destination_rules(cfg.dest_type).validate(cfg)
+    except KeyMissing as missing:
+        key = missing.key
+        hint = _case_hint(key, warnings)
+        fail(key, "required" + (f" for srcType={cfg.src_type}" if key.startswith(("src", "http")) else ""),
+             hint or missing.fix)
+    except KeyProblem as problem:
+        fail(problem.key, problem.problem, problem.fix)
     _check_local_overlap(cfg, fail)
 
-    if cfg.src_type in BUCKET_SRC_TYPES:
-        require("srcBucket", "set srcBucket to the source bucket name")
-        if "/" in cfg.src_bucket:
-            fail("srcBucket", f"no '/' in a bucket name (got '{cfg.src_bucket}')",
-                 "put the folder part in srcPrefix")
-        if cfg.src_type == "oss":
-            _check_endpoint(cfg.src_domain, cfg.src_bucket, "srcDomain", "srcBucket", fail,
-                            required=False)
-    if cfg.src_type == "http":
-        require("httpListFilePath", "set httpListFilePath to the absolute path of the URL list")
-        if not _is_absolute(cfg.http_list_file_path):
-            fail("httpListFilePath",
-                 f"must be an absolute path (got '{cfg.http_list_file_path}')",
-                 "e.g. httpListFilePath=/data/url.list")
-        if cfg.http_prefix_column == cfg.relative_path_column:
-            fail("relativePathColumn",
-                 f"must differ from httpPrefixColumn (both {cfg.http_prefix_column})",
-                 "the usual layout is httpPrefixColumn=1, relativePathColumn=2")
-    if cfg.src_type == "list":
-        require("listFilePath", "set listFilePath to the absolute path of the manifest (one key per line)")
-        if not _is_absolute(cfg.list_file_path):
-            fail("listFilePath", f"must be an absolute path (got '{cfg.list_file_path}')",
-                 "e.g. listFilePath=/data/failed.list")
-    if cfg.src_type == "youpai" and cfg.is_download_from_cdn:
-        require("cdnDomain", "set cdnDomain, or isDownloadFromCdn=false")
+
+def _apply_kind_defaults(cfg: JobConfig) -> None:
+    """Fill in what the chosen source kind spells its own way (cos: an empty srcPrefix is '/'),
+    before the checks read the job: checking never changes it."""
+    for attr, value in storage.source_rules(cfg.src_type).defaults(cfg).items():
+        setattr(cfg, attr, value)
 
 
-def _check_src_prefix(cfg, fail):
-    prefix = cfg.src_prefix
-    if cfg.src_type == "local":
-        if not prefix:
-            fail("srcPrefix", "required for srcType=local",
-                 "set it to the absolute directory to migrate, e.g. srcPrefix=/data/to/migrate/")
-        if "\\" in prefix:
-            fixed = prefix.replace("\\", "/")
-            fixed = fixed.rstrip("/") + "/"
-            fail("srcPrefix", f"use '/' as the separator, not '\\' (got '{prefix}')",
-                 f"write it as '{fixed}'")
-        if not _is_absolute(prefix):
-            fail("srcPrefix", f"must be an absolute path (got '{prefix}')",
-                 f"write it as '/{prefix.lstrip('/')}'" if not prefix.startswith(".")
-                 else "write the full path from '/'")
-        if prefix.endswith("//"):
-            fail("srcPrefix", f"must end with exactly one '/' (got '{prefix}')",
-                 f"write it as '{prefix.rstrip('/')}/'")
-        if not prefix.endswith("/"):
-            fail("srcPrefix", f"must end with '/' (got '{prefix}')",
-                 f"write it as '{prefix}/'")
-    elif cfg.src_type == "cos":
-        if not prefix:
-            cfg.src_prefix = "/"  # cos spells "the whole bucket" as '/'
-        elif not (prefix.startswith("/") and prefix.endswith("/")):
-            fail("srcPrefix", f"for cos must start and end with '/' (got '{prefix}')",
-                 f"write it as '/{prefix.strip('/')}/'" if prefix.strip("/") else "write '/'")
-        _check_key_segments("srcPrefix", cfg.src_prefix, fail)
-    elif cfg.src_type in BUCKET_SRC_TYPES:
-        _check_key_segments("srcPrefix", prefix, fail)
-
-
-def _check_key_segments(key, prefix, fail):
-    """An object key prefix made of plain names. A local destination joins it to a path, where
-    '..' climbs out of destDomain; an object store keeps '.', '..' and '' as literal segments no
-    tool shows the same way, so a prefix spelled with them is a typo either way."""
-    # A source prefix may start with one '/' (cos spells every prefix so; S3 keys may start
-    # with it); a destination prefix cannot, which _check_dest says first.
-    segments = (prefix[1:] if prefix.startswith("/") else prefix).split("/")
-    if segments[-1] == "":
-        segments.pop()  # the trailing '/' of a folder
-    bad = next((s for s in segments if s in ("", ".", "..")), None)
-    if bad is None:
-        return
-    what = "an empty segment ('//')" if bad == "" else f"a '{bad}' segment"
-    fail(key, f"has {what} (got '{prefix}')",
-         "write folder names separated by single '/', e.g. " + key + "=backup/2024/")
-
-
-def _check_dest(cfg, fail, require):
+def _check_dest_prefix(cfg) -> None:
     if cfg.dest_prefix.startswith(("/", "\\")):
-        fail("destPrefix", f"must not start with '{cfg.dest_prefix[0]}' (got "
-             f"'{cfg.dest_prefix}')", "OSS keys cannot start with '/'; write it as "
-             f"'{cfg.dest_prefix.lstrip(_SLASHES)}'")
-    _check_key_segments("destPrefix", cfg.dest_prefix, fail)
-    if cfg.dest_type == "local":
-        # A directory: destDomain is its absolute path, destPrefix a folder under it.
-        require("destDomain", "set destDomain to the absolute path of the destination directory")
-        root = _local_dest_root(cfg)
-        if not _is_absolute(root):
-            fail("destDomain", f"for destType=local must be an absolute directory (got '{cfg.dest_domain}')",
-                 "e.g. destDomain=/mnt/nas2/backup")
-        return
-    # Audit compares against the destination too, so both job types need it.
-    require("destBucket", "set destBucket to the OSS bucket name")
-    bucket = cfg.dest_bucket
-    if "/" in bucket:
-        head, _, tail = bucket.partition("/")
-        fail("destBucket", f"no '/' in a bucket name (got '{bucket}')",
-             f"write destBucket={head} and put '{tail.strip('/')}/' in destPrefix")
-    if not _BUCKET.fullmatch(bucket):
-        fail("destBucket", f"not a valid OSS bucket name (got '{bucket}')",
-             "3 to 63 lowercase letters, digits or '-', starting and ending with a letter "
-             "or digit")
-    require("destDomain", "e.g. destDomain=http://oss-cn-hangzhou-internal.aliyuncs.com")
-    _check_endpoint(cfg.dest_domain, bucket, "destDomain", "destBucket", fail, required=True)
-
-
-def _local_dest_root(cfg) -> str:
-    return cfg.dest_domain[len("file://"):] if cfg.dest_domain.startswith("file://") else cfg.dest_domain
+        raise KeyProblem("destPrefix", f"must not start with '{cfg.dest_prefix[0]}' (got "
+                         f"'{cfg.dest_prefix}')", "OSS keys cannot start with '/'; write it as "
+                         f"'{cfg.dest_prefix.lstrip(_SLASHES)}'")
+    check_key_segments("destPrefix", cfg.dest_prefix)
 
 
 def _check_local_overlap(cfg, fail):
@@ -729,7 +648,7 @@ def _check_local_overlap(cfg, fail):
     if cfg.dest_type != "local" or not local_source or not cfg.src_prefix:
         return
     src = os.path.realpath(cfg.src_prefix)
-    dest = os.path.realpath(_local_dest_root(cfg))
+    dest = os.path.realpath(local_dest_root(cfg))
     if dest == src:
         where = "is the same directory as srcPrefix"
     elif _inside(dest, src):
@@ -738,7 +657,7 @@ def _check_local_overlap(cfg, fail):
         where = "contains srcPrefix"
     else:
         return
-    as_written = (os.path.normpath(_local_dest_root(cfg)), os.path.normpath(cfg.src_prefix))
+    as_written = (os.path.normpath(local_dest_root(cfg)), os.path.normpath(cfg.src_prefix))
     resolved = f" (resolved: destDomain '{dest}', srcPrefix '{src}')" if (dest, src) != as_written else ""
     fail("destDomain", f"'{cfg.dest_domain}' {where} '{cfg.src_prefix}'{resolved}",
          "the copy would read what it writes: choose a destDomain outside srcPrefix, "
@@ -749,37 +668,7 @@ def _inside(path: str, folder: str) -> bool:
     return path.startswith(folder.rstrip("/") + "/")
 
 
-def _check_endpoint(domain, bucket, key, bucket_key, fail, required):
-    if not domain and not required:
-        return
-    domain = scrub_passwords(domain)  # only quoted in messages from here on
-    match = re.fullmatch(r"(https?)://([^/?#]*)(.*)", domain, flags=re.IGNORECASE)
-    if not match:
-        fail(key, f"must start with http:// or https:// (got '{domain}')",
-             f"write it as 'http://{domain.split('://')[-1]}'")
-    scheme, host, rest = match.groups()
-    if not host:
-        fail(key, f"no host name (got '{domain}')",
-             "e.g. http://oss-cn-hangzhou-internal.aliyuncs.com")
-    if bucket and host.lower().startswith(bucket.lower() + "."):
-        fail(key, f"bucket name inside the endpoint (got '{domain}')",
-             f"remove '{bucket}.': write {key}={scheme}://{host[len(bucket) + 1:]}; "
-             f"the bucket goes in {bucket_key}")
-    if rest.strip("/"):
-        fail(key, f"the endpoint has no path (got '{domain}')",
-             f"write {key}={scheme}://{host}; a bucket goes in {bucket_key}, "
-             "a folder in the prefix")
-
-
 # --- small helpers --------------------------------------------------------------------------
-
-def _attr(name):
-    return next(k.attr for k in _JOB_KEYS if k.name == name)
-
-
-def _is_absolute(path):
-    return path.startswith("/") or bool(_WIN_ABS.match(path))
-
 
 def _min_interval():
     override = os.environ.get(TEST_MIN_INTERVAL_ENV)

@@ -412,7 +412,7 @@ class Scanner:
             entries = (e for e in diff.filter(listed) if resume_after is None or e.key > resume_after)
         else:
             entries = self.source.list(unit.subtree, recursive=unit.recursive, start_after=cpt.last_key)
-        for batch in cut_tasks(entries, self.limits, getattr(self.source, "task_boundary", None)):
+        for batch in cut_tasks(entries, self.limits, self.source.task_boundary):
             if self.stop.is_set():
                 return
             cpt.tasks += 1

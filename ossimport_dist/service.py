@@ -44,16 +44,17 @@ def throughput_bps(sys_cfg) -> int:
     return int(sys_cfg.worker_max_throughput_kbs) * 1024
 
 
-def open_job_drivers(job_cfg):
-    """(source, destination) for a job, the same way for scanner, worker and agent."""
-    return open_job_source(job_cfg), open_job_destination(job_cfg)
+def open_job_drivers(job_cfg, sys_cfg=None):
+    """(source, destination) for a job, the same way for scanner, worker and agent; ``sys_cfg``
+    when they run its tasks (see ``open_job_source``)."""
+    return open_job_source(job_cfg, sys_cfg), open_job_destination(job_cfg, sys_cfg)
 
 
 def build_runtime(job_cfg, sys_cfg, throttle: Throttle, backpressure: Backpressure, host: str,
                   account: Optional[JobAccount] = None) -> JobRuntime:
     """``account``: the job's account when the runtime is rebuilt for a changed job.cfg, so the
     tasks still running on the old one stay counted."""
-    source, destination = open_job_drivers(job_cfg)
+    source, destination = open_job_drivers(job_cfg, sys_cfg)
     account = account or JobAccount(job_cfg.job_name, host)
     options = TransferOptions(
         multipart_threshold=job_cfg.multipart_upload_threshold,

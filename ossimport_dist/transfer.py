@@ -253,13 +253,13 @@ class Transferer:
             headers["content-type"] = self._content_type(entry.key)
         if md5_hex:
             headers["x-oss-meta-md5"] = md5_hex
-        if entry.mtime and getattr(self.destination, "preserves_mtime", False):
+        if entry.mtime and self.destination.features.preserves_mtime:
             headers[MTIME_HEADER] = repr(entry.mtime)
         return {name.title() if not name.startswith("x-oss-") else name: value
                 for name, value in headers.items()}
 
     def _check_snapshot(self, entry: ObjectEntry, stream) -> None:
-        stat_now = getattr(stream, "stat_now", None)
+        stat_now = stream.stat_now
         if stat_now is None:
             return
         size, mtime = stat_now()
@@ -307,7 +307,7 @@ class Transferer:
                 chunks.append(piece)
                 got += len(piece)
             self._check_snapshot(entry, stream)
-            headers = getattr(stream, "headers", None)
+            headers = stream.headers
         finally:
             stream.close()
         if got != length:
@@ -327,7 +327,7 @@ class Transferer:
             return FileResult(key, Outcome.FAILED, detail="INVALID_KEY: file name is not valid "
                               "UTF-8 and cannot be an OSS key; rename it")
         try:
-            if not getattr(self.source, "sizes_known", True):
+            if not self.source.features.sizes_known:
                 sized = self._with_size(entry)
                 if isinstance(sized, FileResult):
                     return sized
@@ -429,7 +429,7 @@ class Transferer:
 
     def _part_size(self, size: int) -> int:
         # A store may refuse small parts (S3: 5 MiB but the last).
-        part = max(1, self.options.part_size, getattr(self.destination, "min_part_size", 0))
+        part = max(1, self.options.part_size, self.destination.features.min_part_size)
         if -(-size // part) > MAX_PARTS:
             # Larger parts rather than a failure: round up to whole MiB so resumed runs agree.
             part = -(-size // MAX_PARTS)
@@ -447,7 +447,7 @@ class Transferer:
         """Verify the destination against the source without writing anything."""
         key = entry.key
         try:
-            if not getattr(self.source, "sizes_known", True) and not entry.size:
+            if not self.source.features.sizes_known and not entry.size:
                 sized = self._with_size(entry)
                 if isinstance(sized, FileResult):
                     return sized

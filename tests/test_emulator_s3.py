@@ -460,7 +460,7 @@ def test_s3_destination_driver_into_emulator(emulator, s3_bucket):
         assert entry.headers['x-oss-meta-origin'] == 'driver'
         assert dest.head('absent') is None
 
-        parts = [os.urandom(dest.min_part_size), os.urandom(dest.min_part_size), os.urandom(777)]
+        parts = [os.urandom(dest.features.min_part_size), os.urandom(dest.features.min_part_size), os.urandom(777)]
         up = dest.init_multipart('big.bin', {'x-oss-meta-kind': 'multipart'})
         etags = [(n, dest.upload_part('big.bin', up, n, p).etag) for n, p in enumerate(parts, 1)]
         assert {n: size for n, (size, _) in dest.list_parts('big.bin', up).items()} == {

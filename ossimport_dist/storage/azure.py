@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from ..errors import KEYS_REFUSED, STORE_UNUSABLE, SourceError
 from ..models import ObjectEntry
-from .base import Features, Source
+from .base import Features, Source, SourceStream
 from .errors import RequestFailed, never_connected
 
 CONNECT_TIMEOUT = 10
@@ -120,7 +120,7 @@ def code_point_order(items, fixed: int = 0):
         yield heapq.heappop(held)
 
 
-class AzureReader(io.RawIOBase):
+class AzureReader(SourceStream, io.RawIOBase):
     """A ranged blob download; ``headers`` holds what the copy should carry over.
 
     ``stat_now()`` reports the size and mtime of the blob version being read, so the transfer
@@ -188,13 +188,7 @@ class AzureSource(Source):
             retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3))
 
     @classmethod
-    def from_settings(cls, *, prefix: str, bucket: str, domain: str, access_key: str,
-                      secret_key: str, **_unused):
-        return cls(account=access_key, key=secret_key, container=bucket, prefix=prefix,
-                   domain=domain)
-
-    @classmethod
-    def from_job(cls, job):
+    def from_job(cls, job, sys_cfg=None):
         return cls(account=job.src_access_key, key=job.src_secret_key, container=job.src_bucket,
                    prefix=job.src_prefix, domain=job.src_domain)
 

@@ -25,7 +25,20 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Optional
 from ..models import ObjectEntry
 
 
-class BoundedReader(io.RawIOBase):
+class SourceStream:
+    """What the transfer may ask of a stream ``Source.open`` returns, beyond reading it.
+    Readers mix this in and override what they can tell."""
+
+    # Object headers the source holds (Content-Type, Cache-Control, user metadata), copied to
+    # the destination object; None when the source has none to give.
+    headers: Optional[dict] = None
+    # stat_now() -> (size, mtime) of the object being read, at this moment, so a file that
+    # changed while it was read is caught. None: the stream cannot tell (the listing's snapshot
+    # is all there is).
+    stat_now: Optional[Callable[[], tuple]] = None
+
+
+class BoundedReader(SourceStream, io.RawIOBase):
     """A stream that yields at most ``length`` bytes (all, when None) after dropping the first
     ``skip`` (a server that ignored a Range sent the whole object). Drivers give ``_raw(n)``:
     at most n bytes of the underlying body, b"" at its end."""
@@ -183,11 +196,20 @@ class Features:
 
     has_crc64: bool = False  # stat()/head() can report the CRC64 of an object
     has_md5: bool = False  # stat()/head() can report an MD5 (not an opaque multipart ETag)
-    server_side_copy_from: tuple = ()  # source kinds it can copy from without the bytes passing through us
+    # Source kinds a destination copies from without the bytes passing through us; its
+    # can_copy_from() decides for one source (the same endpoint, say).
+    server_side_copy_from: tuple = ()
     multipart: bool = False
     # subtrees() names the folders under a prefix, so a scan can be split into one unit per
     # folder. A list file (manifest, URL list) is one stream in file order: it has no folders.
     lists_by_folder: bool = True
+    # A source whose list() gives size 0 / mtime 0 (an http URL list): the transfer learns the
+    # size from stat() (HEAD) or the download before deciding single PUT or multipart.
+    sizes_known: bool = True
+    # A destination that keeps the source's mtime: the transfer sends it in MTIME_HEADER.
+    preserves_mtime: bool = False
+    # The smallest part but the last a destination accepts (S3: 5 MiB); 0 when any size does.
+    min_part_size: int = 0
 
 
 @dataclass
@@ -207,6 +229,13 @@ class Source:
     kind = "abstract"
     features = Features()
 
+    @classmethod
+    def from_job(cls, job, sys_cfg=None) -> "Source":
+        """The driver for a job (JobConfig: the srcXxx keys it needs). ``sys_cfg`` (SysConfig)
+        when it will run the job's tasks: a driver with a connection pool sizes it to
+        workerTaskThreadNum. Keys are checked by the kind's rules (rules.py) before this."""
+        raise NotImplementedError
+
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
         """Yield objects under ``subtree`` (a relative key prefix ending in '/', or '') in key order.
@@ -225,8 +254,14 @@ class Source:
         raise NotImplementedError
 
     def open(self, entry: ObjectEntry, offset: int = 0, length: Optional[int] = None) -> BinaryIO:
-        """A readable binary stream of ``length`` bytes (all when None) from ``offset``."""
+        """A readable binary stream of ``length`` bytes (all when None) from ``offset``: a
+        ``SourceStream``."""
         raise NotImplementedError
+
+    def task_boundary(self, prev: ObjectEntry, entry: ObjectEntry) -> bool:
+        """True when a task must end between ``prev`` and ``entry`` though it is not full (an
+        http list is cut where the host changes); the default cuts only by size and count."""
+        return False
 
     def probe(self, timeout: float) -> None:
         """The cheapest real read that proves the job can list this source: raises SourceError
@@ -251,6 +286,11 @@ class Destination:
 
     kind = "abstract"
     features = Features()
+
+    @classmethod
+    def from_job(cls, job, sys_cfg=None) -> "Destination":
+        """The driver for a job's destXxx keys; ``sys_cfg`` as in ``Source.from_job``."""
+        raise NotImplementedError
 
     def head(self, key: str) -> Optional[ObjectEntry]:
         """Size, mtime (and CRC64/MD5 when known) of the destination object, or None."""

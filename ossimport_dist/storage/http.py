@@ -14,7 +14,7 @@ manifest source shares).
 
 There is no tree: entries come in file order, ``start_after`` means "after the line with that
 key", and ``subtrees()`` is empty. Sizes are not in the list: ``list()`` says 0 and the real
-size comes from ``stat()`` (HEAD) or the download itself (see ``sizes_known``).
+size comes from ``stat()`` (HEAD) or the download itself (see ``Features.sizes_known``).
 
 Each entry carries its full URL in ``entry.src`` (serialised by the task file as "u"), so a
 worker needs nothing but the entry; a bare key is resolved through the list file as a fallback.
@@ -134,10 +134,9 @@ class HttpReader(BoundedReader):
 
 class HttpSource(Source):
     kind = "http"
-    features = Features(lists_by_folder=False)
-    # Proposed as Features(sizes_known=False): list() gives size 0 / mtime 0, so the transfer
-    # must take size and mtime from stat() before choosing single PUT or multipart.
-    sizes_known = False
+    # list() gives size 0 / mtime 0: the transfer takes size and mtime from stat() before
+    # choosing single PUT or multipart.
+    features = Features(lists_by_folder=False, sizes_known=False)
 
     def __init__(self, list_path: str, prefix_column: int = 1, relative_column: int = 2, *,
                  connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
@@ -158,13 +157,8 @@ class HttpSource(Source):
         self._index = None  # key -> URL, built only when asked about a key without its entry
 
     @classmethod
-    def from_job(cls, job):
+    def from_job(cls, job, sys_cfg=None):
         return cls(job.http_list_file_path, job.http_prefix_column, job.relative_path_column)
-
-    @classmethod
-    def from_settings(cls, *, prefix: str = "", **_unused):
-        raise SourceError("srcType=http is opened from its job (httpListFilePath), not from a "
-                          "prefix")
 
     # ------------------------------------------------------------------ the list file
 

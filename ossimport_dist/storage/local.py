@@ -321,11 +321,7 @@ class LocalSource(Source):
         self._root_fd = -1  # its number may be reused: later calls fail with EBADF instead
 
     @classmethod
-    def from_settings(cls, *, prefix: str, allow_symlinks: bool = False, **_unused):
-        return cls(prefix, allow_symlinks=allow_symlinks)
-
-    @classmethod
-    def from_job(cls, job):
+    def from_job(cls, job, sys_cfg=None):
         return cls(job.src_prefix, allow_symlinks=job.is_allow_symbolic_link)
 
     # ------------------------------------------------------------------ resolving keys
@@ -685,8 +681,7 @@ def _header_mtime(headers: Optional[dict]) -> Optional[float]:
 
 class LocalDestination(Destination):
     kind = "local"
-    features = Features(has_crc64=True, multipart=True)
-    preserves_mtime = True  # the transfer sends the source's mtime in MTIME_HEADER
+    features = Features(has_crc64=True, multipart=True, preserves_mtime=True)
 
     def __init__(self, root: str, prefix: str = "", fsync: bool = True):
         path = root[len("file://"):] if root.startswith("file://") else root
@@ -739,7 +734,7 @@ class LocalDestination(Destination):
         return removed
 
     @classmethod
-    def from_job(cls, job):
+    def from_job(cls, job, sys_cfg=None):
         return cls(job.dest_domain, job.dest_prefix)
 
     def probe(self, timeout: float) -> None:

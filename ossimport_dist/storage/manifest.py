@@ -47,15 +47,14 @@ class ListSource(Source):
         self.inner, self.manifest_path = inner, manifest_path
         # What the inner source can do with an object, but listed from one file, not by folder.
         self.features = dataclasses.replace(inner.features, lists_by_folder=False)
-        self.sizes_known = getattr(inner, "sizes_known", True)
 
     @classmethod
-    def from_job(cls, job):
+    def from_job(cls, job, sys_cfg=None):
         inner_type = getattr(job, "list_src_type", "") or "local"
         if inner_type == "list":
             raise SourceError("listSrcType=list would read a manifest of manifests: name the "
                               "real source (local, oss, http)")
-        inner = open_job_source(dataclasses.replace(job, src_type=inner_type))
+        inner = open_job_source(dataclasses.replace(job, src_type=inner_type), sys_cfg)
         return cls(inner, getattr(job, "list_file_path", ""))
 
     def _lines(self) -> Iterator[tuple]:
@@ -153,8 +152,7 @@ class ListSource(Source):
         return []
 
     def task_boundary(self, prev: ObjectEntry, entry: ObjectEntry) -> bool:
-        boundary = getattr(self.inner, "task_boundary", None)
-        return bool(boundary and boundary(prev, entry))
+        return self.inner.task_boundary(prev, entry)
 
     def stat(self, key):
         return self.inner.stat(key)

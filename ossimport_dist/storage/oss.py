@@ -24,7 +24,7 @@ import oss2.exceptions
 
 from ..errors import STORE_UNUSABLE, DestinationError, SourceError
 from ..models import ObjectEntry
-from .base import Destination, Features, PutResult, Source
+from .base import Destination, Features, PutResult, Source, SourceStream
 from .errors import RequestFailed, fatal_error, never_connected
 from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, Endpoint, LeanClient, check_response, parse_endpoint
 
@@ -178,7 +178,7 @@ class OssDestination(_OssStore, Destination):
         self.server_side_encryption = server_side_encryption
 
     @classmethod
-    def from_job(cls, job):
+    def from_job(cls, job, sys_cfg=None):
         return cls(domain=job.dest_domain, bucket=job.dest_bucket, prefix=job.dest_prefix,
                    access_key=job.dest_access_key, secret_key=job.dest_secret_key,
                    server_side_encryption=job.is_server_side_encryption)
@@ -242,7 +242,7 @@ class OssDestination(_OssStore, Destination):
 
     def can_copy_from(self, source) -> bool:
         """Same OSS endpoint: CopyObject / UploadPartCopy, the bytes stay inside OSS."""
-        return getattr(source, "kind", "") == "oss" and source.endpoint.url == self.endpoint.url
+        return source.kind in self.features.server_side_copy_from and source.endpoint.url == self.endpoint.url
 
     def copy_from(self, source, entry: ObjectEntry, part_size: int, headers: Optional[dict] = None) -> PutResult:
         full, src_full = self.prefix + entry.key, source.prefix + entry.key
@@ -268,7 +268,7 @@ def _reraise(exc):
     raise exc
 
 
-class OssReader(io.RawIOBase):
+class OssReader(SourceStream, io.RawIOBase):
     """A GetObject body; ``headers`` holds what the copy should carry over (Content-Type...)."""
 
     def __init__(self, stream, headers: dict):
@@ -313,13 +313,7 @@ class OssSource(_OssStore, Source):
         super().__init__(domain, bucket, prefix, access_key, secret_key)
 
     @classmethod
-    def from_settings(cls, *, prefix: str, bucket: str, domain: str, access_key: str,
-                      secret_key: str, **_unused):
-        return cls(domain=domain, bucket=bucket, prefix=prefix, access_key=access_key,
-                   secret_key=secret_key)
-
-    @classmethod
-    def from_job(cls, job):
+    def from_job(cls, job, sys_cfg=None):
         return cls(domain=job.src_domain, bucket=job.src_bucket, prefix=job.src_prefix,
                    access_key=job.src_access_key, secret_key=job.src_secret_key)
 

@@ -70,13 +70,15 @@ from botocore import UNSIGNED
 
 from ..errors import STORE_UNUSABLE, DestinationError, SourceError
 from ..models import ObjectEntry
-from .base import Destination, Features, PutResult, Source
+from .base import Destination, Features, PutResult, Source, SourceStream
 from .errors import RequestFailed, fatal_error
 from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, LeanClient, check_response
 from .lean import parse_endpoint as lean_endpoint
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 DEFAULT_REGION = "us-east-1"
+# Connections kept per client when no sys.properties says how many tasks run at once (a
+# check, a listing).
 DEFAULT_POOL = 64
 PAGE_SIZE = 1000
 
@@ -247,6 +249,12 @@ def _client_config(path_style: bool, pool: int, signed: bool,
         return botocore.config.Config(**kwargs)
 
 
+def _pool_size(sys_cfg) -> int:
+    """One connection per task thread (workerTaskThreadNum), so no thread waits for a
+    connection and none is opened that no thread uses."""
+    return sys_cfg.worker_task_thread_num if sys_cfg is not None else DEFAULT_POOL
+
+
 class S3LeanClient(LeanClient):
     """The lean path signed with AWS Signature V4, header form. The payload is not hashed
     (``UNSIGNED-PAYLOAD``): every request that carries bytes carries their Content-MD5, which
@@ -394,7 +402,7 @@ class _S3Store:
         self.client.close()
 
 
-class S3Reader(io.RawIOBase):
+class S3Reader(SourceStream, io.RawIOBase):
     """A GetObject body; ``headers`` holds what the copy carries over (Content-Type...)."""
 
     def __init__(self, body, headers: dict, key: str = ""):
@@ -456,20 +464,10 @@ class S3Source(_S3Store, Source):
         return domain or "s3.amazonaws.com", bucket, prefix
 
     @classmethod
-    def from_settings(cls, *, prefix: str, bucket: str, domain: str, access_key: str,
-                      secret_key: str, app_id: int = 0, pool_size: int = DEFAULT_POOL,
-                      **_unused):
-        endpoint, real_bucket, key_prefix = cls.locate(domain, bucket, prefix, app_id)
-        return cls(domain=endpoint, bucket=real_bucket, prefix=key_prefix,
-                   access_key=access_key, secret_key=secret_key, pool_size=pool_size)
-
-    @classmethod
-    def from_job(cls, job):
-        return cls.from_settings(prefix=job.src_prefix, bucket=job.src_bucket,
-                                 domain=job.src_domain, access_key=job.src_access_key,
-                                 secret_key=job.src_secret_key,
-                                 app_id=getattr(job, "app_id", 0),
-                                 pool_size=getattr(job, "worker_task_thread_num", DEFAULT_POOL))
+    def from_job(cls, job, sys_cfg=None):
+        endpoint, bucket, prefix = cls.locate(job.src_domain, job.src_bucket, job.src_prefix, job.app_id)
+        return cls(domain=endpoint, bucket=bucket, prefix=prefix, access_key=job.src_access_key,
+                   secret_key=job.src_secret_key, pool_size=_pool_size(sys_cfg))
 
     # ------------------------------------------------------------ listing
 
@@ -629,11 +627,10 @@ class S3Destination(_S3Store, Destination):
     """destType=s3: any S3-compatible store, OSS's own S3 endpoint included."""
 
     kind = "s3"
-    features = Features(has_md5=True, multipart=True)
-    role = "dest"
     # S3 refuses (EntityTooSmall, at complete time) any part but the last below 5 MiB, while
-    # multipartUploadPartSize may be as small as 100k: the transfer should raise its part size.
-    min_part_size = 5 * 1024 * 1024
+    # multipartUploadPartSize may be as small as 100k: the transfer raises its part size.
+    features = Features(has_md5=True, multipart=True, min_part_size=5 * 1024 * 1024)
+    role = "dest"
 
     def __init__(self, *, domain: str, bucket: str, prefix: str = "", access_key: str = "",
                  secret_key: str = "", server_side_encryption: bool = False,
@@ -642,11 +639,11 @@ class S3Destination(_S3Store, Destination):
         self.server_side_encryption = server_side_encryption
 
     @classmethod
-    def from_job(cls, job):
+    def from_job(cls, job, sys_cfg=None):
         return cls(domain=job.dest_domain, bucket=job.dest_bucket, prefix=job.dest_prefix,
                    access_key=job.dest_access_key, secret_key=job.dest_secret_key,
-                   server_side_encryption=getattr(job, "is_server_side_encryption", False),
-                   pool_size=getattr(job, "worker_task_thread_num", DEFAULT_POOL))
+                   server_side_encryption=job.is_server_side_encryption,
+                   pool_size=_pool_size(sys_cfg))
 
     def _params(self, headers: Optional[dict]) -> dict:
         params = _object_params(headers)

@@ -241,16 +241,10 @@ class YoupaiSource(Source):
         self._cdn = _Pool(self.cdn, connect_timeout, read_timeout) if self.cdn else None
 
     @classmethod
-    def from_job(cls, job):
+    def from_job(cls, job, sys_cfg=None):
         return cls(service=job.src_bucket, operator=job.src_access_key,
                    password=job.src_secret_key, prefix=job.src_prefix, domain=job.src_domain,
                    cdn_domain=job.cdn_domain, download_from_cdn=job.is_download_from_cdn)
-
-    @classmethod
-    def from_settings(cls, *, prefix: str, bucket: str, domain: str, access_key: str,
-                      secret_key: str, **_unused):
-        return cls(service=bucket, operator=access_key, password=secret_key, prefix=prefix,
-                   domain=domain)
 
     # ------------------------------------------------------------------ requests
 
