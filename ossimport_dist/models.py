@@ -7,6 +7,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+# The source's mtime as listed vs. now: floats that went through JSON compare exactly, but a
+# source reporting whole seconds (or a filesystem with coarse times) must not look changed.
+MTIME_SLACK = 1e-3
+
 
 @dataclass
 class ObjectEntry:
@@ -51,6 +55,12 @@ class ObjectEntry:
         return cls(key=doc["k"], size=int(doc["s"]), mtime=float(doc.get("m", 0)),
                    crc64=int(crc) if crc is not None else None, md5=doc.get("5"),
                    etag=doc.get("e"), src=doc.get("u"), refused=doc.get("x"))
+
+
+def mtime_moved(entry: ObjectEntry, mtime) -> bool:
+    """True when ``mtime`` (the source's now) is not the listed one."""
+    # mtime 0 means the listing did not know it (an http list, a manifest with sizes only).
+    return bool(entry.mtime) and abs(mtime - entry.mtime) > MTIME_SLACK
 
 
 class Outcome:
