@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, TypeVar
 
 from .errors import OperatorError
-from .models import FileResult, Outcome
+from .models import OTHER_FAILURE, FileResult, Outcome, failure_code
 from .storage.errors import RequestFailed
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,19 @@ def failure_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def failure_reason_code(exc: BaseException) -> str:
+    """How stat groups a failure made from ``exc``: the code it carries (a request's store code,
+    a check's, a driver's own refusal), else the name of its type."""
+    code = getattr(exc, "reason_code", "") or getattr(exc, "failure_code", "") or getattr(exc, "code", "")
+    if isinstance(code, str) and code:
+        return code
+    if isinstance(exc, OperatorError):  # its raiser named no code: its words may
+        return failure_code(str(exc))
+    name = type(exc).__name__
+    return name if name.endswith("Error") else OTHER_FAILURE
+
+
 def failed_result(key: str, exc: Exception) -> FileResult:
     """A file failed by ``exc``, with the store's code when a request failed."""
-    code = exc.reason_code if isinstance(exc, RequestFailed) else ""
-    return FileResult(key, Outcome.FAILED, detail=failure_text(exc), code=code, cause=exc)
+    return FileResult(key, Outcome.FAILED, detail=failure_text(exc), code=failure_reason_code(exc),
+                      cause=exc)

@@ -155,3 +155,26 @@ def test_keep_going_false_ends_the_loop_without_an_attempt():
     request = Flaky()
     assert engine(clock).run(request, keep_going=lambda: False) is None
     assert request.calls == 0
+
+
+# ----------------------------------------------------------------- the code a failure carries
+
+def test_a_failed_request_carries_the_store_code_where_it_is_made():
+    from ossimport_dist.retrying import failed_result
+
+    slow = RequestFailed(503, "SlowDown", "Please reduce your request rate.", operation="PutObject", key="a")
+    result = failed_result("a", slow)
+    assert result.code == "SlowDown" and result.detail.startswith("PutObject a: HTTP 503 SlowDown")
+    # No response at all, and a local read error, each by its own code.
+    assert failed_result("a", RequestFailed(0, "", "connection reset")).code == "network error"
+    assert failed_result("a", PermissionError(13, "Permission denied", "/src/a")).code == "PermissionError"
+
+
+def test_an_audit_log_line_without_a_code_still_gives_the_right_code():
+    from ossimport_dist.models import FileResult, Outcome
+
+    old = FileResult.from_record("a.bin", Outcome.FAILED, "PutObject a.bin: HTTP 403 AccessDenied denied RequestId=1")
+    assert old.code == "AccessDenied"
+    check = FileResult.from_record("b.bin", Outcome.CHECK_FAILED, "CRC64_NOT_MATCH: read 1, stored 2")
+    assert check.code == "CRC64_NOT_MATCH"
+    assert FileResult.from_record("c.bin", Outcome.SUCCEED, "").code == ""
