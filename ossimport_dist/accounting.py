@@ -200,7 +200,7 @@ def recount(task_dir: Path) -> TaskCounts:
     outcomes = audit_outcomes(task_dir / AUDIT_LOG)
     counts = TaskCounts(files=len(objects) or len(outcomes), bytes=sum(sizes.values()))
     for key, (outcome, detail) in outcomes.items():
-        counts.add(sizes.get(key, 0), FileResult(key, outcome, detail=detail))
+        counts.add(sizes.get(key, 0), FileResult.from_record(key, outcome, detail))
     return counts
 
 
@@ -209,7 +209,7 @@ def audit_failures(records) -> list:
     last line of a key winning: a failure retried since and copied is no longer one."""
     last = {key: (outcome, detail) for outcome, key, detail in records}
     return [(key, detail) for key, (outcome, detail) in last.items()
-            if not FileResult(key, outcome, detail=detail).ok]
+            if not FileResult.from_record(key, outcome, detail).ok]
 
 
 def audit_outcomes(audit_log: Path) -> dict:

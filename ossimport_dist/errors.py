@@ -4,6 +4,8 @@ Each carries a message that names the thing (file, key, object, host) and the fi
 prints ``str(exc)`` on one line and exits with ``exit_code``, never a traceback.
 """
 
+from .models import SIZE_NOT_MATCH
+
 
 class OperatorError(Exception):
     """A failure the operator can fix; printed as one line."""
@@ -63,12 +65,26 @@ class PreflightError(OperatorError):
     exit_code = 2
 
 
-class VerificationMismatch(OperatorError):
-    """An uploaded object does not match what was read (size, CRC64 or MD5)."""
+class CheckFailed(Exception):
+    """One file's check failed: it ends CheckFailed with ``code`` and ``detail`` in audit.log,
+    ``"<code>: <detail>"``. Not an operator error: the job goes on with its other files."""
 
-    def __init__(self, code, key, detail):
-        self.code, self.key, self.detail = code, key, detail
-        super().__init__(f"{code}: {key}: {detail}")
+    def __init__(self, code: str, detail: str):
+        self.code, self.detail = code, detail
+        super().__init__(f"{code}: {detail}")
+
+
+class VerificationMismatch(CheckFailed):
+    """What the destination stored differs from what was read (size, CRC64): sent again at
+    once, then the file is reported CheckFailed."""
+
+
+class SourceChanged(CheckFailed):
+    """The source is not the file that was listed (size or mtime differ)."""
+
+    def __init__(self, entry, size, mtime):
+        super().__init__(SIZE_NOT_MATCH, f"listed {entry.size} bytes mtime {entry.mtime}, "
+                                         f"now {size} bytes mtime {mtime}")
 
 
 class WorkerUnreachable(OperatorError):

@@ -7,6 +7,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+# The source's mtime as listed vs. now: floats that went through JSON compare exactly, but a
+# source reporting whole seconds (or a filesystem with coarse times) must not look changed.
+MTIME_SLACK = 1e-3
+
 
 @dataclass
 class ObjectEntry:
@@ -51,6 +55,12 @@ class ObjectEntry:
         return cls(key=doc["k"], size=int(doc["s"]), mtime=float(doc.get("m", 0)),
                    crc64=int(crc) if crc is not None else None, md5=doc.get("5"),
                    etag=doc.get("e"), src=doc.get("u"), refused=doc.get("x"))
+
+
+def mtime_moved(entry: ObjectEntry, mtime) -> bool:
+    """True when ``mtime`` (the source's now) is not the listed one."""
+    # mtime 0 means the listing did not know it (an http list, a manifest with sizes only).
+    return bool(entry.mtime) and abs(mtime - entry.mtime) > MTIME_SLACK
 
 
 class Outcome:
@@ -121,8 +131,10 @@ def request_failure_code(status: int, code: str) -> str:
 
 
 def failure_code(detail: str) -> str:
-    """The reason code of a failure known only by its detail (an audit.log or error.list line,
-    written by this or an older version): where no code was set when the failure was made."""
+    """The reason code of a failure known only by its words: an audit.log or error.list line read
+    back (neither file has a code column, and operators grep them as they are, so none is added),
+    or an operator error whose raiser named no code. The one place a code is parsed from words;
+    a result made here gets its code where it is made."""
     code = _code_in(detail)
     return code if len(code) <= MAX_CODE_LENGTH else OTHER_FAILURE
 
@@ -153,7 +165,9 @@ def refused_result(entry: "ObjectEntry") -> "FileResult":
     """How a refused entry ends: skipped when it is not a file at all, failed otherwise."""
     reason = entry.refused or ""
     outcome = Outcome.SKIPPED if reason.startswith(NOT_REGULAR_FILE) else Outcome.FAILED
-    return FileResult(entry.key, outcome, detail=reason)
+    # The reason was written in the task file by the listing: its code is the words' first.
+    return FileResult(entry.key, outcome, detail=reason,
+                      code=failure_code(reason) if outcome == Outcome.FAILED else "")
 
 
 @dataclass
@@ -165,16 +179,18 @@ class FileResult:
     size: int = 0  # bytes moved (0 when skipped or failed)
     detail: str = ""
     crc64: Optional[int] = None
-    # Why it failed, as stat groups failures: set where the failure is made when it knows more
-    # than its words (a request's OSS/S3 code), else read from the detail. "" when it did not fail.
+    # Why it failed, as stat groups failures (SOURCE_NOT_EXIST, a request's OSS/S3 code...): set
+    # where the failure is made. "" when it did not fail.
     code: str = ""
     # The exception a failure came from (never written anywhere): what the job's fatal-error
     # judge reads, rather than the words of ``detail``.
     cause: Optional[BaseException] = field(default=None, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        if not self.ok and not self.code:
-            self.code = failure_code(self.detail)
+    @classmethod
+    def from_record(cls, key: str, outcome: str, detail: str) -> "FileResult":
+        """A result read back from an audit.log line, which has no code: read from its words."""
+        failed = outcome not in (Outcome.SUCCEED, Outcome.SKIPPED)
+        return cls(key, outcome, detail=detail, code=failure_code(detail) if failed else "")
 
     @property
     def ok(self) -> bool:

@@ -172,7 +172,7 @@ def abort_open_uploads(job: JobLayout, hosts: list, settings, working_dir: str) 
     """Before ``clean`` removes a job: abort the multipart uploads its checkpoints record, on
     the master and on every worker host (a task stopped mid-upload holds the newest there).
     One warning line per upload left open or host not asked."""
-    from .transfer import abort_job_uploads
+    from .multipart import abort_job_uploads
 
     remote, warnings = [], []
     if hosts:

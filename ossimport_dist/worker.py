@@ -29,8 +29,9 @@ from .failurelog import FailureLog
 from .fatal import FatalDetector
 from .layout import STATUS_COMPLETED, STATUS_FAILED, TaskFolder, retry_count
 from .listformat import DETAIL_SEPARATOR, audit_records, list_line, one_line, write_key
-from .models import (JOB_STOPPED, NOT_REGULAR_FILE, SOURCE_NOT_EXIST, SOURCE_NOT_READABLE, SOURCE_REFUSALS,
-                     FileResult, ObjectEntry, Outcome, Task, TaskCounts, refused_result)
+from .models import (JOB_STOPPED, NOT_REGULAR_FILE, OTHER_FAILURE, SOURCE_NOT_EXIST, SOURCE_NOT_READABLE,
+                     SOURCE_REFUSALS, FileResult, ObjectEntry, Outcome, Task, TaskCounts, refused_result)
+from .retrying import failure_reason_code
 from .storage.errors import RequestFailed
 
 log = logging.getLogger("ossimport.worker")
@@ -141,12 +142,14 @@ class JobRuntime:
             except OSError as exc:  # e.g. its folder lost its permissions since the listing
                 return FileResult(entry.key, Outcome.FAILED,
                                   detail=f"{SOURCE_NOT_READABLE}: cannot look at the source file: "
-                                         f"{exc.strerror or exc}")
+                                         f"{exc.strerror or exc}", code=SOURCE_NOT_READABLE)
             except RequestFailed as exc:  # the source's store did not answer: judged as a copy's
-                return FileResult(entry.key, Outcome.FAILED, detail=exc.describe(), cause=exc)
+                return FileResult(entry.key, Outcome.FAILED, detail=exc.describe(), code=exc.reason_code,
+                                  cause=exc)
             if now is None:
                 self.transferer.abandon_upload(entry, task_dir)  # it can never be completed now
-                return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist")
+                return FileResult(entry.key, Outcome.FAILED, detail=f"{SOURCE_NOT_EXIST}: source file does not exist",
+                                  code=SOURCE_NOT_EXIST)
             if now.refused:  # a FIFO now, or unreadable: said as the listing would say it
                 self.transferer.abandon_upload(entry, task_dir)
                 return refused_result(now)
@@ -317,22 +320,24 @@ class Worker:
             # Every queued file would fail the same way, slowly: each ends now, without a
             # request, in error.list, so that a retry once it is fixed sends it.
             return FileResult(entry.key, Outcome.FAILED,
-                              detail=f"{JOB_STOPPED}: not tried: the job stopped: {stopped}")
+                              detail=f"{JOB_STOPPED}: not tried: the job stopped: {stopped}", code=JOB_STOPPED)
         if run.aborted:
             return FileResult(entry.key, Outcome.FAILED, detail="task aborted after an unexpected error "
-                              "(workerAbortWhenUncatchedException=true)")
+                              "(workerAbortWhenUncatchedException=true)", code=OTHER_FAILURE)
         sending = run.runtime.account.file_sending(run.task.task_id)
         try:
             return run.runtime.run_one(entry, run.folder, run.relist, sending.add)
         except OperatorError as exc:
             # A destination or source that refuses the whole job: the file fails with the
             # reason (logged by _record, rate-limited); the operator fixes the config and retries.
-            return FileResult(entry.key, Outcome.FAILED, detail=str(exc), code=exc.reason_code, cause=exc)
+            return FileResult(entry.key, Outcome.FAILED, detail=str(exc), code=failure_reason_code(exc),
+                              cause=exc)
         except Exception as exc:  # noqa: BLE001 - a bug must fail the file, not the worker
             log.exception("task %s: unexpected error on %s", run.task.task_id, entry.key)
             if run.runtime.abort_on_unexpected:
                 run.aborted = True
-            return FileResult(entry.key, Outcome.FAILED, detail=f"unexpected error: {type(exc).__name__}: {exc}")
+            return FileResult(entry.key, Outcome.FAILED, detail=f"unexpected error: {type(exc).__name__}: {exc}",
+                              code=failure_reason_code(exc))
         finally:
             run.runtime.account.file_sent(sending)
 
