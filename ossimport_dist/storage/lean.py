@@ -1,5 +1,5 @@
-"""The lean request path shared by the OSS and S3 drivers: one kept-alive ``http.client``
-connection per calling thread, a request signed by the store's own scheme, and the answer as
+"""The lean request path shared by the OSS and S3 drivers: the thread's kept-alive connection
+(``httpclient``), a request signed by the store's own scheme, and the answer as
 (status, lower-cased headers, body).
 
 On a 2-core worker the CPU spent per request decides small-file throughput: oss2 spends about six
@@ -9,19 +9,13 @@ rare per object (multipart bookkeeping, listing), where their overhead is noise.
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
-import socket
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import RequestFailed, connect_failed, fatal_error, parse_error_body
-
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
+from .errors import RequestFailed, fatal_error, parse_error_body
+from .httpclient import CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, Origin
 
 # A HEAD has no body to name its error: the status does.
 STATUS_CODES = {400: "BadRequest", 403: "AccessDenied", 404: "NotFound", 503: "ServiceUnavailable"}
@@ -69,58 +63,33 @@ def parse_endpoint(domain: str, bucket: str, default_scheme: str = "http") -> En
 
 
 class LeanClient:
-    """Signed requests over one kept-alive connection per calling thread. A store's client
-    says how to sign (``authorize``) and how keys go into paths (``keep_slash``)."""
+    """Signed requests over the thread's kept-alive connection (``httpclient``). A store's
+    client says how to sign (``authorize``) and how keys go into paths (``keep_slash``)."""
 
     keep_slash = False
-    role = ""  # "src" or "dest": set by the store, so a failure to connect names its keys
 
     def __init__(self, endpoint: Endpoint, connect_timeout: float = CONNECT_TIMEOUT,
                  read_timeout: float = READ_TIMEOUT):
         self.endpoint = endpoint
-        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
-        self._local = threading.local()
-        self._all_lock = threading.Lock()
-        # Weak: a connection dies with the (short-lived part-upload) thread that made it.
-        self._all = weakref.WeakSet()
+        self._origin = Origin(endpoint.scheme, endpoint.host, endpoint.port)
+        self._http = HttpClient(connect_timeout, read_timeout)
+
+    @property
+    def role(self) -> str:
+        """"src" or "dest": set by the store, so a failure to connect names its keys."""
+        return self._http.role
+
+    @role.setter
+    def role(self, value: str) -> None:
+        self._http.role = value
 
     def authorize(self, method: str, full_key: str, path: str, headers: dict,
                   params: Optional[dict]) -> None:
         """Adds the date and signature headers to ``headers`` (the store's scheme)."""
         raise NotImplementedError
 
-    def _connection(self):
-        """(connection, fresh): fresh ones cannot be stale, so errors on them are real."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, False
-        ep = self.endpoint
-        cls = http.client.HTTPSConnection if ep.scheme == "https" else http.client.HTTPConnection
-        conn = cls(ep.host, ep.port, timeout=self._connect_timeout)
-        conn.connect()
-        conn.sock.settimeout(self._read_timeout)
-        try:
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        self._local.conn = conn
-        with self._all_lock:
-            self._all.add(conn)
-        return conn, True
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            with self._all_lock:
-                self._all.discard(conn)
-            conn.close()
-
     def close(self) -> None:
-        with self._all_lock:
-            conns, self._all = list(self._all), weakref.WeakSet()
-        for conn in conns:
-            conn.close()
+        self._http.close()
 
     def request(self, method: str, full_key: str, *, params: Optional[dict] = None,
                 headers: Optional[dict] = None, body: Optional[bytes] = None):
@@ -133,34 +102,7 @@ class LeanClient:
             path += "?" + urlencode(params, quote_via=quote)
         if body is None and method in ("PUT", "POST"):
             body = b""
-        for attempt in (1, 2):
-            try:
-                conn, fresh = self._connection()
-            except OSError as exc:
-                raise connect_failed(exc, self.endpoint.url, self.role) from exc
-            try:
-                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-                for name, value in hdrs.items():
-                    conn.putheader(name, value)
-                if body is not None:
-                    conn.putheader("Content-Length", str(len(body)))
-                conn.endheaders(body if body else None)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (ConnectionError, http.client.BadStatusLine) as exc:
-                self._drop()
-                if not fresh and attempt == 1:
-                    continue  # the server closed an idle kept-alive connection: reconnect once
-                raise RequestFailed(0, type(exc).__name__, str(exc) or "connection lost",
-                                    retryable=True) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop()
-                code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
-                raise RequestFailed(0, code, str(exc) or code, retryable=True) from exc
-            if resp.will_close:
-                self._drop()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-        raise AssertionError("unreachable")
+        return self._http.fetch(self._origin, method, path, hdrs, body=body)
 
 
 def check_response(op: str, key: str, status: int, headers: dict, body: bytes, *, role: str,
