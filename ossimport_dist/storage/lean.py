@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote, urlencode, urlsplit
 
+from ..errors import DestinationError, OperatorError, SourceError
 from .errors import RequestFailed, fatal_error, parse_error_body
 from .httpclient import CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, Origin
 
@@ -105,16 +106,63 @@ class LeanClient:
         return self._http.fetch(self._origin, method, path, hdrs, body=body)
 
 
-def check_response(op: str, key: str, status: int, headers: dict, body: bytes, *, role: str,
-                   bucket: str, endpoint: str, access_key: str, request_id_header: str) -> None:
-    """Nothing for a 2xx; else the RequestFailed to retry or not, or the one-line operator
-    error it implies (wrong keys, no such bucket...). OSS and S3 errors share their XML shape."""
-    if 200 <= status < 300:
-        return
-    doc = parse_error_body(body)
-    code = doc.get("Code", "") or STATUS_CODES.get(status, "")
-    failure = RequestFailed(status, code, doc.get("Message", ""),
-                            headers.get(request_id_header, doc.get("RequestId", "")),
-                            operation=op, key=key)
-    fatal = fatal_error(failure, role=role, bucket=bucket, endpoint=endpoint, access_key=access_key)
-    raise fatal if fatal is not None else failure
+class SignedStore:
+    """What the OSS and S3 drivers share around their lean client: the bucket and endpoint
+    checks, a lean request and its answer read in one place (``_lean_request``,
+    ``_head_headers``), and a failure turned into the one-line operator error it implies
+    (``_fail``).
+
+    A store sets ``role`` ("dest"/"src"), ``request_id_header`` and ``endpoint_example``, and
+    gives ``self.lean``, ``self.endpoint`` (with its ``url``), ``self.bucket_name`` and
+    ``self._access_key``."""
+
+    role = "dest"
+    request_id_header = ""
+    endpoint_example = ""
+
+    def _error_class(self):
+        return DestinationError if self.role == "dest" else SourceError
+
+    def _check_bucket_name(self, bucket: str) -> None:
+        if not bucket or "/" in bucket:
+            raise self._error_class()(
+                f"{self.role}Bucket '{bucket}' is not a bucket name: write the name alone, "
+                f"without '/' or the endpoint")
+
+    def _bad_domain(self, domain: str) -> OperatorError:
+        return self._error_class()(f"{self.role}Domain '{domain}' is not an endpoint URL like "
+                                   f"{self.endpoint_example}")
+
+    def _fail(self, failure: RequestFailed) -> Exception:
+        """The operator error ``failure`` implies (wrong keys, no such bucket...), or itself."""
+        fatal = fatal_error(failure, role=self.role, bucket=self.bucket_name,
+                            endpoint=self.endpoint.url, access_key=self._access_key)
+        return fatal if fatal is not None else failure
+
+    def _check(self, op: str, key: str, status: int, headers: dict, body: bytes) -> None:
+        """Nothing for a 2xx; else raises the RequestFailed to retry or not, or the operator
+        error it implies. OSS and S3 errors share their XML shape."""
+        if 200 <= status < 300:
+            return
+        doc = parse_error_body(body)
+        code = doc.get("Code", "") or STATUS_CODES.get(status, "")
+        raise self._fail(RequestFailed(status, code, doc.get("Message", ""),
+                                       headers.get(self.request_id_header, doc.get("RequestId", "")),
+                                       operation=op, key=key))
+
+    def _lean_request(self, op: str, method: str, full_key: str, **request) -> dict:
+        """The lower-cased headers of a lean request's 2xx answer; raises as ``_check``."""
+        status, headers, body = self.lean.request(method, full_key, **request)
+        self._check(op, full_key, status, headers, body)
+        return headers
+
+    def _head_headers(self, full_key: str) -> Optional[dict]:
+        """An object's lower-cased headers (a lean HEAD), None when it does not exist."""
+        status, headers, body = self.lean.request("HEAD", full_key)
+        if status == 404:
+            return None
+        self._check("HEAD", full_key, status, headers, body)
+        return headers
+
+    def close(self) -> None:
+        self.lean.close()
