@@ -30,7 +30,7 @@ from typing import Iterator, Optional, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ..errors import SourceError
-from ..listformat import invalid_key_reason, list_file_lines, one_line
+from ..listformat import absolute_list_path, invalid_key_reason, list_file_text, one_line, resume_lost
 from ..models import ObjectEntry
 from .base import PROBE_LINES, Features, Source, once_per_key
 from .errors import RequestFailed
@@ -101,9 +101,7 @@ class HttpSource(Source):
 
     def __init__(self, list_path: str, prefix_column: int = 1, relative_column: int = 2, *,
                  connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
-        if not list_path or not list_path.startswith("/"):
-            raise SourceError(f"httpListFilePath '{list_path}' is not an absolute path: "
-                              f"write it like /data/url.list")
+        absolute_list_path(list_path, "httpListFilePath", "/data/url.list")
         if prefix_column < 1 or relative_column < 1 or prefix_column == relative_column:
             raise SourceError(f"httpPrefixColumn={prefix_column} and relativePathColumn="
                               f"{relative_column} must be different column numbers from 1")
@@ -127,14 +125,12 @@ class HttpSource(Source):
 
     def _lines(self) -> Iterator[tuple]:
         """(line number, text) of every non-blank, non-comment line."""
-        for number, raw in list_file_lines(self.list_path, "httpListFilePath"):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ListFormatError(self.list_path, number,
-                                      "not valid UTF-8; save the list as UTF-8") from None
+        def not_utf8(number: int) -> ListFormatError:
+            return ListFormatError(self.list_path, number, "not valid UTF-8; save the list as UTF-8")
+
+        for number, text in list_file_text(self.list_path, "httpListFilePath", not_utf8):
             text = text.strip()
-            if text and not text.startswith("#"):
+            if not text.startswith("#"):
                 yield number, text
 
     def _parse(self, number: int, text: str) -> tuple:
@@ -196,9 +192,7 @@ class HttpSource(Source):
                 continue
             yield _with_url(ObjectEntry(key=key, size=0, mtime=0.0, refused=refusal), url)
         if resuming:
-            raise SourceError(f"cannot resume the listing of {self.list_path}: key "
-                              f"'{one_line(start_after)}' is no longer in it; the list changed after "
-                              f"the scan started: restore it, or clean and resubmit the job")
+            raise resume_lost(self.list_path, start_after)
 
     def subtrees(self, subtree: str = "") -> list:
         return []
