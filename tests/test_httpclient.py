@@ -10,7 +10,9 @@ import time
 
 import pytest
 
+from ossimport_dist.models import ObjectEntry
 from ossimport_dist.storage.errors import RequestFailed
+from ossimport_dist.storage.http import HttpSource
 from ossimport_dist.storage.httpclient import HttpClient, Origin, ResponseStream, origin_of
 
 BODY = bytes(range(256)) * 64  # 16 KiB: more than one read of a stream
@@ -30,6 +32,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.server.requests.append(self.path)
         if self.path == "/hangup":
             self.close_connection = True  # no answer at all
+            return
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", self.server.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         body = b"short" if self.path == "/short" else BODY
         self.send_response(200)
@@ -79,8 +87,11 @@ def test_a_thread_reuses_its_connection(server, client):
 
 def test_each_thread_has_its_own_connection(server, client):
     answers = []
-    threads = [threading.Thread(target=lambda: answers.append(client.fetch(server.origin, "GET", "/t", {})[0]))
-               for _ in range(2)]
+
+    def ask():
+        answers.append(client.fetch(server.origin, "GET", "/t", {})[0])
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -138,7 +149,8 @@ def test_a_silent_server_times_out_within_the_read_bound():
         assert time.monotonic() - started < 1.5
         c.close()
     failure = info.value
-    assert (failure.status, failure.code, failure.retryable, failure.unreachable) == (0, "Timeout", True, False)
+    assert (failure.status, failure.code, failure.retryable, failure.unreachable) == \
+        (0, "Timeout", True, False)
     assert failure.message.startswith("silent: ")
 
 
@@ -171,7 +183,28 @@ def test_a_body_cut_short_is_a_retryable_incomplete_body(server, client):
     stream.close()
 
 
-@pytest.mark.parametrize("url, problem", [("http:///nohost", "no host"), ("http://h:99999/", "Port out of range")])
+@pytest.mark.parametrize("url, problem", [("http:///nohost", "no host"),
+                                          ("http://h:99999/", "Port out of range")])
 def test_a_url_without_a_usable_origin_is_a_value_error(url, problem):
     with pytest.raises(ValueError, match=problem):
         origin_of(url)
+
+
+@pytest.mark.parametrize("target", ["http://127.0.0.1:99999/x", "http://:80/x"])
+def test_a_redirect_to_a_url_without_a_usable_origin_is_refused_not_a_traceback(tmp_path, server, target):
+    listing = tmp_path / "urls.list"
+    listing.write_text(f"{server.origin.url}/ redirect\n")
+    server.redirect_to = target
+    src = HttpSource(str(listing))
+    with pytest.raises(RequestFailed) as info:
+        src.open(ObjectEntry("redirect", 0))
+    src.close()
+    assert (info.value.status, info.value.code, info.value.retryable) == (302, "BadRedirect", False)
+    assert f"redirects to '{target}': " in info.value.message
+
+
+def test_a_closed_client_opens_a_fresh_connection_when_asked_again(server, client):
+    assert client.fetch(server.origin, "GET", "/a", {})[0] == 200
+    client.close()
+    assert client.fetch(server.origin, "GET", "/b", {})[0] == 200
+    assert server.connections == 2

@@ -97,7 +97,7 @@ class HttpClient:
     def _take(self, origin: Origin):
         """(connection, fresh), the connection now the caller's; OSError when none opens."""
         conn = self._idle().pop(origin, None)
-        if conn is not None:
+        if conn is not None and conn.sock is not None:  # not one close() shut meanwhile
             return conn, False
         cls = http.client.HTTPSConnection if origin.scheme == "https" else http.client.HTTPConnection
         conn = cls(origin.host, origin.port, timeout=self.connect_timeout)
