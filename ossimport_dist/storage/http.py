@@ -30,7 +30,8 @@ from typing import Iterator, Optional, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ..errors import SourceError
-from ..listformat import absolute_list_path, invalid_key_reason, list_file_text, one_line, resume_lost
+from ..listformat import (absolute_list_path, invalid_key_reason, list_file_text, one_line,
+                          resume_lost)
 from ..models import ObjectEntry
 from .base import PROBE_LINES, Features, Source, once_per_key
 from .errors import RequestFailed
@@ -126,7 +127,8 @@ class HttpSource(Source):
     def _lines(self) -> Iterator[tuple]:
         """(line number, text) of every non-blank, non-comment line."""
         def not_utf8(number: int) -> ListFormatError:
-            return ListFormatError(self.list_path, number, "not valid UTF-8; save the list as UTF-8")
+            return ListFormatError(self.list_path, number,
+                                   "not valid UTF-8; save the list as UTF-8")
 
         for number, text in list_file_text(self.list_path, "httpListFilePath", not_utf8):
             text = text.strip()

@@ -99,7 +99,8 @@ class HttpClient:
         conn = self._idle().pop(origin, None)
         if conn is not None and conn.sock is not None:  # not one close() shut meanwhile
             return conn, False
-        cls = http.client.HTTPSConnection if origin.scheme == "https" else http.client.HTTPConnection
+        https = origin.scheme == "https"
+        cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
         conn = cls(origin.host, origin.port, timeout=self.connect_timeout)
         try:
             conn.connect()

@@ -146,8 +146,8 @@ class SignedStore:
             return
         doc = parse_error_body(body)
         code = doc.get("Code", "") or STATUS_CODES.get(status, "")
-        raise self._fail(RequestFailed(status, code, doc.get("Message", ""),
-                                       headers.get(self.request_id_header, doc.get("RequestId", "")),
+        request_id = headers.get(self.request_id_header, doc.get("RequestId", ""))
+        raise self._fail(RequestFailed(status, code, doc.get("Message", ""), request_id,
                                        operation=op, key=key))
 
     def _lean_request(self, op: str, method: str, full_key: str, **request) -> dict:

@@ -32,7 +32,8 @@ from ..errors import KEYS_REFUSED, SourceError
 from ..models import ObjectEntry
 from .base import SPILL_AFTER, Features, Source, sorted_bounded
 from .errors import RequestFailed
-from .httpclient import CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, Origin, ResponseStream, lower_headers
+from .httpclient import (CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, Origin, ResponseStream,
+                         lower_headers)
 
 DEFAULT_ENDPOINT = "v0.api.upyun.com"
 # The largest page UPYUN documents for x-list-limit; fewer round trips per folder.
@@ -176,9 +177,8 @@ class YoupaiSource(Source):
 
     def _request(self, op: str, method: str, full_path: str, extra: Optional[dict] = None):
         uri = self._uri(full_path)
-        return self._http.fetch(self.api.origin, method, uri,
-                                {"Accept-Encoding": "identity", **self._signed_headers(method, uri, extra)},
-                                operation=method)
+        headers = {"Accept-Encoding": "identity", **self._signed_headers(method, uri, extra)}
+        return self._http.fetch(self.api.origin, method, uri, headers, operation=method)
 
     # ------------------------------------------------------------------ listing
 
@@ -304,8 +304,8 @@ class YoupaiSource(Source):
             origin, path = self.api.origin, self._uri(full)
             headers = self._signed_headers("GET", path, extra)
         # Bytes as stored: Content-Encoding travels as a header.
-        conn, resp = self._http.send(origin, "GET", path, {"Accept-Encoding": "identity", **headers},
-                                     operation="GET")
+        conn, resp = self._http.send(origin, "GET", path,
+                                     {"Accept-Encoding": "identity", **headers}, operation="GET")
         where = f"{origin.url}{path}"
         status = resp.status
         headers = lower_headers(resp)
