@@ -32,7 +32,7 @@ import json
 import os
 import re
 import stat
-from typing import BinaryIO, Iterable, Iterator, Optional
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional
 
 from .errors import SourceError
 from .models import INVALID_KEY
@@ -162,6 +162,34 @@ def list_file_lines(path: str, setting: str) -> Iterator[tuple]:
                                   f"{MAX_LINE_BYTES // 1024} KiB: this is not a list of keys; "
                                   f"name a text file with one line per object")
             yield number, raw.rstrip(b"\r\n")
+
+
+def list_file_text(path: str, setting: str,
+                   not_utf8: Optional[Callable[[int], Exception]] = None) -> Iterator[tuple]:
+    """(line number, text) of every line of a job's list file that is not blank, as
+    ``list_file_lines`` reads them. A line that is not UTF-8 raises ``not_utf8(number)``; without
+    it, its bytes read as surrogate escapes, as the local source spells a name that is not UTF-8."""
+    for number, raw in list_file_lines(path, setting):
+        try:
+            text = raw.decode("utf-8", "strict" if not_utf8 else "surrogateescape")
+        except UnicodeDecodeError:
+            raise not_utf8(number) from None
+        if text.strip():
+            yield number, text
+
+
+def absolute_list_path(path: str, setting: str, example: str) -> str:
+    """``path`` when it is absolute; a one-line SourceError naming ``setting`` otherwise."""
+    if not path or not path.startswith("/"):
+        raise SourceError(f"{setting} '{path}' is not an absolute path: write it like {example}")
+    return path
+
+
+def resume_lost(path: str, start_after: str) -> SourceError:
+    """The error of a listing resumed after a key its list file no longer holds."""
+    return SourceError(f"cannot resume the listing of {path}: key '{one_line(start_after)}' is no "
+                       f"longer in it; the list changed after the scan started: restore it, or "
+                       f"clean and resubmit the job")
 
 
 def _open_list_file(path: str, setting: str) -> BinaryIO:

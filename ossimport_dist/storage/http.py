@@ -23,23 +23,19 @@ worker needs nothing but the entry; a bare key is resolved through the list file
 from __future__ import annotations
 
 import email.utils
-import http.client
 import io
 import re
-import socket
 import threading
-import weakref
 from typing import Iterator, Optional, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ..errors import SourceError
-from ..listformat import invalid_key_reason, list_file_lines, one_line
+from ..listformat import (absolute_list_path, invalid_key_reason, list_file_text, one_line,
+                          resume_lost)
 from ..models import ObjectEntry
-from .base import PROBE_LINES, BoundedReader, Features, Source, once_per_key
-from .errors import RequestFailed, connect_failed
-
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
+from .base import PROBE_LINES, Features, Source, once_per_key
+from .errors import RequestFailed
+from .httpclient import CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, ResponseStream, origin_of
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 GONE_STATUSES = (404, 410)
@@ -85,51 +81,16 @@ class ListFormatError(SourceError):
         super().__init__(f"Unknown http list file format: {path}:{line}: {what}")
 
 
-class HttpReader(BoundedReader):
-    """A GET body that refuses to end early: fewer bytes than promised is a retryable failure.
+class HttpReader(ResponseStream):
+    """A GET body (``ResponseStream``: fewer bytes than promised is a retryable failure).
+    ``size`` is the whole object's size when the server said it (Content-Length or
+    Content-Range), else None."""
 
-    ``headers`` holds what the copy carries over (Content-Type...). ``size`` is the whole
-    object's size when the server said it (Content-Length or Content-Range), else None.
-    """
-
-    def __init__(self, source: "HttpSource", conn, response, url: str, skip: int,
+    def __init__(self, client: HttpClient, conn, response, url: str, skip: int,
                  length: Optional[int], size: Optional[int], headers: dict):
-        super().__init__(length, skip)
-        self._source, self._conn, self._resp, self.url = source, conn, response, url
-        self.headers, self.size = headers, size
-        self._expected = response.length  # None for chunked or close-delimited bodies
-        self._got = 0
-
-    def _raw(self, size: int) -> bytes:
-        try:
-            data = self._resp.read(size)
-        except (OSError, http.client.HTTPException) as exc:
-            self._abandon()
-            code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
-            raise RequestFailed(0, code, f"reading {self.url}: {exc or code}", retryable=True,
-                                operation="GET", key=self.url) from exc
-        self._got += len(data)
-        if not data and self._expected is not None and self._got < self._expected:
-            self._abandon()
-            raise RequestFailed(0, "IncompleteBody",
-                                f"{self.url}: body ended after {self._got} of "
-                                f"{self._expected} bytes (Content-Length)", retryable=True,
-                                operation="GET", key=self.url)
-        return data
-
-    def _abandon(self) -> None:
-        if self._conn is not None:
-            self._source._discard(self._conn)
-            self._conn = None
-
-    def close(self) -> None:
-        try:
-            if self._conn is not None and not self._resp.isclosed():
-                # Unread body bytes would be taken for the next response: the connection goes.
-                self._abandon()
-            self._resp.close()
-        finally:
-            super().close()
+        super().__init__(client, conn, response, url, skip=skip, length=length, headers=headers,
+                         key=url)
+        self.url, self.size = url, size
 
 
 class HttpSource(Source):
@@ -140,19 +101,14 @@ class HttpSource(Source):
 
     def __init__(self, list_path: str, prefix_column: int = 1, relative_column: int = 2, *,
                  connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
-        if not list_path or not list_path.startswith("/"):
-            raise SourceError(f"httpListFilePath '{list_path}' is not an absolute path: "
-                              f"write it like /data/url.list")
+        absolute_list_path(list_path, "httpListFilePath", "/data/url.list")
         if prefix_column < 1 or relative_column < 1 or prefix_column == relative_column:
             raise SourceError(f"httpPrefixColumn={prefix_column} and relativePathColumn="
                               f"{relative_column} must be different column numbers from 1")
         self.list_path = list_path
         self.prefix_column, self.relative_column = prefix_column, relative_column
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
-        self._local = threading.local()
-        self._all_lock = threading.Lock()
-        # Weak: a connection dies with the (short-lived part-upload) thread that made it.
-        self._all = weakref.WeakSet()
+        self._http = HttpClient(connect_timeout, read_timeout, role="src")
         self._index_lock = threading.Lock()
         self._index = None  # key -> URL, built only when asked about a key without its entry
 
@@ -164,14 +120,13 @@ class HttpSource(Source):
 
     def _lines(self) -> Iterator[tuple]:
         """(line number, text) of every non-blank, non-comment line."""
-        for number, raw in list_file_lines(self.list_path, "httpListFilePath"):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ListFormatError(self.list_path, number,
-                                      "not valid UTF-8; save the list as UTF-8") from None
+        def not_utf8(number: int) -> ListFormatError:
+            return ListFormatError(self.list_path, number,
+                                   "not valid UTF-8; save the list as UTF-8")
+
+        for number, text in list_file_text(self.list_path, "httpListFilePath", not_utf8):
             text = text.strip()
-            if text and not text.startswith("#"):
+            if not text.startswith("#"):
                 yield number, text
 
     def _parse(self, number: int, text: str) -> tuple:
@@ -233,9 +188,7 @@ class HttpSource(Source):
                 continue
             yield _with_url(ObjectEntry(key=key, size=0, mtime=0.0, refused=refusal), url)
         if resuming:
-            raise SourceError(f"cannot resume the listing of {self.list_path}: key "
-                              f"'{one_line(start_after)}' is no longer in it; the list changed after "
-                              f"the scan started: restore it, or clean and resubmit the job")
+            raise resume_lost(self.list_path, start_after)
 
     def subtrees(self, subtree: str = "") -> list:
         return []
@@ -263,85 +216,19 @@ class HttpSource(Source):
 
     # ------------------------------------------------------------------ HTTP
 
-    def _connection(self, scheme: str, host: str, port: Optional[int]):
-        """(connection, fresh) for this thread and host; fresh ones cannot be stale."""
-        pool = getattr(self._local, "pool", None)
-        if pool is None:
-            pool = self._local.pool = {}
-        slot = (scheme, host, port)
-        conn = pool.get(slot)
-        if conn is not None:
-            return conn, False
-        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = cls(host, port, timeout=self.connect_timeout)
-        conn.connect()
-        conn.sock.settimeout(self.read_timeout)
-        conn.ossimport_slot = slot
-        pool[slot] = conn
-        with self._all_lock:
-            self._all.add(conn)
-        return conn, True
-
-    def _discard(self, conn) -> None:
-        pool = getattr(self._local, "pool", None) or {}
-        if pool.get(getattr(conn, "ossimport_slot", None)) is conn:
-            del pool[conn.ossimport_slot]
-        with self._all_lock:
-            self._all.discard(conn)
-        conn.close()
-
     def close(self) -> None:
-        with self._all_lock:
-            conns, self._all = list(self._all), weakref.WeakSet()
-        for conn in conns:
-            conn.close()
+        self._http.close()
 
     def _send(self, method: str, url: str, headers: dict):
         """(connection, response) of one request, redirects not followed."""
         parts = urlsplit(url)
-        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        hostport = f"[{host}]" if ":" in host else host
-        if port:
-            hostport += f":{port}"
-        for attempt in (1, 2):
-            try:
-                conn, fresh = self._connection(scheme, host, port)
-            except OSError as exc:
-                raise connect_failed(exc, f"{scheme}://{hostport}", "src", operation=method, key=url) from exc
-            try:
-                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-                conn.putheader("Host", hostport)
-                # Bytes as stored: a gzip file stays gzip, Content-Encoding travels as a header.
-                conn.putheader("Accept-Encoding", "identity")
-                for name, value in headers.items():
-                    conn.putheader(name, value)
-                conn.endheaders()
-                return conn, conn.getresponse()
-            except (ConnectionError, http.client.BadStatusLine) as exc:
-                self._discard(conn)
-                if not fresh and attempt == 1:
-                    continue  # the server closed an idle kept-alive connection: reconnect once
-                raise RequestFailed(0, type(exc).__name__, f"{url}: {exc or 'connection lost'}",
-                                    retryable=True, operation=method, key=url) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self._discard(conn)
-                code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
-                raise RequestFailed(0, code, f"{url}: {exc or code}", retryable=True,
-                                    operation=method, key=url) from exc
-        raise AssertionError("unreachable")
-
-    def _finish(self, conn, resp) -> None:
-        """Reads a response we do not stream, keeping the connection when it can be reused."""
-        try:
-            resp.read()
-        except (OSError, http.client.HTTPException):
-            self._discard(conn)
-            return
-        if resp.will_close:
-            self._discard(conn)
+        # Bytes as stored: a gzip file stays gzip, Content-Encoding travels as a header.
+        return self._http.send(origin_of(url), method, path,
+                               {"Accept-Encoding": "identity", **headers}, label=url,
+                               operation=method, key=url)
 
     def _request(self, method: str, url: str, headers: dict):
         """(connection, response, final URL), redirects followed; the body is left unread."""
@@ -350,7 +237,7 @@ class HttpSource(Source):
             if resp.status not in REDIRECT_STATUSES:
                 return conn, resp, url
             location = resp.getheader("Location")
-            self._finish(conn, resp)
+            self._http.drain(conn, resp)
             if not location:
                 raise RequestFailed(resp.status, "NoLocation", f"{url}: redirect without a "
                                     f"Location header", retryable=False, operation=method,
@@ -360,13 +247,19 @@ class HttpSource(Source):
                 raise RequestFailed(resp.status, "BadRedirect", f"{url} redirects to "
                                     f"'{location}', which is not http(s)", retryable=False,
                                     operation=method, key=url)
+            try:
+                origin_of(target)
+            except ValueError as exc:
+                raise RequestFailed(resp.status, "BadRedirect", f"{url} redirects to "
+                                    f"'{location}': {exc}", retryable=False, operation=method,
+                                    key=url) from None
             url = target
         raise RequestFailed(0, "TooManyRedirects", f"more than {MAX_REDIRECTS} redirects",
                             retryable=False, operation=method, key=url)
 
     def _failed(self, method: str, url: str, conn, resp) -> RequestFailed:
         reason = resp.reason or ""
-        self._finish(conn, resp)
+        self._http.drain(conn, resp)
         return RequestFailed(resp.status, "", reason, operation=method, key=url)
 
     # ------------------------------------------------------------------ the interface
@@ -379,16 +272,16 @@ class HttpSource(Source):
             return None
         conn, resp, final = self._request("HEAD", url, {})
         if resp.status in GONE_STATUSES:
-            self._finish(conn, resp)
+            self._http.drain(conn, resp)
             return None
         size = None
         if resp.status in (405, 501) or (resp.status == 200 and
                                          resp.getheader("Content-Length") is None):
             # HEAD refused, or no size in its answer: a one-byte range says the total.
-            self._finish(conn, resp)
+            self._http.drain(conn, resp)
             conn, resp, final = self._request("GET", url, {"Range": "bytes=0-0"})
             if resp.status in GONE_STATUSES:
-                self._finish(conn, resp)
+                self._http.drain(conn, resp)
                 return None
             if resp.status == 206:
                 size = _range_total(resp.getheader("Content-Range"))
@@ -399,14 +292,14 @@ class HttpSource(Source):
                 length = resp.getheader("Content-Length")
                 size = int(length) if length is not None else None
                 headers = {k.lower(): v for k, v in resp.getheaders()}
-                self._discard(conn)
+                self._http.discard(conn)
                 return self._stat_entry(rel, url, size, headers)
         elif resp.status == 200:
             size = int(resp.getheader("Content-Length"))
         if not (200 <= resp.status < 300) and resp.status != 416:
             raise self._failed("HEAD", final, conn, resp)
         headers = {k.lower(): v for k, v in resp.getheaders()}
-        self._finish(conn, resp)
+        self._http.drain(conn, resp)
         return self._stat_entry(rel, url, size, headers)
 
     def probe(self, timeout: float) -> None:
@@ -448,13 +341,13 @@ class HttpSource(Source):
             headers["Range"] = f"bytes={offset}-{end}"
         conn, resp, final = self._request("GET", url, headers)
         if resp.status in GONE_STATUSES:
-            self._finish(conn, resp)
+            self._http.drain(conn, resp)
             raise FileNotFoundError(f"{final}: HTTP {resp.status}, source file does not exist")
         skip = 0
         if resp.status == 206:
             start = _range_start(resp.getheader("Content-Range"))
             if start != offset:
-                self._discard(conn)
+                self._http.discard(conn)
                 raise RequestFailed(206, "BadContentRange", f"asked for bytes from {offset}, "
                                     f"got Content-Range '{resp.getheader('Content-Range')}'",
                                     retryable=True, operation="GET", key=final)
@@ -465,7 +358,7 @@ class HttpSource(Source):
         else:
             raise self._failed("GET", final, conn, resp)
         keep = {k.lower(): v for k, v in resp.getheaders() if k.lower() in PASS_THROUGH_HEADERS}
-        return HttpReader(self, conn, resp, final, skip, length, size, keep)
+        return HttpReader(self._http, conn, resp, final, skip, length, size, keep)
 
 
 def _range_start(content_range: Optional[str]) -> Optional[int]:

@@ -1,5 +1,5 @@
-"""The lean request path shared by the OSS and S3 drivers: one kept-alive ``http.client``
-connection per calling thread, a request signed by the store's own scheme, and the answer as
+"""The lean request path shared by the OSS and S3 drivers: the thread's kept-alive connection
+(``httpclient``), a request signed by the store's own scheme, and the answer as
 (status, lower-cased headers, body).
 
 On a 2-core worker the CPU spent per request decides small-file throughput: oss2 spends about six
@@ -9,19 +9,14 @@ rare per object (multipart bookkeeping, listing), where their overhead is noise.
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
-import socket
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import RequestFailed, connect_failed, fatal_error, parse_error_body
-
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
+from ..errors import DestinationError, OperatorError, SourceError
+from .errors import RequestFailed, fatal_error, parse_error_body
+from .httpclient import CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, Origin
 
 # A HEAD has no body to name its error: the status does.
 STATUS_CODES = {400: "BadRequest", 403: "AccessDenied", 404: "NotFound", 503: "ServiceUnavailable"}
@@ -69,58 +64,33 @@ def parse_endpoint(domain: str, bucket: str, default_scheme: str = "http") -> En
 
 
 class LeanClient:
-    """Signed requests over one kept-alive connection per calling thread. A store's client
-    says how to sign (``authorize``) and how keys go into paths (``keep_slash``)."""
+    """Signed requests over the thread's kept-alive connection (``httpclient``). A store's
+    client says how to sign (``authorize``) and how keys go into paths (``keep_slash``)."""
 
     keep_slash = False
-    role = ""  # "src" or "dest": set by the store, so a failure to connect names its keys
 
     def __init__(self, endpoint: Endpoint, connect_timeout: float = CONNECT_TIMEOUT,
                  read_timeout: float = READ_TIMEOUT):
         self.endpoint = endpoint
-        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
-        self._local = threading.local()
-        self._all_lock = threading.Lock()
-        # Weak: a connection dies with the (short-lived part-upload) thread that made it.
-        self._all = weakref.WeakSet()
+        self._origin = Origin(endpoint.scheme, endpoint.host, endpoint.port)
+        self._http = HttpClient(connect_timeout, read_timeout)
+
+    @property
+    def role(self) -> str:
+        """"src" or "dest": set by the store, so a failure to connect names its keys."""
+        return self._http.role
+
+    @role.setter
+    def role(self, value: str) -> None:
+        self._http.role = value
 
     def authorize(self, method: str, full_key: str, path: str, headers: dict,
                   params: Optional[dict]) -> None:
         """Adds the date and signature headers to ``headers`` (the store's scheme)."""
         raise NotImplementedError
 
-    def _connection(self):
-        """(connection, fresh): fresh ones cannot be stale, so errors on them are real."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, False
-        ep = self.endpoint
-        cls = http.client.HTTPSConnection if ep.scheme == "https" else http.client.HTTPConnection
-        conn = cls(ep.host, ep.port, timeout=self._connect_timeout)
-        conn.connect()
-        conn.sock.settimeout(self._read_timeout)
-        try:
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        self._local.conn = conn
-        with self._all_lock:
-            self._all.add(conn)
-        return conn, True
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            with self._all_lock:
-                self._all.discard(conn)
-            conn.close()
-
     def close(self) -> None:
-        with self._all_lock:
-            conns, self._all = list(self._all), weakref.WeakSet()
-        for conn in conns:
-            conn.close()
+        self._http.close()
 
     def request(self, method: str, full_key: str, *, params: Optional[dict] = None,
                 headers: Optional[dict] = None, body: Optional[bytes] = None):
@@ -133,46 +103,66 @@ class LeanClient:
             path += "?" + urlencode(params, quote_via=quote)
         if body is None and method in ("PUT", "POST"):
             body = b""
-        for attempt in (1, 2):
-            try:
-                conn, fresh = self._connection()
-            except OSError as exc:
-                raise connect_failed(exc, self.endpoint.url, self.role) from exc
-            try:
-                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-                for name, value in hdrs.items():
-                    conn.putheader(name, value)
-                if body is not None:
-                    conn.putheader("Content-Length", str(len(body)))
-                conn.endheaders(body if body else None)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (ConnectionError, http.client.BadStatusLine) as exc:
-                self._drop()
-                if not fresh and attempt == 1:
-                    continue  # the server closed an idle kept-alive connection: reconnect once
-                raise RequestFailed(0, type(exc).__name__, str(exc) or "connection lost",
-                                    retryable=True) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop()
-                code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
-                raise RequestFailed(0, code, str(exc) or code, retryable=True) from exc
-            if resp.will_close:
-                self._drop()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-        raise AssertionError("unreachable")
+        return self._http.fetch(self._origin, method, path, hdrs, body=body)
 
 
-def check_response(op: str, key: str, status: int, headers: dict, body: bytes, *, role: str,
-                   bucket: str, endpoint: str, access_key: str, request_id_header: str) -> None:
-    """Nothing for a 2xx; else the RequestFailed to retry or not, or the one-line operator
-    error it implies (wrong keys, no such bucket...). OSS and S3 errors share their XML shape."""
-    if 200 <= status < 300:
-        return
-    doc = parse_error_body(body)
-    code = doc.get("Code", "") or STATUS_CODES.get(status, "")
-    failure = RequestFailed(status, code, doc.get("Message", ""),
-                            headers.get(request_id_header, doc.get("RequestId", "")),
-                            operation=op, key=key)
-    fatal = fatal_error(failure, role=role, bucket=bucket, endpoint=endpoint, access_key=access_key)
-    raise fatal if fatal is not None else failure
+class SignedStore:
+    """What the OSS and S3 drivers share around their lean client: the bucket and endpoint
+    checks, a lean request and its answer read in one place (``_lean_request``,
+    ``_head_headers``), and a failure turned into the one-line operator error it implies
+    (``_fail``).
+
+    A store sets ``role`` ("dest"/"src"), ``request_id_header`` and ``endpoint_example``, and
+    gives ``self.lean``, ``self.endpoint`` (with its ``url``), ``self.bucket_name`` and
+    ``self._access_key``."""
+
+    role = "dest"
+    request_id_header = ""
+    endpoint_example = ""
+
+    def _error_class(self):
+        return DestinationError if self.role == "dest" else SourceError
+
+    def _check_bucket_name(self, bucket: str) -> None:
+        if not bucket or "/" in bucket:
+            raise self._error_class()(
+                f"{self.role}Bucket '{bucket}' is not a bucket name: write the name alone, "
+                f"without '/' or the endpoint")
+
+    def _bad_domain(self, domain: str) -> OperatorError:
+        return self._error_class()(f"{self.role}Domain '{domain}' is not an endpoint URL like "
+                                   f"{self.endpoint_example}")
+
+    def _fail(self, failure: RequestFailed) -> Exception:
+        """The operator error ``failure`` implies (wrong keys, no such bucket...), or itself."""
+        fatal = fatal_error(failure, role=self.role, bucket=self.bucket_name,
+                            endpoint=self.endpoint.url, access_key=self._access_key)
+        return fatal if fatal is not None else failure
+
+    def _check(self, op: str, key: str, status: int, headers: dict, body: bytes) -> None:
+        """Nothing for a 2xx; else raises the RequestFailed to retry or not, or the operator
+        error it implies. OSS and S3 errors share their XML shape."""
+        if 200 <= status < 300:
+            return
+        doc = parse_error_body(body)
+        code = doc.get("Code", "") or STATUS_CODES.get(status, "")
+        request_id = headers.get(self.request_id_header, doc.get("RequestId", ""))
+        raise self._fail(RequestFailed(status, code, doc.get("Message", ""), request_id,
+                                       operation=op, key=key))
+
+    def _lean_request(self, op: str, method: str, full_key: str, **request) -> dict:
+        """The lower-cased headers of a lean request's 2xx answer; raises as ``_check``."""
+        status, headers, body = self.lean.request(method, full_key, **request)
+        self._check(op, full_key, status, headers, body)
+        return headers
+
+    def _head_headers(self, full_key: str) -> Optional[dict]:
+        """An object's lower-cased headers (a lean HEAD), None when it does not exist."""
+        status, headers, body = self.lean.request("HEAD", full_key)
+        if status == 404:
+            return None
+        self._check("HEAD", full_key, status, headers, body)
+        return headers
+
+    def close(self) -> None:
+        self.lean.close()

@@ -23,7 +23,8 @@ import dataclasses
 from typing import Iterator, Optional
 
 from ..errors import SourceError
-from ..listformat import KeyFormatError, invalid_key_reason, list_file_lines, one_line, read_key
+from ..listformat import (KeyFormatError, absolute_list_path, invalid_key_reason, list_file_text,
+                          one_line, read_key, resume_lost)
 from ..models import INVALID_KEY, SOURCE_NOT_EXIST, ObjectEntry
 from . import open_job_source
 from .base import PROBE_LINES, Source, once_per_key
@@ -41,9 +42,7 @@ class ListSource(Source):
     kind = "list"
 
     def __init__(self, inner: Source, manifest_path: str):
-        if not manifest_path or not manifest_path.startswith("/"):
-            raise SourceError(f"listFilePath '{manifest_path}' is not an absolute path: write it "
-                              f"like /data/keys.list")
+        absolute_list_path(manifest_path, "listFilePath", "/data/keys.list")
         self.inner, self.manifest_path = inner, manifest_path
         # What the inner source can do with an object, but listed from one file, not by folder.
         self.features = dataclasses.replace(inner.features, lists_by_folder=False)
@@ -58,12 +57,9 @@ class ListSource(Source):
         return cls(inner, getattr(job, "list_file_path", ""))
 
     def _lines(self) -> Iterator[tuple]:
-        for number, raw in list_file_lines(self.manifest_path, "listFilePath"):
-            # A raw non-UTF-8 name (a list made with ls on a Latin-1 NAS) reads back as the
-            # local source spells it; error.list writes such names as JSON escapes instead.
-            text = raw.decode("utf-8", "surrogateescape")
-            if text.strip():
-                yield number, text
+        # A raw non-UTF-8 name (a list made with ls on a Latin-1 NAS) reads back as the local
+        # source spells it; error.list writes such names as JSON escapes instead.
+        return list_file_text(self.manifest_path, "listFilePath")
 
     def _parse(self, number: int, text: str) -> tuple:
         """(key, size or None, refusal or None) of one line."""
@@ -127,9 +123,7 @@ class ListSource(Source):
         if not named_any:
             raise self._names_nothing()
         if resuming:
-            raise SourceError(f"cannot resume the listing of {self.manifest_path}: key "
-                              f"'{one_line(start_after)}' is no longer in it; the list changed "
-                              f"after the scan started: restore it, or clean and resubmit the job")
+            raise resume_lost(self.manifest_path, start_after)
 
     def _names_nothing(self) -> SourceError:
         # Most likely the wrong file, or 'console.sh errors -o' of a job with no failure:

@@ -22,11 +22,11 @@ from typing import Iterator, Optional
 import oss2
 import oss2.exceptions
 
-from ..errors import STORE_UNUSABLE, DestinationError, SourceError
+from ..errors import STORE_UNUSABLE, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source, SourceStream
-from .errors import RequestFailed, fatal_error, never_connected
-from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, Endpoint, LeanClient, check_response, parse_endpoint
+from .errors import RequestFailed, never_connected
+from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, Endpoint, LeanClient, SignedStore, parse_endpoint
 
 # Object headers copied from a source object to its destination copy.
 PASS_THROUGH_HEADERS = ("content-type", "content-encoding", "content-disposition",
@@ -86,21 +86,19 @@ def _crc_header(headers: dict) -> Optional[int]:
     return int(value) if value else None
 
 
-class _OssStore:
+class _OssStore(SignedStore):
     """What source and destination share: lean client, oss2 bucket, error translation."""
 
     role = "dest"
+    request_id_header = "x-oss-request-id"
+    endpoint_example = "http://oss-cn-hangzhou.aliyuncs.com"
 
     def __init__(self, domain: str, bucket: str, prefix: str, access_key: str, secret_key: str):
-        if not bucket or "/" in bucket:
-            raise self._error_class()(
-                f"{self.role}Bucket '{bucket}' is not a bucket name: write the name alone, "
-                f"without '/' or the endpoint")
+        self._check_bucket_name(bucket)
         try:
             self.endpoint = parse_endpoint(domain, bucket)
         except ValueError as exc:
-            raise self._error_class()(f"{self.role}Domain '{domain}' is not an endpoint URL "
-                                      f"like http://oss-cn-hangzhou.aliyuncs.com") from exc
+            raise self._bad_domain(domain) from exc
         self.bucket_name, self.prefix = bucket, prefix or ""
         self._access_key = access_key
         self.lean = OssLeanClient(self.endpoint, access_key, secret_key)
@@ -113,19 +111,6 @@ class _OssStore:
             raise self._error_class()(
                 f"{self.role}Bucket '{bucket}' is not a valid bucket name: 3-63 characters of "
                 f"lowercase letters, digits and '-'") from exc
-
-    def _error_class(self):
-        return DestinationError if self.role == "dest" else SourceError
-
-    def _fail(self, failure: RequestFailed) -> Exception:
-        fatal = fatal_error(failure, role=self.role, bucket=self.bucket_name,
-                            endpoint=self.endpoint.url, access_key=self._access_key)
-        return fatal if fatal is not None else failure
-
-    def _check(self, op: str, key: str, status: int, headers: dict, body: bytes) -> None:
-        check_response(op, key, status, headers, body, role=self.role, bucket=self.bucket_name,
-                       endpoint=self.endpoint.url, access_key=self._access_key,
-                       request_id_header="x-oss-request-id")
 
     def _oss2(self, op: str, key: str, call, *args, **kwargs):
         try:
@@ -140,10 +125,9 @@ class _OssStore:
             raise self._fail(failure) from exc
 
     def _head(self, full_key: str, rel_key: str) -> Optional[ObjectEntry]:
-        status, headers, body = self.lean.request("HEAD", full_key)
-        if status == 404:
+        headers = self._head_headers(full_key)
+        if headers is None:
             return None
-        self._check("HEAD", full_key, status, headers, body)
         etag = headers.get("etag", "").strip('"') or None
         return ObjectEntry(
             key=rel_key, size=int(headers.get("content-length", 0)),
@@ -158,9 +142,6 @@ class _OssStore:
         quick = oss2.Bucket(self.bucket.auth, self.endpoint.url, self.bucket_name,
                             connect_timeout=(timeout, timeout), enable_crc=False)
         self._oss2("ListObjects", self.prefix, quick.list_objects, prefix=self.prefix, max_keys=1)
-
-    def close(self) -> None:
-        self.lean.close()
 
 
 # OSS's CopyObject takes objects up to 1 GB; larger ones are copied part by part.
@@ -194,9 +175,7 @@ class OssDestination(_OssStore, Destination):
 
     def put(self, key: str, data: bytes, headers: Optional[dict] = None) -> PutResult:
         full = self.prefix + key
-        status, rhdrs, body = self.lean.request("PUT", full, headers=self._object_headers(headers),
-                                                body=data)
-        self._check("PUT", full, status, rhdrs, body)
+        rhdrs = self._lean_request("PUT", "PUT", full, headers=self._object_headers(headers), body=data)
         return PutResult(crc64=_crc_header(rhdrs), etag=rhdrs.get("etag", "").strip('"') or None)
 
     def init_multipart(self, key: str, headers: Optional[dict] = None) -> str:
@@ -207,9 +186,8 @@ class OssDestination(_OssStore, Destination):
 
     def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PutResult:
         full = self.prefix + key
-        status, rhdrs, body = self.lean.request(
-            "PUT", full, params={"partNumber": str(part_number), "uploadId": upload_id}, body=data)
-        self._check("UploadPart", full, status, rhdrs, body)
+        rhdrs = self._lean_request("UploadPart", "PUT", full,
+                                   params={"partNumber": str(part_number), "uploadId": upload_id}, body=data)
         return PutResult(crc64=_crc_header(rhdrs), etag=rhdrs.get("etag", "").strip('"') or None)
 
     def list_parts(self, key: str, upload_id: str) -> Optional[dict]:

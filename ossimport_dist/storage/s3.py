@@ -68,11 +68,11 @@ import botocore.config
 import botocore.exceptions
 from botocore import UNSIGNED
 
-from ..errors import STORE_UNUSABLE, DestinationError, SourceError
+from ..errors import STORE_UNUSABLE, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source, SourceStream
-from .errors import RequestFailed, fatal_error
-from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, LeanClient, check_response
+from .errors import RequestFailed
+from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, LeanClient, SignedStore
 from .lean import parse_endpoint as lean_endpoint
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -297,22 +297,20 @@ class S3LeanClient(LeanClient):
                                     f"SignedHeaders={names}, Signature={signature}")
 
 
-class _S3Store:
+class _S3Store(SignedStore):
     """What source and destination share: the client, the prefix, error translation."""
 
     role = "dest"
+    request_id_header = "x-amz-request-id"
+    endpoint_example = "https://s3.us-west-2.amazonaws.com"
 
     def __init__(self, domain: str, bucket: str, prefix: str, access_key: str, secret_key: str,
                  pool_size: int = DEFAULT_POOL):
-        error = self._error_class()
-        if not bucket or "/" in bucket:
-            raise error(f"{self.role}Bucket '{bucket}' is not a bucket name: write the name "
-                        f"alone, without '/' or the endpoint")
+        self._check_bucket_name(bucket)
         try:
             self.endpoint = parse_endpoint(domain)
         except ValueError as exc:
-            raise error(f"{self.role}Domain '{domain}' is not an endpoint URL like "
-                        f"https://s3.us-west-2.amazonaws.com") from exc
+            raise self._bad_domain(domain) from exc
         self.bucket_name, self.prefix = bucket, prefix or ""
         self._access_key = access_key
         self._signed = bool(access_key or secret_key)
@@ -327,9 +325,6 @@ class _S3Store:
         self.lean = S3LeanClient(lean_endpoint(self.endpoint.url, bucket), self.endpoint.region,
                                  access_key, secret_key)
         self.lean.role = self.role
-
-    def _error_class(self):
-        return DestinationError if self.role == "dest" else SourceError
 
     def _failure(self, exc: Exception, op: str, key: str) -> Exception:
         """A botocore exception -> RequestFailed, or the one-line fatal error it implies."""
@@ -359,9 +354,7 @@ class _S3Store:
         else:
             failure = RequestFailed(0, type(exc).__name__, str(exc), retryable=False,
                                     operation=op, key=key)
-        fatal = fatal_error(failure, role=self.role, bucket=self.bucket_name,
-                            endpoint=self.endpoint.url, access_key=self._access_key)
-        return fatal if fatal is not None else failure
+        return self._fail(failure)
 
     def _call(self, op: str, key: str, method, **params):
         try:
@@ -370,16 +363,10 @@ class _S3Store:
                 OSError) as exc:
             raise self._failure(exc, op, key) from exc
 
-    def _check(self, op: str, key: str, status: int, headers: dict, body: bytes) -> None:
-        check_response(op, key, status, headers, body, role=self.role, bucket=self.bucket_name,
-                       endpoint=self.endpoint.url, access_key=self._access_key,
-                       request_id_header="x-amz-request-id")
-
     def _head(self, full_key: str, rel_key: str) -> Optional[ObjectEntry]:
-        status, headers, body = self.lean.request("HEAD", full_key)
-        if status == 404:
+        headers = self._head_headers(full_key)
+        if headers is None:
             return None
-        self._check("HEAD", full_key, status, headers, body)
         etag = _strip_etag(headers.get("etag"))
         md5 = headers.get(_AMZ_META + "md5") or _md5_from_etag(etag)
         return ObjectEntry(key=rel_key, size=int(headers.get("content-length", 0)),
@@ -398,7 +385,7 @@ class _S3Store:
             quick.close()
 
     def close(self) -> None:
-        self.lean.close()
+        super().close()
         self.client.close()
 
 
@@ -674,8 +661,7 @@ class S3Destination(_S3Store, Destination):
         hdrs["Content-MD5"] = md5_b64
         if self.server_side_encryption:
             hdrs["x-amz-server-side-encryption"] = "AES256"
-        status, rhdrs, body = self.lean.request("PUT", full, headers=hdrs, body=data)
-        self._check("PUT", full, status, rhdrs, body)
+        rhdrs = self._lean_request("PUT", "PUT", full, headers=hdrs, body=data)
         etag = self._check_etag("PUT", full, rhdrs, md5_hex)
         return PutResult(crc64=_oss_crc64(rhdrs), etag=etag,
                          bytes_confirmed=bool(etag) and etag.lower() == md5_hex)
@@ -691,10 +677,9 @@ class S3Destination(_S3Store, Destination):
         md5_hex, md5_b64 = _content_md5(data)
         # The lean path: botocore hashes every body with SHA-256 for the signature over http,
         # which costs more CPU than sending the part; Content-MD5 already guards the bytes.
-        status, rhdrs, body = self.lean.request(
-            "PUT", full, params={"partNumber": str(part_number), "uploadId": upload_id},
-            headers={"Content-MD5": md5_b64}, body=data)
-        self._check("UploadPart", full, status, rhdrs, body)
+        rhdrs = self._lean_request("UploadPart", "PUT", full,
+                                   params={"partNumber": str(part_number), "uploadId": upload_id},
+                                   headers={"Content-MD5": md5_b64}, body=data)
         return PutResult(crc64=_oss_crc64(rhdrs), etag=self._check_etag("UploadPart", full, rhdrs, md5_hex))
 
     def list_parts(self, key: str, upload_id: str) -> Optional[dict]:

@@ -23,27 +23,23 @@ import base64
 import email.utils
 import hashlib
 import hmac
-import http.client
 import json
-import socket
-import threading
 from dataclasses import dataclass
 from typing import Iterator, Optional
 from urllib.parse import quote, urlsplit
 
 from ..errors import KEYS_REFUSED, SourceError
 from ..models import ObjectEntry
-from .base import SPILL_AFTER, BoundedReader, Features, Source, sorted_bounded
-from .errors import RequestFailed, connect_failed
+from .base import SPILL_AFTER, Features, Source, sorted_bounded
+from .errors import RequestFailed
+from .httpclient import (CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, Origin, ResponseStream,
+                         lower_headers)
 
 DEFAULT_ENDPOINT = "v0.api.upyun.com"
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
 # The largest page UPYUN documents for x-list-limit; fewer round trips per folder.
 LIST_LIMIT = 10000
 # The x-list-iter value UPYUN returns after the last page.
 LIST_END = "g2gCZAAEbmV4dGQAA2VvZg"
-MAX_IDLE_CONNECTIONS = 32
 
 # Response headers a copy carries to its destination object.
 PASS_THROUGH_HEADERS = ("content-type", "content-encoding", "content-disposition",
@@ -51,25 +47,25 @@ PASS_THROUGH_HEADERS = ("content-type", "content-encoding", "content-disposition
 
 
 @dataclass(frozen=True)
-class Origin:
-    scheme: str
-    host: str
-    port: Optional[int]
-    url: str  # scheme://host[:port], for messages
+class Address:
+    """An API endpoint or CDN domain as the operator wrote it."""
+
+    origin: Origin
     path: str  # any path the operator wrote after the host (a CDN may be mounted under one)
 
+    @property
+    def url(self) -> str:
+        return self.origin.url
 
-def parse_origin(text: str) -> Origin:
+
+def parse_address(text: str) -> Address:
     url = text.strip().rstrip("/")
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) address: {text!r}")
-    host = parts.hostname
-    hostport = f"[{host}]" if ":" in host else host
-    base = f"{parts.scheme}://{hostport}" + (f":{parts.port}" if parts.port else "")
-    return Origin(parts.scheme, host, parts.port, base, parts.path.rstrip("/"))
+    return Address(Origin(parts.scheme, parts.hostname, parts.port), parts.path.rstrip("/"))
 
 
 def _unix_time(text: Optional[str]) -> float:
@@ -77,130 +73,6 @@ def _unix_time(text: Optional[str]) -> float:
         return float(text) if text else 0.0
     except ValueError:
         return 0.0
-
-
-class _Pool:
-    """Kept-alive connections to one origin, shared by all threads; a stream holds its own."""
-
-    def __init__(self, origin: Origin, connect_timeout: float, read_timeout: float):
-        self.origin = origin
-        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
-        self._lock = threading.Lock()
-        self._idle = []
-
-    def _take(self):
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), False
-        o = self.origin
-        cls = http.client.HTTPSConnection if o.scheme == "https" else http.client.HTTPConnection
-        conn = cls(o.host, o.port, timeout=self._connect_timeout)
-        try:
-            conn.connect()
-        except OSError as exc:
-            conn.close()
-            raise connect_failed(exc, o.url, "src") from exc
-        conn.sock.settimeout(self._read_timeout)
-        try:
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        return conn, True
-
-    def release(self, conn) -> None:
-        with self._lock:
-            if len(self._idle) < MAX_IDLE_CONNECTIONS:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def send(self, method: str, path: str, headers: dict):
-        """(connection, response) with the body unread. Network errors are RequestFailed(0)."""
-        for attempt in (1, 2):
-            conn, fresh = self._take()
-            try:
-                conn.request(method, path, headers=headers)
-                return conn, conn.getresponse()
-            except (ConnectionError, http.client.BadStatusLine) as exc:
-                conn.close()
-                if not fresh and attempt == 1:
-                    continue  # the server closed an idle kept-alive connection: reconnect once
-                raise RequestFailed(0, type(exc).__name__, str(exc) or "connection lost",
-                                    retryable=True, operation=method) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
-                raise RequestFailed(0, code, str(exc) or code, retryable=True,
-                                    operation=method) from exc
-        raise AssertionError("unreachable")
-
-    def fetch(self, method: str, path: str, headers: dict):
-        """(status, lower-cased headers, body) of a request whose body is small."""
-        conn, resp = self.send(method, path, headers)
-        try:
-            body = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
-            raise RequestFailed(0, code, str(exc) or code, retryable=True,
-                                operation=method) from exc
-        if resp.will_close:
-            conn.close()
-        else:
-            self.release(conn)
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-
-class YoupaiReader(BoundedReader):
-    """A GET body that must deliver ``length`` bytes (or all of a 200): short is retryable."""
-
-    def __init__(self, pool: _Pool, conn, resp, where: str, skip: int, length: Optional[int],
-                 headers: dict):
-        super().__init__(length, skip)
-        self._pool, self._conn, self._resp, self._where = pool, conn, resp, where
-        self.headers = headers
-        self._expected, self._got = resp.length, 0
-
-    def _raw(self, size: int) -> bytes:
-        try:
-            data = self._resp.read(size)
-        except (OSError, http.client.HTTPException) as exc:
-            self._drop()
-            code = "Timeout" if isinstance(exc, socket.timeout) else type(exc).__name__
-            raise RequestFailed(0, code, f"reading {self._where}: {exc or code}",
-                                retryable=True, operation="GET") from exc
-        self._got += len(data)
-        if not data and self._expected is not None and self._got < self._expected:
-            self._drop()
-            raise RequestFailed(0, "IncompleteBody", f"{self._where}: body ended after "
-                                f"{self._got} of {self._expected} bytes", retryable=True,
-                                operation="GET")
-        return data
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def close(self) -> None:
-        try:
-            if self._conn is not None:
-                # Unread body bytes would be taken for the next response: only a drained
-                # connection goes back to the pool.
-                if self._resp.isclosed() and not self._resp.will_close:
-                    self._pool.release(self._conn)
-                    self._conn = None
-                else:
-                    self._drop()
-            self._resp.close()
-        finally:
-            super().close()
 
 
 class YoupaiSource(Source):
@@ -220,14 +92,14 @@ class YoupaiSource(Source):
                               f"srcSecretKey (the operator password) for service '{service}'")
         endpoint = domain or DEFAULT_ENDPOINT
         try:
-            self.origin = parse_origin(endpoint)
+            self.api = parse_address(endpoint)
         except ValueError as exc:
             raise SourceError(f"srcDomain '{domain}' is not an UPYUN API endpoint like "
                               f"v0.api.upyun.com") from exc
         self.cdn = None
         if download_from_cdn:
             try:
-                self.cdn = parse_origin(cdn_domain)
+                self.cdn = parse_address(cdn_domain)
             except ValueError as exc:
                 raise SourceError(f"cdnDomain '{cdn_domain}' is not an http(s) address of the "
                                   f"service's CDN domain; fix it or set "
@@ -237,8 +109,7 @@ class YoupaiSource(Source):
         # The signature is keyed by the password's MD5: the password itself is not kept.
         self._key = hashlib.md5(password.encode("utf-8")).hexdigest().encode("ascii")
         self.list_limit = max(1, int(list_limit))
-        self._api = _Pool(self.origin, connect_timeout, read_timeout)
-        self._cdn = _Pool(self.cdn, connect_timeout, read_timeout) if self.cdn else None
+        self._http = HttpClient(connect_timeout, read_timeout, role="src")
 
     @classmethod
     def from_job(cls, job, sys_cfg=None):
@@ -265,7 +136,7 @@ class YoupaiSource(Source):
         return headers
 
     def _where(self) -> str:
-        return f"UPYUN service '{self.service}' (srcBucket) at {self.origin.url}"
+        return f"UPYUN service '{self.service}' (srcBucket) at {self.api.url}"
 
     def _failure(self, op: str, path: str, status: int, headers: dict, body: bytes) -> Exception:
         try:
@@ -300,7 +171,8 @@ class YoupaiSource(Source):
 
     def _request(self, op: str, method: str, full_path: str, extra: Optional[dict] = None):
         uri = self._uri(full_path)
-        return self._api.fetch(method, uri, self._signed_headers(method, uri, extra))
+        headers = {"Accept-Encoding": "identity", **self._signed_headers(method, uri, extra)}
+        return self._http.fetch(self.api.origin, method, uri, headers, operation=method)
 
     # ------------------------------------------------------------------ listing
 
@@ -414,46 +286,42 @@ class YoupaiSource(Source):
         if length == 0:
             if self.stat(entry.key) is None:
                 raise FileNotFoundError(full)
-            return YoupaiReader(self._api, None, _Empty(), full, 0, 0, {})
+            return ResponseStream(self._http, None, _Empty(), full, length=0)
         extra = {}
         if offset or length is not None:
             end = str(offset + length - 1) if length is not None else ""
             extra["Range"] = f"bytes={offset}-{end}"
-        if self._cdn is not None:
-            pool, path = self._cdn, self._cdn_path(full)
-            where = f"{self.cdn.url}{path}"
-            conn, resp = pool.send("GET", path, extra)
+        if self.cdn is not None:
+            origin, path = self.cdn.origin, self._cdn_path(full)
+            headers = extra
         else:
-            pool, path = self._api, self._uri(full)
-            where = f"{self.origin.url}{path}"
-            conn, resp = pool.send("GET", path, self._signed_headers("GET", path, extra))
+            origin, path = self.api.origin, self._uri(full)
+            headers = self._signed_headers("GET", path, extra)
+        # Bytes as stored: Content-Encoding travels as a header.
+        conn, resp = self._http.send(origin, "GET", path,
+                                     {"Accept-Encoding": "identity", **headers}, operation="GET")
+        where = f"{origin.url}{path}"
         status = resp.status
+        headers = lower_headers(resp)
         if status in (200, 206):
-            headers = {k.lower(): v for k, v in resp.getheaders()}
             keep = {k: v for k, v in headers.items() if k in PASS_THROUGH_HEADERS}
             skip = offset if status == 200 else 0
-            return YoupaiReader(pool, conn, resp, where, skip, length, keep)
-        try:
-            body = resp.read()
-        except (OSError, http.client.HTTPException):
-            body = b""
-        conn.close()
-        headers = {k.lower(): v for k, v in resp.getheaders()}
+            return ResponseStream(self._http, conn, resp, where, skip=skip, length=length,
+                                  headers=keep)
+        body = self._http.drain(conn, resp)
         if status == 404:
             raise FileNotFoundError(full)
         if status == 416:
             # Shorter than the range asks for: the empty read shows the copy that it changed.
-            return YoupaiReader(pool, None, _Empty(), where, 0, 0, {})
-        if self._cdn is not None and status in (401, 403):
+            return ResponseStream(self._http, None, _Empty(), where, length=0)
+        if self.cdn is not None and status in (401, 403):
             raise SourceError(f"cdnDomain {self.cdn.url} refused {full} (HTTP {status}): "
                               f"the CDN needs a token or referer (anti-leech); allow this host "
                               f"or set isDownloadFromCdn=false to download through the API")
         raise self._failure("GET", full, status, headers, body)
 
     def close(self) -> None:
-        self._api.close()
-        if self._cdn is not None:
-            self._cdn.close()
+        self._http.close()
 
 
 class _Empty:
