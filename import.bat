@@ -11,5 +11,5 @@ if "%~1"=="--demo" (
   "%HERE%.venv\Scripts\python.exe" -m oss_emulator.demo --install-dir "%HERE%."
   exit /b %ERRORLEVEL%
 )
-"%HERE%.venv\Scripts\python.exe" -m ossimport_dist.oneclick --install-dir "%HERE%." %*
+"%HERE%.venv\Scripts\python.exe" -m ossimport_dist.cli.oneclick --install-dir "%HERE%." %*
 exit /b %ERRORLEVEL%

@@ -18,4 +18,4 @@ for arg in "$@"; do
   fi
 done
 ossimport_bootstrap ""
-exec "$OSSIMPORT_PY" -m ossimport_dist.oneclick --install-dir "$HERE" "$@"
+exec "$OSSIMPORT_PY" -m ossimport_dist.cli.oneclick --install-dir "$HERE" "$@"

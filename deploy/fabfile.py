@@ -9,7 +9,7 @@
 Each task calls the same functions as ``console.sh`` with the settings of ``conf/sys.properties``
 (workerUserName, privateKeyFile or workerPassword, workingDir); set OSSIMPORT_SYS to use another
 file. Fabric only names the hosts (-H host or host:port): the SSH session itself is opened by
-``ossimport_dist.ssh``, the one module that speaks SSH, so host-key checks and error messages are
+``ossimport_dist.fleet.ssh``, the one module that speaks SSH, so host-key checks and error messages are
 the console's.
 """
 
@@ -22,10 +22,10 @@ from fabric import task
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ossimport_dist import sshlink  # noqa: E402
-from ossimport_dist.console import Paths  # noqa: E402
-from ossimport_dist.hosts import parse_host  # noqa: E402
-from ossimport_dist.ssh import Connection, run_on_hosts  # noqa: E402
+from ossimport_dist.cli.console import Paths  # noqa: E402
+from ossimport_dist.fleet import sshlink  # noqa: E402
+from ossimport_dist.fleet.hosts import parse_host  # noqa: E402
+from ossimport_dist.fleet.ssh import Connection, run_on_hosts  # noqa: E402
 
 
 def _paths() -> Paths:
@@ -49,7 +49,7 @@ def _report(results, describe=str) -> None:
 @task
 def deploy(c):
     """Install (or upgrade in place) the agent on the host, from wheels the master carries."""
-    from ossimport_dist.deploy import build_bundle, deploy_all
+    from ossimport_dist.fleet.deploy import build_bundle, deploy_all
 
     paths = _paths()
     paths.require_distributed_settings()

@@ -19,10 +19,10 @@ from pathlib import Path
 import oss2
 
 from ossimport_dist import config as config_mod
-from ossimport_dist import console
+from ossimport_dist.cli import console
+from ossimport_dist.cli.oneclick import Asker, run_flow
 from ossimport_dist.errors import OperatorError
 from ossimport_dist.layout import LOCAL_JOB_CONFIG, SYS_PROPERTIES, Home
-from ossimport_dist.oneclick import Asker, run_flow
 from ossimport_dist.status import human_bytes
 
 from . import start_process

@@ -52,7 +52,7 @@ def remote_running_failures(job: JobLayout, by_host: dict, hosts: list, settings
     """(failures, one warning line per host that could not be read) of the tasks ``by_host``
     (host name -> task ids) lists, read from the hosts' audit.logs at once. ``working_dir`` is
     workingDir as sys.properties writes it, the path the hosts know."""
-    from .ssh import run_on_hosts
+    from .fleet.ssh import run_on_hosts
 
     wanted = [h for h in hosts if by_host.get(h.name)]
 

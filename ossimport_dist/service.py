@@ -448,7 +448,7 @@ def run(home_dir: str, sys_path: str, log_file: Optional[str] = None) -> int:
 
 def ssh_settings(sys_cfg):
     """How to reach the workers, from sys.properties (the key wins over the password)."""
-    from .ssh import SshSettings
+    from .fleet.ssh import SshSettings
 
     return SshSettings.from_sys_config(sys_cfg, known_hosts=sys_cfg.ssh_known_hosts_file or "~/.ssh/known_hosts")
 
@@ -460,8 +460,8 @@ class DistributedService(ServiceLoop):
     HOSTS_EVERY_S = 5.0
 
     def __init__(self, home: Home, sys_path: Path, workers_file: Path):
-        from .dispatcher import RemoteTracker
-        from .ssh import Connection
+        from .fleet.dispatcher import RemoteTracker
+        from .fleet.ssh import Connection
 
         super().__init__()
         self.home = home
@@ -474,7 +474,7 @@ class DistributedService(ServiceLoop):
         self._last_hosts = self._last_progress = self._last_reload = -1e9
 
     def _read_hosts(self) -> None:
-        from .hosts import read_workers
+        from .fleet.hosts import read_workers
 
         try:
             hosts = read_workers(self.workers_file, default_port=self.sys.current.ssh_port)

@@ -37,9 +37,9 @@ from typing import Optional
 import pytest
 
 from conftest import BUNDLE_CACHE, ROOT
-from ossimport_dist.deploy import build_bundle, deploy_all
-from ossimport_dist.hosts import Host, parse_host
-from ossimport_dist.ssh import SshSettings
+from ossimport_dist.fleet.deploy import build_bundle, deploy_all
+from ossimport_dist.fleet.hosts import Host, parse_host
+from ossimport_dist.fleet.ssh import SshSettings
 
 SSHD = "/usr/sbin/sshd"
 USER = "ossimport-w"

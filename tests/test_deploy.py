@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import ossimport_dist
-from ossimport_dist.deploy import (build_bundle, check_python, deploy_all, deploy_host,
+from ossimport_dist.fleet.deploy import (build_bundle, check_python, deploy_all, deploy_host,
                                    remote_dir, remote_python)
-from ossimport_dist.ssh import Connection
+from ossimport_dist.fleet.ssh import Connection
 
 from conftest import BUNDLE_CACHE as CACHE  # where the fleet's bundle and deployed fixtures build
 from conftest import ROOT

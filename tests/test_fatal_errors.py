@@ -453,8 +453,8 @@ def test_a_stop_report_read_after_the_retry_never_stops_the_retried_job(tmp_path
     """Two hosts stop on the same wrong key; the second host's heartbeat is read only after the
     operator's retry: the report names the job.cfg push from before the retry and is not taken."""
     import threading
-    from ossimport_dist.dispatcher import HostState, RemoteTracker
-    from ossimport_dist.hosts import Host
+    from ossimport_dist.fleet.dispatcher import HostState, RemoteTracker
+    from ossimport_dist.fleet.hosts import Host
     from ossimport_dist.layout import Home, JobLayout
 
     job = JobLayout(Home(tmp_path), "nightly")

@@ -21,7 +21,7 @@ import psutil
 
 from conftest import (CONSOLE, ROOT, assert_migrated, checked_stat, crc64_of, dest_objects, process_cmdlines,
                       wait_for, write_tree)
-from ossimport_dist.console import SERVICE_MARK
+from ossimport_dist.cli.console import SERVICE_MARK
 from ossimport_dist.layout import parse_finished_name
 from ossimport_dist.status import human_bytes
 

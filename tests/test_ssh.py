@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ossimport_dist.errors import ConfigError, WorkerUnreachable
-from ossimport_dist.hosts import Host, find_workers_file, read_workers
-from ossimport_dist.ssh import Connection, RemoteCommandFailed, run_on_hosts
+from ossimport_dist.fleet.hosts import Host, find_workers_file, read_workers
+from ossimport_dist.fleet.ssh import Connection, RemoteCommandFailed, run_on_hosts
 
 pytest_plugins = ["fleet"]
 # One worker of a parallel run holds the fleet (sshd on 127.0.0.11-13): its tests run there.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from ossimport_dist.agent import Agent
+from ossimport_dist.fleet.agent import Agent
 from ossimport_dist.layout import Home, write_task_file
 from ossimport_dist.models import ObjectEntry, Task
 

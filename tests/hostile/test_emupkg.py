@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BUNDLE_CACHE
-from ossimport_dist.deploy import build_bundle
+from ossimport_dist.fleet.deploy import build_bundle
 
 pytest_plugins = ["fleet"]  # its bundle fixture (the fleet itself is not started here)
 
@@ -54,7 +54,8 @@ def test_the_workers_bundle_carries_no_emulator_code_and_no_fabric(bundle):
     carried = {name: [f for f in names if EMULATOR_FILE.search(f)] for name, names in files.items()}
     assert {name: found for name, found in carried.items() if found} == {}
     project = files[bundle.project_wheel.name]
-    assert "ossimport_dist/worker.py" in project and "ossimport_dist/agent.py" in project
+    assert "ossimport_dist/worker.py" in project and "ossimport_dist/fleet/agent.py" in project
+    assert "ossimport_dist/cli/console.py" in project  # the subpackages travel with the package
     assert not [f for f in project if f.startswith("oss_emulator") or f.endswith("/demo.py")]
     top_level = [f for f in project if f.endswith(".dist-info/top_level.txt")]
     if top_level:
@@ -125,7 +126,7 @@ def test_import_sh_demo_names_a_bad_argument_in_one_line_and_starts_nothing(argv
 
 def test_oneclick_without_the_emulator_refuses_demo_as_an_unknown_option(tmp_path):
     # The console's own entry point has no demo: import.sh --demo runs oss_emulator.demo.
-    r = subprocess.run([sys.executable, "-m", "ossimport_dist.oneclick", "--install-dir", str(tmp_path), "--demo"],
+    r = subprocess.run([sys.executable, "-m", "ossimport_dist.cli.oneclick", "--install-dir", str(tmp_path), "--demo"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.splitlines()[-1] == "import.sh: error: unrecognized arguments: --demo"
     assert "Traceback" not in r.stderr

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import config as config_mod
-from . import console, preflight
-from .accounting import retry_cost
-from .errors import OperatorError, StateError
-from .status import (ABORT, FAILED, RUNNING, SUBMITTED, SUCCEED, JobStatus, format_stat, human_bytes,
+from .. import config as config_mod
+from .. import preflight
+from ..accounting import retry_cost
+from ..errors import OperatorError, StateError
+from ..status import (ABORT, FAILED, RUNNING, SUBMITTED, SUCCEED, JobStatus, format_stat, human_bytes,
                      human_duration, job_status)
+from . import console
 
 
 class Asker:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 WORKERS_FILE = "workers.txt"  # ours, in the install folder
 OSSIMPORT_WORKERS_FILE = "workers"  # OssImport's name, in conf/

@@ -37,9 +37,9 @@ from typing import Any, Callable, Optional
 
 import paramiko
 
-from .errors import OperatorError, WorkerUnreachable
+from ..errors import OperatorError, WorkerUnreachable
+from ..layout import CONF_DIR, SYS_PROPERTIES
 from .hosts import Host
-from .layout import CONF_DIR, SYS_PROPERTIES
 
 log = logging.getLogger(__name__)
 

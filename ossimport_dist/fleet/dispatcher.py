@@ -27,16 +27,16 @@ from typing import Optional
 
 import javaproperties
 
-from . import config as config_mod
-from .errors import OperatorError
-from .failurelog import FailureLog
-from .fatal import stopped_job_reason
+from .. import config as config_mod
+from ..errors import OperatorError
+from ..failurelog import FailureLog
+from ..fatal import stopped_job_reason
+from ..layout import JobLayout, TaskFolder, iter_lines, remote_worker_tree, write_atomic
+from ..listformat import KeyFormatError, read_key
+from ..models import failure_code
+from ..tracker import Tracker
 from .hosts import Host
-from .layout import JobLayout, TaskFolder, iter_lines, remote_worker_tree, write_atomic
-from .listformat import KeyFormatError, read_key
-from .models import failure_code
 from .sshlink import SshLink, agent_start_command
-from .tracker import Tracker
 
 log = logging.getLogger("ossimport.dispatcher")
 

@@ -24,13 +24,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import config as config_mod
-from .errors import OperatorError
-from .layout import DamagedStateFile, Home, TaskFolder, damaged_task_reason, mark_task_damaged, push_id_of, write_atomic
-from .service import ServiceLoop, build_runtime, log_to, throughput_bps
-from .throttle import Throttle
-from .transfer import Backpressure
-from .worker import Worker
+from .. import config as config_mod
+from ..errors import OperatorError
+from ..layout import (DamagedStateFile, Home, TaskFolder, damaged_task_reason, mark_task_damaged, push_id_of,
+                      write_atomic)
+from ..service import ServiceLoop, build_runtime, log_to, throughput_bps
+from ..throttle import Throttle
+from ..transfer import Backpressure
+from ..worker import Worker
 
 log = logging.getLogger("ossimport.agent")
 
@@ -204,7 +205,7 @@ class Agent(ServiceLoop):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ossimport_dist.agent")
+    p = argparse.ArgumentParser(prog="python -m ossimport_dist.fleet.agent")
     p.add_argument("--home", required=True, help="workingDir on this host")
     p.add_argument("--host", default=None, help="this host's name in workers.txt")
     args = p.parse_args(argv)

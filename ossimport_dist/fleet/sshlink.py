@@ -20,12 +20,16 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from .hosts import Host
-from .layout import (DAMAGED_RESULTS, JOBS_DIR, MULTIPART_DIR, STATUS_FILE, TASK_FILE, TASK_RESULTS, TASKS_DIR,
+from ..layout import (DAMAGED_RESULTS, JOBS_DIR, MULTIPART_DIR, STATUS_FILE, TASK_FILE, TASK_RESULTS, TASKS_DIR,
                      JobLayout, pushed_config, remote_worker_tree)
-from .tracker import FILES_PER_THREAD, WorkerLink, task_file_count
+from ..tracker import FILES_PER_THREAD, WorkerLink, task_file_count
+from .hosts import Host
 
-AGENT_MODULE = "ossimport_dist.agent"
+AGENT_MODULE = "ossimport_dist.fleet.agent"
+# What marks our agent in /proc/<pid>/cmdline. A host upgraded while its agent ran still runs one
+# started as 'ossimport_dist.agent' (before fleet/): it must count as alive, or a second agent
+# would start beside it, and be stopped by the same command.
+AGENT_CMDLINE = r"ossimport_dist(\.fleet)?\.agent"
 
 
 class SshLink(WorkerLink):
@@ -100,8 +104,8 @@ def snapshot_command(working_dir: str) -> str:
     tasks = f"{JOBS_DIR}/*/{TASKS_DIR}"  # relative to the worker folder, as parse_snapshot reads them
     return (f"cd {shlex.quote(str(tree.root))} 2>/dev/null || exit 0; "
             f"rm -rf {tasks}/.*.tmp; "
-            f"pid=$(cat {tree.pid_file.name} 2>/dev/null) && grep -q {AGENT_MODULE} /proc/$pid/cmdline 2>/dev/null "
-            "&& echo '--ALIVE--'; "
+            f"pid=$(cat {tree.pid_file.name} 2>/dev/null) "
+            f"&& grep -qE {shlex.quote(AGENT_CMDLINE)} /proc/$pid/cmdline 2>/dev/null && echo '--ALIVE--'; "
             f"cat {tree.heartbeat.name} 2>/dev/null; echo; echo '--TASKS--'; "
             f"for d in {tasks}/*/; do [ -d \"$d\" ] || continue; "
             f"if [ -f \"$d/{STATUS_FILE}\" ]; then echo \"F $d\"; else echo \"R $d\"; fi; done")
@@ -145,7 +149,7 @@ def agent_stop_command(working_dir: str) -> str:
     q = shlex.quote
     # Only the process the pid file names, and only if it is our agent.
     return (f"pid=$(cat {q(str(remote_worker_tree(working_dir).pid_file))} 2>/dev/null) || exit 0; "
-            f"grep -q {AGENT_MODULE} /proc/$pid/cmdline 2>/dev/null || exit 0; "
+            f"grep -qE {shlex.quote(AGENT_CMDLINE)} /proc/$pid/cmdline 2>/dev/null || exit 0; "
             "kill $pid; for i in $(seq 1 100); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; "
             "kill -9 $pid; exit 0")
 
@@ -172,7 +176,7 @@ def abort_open_uploads(job: JobLayout, hosts: list, settings, working_dir: str) 
     """Before ``clean`` removes a job: abort the multipart uploads its checkpoints record, on
     the master and on every worker host (a task stopped mid-upload holds the newest there).
     One warning line per upload left open or host not asked."""
-    from .multipart import abort_job_uploads
+    from ..multipart import abort_job_uploads
 
     remote, warnings = [], []
     if hosts:

@@ -20,17 +20,17 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import __version__
-from . import config as config_mod
-from . import servicelock
-from . import status as status_mod
-from .errors import ConfigError, OperatorError, StateError
-from .failures import local_running_failures, remote_running_failures, running_counts, running_tasks
-from .layout import (CONF_DIR, JOB_CONFIG, LOCAL_JOB_CONFIG, STANDALONE_HOST, SKIPPED_LIST, SYS_PROPERTIES, Home,
+from .. import __version__
+from .. import config as config_mod
+from .. import servicelock
+from .. import status as status_mod
+from ..errors import ConfigError, OperatorError, StateError
+from ..failures import local_running_failures, remote_running_failures, running_counts, running_tasks
+from ..layout import (CONF_DIR, JOB_CONFIG, LOCAL_JOB_CONFIG, STANDALONE_HOST, SKIPPED_LIST, SYS_PROPERTIES, Home,
                      JobLayout, TaskFolder, damaged_reason, iter_lines, parse_finished_name, quote_arg,
                      remote_worker_tree)
-from .listformat import list_line, written_columns
-from .models import reasons_text
+from ..listformat import list_line, written_columns
+from ..models import reasons_text
 
 STANDALONE_JOB_FILE = LOCAL_JOB_CONFIG
 DISTRIBUTED_JOB_FILE = JOB_CONFIG
@@ -48,7 +48,7 @@ class Paths:
     """The install directory (where conf/ is) and the working directory it names."""
 
     def __init__(self, install_dir: Path, sys_file: Optional[Path] = None, workers_file: Optional[Path] = None):
-        from .hosts import find_workers_file
+        from ..fleet.hosts import find_workers_file
 
         self.install_dir = install_dir.resolve()
         self.sys_file = (sys_file or self.install_dir / CONF_DIR / SYS_PROPERTIES).resolve()
@@ -64,7 +64,7 @@ class Paths:
 
     def hosts(self) -> list:
         if self._hosts is None:
-            from .hosts import lists_hosts, read_workers
+            from ..fleet.hosts import lists_hosts, read_workers
 
             hosts = []
             if self.workers_file is not None and lists_hosts(self.workers_file):
@@ -110,7 +110,7 @@ class Paths:
                               "use the same absolute path on every host, e.g. /data/ossimport")
 
     def ssh_settings(self):
-        from .service import ssh_settings
+        from ..service import ssh_settings
 
         return ssh_settings(self.sys_cfg)
 
@@ -240,7 +240,7 @@ def preflight_unstarted_jobs(home: Home, skip=()) -> None:
     """Preflight again for each job that has not copied anything yet (but those in ``skip``):
     keys, buckets and endpoints may have changed since its submit, and a job that cannot work
     never starts."""
-    from . import preflight
+    from .. import preflight
 
     for name in home.job_names():
         job = home.job(name)
@@ -279,7 +279,7 @@ def stop_service(paths: Paths) -> int:
         raise StateError(f"{home.service_lock} is held by a process that wrote no pid; find it with "
                          f"'fuser {home.service_lock}' and end it")
     if paths.distributed:
-        from .sshlink import stop_agents
+        from ..fleet.sshlink import stop_agents
 
         # The master first, so that it does not start the agents again.
         if pid:
@@ -328,7 +328,7 @@ def _stop_pid(home: Home, pid: int) -> None:
 # -- deploy -----------------------------------------------------------------------------------
 def cmd_deploy(paths: Paths, args) -> int:
     """Install the agent on every worker host, offline: the master carries the wheels."""
-    from .deploy import build_bundle, deploy_all
+    from ..fleet.deploy import build_bundle, deploy_all
 
     paths.require_distributed("deploy")
     cache = paths.home.bundle_cache
@@ -452,14 +452,14 @@ def submit_job(paths: Paths, job_file: Path, preflight: bool = True) -> int:
                           "mount the source or fix srcPrefix")
     # Opening the drivers checks what can be checked without the network (a destination
     # directory exists, a list file is readable, an endpoint parses), so it fails here, not later.
-    from .storage import open_job_destination, open_job_source
+    from ..storage import open_job_destination, open_job_source
 
     opened = []
     try:
         for open_driver in (open_job_source, open_job_destination):
             opened.append(open_driver(job_cfg))
         if preflight:
-            from . import preflight as preflight_mod
+            from .. import preflight as preflight_mod
 
             preflight_mod.check_drivers(job_cfg, *opened)
     finally:
@@ -570,7 +570,7 @@ def _hold_for_clean(home: Home) -> Optional[servicelock.HeldLock]:
 
 
 def _clean_jobs(paths: Paths, names: list, distributed: bool) -> None:
-    from .sshlink import abort_open_uploads
+    from ..fleet.sshlink import abort_open_uploads
 
     for name in names:
         job = paths.home.job(name)
@@ -588,7 +588,7 @@ def _clean_jobs(paths: Paths, names: list, distributed: bool) -> None:
 
 def _clean_hosts(paths: Paths, name: str) -> None:
     """Remove the job's folder (its tasks and its 0600 job.cfg with the keys) from every host."""
-    from .ssh import run_on_hosts
+    from ..fleet.ssh import run_on_hosts
 
     folder = str(remote_worker_tree(paths.sys_cfg.working_dir).job(name))
     for host, r in run_on_hosts(paths.hosts(), lambda conn: conn.remove_tree(folder), paths.ssh_settings()).items():
@@ -626,7 +626,7 @@ def retry_jobs(paths: Paths, job: Optional[str], *, resume: bool = False, take_s
 
 
 def _retry_job(home: Home, name: str) -> None:
-    from .accounting import retry_cost
+    from ..accounting import retry_cost
 
     job = job_to_write(home, name)
     reason = job.clear_scan_failure()

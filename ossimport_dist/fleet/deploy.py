@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import OperatorError, WorkerUnreachable
+from ..errors import OperatorError, WorkerUnreachable
 from .hosts import Host
 from .ssh import Connection, HostResult, SshSettings, run_on_hosts
 

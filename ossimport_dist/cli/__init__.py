@@ -1,0 +1,1 @@
+"""The operator's commands: ``console`` (console.sh) and ``oneclick`` (import.sh)."""
