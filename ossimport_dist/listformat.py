@@ -185,6 +185,26 @@ def absolute_list_path(path: str, setting: str, example: str) -> str:
     return path
 
 
+def listed_rows(rows: Iterable[tuple], path: str, subtree: str = "", recursive: bool = True,
+                start_after: Optional[str] = None) -> Iterator[tuple]:
+    """The rows (line number, key, ...) of a list file a scan unit asks for: after
+    ``start_after`` (a resumed listing), under ``subtree``, only its direct children when not
+    ``recursive``. A resumed listing whose key the file no longer holds raises ``resume_lost``."""
+    resuming = bool(start_after)
+    for row in rows:
+        key = row[1]
+        if resuming:
+            resuming = key != start_after
+            continue
+        if subtree and not key.startswith(subtree):
+            continue
+        if not recursive and "/" in key[len(subtree):]:
+            continue
+        yield row
+    if resuming:
+        raise resume_lost(path, start_after)
+
+
 def resume_lost(path: str, start_after: str) -> SourceError:
     """The error of a listing resumed after a key its list file no longer holds."""
     return SourceError(f"cannot resume the listing of {path}: key '{one_line(start_after)}' is no "

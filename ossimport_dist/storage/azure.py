@@ -147,11 +147,6 @@ class AzureReader(SourceStream, io.RawIOBase):
         except Exception as exc:  # the SDK raises azure.core errors and plain socket errors
             raise self._source._failure(exc, "GetBlob", self._blob, retry_network=True) from exc
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
 
 class AzureSource(Source):
     kind = "azure"

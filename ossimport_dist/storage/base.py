@@ -37,6 +37,12 @@ class SourceStream:
     # is all there is).
     stat_now: Optional[Callable[[], tuple]] = None
 
+    def readinto(self, buffer) -> int:
+        # The readers implement read(); io.RawIOBase's buffered users call readinto.
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
 
 class BoundedReader(SourceStream, io.RawIOBase):
     """A stream that yields at most ``length`` bytes (all, when None) after dropping the first
@@ -79,11 +85,6 @@ class BoundedReader(SourceStream, io.RawIOBase):
         if self._left is not None:
             self._left -= len(data)
         return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
 
 
 def once_per_key(lines: Callable[[], Iterator[tuple]], parse: Callable[[int, str], tuple],

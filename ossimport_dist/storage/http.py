@@ -30,8 +30,7 @@ from typing import Iterator, Optional, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ..errors import SourceError
-from ..listformat import (absolute_list_path, invalid_key_reason, list_file_text, one_line,
-                          resume_lost)
+from ..listformat import absolute_list_path, invalid_key_reason, list_file_text, listed_rows, one_line
 from ..models import ObjectEntry
 from .base import PROBE_LINES, Features, Source, once_per_key
 from .errors import RequestFailed
@@ -177,18 +176,8 @@ class HttpSource(Source):
 
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
-        resuming = bool(start_after)
-        for _, key, url, refusal in self._entries():
-            if resuming:
-                resuming = key != start_after
-                continue
-            if subtree and not key.startswith(subtree):
-                continue
-            if not recursive and "/" in key[len(subtree):]:
-                continue
+        for _, key, url, refusal in listed_rows(self._entries(), self.list_path, subtree, recursive, start_after):
             yield _with_url(ObjectEntry(key=key, size=0, mtime=0.0, refused=refusal), url)
-        if resuming:
-            raise resume_lost(self.list_path, start_after)
 
     def subtrees(self, subtree: str = "") -> list:
         return []

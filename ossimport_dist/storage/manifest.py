@@ -20,11 +20,12 @@ stat'ing go to the wrapped source (``listSrcType`` with the usual srcXxx keys).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Iterator, Optional
 
 from ..errors import SourceError
 from ..listformat import (KeyFormatError, absolute_list_path, invalid_key_reason, list_file_text,
-                          one_line, read_key, resume_lost)
+                          listed_rows, one_line, read_key)
 from ..models import INVALID_KEY, SOURCE_NOT_EXIST, ObjectEntry
 from . import open_job_source
 from .base import PROBE_LINES, Source, once_per_key
@@ -103,27 +104,18 @@ class ListSource(Source):
 
     def list(self, subtree: str = "", recursive: bool = True,
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
-        resuming = bool(start_after)
-        named_any = False
-        for number, key, size, refusal in self._entries():
-            named_any = True
-            if resuming:
-                resuming = key != start_after
-                continue
-            if subtree and not key.startswith(subtree):
-                continue
-            if not recursive and "/" in key[len(subtree):]:
-                continue
+        entries = self._entries()
+        first = next(entries, None)
+        if first is None:
+            raise self._names_nothing()
+        rows = listed_rows(itertools.chain([first], entries), self.manifest_path, subtree, recursive, start_after)
+        for number, key, size, refusal in rows:
             if refusal:
                 yield ObjectEntry(key=key, size=0, refused=refusal)
             elif size is not None:
                 yield ObjectEntry(key=key, size=size)
             else:
                 yield self._looked_up(number, key)
-        if not named_any:
-            raise self._names_nothing()
-        if resuming:
-            raise resume_lost(self.manifest_path, start_after)
 
     def _names_nothing(self) -> SourceError:
         # Most likely the wrong file, or 'console.sh errors -o' of a job with no failure:

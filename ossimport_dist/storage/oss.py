@@ -267,11 +267,6 @@ class OssReader(SourceStream, io.RawIOBase):
             raise RequestFailed(0, type(exc).__name__, str(exc) or "read failed", retryable=True,
                                 operation="GetObject") from exc
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
     def close(self) -> None:
         try:
             close = getattr(self._stream, "close", None)

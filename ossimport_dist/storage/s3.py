@@ -414,11 +414,6 @@ class S3Reader(SourceStream, io.RawIOBase):
                                     retryable=True, operation="GetObject", key=self._key) from exc
             raise
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
     def close(self) -> None:
         try:
             close = getattr(self._body, "close", None)
