@@ -781,16 +781,22 @@ class JobLayout:
     def locations(self, task_id: str) -> list:
         """Every folder of the master's tree holding the task: pending, dispatched to a host,
         finished (more than one only between the renames of a move, or for a late result)."""
-        found = [self.pending / task_id] if (self.pending / task_id).exists() else []
-        found += [self.dispatched(h) / task_id for h in self.dispatched_hosts()
-                  if (self.dispatched(h) / task_id).exists()]
-        finished = self.finished_dir(task_id)
-        return found + ([finished] if finished is not None else [])
+        return list(self._holders(task_id))
 
     def locate(self, task_id: str) -> Optional[Path]:
         """Where the task is in the master's tree, or None when the tree does not hold it."""
-        found = self.locations(task_id)
-        return found[0] if found else None
+        return next(self._holders(task_id), None)
+
+    def _holders(self, task_id: str) -> Iterator[Path]:
+        # Lazily, cheapest first: a task found pending never lists the finished folders.
+        if (self.pending / task_id).exists():
+            yield self.pending / task_id
+        for host in self.dispatched_hosts():
+            if (self.dispatched(host) / task_id).exists():
+                yield self.dispatched(host) / task_id
+        finished = self.finished_dir(task_id)
+        if finished is not None:
+            yield finished
 
     def task_known(self, task_id: str) -> bool:
         """True when a task with this id is anywhere in the tree (the scanner must not add it twice)."""

@@ -38,7 +38,6 @@ class SshLink(WorkerLink):
     job.cfg pushes, the running task count."""
 
     def __init__(self, host: Host, conn, working_dir: str, state):
-        self.address = host
         self.host = host.name
         self.files = conn
         self.tree = remote_worker_tree(working_dir)
