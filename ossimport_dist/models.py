@@ -185,6 +185,9 @@ class FileResult:
     # The exception a failure came from (never written anywhere): what the job's fatal-error
     # judge reads, rather than the words of ``detail``.
     cause: Optional[BaseException] = field(default=None, repr=False, compare=False)
+    # The source's entry as it was copied (sized, stat'ed again by a retry), when its audit waits
+    # for the end of its task (audit.ListingAudit). Never written anywhere.
+    copied: Optional["ObjectEntry"] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_record(cls, key: str, outcome: str, detail: str) -> "FileResult":
@@ -230,6 +233,12 @@ class TaskCounts:
     not_regular: int = 0
     # Of the failed: how many per reason code (FileResult.code), for "Failed by reason".
     reasons: dict = field(default_factory=dict)
+
+    def recount(self, entry_size: int, check: FileResult) -> None:
+        """A file counted as succeeded whose audit then failed: counted as ``check`` instead."""
+        self.succeed -= 1
+        self.succeed_bytes -= entry_size
+        self.add(entry_size, check)
 
     def add(self, entry_size: int, result: FileResult) -> None:
         if result.outcome == Outcome.SUCCEED:

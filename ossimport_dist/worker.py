@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .accounting import JobAccount
+from .audit import ListingAudit
 from .errors import OperatorError
 from .failurelog import FailureLog
 from .fatal import FatalDetector
@@ -75,15 +76,19 @@ def _not_a_file(result: FileResult) -> bool:
 def finished_results(audit_log: Path, keys: set) -> dict:
     """Files of ``keys`` that an earlier run of this task (interrupted, or failed and retried)
     already finished well: key -> FileResult with its outcome and detail. A failure is tried
-    again.
+    again; the last line of a key wins (a copy the task's audit then failed is a failure).
 
     A written key never holds " Detail:" unquoted, so the key ends at the first one. An audit.log
     written before that rule (a raw key holding " Detail:" or starting with '"') does not match
     here: that file is copied again, never taken for done by mistake."""
     done = {}
     for outcome, key, detail in audit_records(audit_log):
-        if outcome in _OK_OUTCOMES and key in keys:
+        if key not in keys:
+            continue
+        if outcome in _OK_OUTCOMES:
             done[key] = FileResult(key, outcome, detail=detail)
+        else:
+            done.pop(key, None)
     return done
 
 
@@ -104,6 +109,15 @@ class JobRuntime:
     audit_after_import: bool = True
     abort_on_unexpected: bool = False
     health: FatalDetector = field(default_factory=FatalDetector)
+    # The audit (of an audit job, or after an import) a task at a time from the destination's
+    # listing, when it can be done so (simple/general, a destination that lists); None: a
+    # HEAD per file.
+    listing_audit: Optional[ListingAudit] = field(default=None, init=False)
+
+    def __post_init__(self):
+        if (self.audit_only or self.audit_after_import) and \
+                ListingAudit.applies(self.transferer.destination, self.audit_mode):
+            self.listing_audit = ListingAudit(self.transferer, self.audit_mode)
 
     @property
     def stopped(self) -> Optional[str]:
@@ -157,11 +171,16 @@ class JobRuntime:
             entry = dataclasses.replace(entry, size=now.size, mtime=now.mtime, crc64=now.crc64, md5=now.md5,
                                         etag=now.etag, headers=now.headers)
         if self.audit_only:
+            if self.listing_audit is not None:  # checked with the task's other files when it ends
+                return FileResult(entry.key, Outcome.SUCCEED, size=entry.size, copied=entry)
             return self.transferer.audit(entry, self.audit_mode)
         result = self.transferer.copy(entry, task_dir, sending)
         if self.audit_after_import and result.outcome == Outcome.SUCCEED:
             if result.size != entry.size:  # a listing without sizes (http): the copy learnt it
                 entry = dataclasses.replace(entry, size=result.size)
+            if self.listing_audit is not None:
+                result.copied = entry  # checked with the task's other copies when it ends
+                return result
             check = self.transferer.audit(entry, self.audit_mode)
             if not check.ok:
                 return check
@@ -181,6 +200,9 @@ class TaskRun:
     relist: bool = False  # a retried task: stat each source file again before copying
     lock: threading.Lock = field(default_factory=threading.Lock)
     audit_file: object = None
+    # Entries whose copy succeeded (an audit job: every file) and awaits the task's listing
+    # audit (JobRuntime.listing_audit), those of earlier runs of the task included.
+    copied: list = field(default_factory=list)
 
 
 class Worker:
@@ -249,12 +271,15 @@ class Worker:
                 return
         done = finished_results(TaskFolder(folder).audit_log, {o.key for o in task.objects})
         counts = TaskCounts(files=len(task.objects), bytes=task.total_bytes)
-        todo, skips = [], []
+        todo, skips, copied = [], [], []
         for entry in task.objects:
             result = done.get(entry.key)
             if result is None:
                 todo.append(entry)
                 continue
+            if result.outcome == Outcome.SUCCEED and runtime.listing_audit is not None:
+                # Copied by a run that may have ended before its task's audit: audited again.
+                copied.append(entry)
             # Done in an earlier run of this task (interrupted, or failed and retried): counted
             # again, and an entry that is not a file listed again, since this run writes the
             # task's results. (The listing refused it, or a retry found it a FIFO by then.)
@@ -262,7 +287,7 @@ class Worker:
                 skips.append((entry.key, result.detail))
             counts.add(entry.size, result)
         run = TaskRun(runtime=runtime, task=task, folder=folder, counts=counts, remaining=len(todo),
-                      skips=skips, relist=retry_count(folder) > 0)
+                      skips=skips, relist=retry_count(folder) > 0, copied=copied)
         run.audit_file = append_on_a_fresh_line(TaskFolder(folder).audit_log)
         with self._lock:
             self._runs[key] = run
@@ -357,6 +382,8 @@ class Worker:
         with run.lock:
             run.audit_file.write(line)  # line-buffered: stat and errors see it at once
             run.counts.add(result.size or entry.size, result)
+            if result.copied is not None:
+                run.copied.append(result.copied)
             if not result.ok:
                 run.errors.append((entry.key, result.detail))
             elif _not_a_file(result):
@@ -374,7 +401,32 @@ class Worker:
             if run.audit_file is not None and not run.audit_file.closed:
                 run.audit_file.close()
 
+    def _audit_copies(self, run: TaskRun) -> None:
+        """The task's copies (an audit job's files) checked against the destination's listing
+        (audit.ListingAudit). A file whose check fails is recorded again, as the failed check:
+        its last line in audit.log is its result. An import stopped on a fatal error is not
+        listed: its copies stay proven by their writes' answers, and the retry's run of the task
+        audits them; an audit job's files have no other proof."""
+        runtime = run.runtime
+        if runtime.listing_audit is None or not run.copied:
+            return
+        if runtime.stopped is not None and not runtime.audit_only:
+            return
+        try:
+            failed = [r for r in runtime.listing_audit.check(run.copied) if not r.ok]
+        except OperatorError as exc:  # e.g. the keys were revoked since the copies
+            failed = [FileResult(e.key, Outcome.FAILED, detail=str(exc), code=failure_reason_code(exc))
+                      for e in run.copied]
+        sizes = {e.key: e.size for e in run.copied}
+        for check in failed:
+            with run.lock:
+                run.audit_file.write(audit_line(check))
+                run.counts.recount(sizes[check.key], check)
+                run.errors.append((check.key, check.detail))
+            self.failure_log.failed(runtime.name, run.task.task_id, check.key, check.code, check.detail)
+
     def _finish(self, run: TaskRun) -> None:
+        self._audit_copies(run)
         self._close_audit(run)
         folder = run.folder
         ok = run.counts.failed == 0

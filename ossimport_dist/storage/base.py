@@ -211,6 +211,9 @@ class Features:
     preserves_mtime: bool = False
     # The smallest part but the last a destination accepts (S3: 5 MiB); 0 when any size does.
     min_part_size: int = 0
+    # A destination whose list_page() reports each object's size and mtime: the audit after an
+    # import reads one listing per 1,000 objects instead of a HEAD per object.
+    lists_objects: bool = False
 
 
 @dataclass
@@ -299,6 +302,13 @@ class Destination:
 
     def put(self, key: str, data: bytes, headers: Optional[dict] = None) -> PutResult:
         """Write a whole object in one request."""
+        raise NotImplementedError
+
+    def list_page(self, prefix: str, start_after: str = "", max_keys: int = 1000) -> tuple:
+        """One page of the objects whose keys (relative, as ``put`` takes them) start with
+        ``prefix`` and sort after ``start_after``, in the store's key order: (entries, more).
+        Entries carry size, mtime and etag as the listing reports them. Only for a destination
+        with ``features.lists_objects``."""
         raise NotImplementedError
 
     # Multipart: used for objects at or above multipartUploadThreshold.

@@ -150,7 +150,8 @@ MAX_COPY_OBJECT = 1 << 30
 
 class OssDestination(_OssStore, Destination):
     kind = "oss"
-    features = Features(has_crc64=True, multipart=True, server_side_copy_from=("oss",))
+    features = Features(has_crc64=True, multipart=True, server_side_copy_from=("oss",),
+                        lists_objects=True)
     role = "dest"
 
     def __init__(self, *, domain: str, bucket: str, prefix: str = "", access_key: str = "",
@@ -177,6 +178,17 @@ class OssDestination(_OssStore, Destination):
         full = self.prefix + key
         rhdrs = self._lean_request("PUT", "PUT", full, headers=self._object_headers(headers), body=data)
         return PutResult(crc64=_crc_header(rhdrs), etag=rhdrs.get("etag", "").strip('"') or None)
+
+    def list_page(self, prefix: str, start_after: str = "", max_keys: int = 1000) -> tuple:
+        full = self.prefix + prefix
+        after = self.prefix + start_after if start_after else ""
+        result = self._oss2("ListObjectsV2", full, self.bucket.list_objects_v2, prefix=full,
+                            start_after=after if after > full else "", max_keys=max_keys)
+        cut = len(self.prefix)
+        entries = [ObjectEntry(key=info.key[cut:], size=info.size, mtime=float(info.last_modified),
+                               etag=(info.etag or "").strip('"') or None)
+                   for info in result.object_list if not after or info.key > after]
+        return entries, bool(result.is_truncated)
 
     def init_multipart(self, key: str, headers: Optional[dict] = None) -> str:
         full = self.prefix + key

@@ -611,7 +611,8 @@ class S3Destination(_S3Store, Destination):
     kind = "s3"
     # S3 refuses (EntityTooSmall, at complete time) any part but the last below 5 MiB, while
     # multipartUploadPartSize may be as small as 100k: the transfer raises its part size.
-    features = Features(has_md5=True, multipart=True, min_part_size=5 * 1024 * 1024)
+    features = Features(has_md5=True, multipart=True, min_part_size=5 * 1024 * 1024,
+                        lists_objects=True)
     role = "dest"
 
     def __init__(self, *, domain: str, bucket: str, prefix: str = "", access_key: str = "",
@@ -660,6 +661,24 @@ class S3Destination(_S3Store, Destination):
         etag = self._check_etag("PUT", full, rhdrs, md5_hex)
         return PutResult(crc64=_oss_crc64(rhdrs), etag=etag,
                          bytes_confirmed=bool(etag) and etag.lower() == md5_hex)
+
+    def list_page(self, prefix: str, start_after: str = "", max_keys: int = 1000) -> tuple:
+        full = self.prefix + prefix
+        after = self.prefix + start_after if start_after else ""
+        params = {"Prefix": full, "MaxKeys": max_keys}
+        if after > full:
+            params["StartAfter"] = after
+        page = self._call("ListObjectsV2", full, self.client.list_objects_v2, **params)
+        cut = len(self.prefix)
+        entries = []
+        for item in page.get("Contents", ()):
+            if after and item["Key"] <= after:  # some S3-compatible servers ignore StartAfter
+                continue
+            modified = item.get("LastModified")
+            entries.append(ObjectEntry(key=item["Key"][cut:], size=int(item.get("Size", 0)),
+                                       mtime=modified.timestamp() if modified else 0.0,
+                                       etag=_strip_etag(item.get("ETag"))))
+        return entries, bool(page.get("IsTruncated"))
 
     def init_multipart(self, key: str, headers: Optional[dict] = None) -> str:
         full = self.prefix + key
