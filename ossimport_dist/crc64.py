@@ -8,8 +8,7 @@ function oss2 exports, so a multipart object is verified without reading it twic
 
 from __future__ import annotations
 
-import crcmod
-from oss2.crc64_combine import mkCombineFun
+import functools
 
 _POLY = 0x142F0E1EBA9EA3693
 _XOROUT = 0xFFFFFFFFFFFFFFFF
@@ -23,9 +22,19 @@ try:
 
     IMPLEMENTATION = "fastcrc"
 except ImportError:  # a platform without its wheel
+    import crcmod
+
     _crc_fun = crcmod.mkCrcFun(_POLY, initCrc=0, xorOut=_XOROUT, rev=True)
     IMPLEMENTATION = "crcmod"
-_combine_fun = mkCombineFun(_POLY, 0, True, _XOROUT)
+
+
+@functools.lru_cache(maxsize=None)
+def _combine_fun():
+    # Imported when first needed (a multipart object): importing oss2 costs a quarter of a second,
+    # which a job of small files would pay before its first PUT.
+    from oss2.crc64_combine import mkCombineFun
+
+    return mkCombineFun(_POLY, 0, True, _XOROUT)
 
 
 def crc64(data, crc: int = 0) -> int:
@@ -37,7 +46,7 @@ def combine(crc1: int, crc2: int, len2: int) -> int:
     """CRC64 of A+B from crc(A), crc(B) and len(B)."""
     if len2 == 0:
         return crc1
-    return _combine_fun(crc1, crc2, len2)
+    return _combine_fun()(crc1, crc2, len2)
 
 
 class Crc64:

@@ -586,8 +586,15 @@ class JobLayout:
         return retried
 
     def idle(self) -> bool:
-        """Nothing pending or dispatched: the current round is complete once the scan is."""
-        return not self.pending_ids() and not any(self.dispatched_ids(h) for h in self.dispatched_hosts())
+        """Nothing pending or dispatched: the current round is complete once the scan is. Reads
+        no more than the first entry of each folder, so it can be asked often."""
+        return not _holds_a_task(self.pending) and \
+            not any(_holds_a_task(self.dispatched(h)) for h in self.dispatched_hosts())
+
+    def settled(self) -> bool:
+        """No task left to run (the job ended, well or not, unless a retry or an incremental
+        round adds some): what import.sh waits for between its progress lines."""
+        return self.scan_finished and self.idle()
 
     @property
     def pending(self) -> Path:
@@ -979,6 +986,14 @@ def retry_count(task_dir: Path) -> int:
         return int((task_dir / RETRIES_FILE).read_text().strip() or 0)
     except (OSError, ValueError):
         return 0
+
+
+def _holds_a_task(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(not e.name.startswith(".") for e in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _task_dirs(folder: Path) -> list:

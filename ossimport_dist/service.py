@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from . import config as config_mod
 from . import servicelock
@@ -26,6 +26,7 @@ from .accounting import JobAccount
 from .errors import OperatorError
 from .fatal import FatalDetector, stopped_job_reason
 from .layout import Home, JobLayout, private_file, write_atomic
+from .models import Task
 from .scanner import ListingRetry, ScanFailed, Scanner, SplitLimits, damaged_checkpoints
 from .storage import open_job_destination, open_job_source
 from .throttle import Throttle
@@ -78,10 +79,12 @@ class Master:
     """The master role, the same in both modes: the jobs on disk and one scan per job whose
     listing is not finished. It picks up newly submitted jobs while running."""
 
-    def __init__(self, home: Home, stop_event: threading.Event, on_job_loaded):
+    def __init__(self, home: Home, stop_event: threading.Event, on_job_loaded,
+                 on_task_added: Optional[Callable[[Task], None]] = None):
         self.home = home
         self.stop_event = stop_event
         self.on_job_loaded = on_job_loaded  # (name, job_cfg, JobLayout) -> None
+        self.on_task_added = on_task_added  # a task the scan put in pending_tasks/
         self.jobs: dict = {}  # name -> JobLayout
         self.incremental: dict = {}  # name -> seconds between rescans, for incremental jobs
         self._scanners: dict = {}  # name -> Thread
@@ -166,7 +169,8 @@ class Master:
             Scanner(job, source, limits, threads=job_cfg.scan_thread_count,
                     depth=job_cfg.max_multi_thread_scan_depth, stop=self.stop_event,
                     round_no=round_no, incremental=job_cfg.is_incremental, retry=self.listing_retry,
-                    source_label=source_label(job_cfg), on_retry=job.note_scan_error).run()
+                    source_label=source_label(job_cfg), on_retry=job.note_scan_error,
+                    on_task=self.on_task_added).run()
             job.clear_scan_error()
         except ScanFailed as exc:
             self._give_up(job, f"{exc}; once it answers, 'console.sh retry {name}' resumes the scan "
@@ -230,9 +234,18 @@ class ServiceLoop:
 
     name = "service"
     tick_s = TICK_S
+    # A tick woken early (wake_up) comes at most this often: a flood of small tasks finishing
+    # must not turn into a flood of ticks, each listing the pending tasks.
+    woken_tick_s = 0.05
 
     def __init__(self):
         self.stop_event = threading.Event()
+        self._wake = threading.Event()
+
+    def wake_up(self) -> None:
+        """Tick now, not at the end of the tick interval: a task to dispatch appeared (the
+        scan's first ones), or a finished one left room in the worker."""
+        self._wake.set()
 
     def started(self) -> None:
         pass
@@ -243,14 +256,20 @@ class ServiceLoop:
     def stopping(self) -> None:
         pass
 
+    def _stop_running(self, *_) -> None:
+        self.stop_event.set()
+        self._wake.set()
+
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGTERM, self._stop_running)
+        signal.signal(signal.SIGINT, self._stop_running)
         self.started()
         try:
             while not self.stop_event.is_set():
                 self.tick(time.monotonic())
-                self.stop_event.wait(self.tick_s)
+                if self._wake.wait(self.tick_s) and not self.stop_event.is_set():
+                    self.stop_event.wait(self.woken_tick_s)
+                self._wake.clear()
         finally:
             log.info("%s stopping", self.name)
             self.stopping()
@@ -272,7 +291,7 @@ class StandaloneService(ServiceLoop):
         self.tracker = LocalTracker(self.worker, self._runtime_for, home.worker)
         self.runtimes: dict = {}  # job name -> JobRuntime
         self.config_stamps: dict = {}  # job name -> mtime of the job.cfg its runtime was built from
-        self.master = Master(home, self.stop_event, self._job_loaded)
+        self.master = Master(home, self.stop_event, self._job_loaded, on_task_added=lambda task: self.wake_up())
         self._last_progress = self._last_reload = 0.0
 
     def _runtime_for(self, name: str) -> JobRuntime:
@@ -343,6 +362,7 @@ class StandaloneService(ServiceLoop):
         except OSError as exc:
             # The folder stays where it is; reconcile records it at the next start.
             log.error("job %s: could not record task %s: %s", job_name, task_id, exc)
+        self.wake_up()  # its room in the worker is filled now, not at the next tick
 
     def _apply_sys(self) -> None:
         new = self.sys.changed()

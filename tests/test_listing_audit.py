@@ -43,9 +43,9 @@ def audit_of(emulator, bucket, tmp_path):
     src.mkdir()
     made = []
 
-    def make(mode="general", page=1000):
+    def make(mode="general", page=1000, kind="oss"):
         source = LocalSource(str(src) + "/")
-        dest = open_destination("oss", domain=emulator.endpoint, bucket=bucket.bucket_name, prefix="job/",
+        dest = open_destination(kind, domain=emulator.endpoint, bucket=bucket.bucket_name, prefix="job/",
                                 access_key=emulator.key_id, secret_key=emulator.secret)
         t = Transferer(source, dest, OPTIONS, Throttle(0), sleep=lambda s: None)
         made.append(dest)
@@ -82,6 +82,25 @@ def test_the_listing_names_each_object_that_differs_and_heads_only_the_absent_on
     simple = {r.key: r.outcome for r in make("simple").check(entries)}
     assert simple == {"a/1.txt": Outcome.SUCCEED, "a/2.txt": Outcome.CHECK_FAILED,
                       "a/3.txt": Outcome.CHECK_FAILED, "a/4.txt": Outcome.SUCCEED}
+
+
+ODD_KEYS = ["sp ace/and+plus.txt", "hash#and%25percent", "\u00fcml\u00e4ut/\u4e2d\u6587.txt", "q?x=1&y=2",
+            "tilde~/\U0001f600.bin", "amp&lt;not-an-entity", "empty"]
+
+
+@pytest.mark.parametrize("kind", ["oss", "s3"])
+def test_odd_keys_are_found_in_the_listing_of_either_protocol(audit_of, bucket, emulator, kind):
+    make, src = audit_of
+    files = {key: b"" if key == "empty" else key.encode() for key in ODD_KEYS}
+    write_tree(src, files)
+    for key, data in files.items():
+        bucket.put_object("job/" + key, data)
+    source = LocalSource(str(src) + "/")
+    before = emulator.stats()["by_operation"]
+    results = {r.key: r.outcome for r in make(kind=kind).check([source.stat(k) for k in files])}
+    ops = ops_since(emulator, before)
+    assert results == {key: Outcome.SUCCEED for key in files}
+    assert ops == {"ListObjectsV2": 1}, ops  # every key found by its listed name, no HEAD
 
 
 def test_a_range_crowded_with_other_objects_is_not_listed_to_its_end(audit_of, bucket, emulator):

@@ -106,16 +106,16 @@ def test_an_endpoint_that_never_answers_is_refused_within_seconds(migration):
 def test_a_5xx_gets_one_second_try_then_one_line(migration, emulator):
     write_tree(migration.src, FILES)
     migration.write_conf()
-    emulator.set_faults("500:1.0:ListObjects")
-    before = emulator.stats()["by_operation"].get("ListObjects", 0)
+    emulator.set_faults("500:1.0:ListObjectsV2")
+    before = emulator.stats()["by_operation"].get("ListObjectsV2", 0)
     r, took = submit_timed(migration)
-    tries = emulator.stats()["by_operation"].get("ListObjects", 0) - before
+    tries = emulator.stats()["by_operation"].get("ListObjectsV2", 0) - before
     emulator.set_faults(None)
     line = one_error_line(r)
     assert r.returncode == 2 and took < 10, (r.stderr, took)
     assert tries == 2, tries
     assert line.startswith(f"error: preflight: the destination (destBucket '{migration.bucket.bucket_name}' "
-                           f"at {emulator.endpoint}) failed twice (ListObjects: HTTP 500 InternalError "), line
+                           f"at {emulator.endpoint}) failed twice (ListObjectsV2: HTTP 500 InternalError "), line
     assert "the store is failing now: try again later" in line, line
     assert_nothing_submitted(migration)
 
@@ -173,7 +173,7 @@ def test_the_good_case_costs_one_read_and_no_write(tmp_path, lone_emulator):
     assert r.stdout.splitlines()[0] == "submit job:local_test success!"
     assert "Traceback" not in r.stdout + r.stderr
     assert after["requests"] - before["requests"] == 1, (before, after)
-    assert after["by_operation"].get("ListObjects", 0) - before["by_operation"].get("ListObjects", 0) == 1
+    assert after["by_operation"].get("ListObjectsV2", 0) - before["by_operation"].get("ListObjectsV2", 0) == 1
     assert dest_objects(bucket) == {}
 
 

@@ -307,7 +307,22 @@ def _watch_job(paths: console.Paths, job_file: Path, asker: Asker, interval: flo
             print(f"the service is not running (it stopped or died); see {home.logs / 'ossimport2.log'}; "
                   f"'bash import.sh' or 'console.sh start' resumes the job", file=sys.stderr)
             return 1, s
-        time.sleep(interval)
+        _wait_for_next_line(job, interval)
+
+
+SETTLED_POLL_S = 0.05
+
+
+def _wait_for_next_line(job, interval: float) -> None:
+    """Until the next progress line is due, or sooner once the job comes to have no task left
+    to run: an operator's job (or script) ends when the job does, not up to ``interval``
+    later. A job already without tasks (between incremental rounds) waits the whole interval."""
+    due = time.monotonic() + interval
+    running = not job.settled()
+    while time.monotonic() < due:
+        time.sleep(min(SETTLED_POLL_S, max(0.0, due - time.monotonic())))
+        if running and job.settled():
+            return
 
 
 def main(argv=None) -> int:

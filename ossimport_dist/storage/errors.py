@@ -11,8 +11,6 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 from typing import Optional
 
-import urllib3.exceptions
-
 from ..models import request_failure_code
 
 from ..errors import KEYS_REFUSED, STORE_UNUSABLE, DestinationError, OperatorError, SourceError
@@ -73,6 +71,8 @@ def connect_failed(exc: OSError, url: str, role: str = "", **request) -> Request
 def never_connected(exc: BaseException) -> bool:
     """Whether an SDK's network error (oss2, requests, azure-core: each wraps urllib3's) is a
     connection that could not be opened (refused, unknown host), not one that timed out or broke."""
+    import urllib3.exceptions  # here: a job on the lean path never loads urllib3
+
     for _ in range(6):  # the wrappers' depth, bounded
         if isinstance(exc, urllib3.exceptions.NewConnectionError):
             return True

@@ -10,11 +10,14 @@ rare per object (multipart bookkeeping, listing), where their overhead is noise.
 from __future__ import annotations
 
 import ipaddress
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Optional
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from ..errors import DestinationError, OperatorError, SourceError
+from ..models import ObjectEntry
 from .errors import RequestFailed, fatal_error, parse_error_body
 from .httpclient import CONNECT_TIMEOUT, READ_TIMEOUT, HttpClient, Origin
 
@@ -113,8 +116,8 @@ class SignedStore:
     (``_fail``).
 
     A store sets ``role`` ("dest"/"src"), ``request_id_header`` and ``endpoint_example``, and
-    gives ``self.lean``, ``self.endpoint`` (with its ``url``), ``self.bucket_name`` and
-    ``self._access_key``."""
+    gives ``self.lean``, ``self.endpoint`` (with its ``url``), ``self.bucket_name``,
+    ``self.prefix`` and ``self._access_key``."""
 
     role = "dest"
     request_id_header = ""
@@ -164,5 +167,66 @@ class SignedStore:
         self._check("HEAD", full_key, status, headers, body)
         return headers
 
+    def _lean_list(self, full_prefix: str, start_after: str, max_keys: int,
+                   client: Optional[LeanClient] = None) -> tuple:
+        """One ListObjectsV2 page on the lean path (``client``: one with other timeouts), as
+        ([ListedObject], more). OSS and S3 answer in the same XML."""
+        params = {"list-type": "2", "prefix": full_prefix, "max-keys": str(max_keys), "encoding-type": "url"}
+        if start_after:
+            params["start-after"] = start_after
+        status, headers, body = (client or self.lean).request("GET", "", params=params)
+        self._check("ListObjectsV2", full_prefix, status, headers, body)
+        return parse_listing(body)
+
+    def _listed_page(self, prefix: str, start_after: str, max_keys: int) -> tuple:
+        """A destination's ``list_page`` (relative keys, see Destination) on the lean path."""
+        full = self.prefix + prefix
+        after = self.prefix + start_after if start_after else ""
+        listed, more = self._lean_list(full, after if after > full else "", max_keys)
+        cut = len(self.prefix)
+        # Some S3-compatible servers ignore start-after: never return what was asked away.
+        entries = [ObjectEntry(key=o.key[cut:], size=o.size, mtime=o.mtime, etag=o.etag)
+                   for o in listed if not after or o.key > after]
+        return entries, more
+
     def close(self) -> None:
         self.lean.close()
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    key: str  # the whole key in the bucket
+    size: int
+    mtime: float
+    etag: Optional[str]
+
+
+def parse_listing(body: bytes) -> tuple:
+    """([ListedObject], more) of a ListObjectsV2 answer. Keys are URL-decoded when the answer
+    says it encoded them (a store that ignores encoding-type sends them as they are)."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise RequestFailed(200, "MalformedListing", f"the listing is not XML: {exc}", retryable=True,
+                            operation="ListObjectsV2") from exc
+
+    def text(node, name: str) -> str:
+        for child in node:
+            if child.tag.rsplit("}", 1)[-1] == name:
+                return child.text or ""
+        return ""
+
+    encoded = text(root, "EncodingType") == "url"
+    objects = []
+    for node in root:
+        if node.tag.rsplit("}", 1)[-1] != "Contents":
+            continue
+        key = text(node, "Key")
+        modified = text(node, "LastModified")
+        try:
+            mtime = datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp() if modified else 0.0
+        except ValueError:
+            mtime = 0.0
+        objects.append(ListedObject(unquote(key, errors="surrogateescape") if encoded else key,
+                                    int(text(node, "Size") or 0), mtime, text(node, "ETag").strip('"') or None))
+    return objects, text(root, "IsTruncated").lower() == "true"

@@ -1,8 +1,10 @@
 """OSS as a source and as the destination.
 
-Small-object writes and HEADs go through the lean path (``lean.py``), each request signed
-with OSS V1. Multipart bookkeeping (init, list, complete, abort) and listing go through oss2,
-where per-request overhead is noise.
+Small-object writes, HEADs and the destination's listing go through the lean path
+(``lean.py``), each request signed with OSS V1. Multipart bookkeeping (init, list, complete,
+abort) and a bucket as a source go through oss2, where per-request overhead is noise; oss2 is
+imported when first needed (about a quarter of a second of CPU, which a job of small objects
+would otherwise pay before its first PUT).
 
 Every failure comes out as ``RequestFailed`` (retry or not) or, when no request to the store
 can work (wrong keys, no such bucket, skewed clock), as ``DestinationError``/``SourceError``
@@ -14,13 +16,12 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import functools
 import hmac
 import http.client
 import io
+import re
 from typing import Iterator, Optional
-
-import oss2
-import oss2.exceptions
 
 from ..errors import STORE_UNUSABLE, SourceError
 from ..models import ObjectEntry
@@ -31,6 +32,21 @@ from .lean import CONNECT_TIMEOUT, READ_TIMEOUT, Endpoint, LeanClient, SignedSto
 # Object headers copied from a source object to its destination copy.
 PASS_THROUGH_HEADERS = ("content-type", "content-encoding", "content-disposition",
                         "content-language", "cache-control", "expires")
+
+
+# Query parameters that are OSS V1 sub-resources, the only ones its signature covers (prefix,
+# max-keys, list-type... are not), among those the lean path sends.
+SIGNED_SUBRESOURCES = frozenset(["partNumber", "uploadId"])
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _sdk():
+    """oss2, imported on first use (see the module docstring)."""
+    import oss2
+    import oss2.exceptions
+    import oss2.models
+
+    return oss2
 
 
 def _http_date() -> str:
@@ -49,8 +65,9 @@ def _parse_http_date(text: Optional[str]) -> float:
 class OssLeanClient(LeanClient):
     """The lean path signed with OSS V1 (header form)."""
 
-    def __init__(self, endpoint: Endpoint, access_key: str, secret_key: str):
-        super().__init__(endpoint)
+    def __init__(self, endpoint: Endpoint, access_key: str, secret_key: str,
+                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
+        super().__init__(endpoint, connect_timeout, read_timeout)
         self._access_key = access_key
         self._secret = secret_key.encode("utf-8")
 
@@ -72,8 +89,8 @@ class OssLeanClient(LeanClient):
                 oss_headers.append((lower, value))
         oss_headers.sort()
         resource = f"/{self.endpoint.bucket}/{full_key}"
-        if params:
-            sub = sorted(params.items())
+        sub = sorted((k, v) for k, v in (params or {}).items() if k in SIGNED_SUBRESOURCES)
+        if sub:
             resource += "?" + "&".join(f"{k}={v}" if v else k for k, v in sub)
         canonical = "".join(f"{k}:{v}\n" for k, v in oss_headers)
         to_sign = f"{method}\n{content_md5}\n{content_type}\n{headers['Date']}\n{canonical}{resource}"
@@ -95,27 +112,30 @@ class _OssStore(SignedStore):
 
     def __init__(self, domain: str, bucket: str, prefix: str, access_key: str, secret_key: str):
         self._check_bucket_name(bucket)
+        if not BUCKET_NAME.match(bucket):
+            raise self._error_class()(
+                f"{self.role}Bucket '{bucket}' is not a valid bucket name: 3-63 characters of "
+                f"lowercase letters, digits and '-'")
         try:
             self.endpoint = parse_endpoint(domain, bucket)
         except ValueError as exc:
             raise self._bad_domain(domain) from exc
         self.bucket_name, self.prefix = bucket, prefix or ""
-        self._access_key = access_key
+        self._access_key, self._secret_key = access_key, secret_key
         self.lean = OssLeanClient(self.endpoint, access_key, secret_key)
         self.lean.role = self.role
-        try:
-            self.bucket = oss2.Bucket(oss2.Auth(access_key, secret_key), self.endpoint.url,
-                                      bucket, connect_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                                      enable_crc=False)
-        except oss2.exceptions.ClientError as exc:
-            raise self._error_class()(
-                f"{self.role}Bucket '{bucket}' is not a valid bucket name: 3-63 characters of "
-                f"lowercase letters, digits and '-'") from exc
+
+    @functools.cached_property
+    def bucket(self):
+        """The oss2 Bucket, made on first use (multipart bookkeeping, a source's reads)."""
+        oss2 = _sdk()
+        return oss2.Bucket(oss2.Auth(self._access_key, self._secret_key), self.endpoint.url,
+                           self.bucket_name, connect_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), enable_crc=False)
 
     def _oss2(self, op: str, key: str, call, *args, **kwargs):
         try:
             return call(*args, **kwargs)
-        except oss2.exceptions.OssError as exc:
+        except _sdk().exceptions.OssError as exc:
             status = exc.status if exc.status > 0 else 0
             message = exc.message or (str(exc.body) if exc.body else str(exc))
             failure = RequestFailed(status, exc.code or type(exc).__name__, message,
@@ -137,11 +157,14 @@ class _OssStore(SignedStore):
                      if k in PASS_THROUGH_HEADERS or k.startswith("x-oss-meta-")})
 
     def probe(self, timeout: float) -> None:
-        """ListObjects of at most one key under the prefix: needs the keys, writes nothing.
-        A Bucket of its own, so the job's connections keep their long timeouts."""
-        quick = oss2.Bucket(self.bucket.auth, self.endpoint.url, self.bucket_name,
-                            connect_timeout=(timeout, timeout), enable_crc=False)
-        self._oss2("ListObjects", self.prefix, quick.list_objects, prefix=self.prefix, max_keys=1)
+        """A listing of at most one key under the prefix: needs the keys, writes nothing. A
+        client of its own, so the job's connections keep their long timeouts."""
+        quick = OssLeanClient(self.endpoint, self._access_key, self._secret_key, timeout, timeout)
+        quick.role = self.role
+        try:
+            self._lean_list(self.prefix, "", 1, client=quick)
+        finally:
+            quick.close()
 
 
 # OSS's CopyObject takes objects up to 1 GB; larger ones are copied part by part.
@@ -180,15 +203,7 @@ class OssDestination(_OssStore, Destination):
         return PutResult(crc64=_crc_header(rhdrs), etag=rhdrs.get("etag", "").strip('"') or None)
 
     def list_page(self, prefix: str, start_after: str = "", max_keys: int = 1000) -> tuple:
-        full = self.prefix + prefix
-        after = self.prefix + start_after if start_after else ""
-        result = self._oss2("ListObjectsV2", full, self.bucket.list_objects_v2, prefix=full,
-                            start_after=after if after > full else "", max_keys=max_keys)
-        cut = len(self.prefix)
-        entries = [ObjectEntry(key=info.key[cut:], size=info.size, mtime=float(info.last_modified),
-                               etag=(info.etag or "").strip('"') or None)
-                   for info in result.object_list if not after or info.key > after]
-        return entries, bool(result.is_truncated)
+        return self._listed_page(prefix, start_after, max_keys)
 
     def init_multipart(self, key: str, headers: Optional[dict] = None) -> str:
         full = self.prefix + key
@@ -206,17 +221,17 @@ class OssDestination(_OssStore, Destination):
         full = self.prefix + key
         parts = {}
         try:
-            for part in oss2.PartIterator(self.bucket, full, upload_id, max_parts=1000):
+            for part in _sdk().PartIterator(self.bucket, full, upload_id, max_parts=1000):
                 parts[part.part_number] = (part.size, (part.etag or "").strip('"'))
-        except oss2.exceptions.NoSuchUpload:
+        except _sdk().exceptions.NoSuchUpload:
             return None
-        except oss2.exceptions.OssError as exc:
+        except _sdk().exceptions.OssError as exc:
             self._oss2("ListParts", full, _reraise, exc)
         return parts
 
     def complete_multipart(self, key: str, upload_id: str, parts: list) -> PutResult:
         full = self.prefix + key
-        infos = [oss2.models.PartInfo(number, etag) for number, etag in parts]
+        infos = [_sdk().models.PartInfo(number, etag) for number, etag in parts]
         result = self._oss2("CompleteMultipartUpload", full, self.bucket.complete_multipart_upload,
                             full, upload_id, infos)
         return PutResult(crc64=result.crc, etag=(result.etag or "").strip('"') or None)
@@ -272,7 +287,7 @@ class OssReader(SourceStream, io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         try:
             return self._stream.read(size if size is not None and size >= 0 else None)
-        except oss2.exceptions.OssError as exc:
+        except _sdk().exceptions.OssError as exc:
             raise RequestFailed(0, type(exc).__name__, str(exc), retryable=True,
                                 operation="GetObject") from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -306,7 +321,7 @@ class OssSource(_OssStore, Source):
              start_after: Optional[str] = None) -> Iterator[ObjectEntry]:
         prefix = self.prefix + subtree
         after = self.prefix + start_after if start_after else ""
-        iterator = oss2.ObjectIteratorV2(self.bucket, prefix=prefix,
+        iterator = _sdk().ObjectIteratorV2(self.bucket, prefix=prefix,
                                          delimiter="" if recursive else "/",
                                          start_after=after if after > prefix else "",
                                          max_keys=1000)
@@ -316,7 +331,7 @@ class OssSource(_OssStore, Source):
                 info = next(iterator)
             except StopIteration:
                 return
-            except oss2.exceptions.OssError as exc:
+            except _sdk().exceptions.OssError as exc:
                 try:
                     self._oss2("ListObjectsV2", prefix, _reraise, exc)
                 except RequestFailed as failure:

@@ -63,11 +63,6 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 from urllib.parse import quote, urlsplit
 
-import boto3
-import botocore.config
-import botocore.exceptions
-from botocore import UNSIGNED
-
 from ..errors import STORE_UNUSABLE, SourceError
 from ..models import ObjectEntry
 from .base import Destination, Features, PutResult, Source, SourceStream
@@ -215,31 +210,39 @@ def _copy_headers(raw: dict) -> dict:
     return out
 
 
+def _botocore():
+    """botocore, imported on first use (multipart bookkeeping, a bucket as a source): boto3 and
+    its client cost about a quarter of a second, which a job of small objects would otherwise
+    pay before its first PUT. Its HEAD, PUT, UploadPart and listing go the lean path."""
+    import botocore.config
+    import botocore.exceptions
+
+    return botocore
+
+
 def _content_md5(data: bytes) -> tuple:
     digest = hashlib.md5(data).digest()
     return digest.hex(), base64.b64encode(digest).decode("ascii")
 
 
-_NETWORK_ERRORS = (botocore.exceptions.EndpointConnectionError,
-                   botocore.exceptions.ConnectionError,
-                   botocore.exceptions.HTTPClientError,
-                   botocore.exceptions.ReadTimeoutError,
-                   botocore.exceptions.ConnectTimeoutError,
-                   botocore.exceptions.IncompleteReadError,
-                   botocore.exceptions.ResponseStreamingError)
+def _network_errors() -> tuple:
+    errors = _botocore().exceptions
+    return (errors.EndpointConnectionError, errors.ConnectionError, errors.HTTPClientError,
+            errors.ReadTimeoutError, errors.ConnectTimeoutError, errors.IncompleteReadError,
+            errors.ResponseStreamingError)
 
 # HEAD responses have no body: botocore names the error by its status.
 _STATUS_CODES = {"400": "BadRequest", "403": "AccessDenied", "404": "NotFound",
                  "503": "ServiceUnavailable"}
 
 
-def _client_config(path_style: bool, pool: int, signed: bool,
-                   timeout: Optional[float] = None) -> botocore.config.Config:
+def _client_config(path_style: bool, pool: int, signed: bool, timeout: Optional[float] = None):
+    botocore = _botocore()
     kwargs = dict(max_pool_connections=max(1, pool),
                   connect_timeout=timeout or CONNECT_TIMEOUT, read_timeout=timeout or READ_TIMEOUT,
                   retries={"total_max_attempts": 1, "mode": "standard"},
                   s3={"addressing_style": "path" if path_style else "virtual"},
-                  signature_version="s3v4" if signed else UNSIGNED)
+                  signature_version="s3v4" if signed else botocore.UNSIGNED)
     # Newer botocore adds CRC32 trailers to every upload by default; S3-compatible stores do not
     # all understand them, and we send Content-MD5 ourselves.
     try:
@@ -262,8 +265,9 @@ class S3LeanClient(LeanClient):
 
     keep_slash = True
 
-    def __init__(self, endpoint, region: str, access_key: str, secret_key: str):
-        super().__init__(endpoint)
+    def __init__(self, endpoint, region: str, access_key: str, secret_key: str,
+                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT):
+        super().__init__(endpoint, connect_timeout, read_timeout)
         self._access_key, self._secret, self._region = access_key, secret_key, region
         self._day_key = ("", b"")  # (yyyymmdd, signing key): derived once a day
 
@@ -312,22 +316,35 @@ class _S3Store(SignedStore):
         except ValueError as exc:
             raise self._bad_domain(domain) from exc
         self.bucket_name, self.prefix = bucket, prefix or ""
-        self._access_key = access_key
+        self._access_key, self._secret_key = access_key, secret_key
         self._signed = bool(access_key or secret_key)
-        session = boto3.session.Session()
-        self._new_client = functools.partial(
-            session.client, "s3", endpoint_url=self.endpoint.url, region_name=self.endpoint.region,
-            aws_access_key_id=access_key if self._signed else None,
-            aws_secret_access_key=secret_key if self._signed else None)
-        self.client = self._new_client(config=_client_config(self.endpoint.path_style, pool_size,
-                                                             self._signed))
-        # HEAD, PUT and UploadPart, the requests made per object or part, skip boto3's overhead.
-        self.lean = S3LeanClient(lean_endpoint(self.endpoint.url, bucket), self.endpoint.region,
-                                 access_key, secret_key)
-        self.lean.role = self.role
+        self._pool_size = pool_size
+        # HEAD, PUT, UploadPart and listings, the requests made per object or part, skip boto3's
+        # overhead.
+        self.lean = self._lean_client()
+
+    def _lean_client(self, timeout: Optional[float] = None) -> "S3LeanClient":
+        lean = S3LeanClient(lean_endpoint(self.endpoint.url, self.bucket_name), self.endpoint.region,
+                            self._access_key, self._secret_key, timeout or CONNECT_TIMEOUT,
+                            timeout or READ_TIMEOUT)
+        lean.role = self.role
+        return lean
+
+    @functools.cached_property
+    def client(self):
+        """The boto3 client, made on first use (see ``_botocore``)."""
+        import boto3
+
+        signed = self._signed
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint.url, region_name=self.endpoint.region,
+            aws_access_key_id=self._access_key if signed else None,
+            aws_secret_access_key=self._secret_key if signed else None,
+            config=_client_config(self.endpoint.path_style, self._pool_size, signed))
 
     def _failure(self, exc: Exception, op: str, key: str) -> Exception:
         """A botocore exception -> RequestFailed, or the one-line fatal error it implies."""
+        botocore = _botocore()
         if isinstance(exc, botocore.exceptions.ClientError):
             response = exc.response or {}
             meta = response.get("ResponseMetadata", {})
@@ -346,7 +363,7 @@ class _S3Store(SignedStore):
             return self._error_class()(f"{self.role}Bucket '{self.bucket_name}' at "
                                        f"{self.endpoint.url}: no credentials: set "
                                        f"{self.role}AccessKey and {self.role}SecretKey")
-        elif isinstance(exc, _NETWORK_ERRORS) or isinstance(exc, OSError):
+        elif isinstance(exc, _network_errors()) or isinstance(exc, OSError):
             failure = RequestFailed(0, type(exc).__name__,
                                     f"{self.endpoint.url}: {exc}", retryable=True,
                                     operation=op, key=key, role=self.role,
@@ -359,7 +376,7 @@ class _S3Store(SignedStore):
     def _call(self, op: str, key: str, method, **params):
         try:
             return method(Bucket=self.bucket_name, **params)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+        except (_botocore().exceptions.BotoCoreError, _botocore().exceptions.ClientError,
                 OSError) as exc:
             raise self._failure(exc, op, key) from exc
 
@@ -376,17 +393,16 @@ class _S3Store(SignedStore):
     def probe(self, timeout: float) -> None:
         """ListObjectsV2 of at most one key under the prefix: needs the keys, writes nothing.
         A client of its own, so the job's keeps its long timeouts."""
-        quick = self._new_client(config=_client_config(self.endpoint.path_style, 1, self._signed,
-                                                       timeout))
+        quick = self._lean_client(timeout)
         try:
-            self._call("ListObjectsV2", self.prefix, quick.list_objects_v2, Prefix=self.prefix,
-                       MaxKeys=1)
+            self._lean_list(self.prefix, "", 1, client=quick)
         finally:
             quick.close()
 
     def close(self) -> None:
         super().close()
-        self.client.close()
+        if "client" in self.__dict__:  # made only when it was needed
+            self.client.close()
 
 
 class S3Reader(SourceStream, io.RawIOBase):
@@ -404,7 +420,7 @@ class S3Reader(SourceStream, io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         try:
             return self._body.read(size if size is not None and size >= 0 else None)
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+        except (_botocore().exceptions.BotoCoreError, OSError) as exc:
             raise RequestFailed(0, type(exc).__name__, str(exc) or "read failed",
                                 retryable=True, operation="GetObject", key=self._key) from exc
         except Exception as exc:
@@ -663,22 +679,7 @@ class S3Destination(_S3Store, Destination):
                          bytes_confirmed=bool(etag) and etag.lower() == md5_hex)
 
     def list_page(self, prefix: str, start_after: str = "", max_keys: int = 1000) -> tuple:
-        full = self.prefix + prefix
-        after = self.prefix + start_after if start_after else ""
-        params = {"Prefix": full, "MaxKeys": max_keys}
-        if after > full:
-            params["StartAfter"] = after
-        page = self._call("ListObjectsV2", full, self.client.list_objects_v2, **params)
-        cut = len(self.prefix)
-        entries = []
-        for item in page.get("Contents", ()):
-            if after and item["Key"] <= after:  # some S3-compatible servers ignore StartAfter
-                continue
-            modified = item.get("LastModified")
-            entries.append(ObjectEntry(key=item["Key"][cut:], size=int(item.get("Size", 0)),
-                                       mtime=modified.timestamp() if modified else 0.0,
-                                       etag=_strip_etag(item.get("ETag"))))
-        return entries, bool(page.get("IsTruncated"))
+        return self._listed_page(prefix, start_after, max_keys)
 
     def init_multipart(self, key: str, headers: Optional[dict] = None) -> str:
         full = self.prefix + key
