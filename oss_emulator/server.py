@@ -10,19 +10,20 @@ import itertools
 import json
 import re
 import socket
+import socketserver
 import struct
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, unquote
 
 from .auth import V1_SUBRESOURCES, Authenticator
 from .faults import FaultInjector
 from .handlers import BucketOps, MultipartOps, ObjectOps, S3Dialect
+from .http1 import REASONS, BadRequest, error_response, read_request
 from .store import IO_CHUNK, Store, StoreError, crc64_update
 from .wire import SMALL_BODY, http_date, unlink_quietly
 
@@ -95,13 +96,13 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPRequestHandler):
-    """One connection's requests: reads each, names its operation (``classify``), injects the faults
-    asked for, authenticates it and calls the ``op_`` method of the part (``handlers``) that serves it."""
+class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, socketserver.StreamRequestHandler):
+    """One connection's requests: reads each (``http1``), names its operation (``classify``), injects
+    the faults asked for, authenticates it and calls the ``op_`` method of the part (``handlers``)
+    that serves it. One instance serves every request of its kept-alive connection."""
 
-    protocol_version = 'HTTP/1.1'
-    server_version = 'AliyunOSS'
-    sys_version = ''
+    rbufsize = 64 * 1024  # a small PUT's header block and body arrive in one recv
+    wbufsize = 0          # responses are written whole (header block + small body) in one send
     emu: Emulator  # set on a per-server subclass
 
     def setup(self):
@@ -109,11 +110,35 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPR
         # responses are written as header block + body; without NODELAY the body waits on delayed ACKs
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, format, *args):
-        if self.emu.verbose:
-            sys.stderr.write('%s - %s\n' % (self.address_string(), format % args))
+    def handle(self):
+        self.close_connection = False
+        while not self.close_connection:
+            try:
+                req = read_request(self.rfile)
+            except BadRequest as e:
+                self._refuse(e)
+                return
+            except (OSError, UnicodeError):
+                return
+            if req is None:
+                return
+            self.command, self.path, self.request_version = req.method, req.path, req.version
+            self.headers = req.headers
+            self.close_connection = not req.keep_alive
+            if req.expect_continue:
+                self.wfile.write(b'HTTP/1.1 100 Continue\r\n\r\n')
+            self._handle()
+            if not self.close_connection and not self._body_done:
+                self._drain()  # a body no handler read would be parsed as the next request
+            if self.emu.verbose:
+                sys.stderr.write('%s - "%s %s %s" %d\n' % (self.client_address[0], req.method, req.path,
+                                                             req.version, self._status))
 
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = lambda self: self._handle()
+    def _refuse(self, e: BadRequest) -> None:
+        try:
+            self.wfile.write(error_response(e.status, e.message, http_date(time.time())))
+        except OSError:
+            pass
 
     # ------------------------------------------------------------ body access
     def _init_body(self) -> None:
@@ -223,7 +248,7 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPR
     # --------------------------------------------------------------- response
     def _send(self, status: int, headers: Optional[List[Tuple[str, str]]] = None, body: bytes = b'',
               content_length: Optional[int] = None, chunked: bool = False) -> None:
-        lines = ['HTTP/1.1 %d %s' % (status, self.responses.get(status, ('',))[0]),
+        lines = ['HTTP/1.1 %d %s' % (status, REASONS.get(status, '')),
                  'Server: AliyunOSS', 'Date: ' + http_date(time.time()),
                  'x-oss-request-id: ' + self._rid]
         headers = self._dialect_response_headers(headers)
@@ -351,7 +376,7 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPR
     def _resolve(self, raw_path: str) -> Tuple[str, str]:
         host = (self.headers.get('Host') or '').strip()
         hostname = host.rsplit(':', 1)[0] if not host.endswith(']') else host
-        if hostname and '.' in hostname and hostname != 'localhost' and not _is_ip(hostname):
+        if hostname and '.' in hostname and hostname != 'localhost' and not self._is_ip(hostname):
             bucket = hostname.split('.', 1)[0]
             key_raw = raw_path[1:]
         else:
@@ -362,6 +387,13 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPR
         except UnicodeDecodeError:
             raise StoreError('InvalidObjectName', 'Object name is not valid UTF-8.', 400)
         return bucket, key
+
+    def _is_ip(self, hostname: str) -> bool:
+        # a connection sends the same Host on every request; parsing it once per connection is enough
+        known = getattr(self, '_host_kind', None)
+        if known is None or known[0] != hostname:
+            known = self._host_kind = (hostname, _is_ip(hostname))
+        return known[1]
 
     # ------------------------------------------------------------------ admin
     def _admin(self, path: str) -> None:
@@ -444,7 +476,7 @@ def classify(method: str, bucket: str, key: str, p: Dict[str, str], headers) -> 
 
 
 
-class EmulatorServer(ThreadingHTTPServer):
+class EmulatorServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     request_queue_size = 1024
     allow_reuse_address = True
