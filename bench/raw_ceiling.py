@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,8 +134,9 @@ def put_loop(t: Target, share: Share, body: bytes, etag: str) -> None:
         conn.close()
 
 
-def server_cpu_reader(pid: Optional[int], port: int) -> Callable[[], Optional[float]]:
-    """A function giving the server's CPU seconds so far, or None when its process is unknown."""
+def server_cpu_reader(pid: Optional[int], port: int) -> Callable[[], Optional[Tuple[float, float]]]:
+    """A function giving the server's (user, system) CPU seconds so far, or None when its process
+    is unknown."""
     try:
         import psutil
     except ImportError:
@@ -148,9 +149,9 @@ def server_cpu_reader(pid: Optional[int], port: int) -> Callable[[], Optional[fl
             return lambda: None
     proc = psutil.Process(pid)
 
-    def read() -> float:
+    def read() -> Tuple[float, float]:
         ct = proc.cpu_times()
-        return ct.user + ct.system
+        return ct.user, ct.system
     return read
 
 
@@ -177,7 +178,8 @@ def run(t: Target, files: int, size: int, threads: int, server_pid: Optional[int
             'seconds': elapsed, 'objects_per_s': files / elapsed,
             'mib_per_s': files * size / elapsed / (1 << 20),
             'client_cpu_ms': (c1 - c0) * 1000 / files,
-            'server_cpu_ms': None if s0 is None else (s1 - s0) * 1000 / files}
+            'server_cpu_ms': None if s0 is None else (sum(s1) - sum(s0)) * 1000 / files,
+            'server_user_ms': None if s0 is None else (s1[0] - s0[0]) * 1000 / files}
 
 
 def main(argv=None) -> int:
@@ -215,7 +217,8 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps({k: r[k] for k in ('objects_per_s', 'mib_per_s', 'client_cpu_ms', 'server_cpu_ms')}))
         return 0
-    server = 'unknown' if r['server_cpu_ms'] is None else f"{r['server_cpu_ms']:.3f} ms"
+    server = ('unknown' if r['server_cpu_ms'] is None else
+              f"{r['server_cpu_ms']:.3f} ms (user {r['server_user_ms']:.3f})")
     print(f"{r['files']} x {args.size} ({r['protocol']}, {r['threads']} threads): {r['seconds']:.2f} s, "
           f"{r['objects_per_s']:.0f} objects/s, {r['mib_per_s']:.1f} MiB/s, "
           f"CPU per object: client {r['client_cpu_ms']:.3f} ms, server {server}")

@@ -13,14 +13,21 @@ Keys never become path components (they may contain anything, including
 ``..``), so files are named after a hash of the key. A write becomes visible
 only when the ``.meta`` file is atomically replaced; the data file it points
 to is already complete by then, so a killed emulator never serves half an
-object. Metadata of every object is also held in memory (with a sorted key
-list per bucket) so HEAD and listing do not touch the disk.
+object. A PutObject body is written straight into its final, versioned data
+file (unreferenced until that rename; such files are swept at startup), other
+bodies go through ``tmp/``. Metadata of every object is also held in memory
+(with a sorted key list per bucket) so HEAD and listing do not touch the disk.
+
+Nothing is fsynced unless the store is opened with ``fsync=True``: a killed
+emulator loses nothing committed (the page cache survives a process), only a
+power cut can.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -54,11 +61,28 @@ class StoreError(Exception):
         self.details = details or {}  # extra <Error> elements (S3 sends e.g. StringToSign)
 
 
-def _atomic_write_json(path: str, tmp_dir: str, obj) -> None:
-    tmp = os.path.join(tmp_dir, uuid.uuid4().hex + '.json.tmp')
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, ensure_ascii=False, separators=(',', ':'))
-    os.replace(tmp, path)
+def write_new_file(path: str, data: bytes, fsync: bool = False) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:  # a metadata file is a few hundred bytes: one write
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_bytes(obj) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(',', ':')).encode('utf-8')
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def key_hash(key: str) -> str:
@@ -136,12 +160,26 @@ def _successor(prefix: str) -> str:
 
 
 class Store:
-    def __init__(self, root: str):
+    def __init__(self, root: str, fsync: bool = False):
         self.root = os.path.abspath(root)
+        self.fsync = fsync
         os.makedirs(self.root, exist_ok=True)
         self._lock = threading.Lock()  # guards the bucket dict only
         self.buckets: Dict[str, Bucket] = {}
+        # unique file names without a uuid4 per file: one random prefix per start, then a counter
+        self._run = uuid.uuid4().hex[:8]
+        self._serial = itertools.count()
         self._load()
+
+    def _unique(self) -> str:
+        return '%s%x' % (self._run, next(self._serial))
+
+    def _atomic_write_json(self, path: str, tmp_dir: str, obj) -> None:
+        tmp = os.path.join(tmp_dir, self._unique() + '.json.tmp')
+        write_new_file(tmp, _json_bytes(obj), self.fsync)
+        os.replace(tmp, path)
+        if self.fsync:
+            _fsync_path(os.path.dirname(path))
 
     # ----------------------------------------------------------------- loading
     def _load(self) -> None:
@@ -246,7 +284,7 @@ class Store:
             return b
 
     def _save_bucket(self, b: Bucket) -> None:
-        _atomic_write_json(os.path.join(b.path, 'bucket.json'), b.tmp_dir,
+        self._atomic_write_json(os.path.join(b.path, 'bucket.json'), b.tmp_dir,
                            {'created': b.created, 'storage_class': b.storage_class, 'acl': b.acl})
 
     def set_bucket_acl(self, b: Bucket, acl: str) -> None:
@@ -272,7 +310,12 @@ class Store:
 
     # ----------------------------------------------------------------- objects
     def new_temp_path(self, b: Bucket) -> str:
-        return os.path.join(b.tmp_dir, uuid.uuid4().hex + '.part')
+        return os.path.join(b.tmp_dir, self._unique() + '.part')
+
+    def new_data_path(self, b: Bucket, key: str) -> str:
+        """Where a new version of ``key`` may be written in place; ``commit_object`` publishes it."""
+        h = key_hash(key)
+        return os.path.join(b.obj_dir(h), '%s.%s.data' % (h, self._unique()))
 
     def head(self, b: Bucket, key: str) -> ObjectMeta:
         m = b.objects.get(key)
@@ -299,23 +342,30 @@ class Store:
         """Publish a fully written temp file (or hard link of another data file) as ``key``."""
         h = key_hash(key)
         d = b.obj_dir(h)
-        data_name = '%s.%s.data' % (h, uuid.uuid4().hex[:12])
-        final = os.path.join(d, data_name)
-        if link_from is not None:
-            os.link(link_from, final)
+        if tmp_path is not None and os.path.dirname(tmp_path) == d:
+            data_name = os.path.basename(tmp_path)  # written in place (new_data_path)
         else:
-            os.replace(tmp_path, final)
+            data_name = '%s.%s.data' % (h, self._unique())
+            final = os.path.join(d, data_name)
+            if link_from is not None:
+                os.link(link_from, final)
+            else:
+                os.replace(tmp_path, final)
+        if self.fsync:
+            _fsync_path(os.path.join(d, data_name))
         m = ObjectMeta(key=key, size=size, etag=etag, crc64=crc, mtime=time.time(), otype=otype,
                        data=data_name, headers=headers, storage_class=storage_class, acl=acl)
-        meta_tmp = os.path.join(b.tmp_dir, uuid.uuid4().hex + '.meta.tmp')
-        with open(meta_tmp, 'w', encoding='utf-8') as f:
-            json.dump(asdict(m), f, ensure_ascii=False, separators=(',', ':'))
+        meta_tmp = os.path.join(b.tmp_dir, self._unique() + '.meta.tmp')
+        # vars(), not asdict(): the fields are JSON already, asdict's deep copy costs more than the write
+        write_new_file(meta_tmp, _json_bytes(vars(m)), self.fsync)
         with b.lock:
             os.replace(meta_tmp, os.path.join(d, h + '.meta'))
             old = b.objects.get(key)
             b.objects[key] = m
             if old is None:
                 bisect.insort(b.keys, key)
+        if self.fsync:
+            _fsync_path(d)
         if old is not None and old.data != data_name:
             _unlink(os.path.join(d, old.data))
         return m
@@ -324,7 +374,7 @@ class Store:
         """Rewrite metadata of an existing data version (metadata-only copy, ACL)."""
         h = key_hash(m.key)
         with b.lock:
-            _atomic_write_json(os.path.join(b.obj_dir(h), h + '.meta'), b.tmp_dir, asdict(m))
+            self._atomic_write_json(os.path.join(b.obj_dir(h), h + '.meta'), b.tmp_dir, asdict(m))
             b.objects[m.key] = m
 
     def delete_object(self, b: Bucket, key: str) -> bool:
@@ -408,7 +458,7 @@ class Store:
         up = Upload(upload_id='%016X%s' % (time.time_ns(), uuid.uuid4().hex[:16].upper()), key=key, initiated=time.time(), headers=headers)
         d = b.upload_dir(up.upload_id)
         os.makedirs(d)
-        _atomic_write_json(os.path.join(d, 'upload.json'), b.tmp_dir,
+        self._atomic_write_json(os.path.join(d, 'upload.json'), b.tmp_dir,
                            {'key': key, 'initiated': up.initiated, 'headers': headers})
         with b.lock:
             b.uploads[up.upload_id] = up
@@ -424,7 +474,7 @@ class Store:
     def commit_part(self, b: Bucket, up: Upload, number: int, tmp_path: Optional[str], size: int, etag: str,
                     crc: int, copy_from: Optional[Tuple[str, int, int]] = None) -> PartMeta:
         d = b.upload_dir(up.upload_id)
-        data_name = '%d.%s.data' % (number, uuid.uuid4().hex[:12])
+        data_name = '%d.%s.data' % (number, self._unique())
         try:
             if copy_from is not None:
                 src, start, length = copy_from
@@ -436,9 +486,10 @@ class Store:
         except FileNotFoundError:
             raise StoreError('NoSuchUpload', 'The specified upload does not exist.', 404)
         p = PartMeta(number=number, size=size, etag=etag, crc64=crc, mtime=time.time(), data=data_name)
-        meta_tmp = os.path.join(b.tmp_dir, uuid.uuid4().hex + '.pjson.tmp')
-        with open(meta_tmp, 'w', encoding='utf-8') as f:
-            json.dump(asdict(p), f)
+        if self.fsync:
+            _fsync_path(os.path.join(d, data_name))
+        meta_tmp = os.path.join(b.tmp_dir, self._unique() + '.pjson.tmp')
+        write_new_file(meta_tmp, _json_bytes(asdict(p)), self.fsync)
         with b.lock:
             if up.upload_id not in b.uploads:
                 _unlink(meta_tmp)
@@ -447,6 +498,8 @@ class Store:
             os.replace(meta_tmp, os.path.join(d, '%d.json' % number))
             old = up.parts.get(number)
             up.parts[number] = p
+        if self.fsync:
+            _fsync_path(d)
         if old is not None and old.data != data_name:
             _unlink(os.path.join(d, old.data))
         return p

@@ -39,7 +39,7 @@ class ObjectOps:
         store = self.emu.store
         b = store.get_bucket(bucket)
         self._check_forbid_overwrite(b, key)
-        tmp = store.new_temp_path(b)
+        tmp = store.new_data_path(b, key)
         size, etag, crc, digest = self._receive_checked(tmp)
         meta = self._request_meta()
         acl = meta.pop('x-oss-object-acl', self.headers.get('x-oss-object-acl', 'default'))
@@ -222,6 +222,7 @@ class ObjectOps:
                 self._send(status, headers, f.read(length))
                 return
             self._send(status, headers, content_length=length)
+            self._leave_slot()  # streaming waits on the network (see Emulator.slot)
             for chunk in iter_file_range(f, start, length):
                 self.wfile.write(chunk)
 
