@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import ipaddress
 import itertools
 import json
 import re
+import select
 import socket
 import socketserver
 import struct
@@ -23,7 +25,8 @@ from urllib.parse import parse_qsl, unquote
 from .auth import V1_SUBRESOURCES, Authenticator
 from .faults import FaultInjector
 from .handlers import BucketOps, MultipartOps, ObjectOps, S3Dialect
-from .http1 import REASONS, BadRequest, error_response, read_request
+from .http1 import REASONS, BadRequest, Request, error_response, read_request
+from .reactor import PrefixedSocketIO, Reactor
 from .store import IO_CHUNK, Store, StoreError, crc64_update, write_new_file
 from .wire import SMALL_BODY, http_date, unlink_quietly
 
@@ -36,7 +39,6 @@ SUPPORTED_SUBRESOURCES = frozenset([
     'response-content-disposition', 'x-oss-traffic-limit', 'x-oss-request-payer',
 ])
 MAX_XML_BODY = 8 * 1024 * 1024
-ADMISSION_WAIT = 0.05
 MAX_DRAIN = 64 * 1024 * 1024
 
 
@@ -82,13 +84,6 @@ class Emulator:
     verbose: bool = False
     quiet: bool = False
     request_ids: 'itertools.count' = field(default_factory=itertools.count)
-    # One connection thread runs a request at a time (the others wait in recv or here). Every
-    # thread that wants the GIL turns each blocking call of the others into futex hand-offs: with
-    # 16 busy connections that was ~70 futex calls per small PUT and half the emulator's CPU
-    # (2 or 4 slots measured worse than 1). A request that waits on something else (a big body,
-    # a slow fault) leaves the slot, and no thread waits for it longer than ADMISSION_WAIT, so a
-    # stalled client only delays the others.
-    slot: threading.Lock = field(default_factory=threading.Lock)
     rid_prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:16].upper())
 
 
@@ -104,53 +99,71 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, socketserver.StreamRequestHandler):
-    """One connection's requests: reads each (``http1``), names its operation (``classify``), injects
-    the faults asked for, authenticates it and calls the ``op_`` method of the part (``handlers``)
-    that serves it. One instance serves every request of its kept-alive connection."""
+class SocketWriter:
+    """What handlers write responses to: straight to the socket, no buffer to flush."""
 
-    rbufsize = 64 * 1024  # a small PUT's header block and body arrive in one recv
-    wbufsize = 0          # responses are written whole (header block + small body) in one send
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def write(self, data) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+
+class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect):
+    """One connection's requests: ``serve`` takes one read by the reactor or by the connection's own
+    thread (``reactor``), names its operation (``classify``), injects the faults asked for,
+    authenticates it and calls the ``op_`` method of the part (``handlers``) that serves it."""
+
     emu: Emulator  # set on a per-server subclass
-    _in_slot = False  # whether this request holds the emulator's slot (see Emulator.slot)
 
-    def setup(self):
-        super().setup()
+    def __init__(self, sock: socket.socket, client_address):
+        self.connection = sock
+        self.client_address = client_address
         # responses are written as header block + body; without NODELAY the body waits on delayed ACKs
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def handle(self):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.wfile = SocketWriter(sock)
+        self.rfile = None  # the current request's bytes: set by the reactor or run_threaded
         self.close_connection = False
-        while not self.close_connection:
-            try:
-                req = read_request(self.rfile)
-            except BadRequest as e:
-                self._refuse(e)
-                return
-            except (OSError, UnicodeError):
-                return
-            if req is None:
-                return
-            self.command, self.path, self.request_version = req.method, req.path, req.version
-            self.headers = req.headers
-            self.close_connection = not req.keep_alive
-            if req.expect_continue:
-                self.wfile.write(b'HTTP/1.1 100 Continue\r\n\r\n')
-            self._in_slot = self.emu.slot.acquire(timeout=ADMISSION_WAIT)
-            try:
-                self._handle()
-                if not self.close_connection and not self._body_done:
-                    self._drain()  # a body no handler read would be parsed as the next request
-            finally:
-                self._leave_slot()
-            if self.emu.verbose:
-                sys.stderr.write('%s - "%s %s %s" %d\n' % (self.client_address[0], req.method, req.path,
-                                                             req.version, self._status))
 
-    def _leave_slot(self) -> None:
-        if self._in_slot:
-            self._in_slot = False
-            self.emu.slot.release()
+    def serve(self, req: Request) -> None:
+        self.command, self.path, self.request_version = req.method, req.path, req.version
+        self.headers = req.headers
+        self.close_connection = not req.keep_alive
+        if req.expect_continue:
+            self.wfile.write(b'HTTP/1.1 100 Continue\r\n\r\n')
+        self._handle()
+        if not self.close_connection and not self._body_done:
+            self._drain()  # a body no handler read would be parsed as the next request
+        if self.emu.verbose:
+            sys.stderr.write('%s - "%s %s %s" %d\n' % (self.client_address[0], req.method, req.path,
+                                                         req.version, self._status))
+
+    def run_threaded(self, received: bytes = b'') -> None:
+        """Serve the connection's requests in this thread until it closes; ``received`` are
+        its bytes the reactor already read."""
+        self.rfile = io.BufferedReader(PrefixedSocketIO(received, self.connection), 64 * 1024)
+        try:
+            while not self.close_connection:
+                try:
+                    req = read_request(self.rfile)
+                except BadRequest as e:
+                    self._refuse(e)
+                    return
+                if req is None:
+                    return
+                self.serve(req)
+        except (OSError, UnicodeError):
+            pass
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.connection.close()
 
     def _refuse(self, e: BadRequest) -> None:
         try:
@@ -239,7 +252,6 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, socketser
             write_new_file(path, data)
             d = hashlib.md5(data).digest()
             return len(data), d.hex().upper(), crc64_update(data, 0), d
-        self._leave_slot()  # a big body waits on the network; md5 and writes release the GIL
         md5 = hashlib.md5()
         crc = 0
         size = 0
@@ -337,7 +349,6 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, socketser
             if fault is not None:
                 emu.stats.fault(fault.kind)
                 if fault.kind == 'slow':
-                    self._leave_slot()
                     time.sleep(fault.delay)
                 elif fault.kind == 'reset':
                     self._drain()
@@ -501,10 +512,29 @@ def classify(method: str, bucket: str, key: str, p: Dict[str, str], headers) -> 
 
 
 
-class EmulatorServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
+class EmulatorServer(socketserver.TCPServer):
+    """Accepts connections and gives each to the reactor (``reactor``); where there is no epoll,
+    each connection gets a thread of its own."""
+
     request_queue_size = 1024
     allow_reuse_address = True
+
+    def __init__(self, address, handler_class, quiet: bool = True):
+        super().__init__(address, handler_class)
+        self.reactor = Reactor(quiet=quiet) if hasattr(select, 'epoll') else None
+
+    def process_request(self, request, client_address):
+        handler = self.RequestHandlerClass(request, client_address)
+        if self.reactor is not None:
+            self.reactor.add(handler)
+        else:
+            threading.Thread(target=handler.run_threaded, daemon=True).start()
+
+    def server_close(self):
+        super().server_close()
+        if self.reactor is not None:
+            self.reactor.close()
+            self.reactor = None
 
     def handle_error(self, request, client_address):
         # A client that hangs up (a test's short timeout, a killed worker) is normal traffic for
@@ -520,7 +550,7 @@ def make_server(host: str, port: int, data_dir: str, credentials: Dict[str, str]
     emu = Emulator(store=Store(data_dir, fsync=fsync), auth=Authenticator(credentials), faults=FaultInjector(faults, seed),
                    stats=Stats(), verbose=verbose, quiet=quiet)
     handler = type('BoundOssRequestHandler', (OssRequestHandler,), {'emu': emu})
-    srv = EmulatorServer((host, port), handler)
+    srv = EmulatorServer((host, port), handler, quiet=quiet)
     emu.endpoint = '%s:%d' % (host, srv.server_address[1])
     emu.host_id = emu.endpoint
     srv.emu = emu

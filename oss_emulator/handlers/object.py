@@ -222,7 +222,6 @@ class ObjectOps:
                 self._send(status, headers, f.read(length))
                 return
             self._send(status, headers, content_length=length)
-            self._leave_slot()  # streaming waits on the network (see Emulator.slot)
             for chunk in iter_file_range(f, start, length):
                 self.wfile.write(chunk)
 
