@@ -535,6 +535,9 @@ class EmulatorServer(socketserver.TCPServer):
         if self.reactor is not None:
             self.reactor.close()
             self.reactor = None
+        emu = getattr(self, 'emu', None)
+        if emu is not None:
+            emu.store.close()
 
     def handle_error(self, request, client_address):
         # A client that hangs up (a test's short timeout, a killed worker) is normal traffic for

@@ -3,7 +3,7 @@
 Layout under the data dir::
 
     <bucket>/bucket.json                 bucket attributes
-    <bucket>/obj/<hh>/<hash>.meta        JSON metadata of one object (incl. its key)
+    <bucket>/journal.log                 object metadata: one JSON line per write or delete
     <bucket>/obj/<hh>/<hash>.<ver>.data  object bytes; <ver> changes on every write
     <bucket>/mpu/<upload-id>/upload.json multipart upload in progress
     <bucket>/mpu/<upload-id>/<n>.<ver>.data / <n>.json   its parts
@@ -11,12 +11,17 @@ Layout under the data dir::
 
 Keys never become path components (they may contain anything, including
 ``..``), so files are named after a hash of the key. A write becomes visible
-only when the ``.meta`` file is atomically replaced; the data file it points
-to is already complete by then, so a killed emulator never serves half an
-object. A PutObject body is written straight into its final, versioned data
-file (unreferenced until that rename; such files are swept at startup), other
-bodies go through ``tmp/``. Metadata of every object is also held in memory
-(with a sorted key list per bucket) so HEAD and listing do not touch the disk.
+only when its line is appended to the bucket's journal, in one write(); the
+data file it points to is already complete by then, so a killed emulator never
+serves half an object (a torn last line is a write that never happened). A
+PutObject body is written straight into its final, versioned data file, other
+bodies go through ``tmp/``; data files no line refers to are swept at startup.
+A journal, not a metadata file per object: on ext4 creating a file (finding a
+free inode) cost more CPU than all the rest of a small PUT. At startup the
+journal is replayed and rewritten with one line per live object; ``.meta``
+files of data directories written before the journal are read first, then
+folded into it. Metadata of every object is also held in memory (with a sorted
+key list per bucket) so HEAD and listing do not touch the disk.
 
 Nothing is fsynced unless the store is opened with ``fsync=True``: a killed
 emulator loses nothing committed (the page cache survives a process), only a
@@ -77,6 +82,10 @@ def _json_bytes(obj) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(',', ':')).encode('utf-8')
 
 
+def _journal_line(record: dict) -> bytes:
+    return _json_bytes(record) + b'\n'  # JSON escapes newlines inside strings: one line a record
+
+
 def _fsync_path(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -134,6 +143,11 @@ class Bucket:
     keys: List[str] = field(default_factory=list)          # sorted; str order == UTF-8 byte order
     objects: Dict[str, ObjectMeta] = field(default_factory=dict)
     uploads: Dict[str, Upload] = field(default_factory=dict)
+    journal_fd: Optional[int] = None  # open for appending while the bucket exists; under ``lock``
+
+    @property
+    def journal_path(self) -> str:
+        return os.path.join(self.path, 'journal.log')
 
     @property
     def tmp_dir(self) -> str:
@@ -204,25 +218,73 @@ class Store:
 
     def _load_objects(self, b: Bucket) -> None:
         obj_root = os.path.join(b.path, 'obj')
+        legacy = []  # .meta files of a data directory older than the journal
+        data_files = []
         for sub in os.listdir(obj_root):
             d = os.path.join(obj_root, sub)
-            names = os.listdir(d)
-            referenced = set()
-            for n in names:
-                if not n.endswith('.meta'):
-                    continue
-                try:
-                    with open(os.path.join(d, n), encoding='utf-8') as f:
-                        m = ObjectMeta(**json.load(f))
-                except (OSError, ValueError, TypeError):
-                    continue
-                b.objects[m.key] = m
-                referenced.add(m.data)
-            # data files of writes that never committed, or of overwritten versions
-            for n in names:
-                if n.endswith('.data') and n not in referenced:
-                    _unlink(os.path.join(d, n))
+            for n in os.listdir(d):
+                if n.endswith('.meta'):
+                    legacy.append(os.path.join(d, n))
+                elif n.endswith('.data'):
+                    data_files.append((d, n))
+        for path in legacy:
+            try:
+                with open(path, encoding='utf-8') as f:
+                    m = ObjectMeta(**json.load(f))
+            except (OSError, ValueError, TypeError):
+                continue
+            b.objects[m.key] = m
+        self._replay_journal(b)
         b.keys = sorted(b.objects)
+        referenced = {m.data for m in b.objects.values()}
+        for d, n in data_files:  # writes that never committed, overwritten versions
+            if n not in referenced:
+                _unlink(os.path.join(d, n))
+        compact = os.path.join(b.tmp_dir, 'journal.compact')
+        write_new_file(compact, b''.join(_journal_line({'o': vars(b.objects[k])}) for k in b.keys), self.fsync)
+        os.replace(compact, b.journal_path)
+        for path in legacy:
+            _unlink(path)
+        b.journal_fd = self._open_journal(b.journal_path)
+
+    def _replay_journal(self, b: Bucket) -> None:
+        try:
+            with open(b.journal_path, 'rb') as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return
+        for line in raw.split(b'\n'):
+            try:
+                rec = json.loads(line)
+                if 'o' in rec:
+                    m = ObjectMeta(**rec['o'])
+                    b.objects[m.key] = m
+                else:
+                    b.objects.pop(rec['d'], None)
+            except (ValueError, TypeError, KeyError):
+                continue  # the torn last line of a killed emulator, or an empty one
+
+    def _open_journal(self, path: str) -> int:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _journal(self, b: Bucket, record: dict) -> None:
+        """Append one record; the caller holds ``b.lock``."""
+        if b.journal_fd is None:
+            raise StoreError('NoSuchBucket', 'The specified bucket does not exist.', 404)
+        view = memoryview(_journal_line(record))
+        while view:
+            view = view[os.write(b.journal_fd, view):]
+        if self.fsync:
+            os.fsync(b.journal_fd)
+
+    def close(self) -> None:
+        """Close the journals (a stopped in-process emulator must not keep descriptors)."""
+        with self._lock:
+            for b in self.buckets.values():
+                with b.lock:
+                    if b.journal_fd is not None:
+                        os.close(b.journal_fd)
+                        b.journal_fd = None
 
     def _load_uploads(self, b: Bucket) -> None:
         mpu_root = os.path.join(b.path, 'mpu')
@@ -272,9 +334,11 @@ class Store:
                 os.makedirs(os.path.join(staging, 'obj', '%02x' % i))
             b = Bucket(name=name, path=staging, created=time.time(), storage_class=storage_class, acl=acl)
             self._save_bucket(b)
+            b.journal_fd = self._open_journal(b.journal_path)  # the descriptor survives the rename
             try:
                 os.rename(staging, bpath)  # replaces only an empty directory
             except OSError:
+                os.close(b.journal_fd)
                 shutil.rmtree(staging, ignore_errors=True)
                 raise StoreError('BucketAlreadyExists',
                                  f'The data directory already holds a folder or file named {name} '
@@ -299,6 +363,9 @@ class Store:
                 if b.objects or b.uploads:
                     raise StoreError('BucketNotEmpty', 'The bucket you tried to delete is not empty.', 409)
                 del self.buckets[name]
+                if b.journal_fd is not None:
+                    os.close(b.journal_fd)
+                    b.journal_fd = None  # a write still under way on this bucket gets NoSuchBucket
             # rename first so a crash mid-rmtree never leaves a half bucket that loads
             trash = os.path.join(self.root, _TRASH_PREFIX + uuid.uuid4().hex)
             os.replace(b.path, trash)
@@ -355,35 +422,34 @@ class Store:
             _fsync_path(os.path.join(d, data_name))
         m = ObjectMeta(key=key, size=size, etag=etag, crc64=crc, mtime=time.time(), otype=otype,
                        data=data_name, headers=headers, storage_class=storage_class, acl=acl)
-        meta_tmp = os.path.join(b.tmp_dir, self._unique() + '.meta.tmp')
-        # vars(), not asdict(): the fields are JSON already, asdict's deep copy costs more than the write
-        write_new_file(meta_tmp, _json_bytes(vars(m)), self.fsync)
         with b.lock:
-            os.replace(meta_tmp, os.path.join(d, h + '.meta'))
+            try:
+                # vars(), not asdict(): the fields are JSON already, asdict's deep copy costs more
+                self._journal(b, {'o': vars(m)})
+            except BaseException:
+                _unlink(os.path.join(d, data_name))
+                raise
             old = b.objects.get(key)
             b.objects[key] = m
             if old is None:
                 bisect.insort(b.keys, key)
-        if self.fsync:
-            _fsync_path(d)
         if old is not None and old.data != data_name:
             _unlink(os.path.join(d, old.data))
         return m
 
     def update_meta(self, b: Bucket, m: ObjectMeta) -> None:
         """Rewrite metadata of an existing data version (metadata-only copy, ACL)."""
-        h = key_hash(m.key)
         with b.lock:
-            self._atomic_write_json(os.path.join(b.obj_dir(h), h + '.meta'), b.tmp_dir, asdict(m))
+            self._journal(b, {'o': asdict(m)})
             b.objects[m.key] = m
 
     def delete_object(self, b: Bucket, key: str) -> bool:
         h = key_hash(key)
         with b.lock:
-            old = b.objects.pop(key, None)
-            if old is None:
+            if key not in b.objects:
                 return False
-            _unlink(os.path.join(b.obj_dir(h), h + '.meta'))
+            self._journal(b, {'d': key})
+            old = b.objects.pop(key)
             i = bisect.bisect_left(b.keys, key)
             if i < len(b.keys) and b.keys[i] == key:
                 del b.keys[i]
