@@ -93,11 +93,12 @@ def s3_v4_headers(t: Target, method: str, path: str, resource: str, size: int) -
 SIGNERS: dict = {'oss': oss_v1_headers, 's3': s3_v4_headers}
 
 
-def put(conn: http.client.HTTPConnection, t: Target, key: str, body: bytes) -> http.client.HTTPResponse:
+def send(conn: http.client.HTTPConnection, t: Target, method: str, key: str,
+         body: bytes = b'') -> http.client.HTTPResponse:
     path = f'/{t.bucket}/{key}' if key else f'/{t.bucket}'
     resource = f'/{t.bucket}/{key}' if key else f'/{t.bucket}/'
-    headers = SIGNERS[t.protocol](t, 'PUT', path, resource, len(body))
-    conn.request('PUT', path, body=body, headers=headers)
+    headers = SIGNERS[t.protocol](t, method, path, resource, len(body))
+    conn.request(method, path, body=body or None, headers=headers)
     resp = conn.getresponse()
     resp.read()
     return resp
@@ -106,7 +107,7 @@ def put(conn: http.client.HTTPConnection, t: Target, key: str, body: bytes) -> h
 def create_bucket(t: Target) -> None:
     conn = http.client.HTTPConnection(t.host, t.port, timeout=60)
     try:
-        resp = put(conn, t, '', b'')
+        resp = send(conn, t, 'PUT', '')
         if resp.status not in (200, 409):
             raise SystemExit(f'creating bucket {t.bucket}: HTTP {resp.status}')
     finally:
@@ -120,11 +121,12 @@ class Share:
     failures: List[str]
 
 
-def put_loop(t: Target, share: Share, body: bytes, etag: str) -> None:
+def request_loop(t: Target, share: Share, method: str, body: bytes, etag: str) -> None:
+    """PUT ``body`` as each key of the share (or HEAD each), checking every answer's ETag."""
     conn = http.client.HTTPConnection(t.host, t.port, timeout=120)
     try:
         for key in share.keys:
-            resp = put(conn, t, key, body)
+            resp = send(conn, t, method, key, body if method == 'PUT' else b'')
             got = (resp.getheader('ETag') or '').strip('"').upper()
             if resp.status != 200 or got != etag:
                 share.failures.append(f'{key}: HTTP {resp.status}, ETag {got or "-"}')
@@ -155,16 +157,11 @@ def server_cpu_reader(pid: Optional[int], port: int) -> Callable[[], Optional[Tu
     return read
 
 
-def run(t: Target, files: int, size: int, threads: int, server_pid: Optional[int]) -> dict:
-    body = os.urandom(size)
-    etag = hashlib.md5(body).hexdigest().upper()
-    create_bucket(t)
-    run_id = secrets.token_hex(4)
-    keys = [f'raw-{run_id}/{i:07d}' for i in range(files)]
-    shares = [Share(keys[i::threads], []) for i in range(min(threads, files))]
-    server_cpu = server_cpu_reader(server_pid, t.port)
+def timed(t: Target, shares: List[Share], method: str, body: bytes, etag: str,
+          server_cpu: Callable[[], Optional[Tuple[float, float]]]) -> dict:
+    """Every share's requests, one thread a share; wall time and CPU per request."""
     s0, c0, w0 = server_cpu(), time.process_time(), time.perf_counter()
-    workers = [threading.Thread(target=put_loop, args=(t, s, body, etag)) for s in shares]
+    workers = [threading.Thread(target=request_loop, args=(t, s, method, body, etag)) for s in shares]
     for w in workers:
         w.start()
     for w in workers:
@@ -172,14 +169,37 @@ def run(t: Target, files: int, size: int, threads: int, server_pid: Optional[int
     w1, c1, s1 = time.perf_counter(), time.process_time(), server_cpu()
     failures = [f for s in shares for f in s.failures]
     if failures:
-        raise SystemExit(f'{len(failures)} PUTs failed, first: {failures[0]}')
+        raise SystemExit(f'{len(failures)} {method}s failed, first: {failures[0]}')
+    n = sum(len(s.keys) for s in shares)
     elapsed = w1 - w0
-    return {'files': files, 'size': size, 'threads': len(shares), 'protocol': t.protocol,
-            'seconds': elapsed, 'objects_per_s': files / elapsed,
-            'mib_per_s': files * size / elapsed / (1 << 20),
-            'client_cpu_ms': (c1 - c0) * 1000 / files,
-            'server_cpu_ms': None if s0 is None else (sum(s1) - sum(s0)) * 1000 / files,
-            'server_user_ms': None if s0 is None else (s1[0] - s0[0]) * 1000 / files}
+    return {'seconds': elapsed, 'objects_per_s': n / elapsed,
+            'mib_per_s': n * len(body) / elapsed / (1 << 20),
+            'client_cpu_ms': (c1 - c0) * 1000 / n,
+            'server_cpu_ms': None if s0 is None else (sum(s1) - sum(s0)) * 1000 / n,
+            'server_user_ms': None if s0 is None else (s1[0] - s0[0]) * 1000 / n}
+
+
+def run(t: Target, files: int, size: int, threads: int, server_pid: Optional[int], head: bool) -> dict:
+    """The PUTs of ``files`` objects, then (``head``) a HEAD of each."""
+    body = os.urandom(size)
+    etag = hashlib.md5(body).hexdigest().upper()
+    create_bucket(t)
+    run_id = secrets.token_hex(4)
+    keys = [f'raw-{run_id}/{i:07d}' for i in range(files)]
+    shares = [Share(keys[i::threads], []) for i in range(min(threads, files))]
+    server_cpu = server_cpu_reader(server_pid, t.port)
+    r = {'files': files, 'size': size, 'threads': len(shares), 'protocol': t.protocol,
+         **timed(t, shares, 'PUT', body, etag, server_cpu)}
+    if head:
+        r['head'] = timed(t, shares, 'HEAD', b'', etag, server_cpu)
+    return r
+
+
+def summary(what: str, r: dict) -> str:
+    server = ('unknown' if r['server_cpu_ms'] is None else
+              f"{r['server_cpu_ms']:.3f} ms (user {r['server_user_ms']:.3f})")
+    return (f"{what}: {r['seconds']:.2f} s, {r['objects_per_s']:.0f} objects/s, {r['mib_per_s']:.1f} MiB/s, "
+            f"CPU per object: client {r['client_cpu_ms']:.3f} ms, server {server}")
 
 
 def main(argv=None) -> int:
@@ -195,6 +215,10 @@ def main(argv=None) -> int:
     ap.add_argument('--server-pid', type=int, default=None, help="the server's pid, for its CPU time")
     ap.add_argument('--emulator-arg', action='append', default=[],
                     help='extra argument for the emulator this script starts (repeatable)')
+    ap.add_argument('--head', action='store_true', help='then HEAD every object, timed apart')
+    ap.add_argument('--data-dir', default=None,
+                    help='where the emulator this script starts keeps its data (default: a temporary '
+                         'folder in $TMPDIR; a tmpfs such as /dev/shm takes the filesystem out)')
     ap.add_argument('--json', action='store_true', help='print one JSON object')
     args = ap.parse_args(argv)
     size = parse_size(args.size)
@@ -203,25 +227,27 @@ def main(argv=None) -> int:
             ap.error('--endpoint needs --secret')
         u = urlsplit(args.endpoint)
         t = Target(u.hostname, u.port or 80, args.bucket, args.key_id, args.secret, args.protocol)
-        r = run(t, args.files, size, args.threads, args.server_pid)
+        r = run(t, args.files, size, args.threads, args.server_pid, args.head)
     else:
         from oss_emulator import start_process
         secret = args.secret or secrets.token_hex(16)
-        with tempfile.TemporaryDirectory(prefix='raw-ceiling-') as d:
+        with tempfile.TemporaryDirectory(prefix='raw-ceiling-', dir=args.data_dir) as d:
             emu = start_process(os.path.join(d, 'data'), args.key_id, secret, extra_args=args.emulator_arg)
             try:
                 t = Target('127.0.0.1', emu.port, args.bucket, args.key_id, secret, args.protocol)
-                r = run(t, args.files, size, args.threads, emu.proc.pid)
+                r = run(t, args.files, size, args.threads, emu.proc.pid, args.head)
             finally:
                 emu.stop()
+    keys = ('objects_per_s', 'mib_per_s', 'client_cpu_ms', 'server_cpu_ms')
     if args.json:
-        print(json.dumps({k: r[k] for k in ('objects_per_s', 'mib_per_s', 'client_cpu_ms', 'server_cpu_ms')}))
+        out = {k: r[k] for k in keys}
+        if 'head' in r:
+            out['head'] = {k: r['head'][k] for k in keys}
+        print(json.dumps(out))
         return 0
-    server = ('unknown' if r['server_cpu_ms'] is None else
-              f"{r['server_cpu_ms']:.3f} ms (user {r['server_user_ms']:.3f})")
-    print(f"{r['files']} x {args.size} ({r['protocol']}, {r['threads']} threads): {r['seconds']:.2f} s, "
-          f"{r['objects_per_s']:.0f} objects/s, {r['mib_per_s']:.1f} MiB/s, "
-          f"CPU per object: client {r['client_cpu_ms']:.3f} ms, server {server}")
+    print(summary(f"{r['files']} x {args.size} ({r['protocol']}, {r['threads']} threads)", r))
+    if 'head' in r:
+        print(summary(f"{r['files']} HEADs", r['head']))
     return 0
 
 
