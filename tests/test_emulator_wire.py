@@ -151,3 +151,30 @@ def test_a_data_directory_from_before_the_journal_is_served_and_folded_into_it(t
         assert json.loads((bucket_dir / 'journal.log').read_text())['o']['key'] == 'old/key'
     finally:
         emu.stop()
+
+
+def test_with_fsync_every_kind_of_write_is_kept_across_a_kill(tmp_path):
+    data = str(tmp_path / 'd')
+    h = start_process(data, AK, SK, extra_args=['--fsync'])
+    try:
+        b = oss2.Bucket(oss2.Auth(AK, SK), h.endpoint, 'durable')
+        b.create_bucket()
+        b.put_object('small', b'kept')
+        b.put_object('gone', b'deleted')
+        b.delete_object('gone')
+        b.append_object('log', 0, b'one,')
+        b.append_object('log', 4, b'two')
+        up = b.init_multipart_upload('parts').upload_id
+        part = b.upload_part('parts', up, 1, b'p' * 1000)
+        b.complete_multipart_upload('parts', up, [oss2.models.PartInfo(1, part.etag)])
+        b.copy_object('durable', 'small', 'copied')
+    finally:
+        h.kill()
+    h = start_process(data, AK, SK)
+    try:
+        b = oss2.Bucket(oss2.Auth(AK, SK), h.endpoint, 'durable')
+        assert [o.key for o in oss2.ObjectIterator(b)] == ['copied', 'log', 'parts', 'small']
+        assert b.get_object('copied').read() == b'kept' and b.get_object('log').read() == b'one,two'
+        assert b.get_object('parts').read() == b'p' * 1000
+    finally:
+        h.stop()
