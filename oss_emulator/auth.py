@@ -236,8 +236,8 @@ class Authenticator:
         sts = 'OSS4-HMAC-SHA256\n%s\n%s\n%s' % (date_time, scope, hashlib.sha256(canonical).hexdigest())
         key = ('aliyun_v4' + secret).encode()
         for part in (date, region, product, 'aliyun_v4_request'):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        return hmac.new(key, sts.encode(), hashlib.sha256).hexdigest(), canonical
+            key = hmac.digest(key, part.encode(), 'sha256')
+        return hmac.digest(key, sts.encode(), 'sha256').hex(), canonical
 
     @staticmethod
     def _parse_credential(cred: str) -> Tuple[str, Tuple[str, str, str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 MAX_LINE = 65536
 MAX_HEADERS = 100
@@ -23,32 +23,32 @@ REASONS = {s.value: s.phrase for s in HTTPStatus}
 class Headers:
     """Request headers in wire order; lookups by lower-cased name."""
 
-    __slots__ = ('_items', '_first')
+    __slots__ = ('_items', '_by_name')
 
     def __init__(self, items: Optional[List[Tuple[str, str]]] = None):
         self._items: List[Tuple[str, str]] = []
-        self._first = {}
+        self._by_name: Dict[str, List[str]] = {}  # lower-cased name -> its values in wire order
         for name, value in items or ():
             self[name] = value
 
     def __setitem__(self, name: str, value: str) -> None:
         # like email.message.Message: setting adds a value, it never replaces one
         self._items.append((name, value))
-        self._first.setdefault(name.lower(), value)
+        self._by_name.setdefault(name.lower(), []).append(value)
 
     def get(self, name: str, default=None):
-        return self._first.get(name.lower(), default)
+        values = self._by_name.get(name.lower())
+        return values[0] if values else default
 
     def __getitem__(self, name: str) -> Optional[str]:
-        return self._first.get(name.lower())
+        return self.get(name)
 
     def __contains__(self, name) -> bool:
-        return isinstance(name, str) and name.lower() in self._first
+        return isinstance(name, str) and name.lower() in self._by_name
 
     def get_all(self, name: str, failobj=None):
-        lower = name.lower()
-        values = [v for k, v in self._items if k.lower() == lower]
-        return values or failobj
+        values = self._by_name.get(name.lower())
+        return list(values) if values else failobj
 
     def items(self) -> List[Tuple[str, str]]:
         return list(self._items)
