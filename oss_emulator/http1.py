@@ -137,9 +137,9 @@ def _read_headers(rfile) -> Headers:
 
 
 def error_response(status: int, message: str, date: str) -> bytes:
-    body = ('<html><head><title>Error response</title></head><body><h1>Error response</h1>'
-            '<p>Error code: %d</p><p>Message: %s.</p></body></html>\n' % (status, html.escape(message))).encode(
-                'utf-8', 'replace')
+    text = ('<html><head><title>Error response</title></head><body><h1>Error response</h1>'
+            '<p>Error code: %d</p><p>Message: %s.</p></body></html>\n' % (status, html.escape(message)))
+    body = text.encode('utf-8', 'replace')
     head = ('HTTP/1.1 %d %s\r\nServer: AliyunOSS\r\nDate: %s\r\nConnection: close\r\n'
             'Content-Type: text/html;charset=utf-8\r\nContent-Length: %d\r\n\r\n'
             % (status, REASONS.get(status, ''), date, len(body)))

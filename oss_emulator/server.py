@@ -412,7 +412,7 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect):
     def _resolve(self, raw_path: str) -> Tuple[str, str]:
         host = (self.headers.get('Host') or '').strip()
         hostname = host.rsplit(':', 1)[0] if not host.endswith(']') else host
-        if hostname and '.' in hostname and hostname != 'localhost' and not self._is_ip(hostname):
+        if hostname and '.' in hostname and hostname != 'localhost' and not self._host_is_ip(hostname):
             bucket = hostname.split('.', 1)[0]
             key_raw = raw_path[1:]
         else:
@@ -424,7 +424,7 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect):
             raise StoreError('InvalidObjectName', 'Object name is not valid UTF-8.', 400)
         return bucket, key
 
-    def _is_ip(self, hostname: str) -> bool:
+    def _host_is_ip(self, hostname: str) -> bool:
         # a connection sends the same Host on every request; parsing it once per connection is enough
         known = getattr(self, '_host_kind', None)
         if known is None or known[0] != hostname:
@@ -550,7 +550,8 @@ class EmulatorServer(socketserver.TCPServer):
 def make_server(host: str, port: int, data_dir: str, credentials: Dict[str, str], faults: Optional[str] = None,
                 seed: Optional[int] = None, verbose: bool = False, quiet: bool = False,
                 fsync: bool = False) -> EmulatorServer:
-    emu = Emulator(store=Store(data_dir, fsync=fsync), auth=Authenticator(credentials), faults=FaultInjector(faults, seed),
+    emu = Emulator(store=Store(data_dir, fsync=fsync), auth=Authenticator(credentials),
+                   faults=FaultInjector(faults, seed),
                    stats=Stats(), verbose=verbose, quiet=quiet)
     handler = type('BoundOssRequestHandler', (OssRequestHandler,), {'emu': emu})
     srv = EmulatorServer((host, port), handler, quiet=quiet)

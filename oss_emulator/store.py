@@ -241,7 +241,8 @@ class Store:
             if n not in referenced:
                 _unlink(os.path.join(d, n))
         compact = os.path.join(b.tmp_dir, 'journal.compact')
-        write_new_file(compact, b''.join(_journal_line({'o': vars(b.objects[k])}) for k in b.keys), self.fsync)
+        lines = b''.join(_journal_line({'o': vars(b.objects[k])}) for k in b.keys)
+        write_new_file(compact, lines, self.fsync)
         os.replace(compact, b.journal_path)
         for path in legacy:
             _unlink(path)
