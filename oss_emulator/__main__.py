@@ -27,6 +27,9 @@ def main(argv=None) -> int:
     ap.add_argument('--seed', type=int, default=None, help='seed of the fault RNG')
     ap.add_argument('--quiet', action='store_true', help='print nothing but the listening line')
     ap.add_argument('--verbose', action='store_true', help='log every request to stderr')
+    ap.add_argument('--fsync', action='store_true',
+                    help='fsync every data and metadata file before it becomes visible (survives a power '
+                         'cut; slow). Without it a killed emulator still loses nothing it acknowledged')
     args = ap.parse_args(argv)
     secret = args.access_key_secret
     if secret is None and args.access_key_secret_file:
@@ -40,7 +43,8 @@ def main(argv=None) -> int:
 
     try:
         srv = make_server(args.host, args.port, args.data_dir, {args.access_key_id: secret},
-                          faults=args.faults, seed=args.seed, verbose=args.verbose, quiet=args.quiet)
+                          faults=args.faults, seed=args.seed, verbose=args.verbose, quiet=args.quiet,
+                          fsync=args.fsync)
     except ValueError as e:
         ap.error(str(e))
     host, port = srv.server_address[:2]

@@ -72,9 +72,22 @@ def _query_pair(k: str, v: str) -> str:
     return k + '=' + v if v else k
 
 
+def _parse_date(date: str) -> Optional[float]:
+    """The time of a Date / x-oss-date header (RFC 1123, or ISO 8601 basic for V4), None if neither."""
+    if len(date) == 16 and date.endswith('Z') and 'T' in date:
+        try:
+            return calendar.timegm(time.strptime(date, '%Y%m%dT%H%M%SZ'))
+        except ValueError:
+            return None
+    parsed = parsedate_tz(date)
+    return mktime_tz(parsed) if parsed is not None else None
+
+
 class Authenticator:
     def __init__(self, credentials: Dict[str, str]):
         self.credentials = credentials
+        # the last Date header parsed and its time: concurrent clients send the same one for a second
+        self._last_date: Tuple[str, Optional[float]] = ('', None)
 
     def _secret(self, access_key_id: str) -> str:
         secret = self.credentials.get(access_key_id)
@@ -107,23 +120,15 @@ class Authenticator:
         raise StoreError('AccessDenied', 'You have no right to access this object because of bucket acl.', 403)
 
     # ------------------------------------------------------------------ common
-    @staticmethod
-    def _check_date(hdrs: Dict[str, str], now: float) -> None:
+    def _check_date(self, hdrs: Dict[str, str], now: float) -> None:
         date = hdrs.get('x-oss-date') or hdrs.get('date')
         if not date:
             raise StoreError('AccessDenied', 'Missing Date header.', 403)
-        ts: Optional[float] = None
-        if len(date) == 16 and date.endswith('Z') and 'T' in date:
-            try:
-                ts = calendar.timegm(time.strptime(date, '%Y%m%dT%H%M%SZ'))
-            except ValueError:
-                ts = None
-        else:
-            parsed = parsedate_tz(date)
-            if parsed is not None:
-                ts = mktime_tz(parsed)
+        last = self._last_date  # one tuple, read and replaced whole: safe across threads
+        ts = last[1] if last[0] == date else _parse_date(date)
         if ts is None:
             raise StoreError('AccessDenied', 'Invalid date format of header Date.', 403)
+        self._last_date = (date, ts)
         if abs(ts - now) > MAX_SKEW:
             raise StoreError('RequestTimeTooSkewed', 'The difference between the request time and the current '
                              'time is too large.', 403)
@@ -157,7 +162,7 @@ class Authenticator:
         secret = self._secret(ak)
         self._check_date(hdrs, now)
         sts = self._v1_string(req, hdrs, hdrs.get('x-oss-date') or hdrs.get('date', ''))
-        want = base64.b64encode(hmac.new(secret.encode(), sts, hashlib.sha1).digest()).decode()
+        want = base64.b64encode(hmac.digest(secret.encode(), sts, 'sha1')).decode()
         if not hmac.compare_digest(want, sig):
             raise _err_sig(sts)
         return ak
@@ -168,7 +173,7 @@ class Authenticator:
         expires = params.get('Expires', '')
         self._check_expires(expires, now)
         sts = self._v1_string(req, hdrs, expires)
-        want = base64.b64encode(hmac.new(secret.encode(), sts, hashlib.sha1).digest()).decode()
+        want = base64.b64encode(hmac.digest(secret.encode(), sts, 'sha1')).decode()
         if not hmac.compare_digest(want, params.get('Signature', '')):
             raise _err_sig(sts)
         return ak
@@ -196,7 +201,7 @@ class Authenticator:
         self._check_date(hdrs, now)
         additional = [h for h in fields.get('AdditionalHeaders', '').split(';') if h]
         sts = self._v2_string(req, hdrs, hdrs.get('date', ''), additional)
-        want = base64.b64encode(hmac.new(secret.encode(), sts, hashlib.sha256).digest()).decode()
+        want = base64.b64encode(hmac.digest(secret.encode(), sts, 'sha256')).decode()
         if not hmac.compare_digest(want, fields.get('Signature', '')):
             raise _err_sig(sts)
         return ak
@@ -208,7 +213,7 @@ class Authenticator:
         self._check_expires(expires, now)
         additional = [h for h in params.get('x-oss-additional-headers', '').split(';') if h]
         sts = self._v2_string(req, hdrs, expires, additional, skip_params=('x-oss-signature',))
-        want = base64.b64encode(hmac.new(secret.encode(), sts, hashlib.sha256).digest()).decode()
+        want = base64.b64encode(hmac.digest(secret.encode(), sts, 'sha256')).decode()
         if not hmac.compare_digest(want, params.get('x-oss-signature', '')):
             raise _err_sig(sts)
         return ak
@@ -231,8 +236,8 @@ class Authenticator:
         sts = 'OSS4-HMAC-SHA256\n%s\n%s\n%s' % (date_time, scope, hashlib.sha256(canonical).hexdigest())
         key = ('aliyun_v4' + secret).encode()
         for part in (date, region, product, 'aliyun_v4_request'):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        return hmac.new(key, sts.encode(), hashlib.sha256).hexdigest(), canonical
+            key = hmac.digest(key, part.encode(), 'sha256')
+        return hmac.digest(key, sts.encode(), 'sha256').hex(), canonical
 
     @staticmethod
     def _parse_credential(cred: str) -> Tuple[str, Tuple[str, str, str]]:

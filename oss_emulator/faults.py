@@ -73,6 +73,10 @@ class FaultInjector:
     def spec(self) -> str:
         return ','.join(r.spec() for r in self._rules)
 
+    def delays(self) -> bool:
+        """Whether some request may be made to sleep (a ``slow`` rule)."""
+        return any(r.kind == 'slow' for r in self._rules)
+
     def choose(self, operation: str) -> Optional[FaultRule]:
         rules = self._rules
         if not rules:

@@ -10,10 +10,10 @@ stored one way, so whatever one API writes the other reads with the same metadat
 
 from __future__ import annotations
 
-from http.client import HTTPMessage
 from typing import Dict, List, Optional, Tuple
 
 from . import xmlgen
+from .http1 import Headers
 
 # S3 headers that mean what an OSS header means
 _HEADER_RENAMES = {
@@ -62,9 +62,9 @@ def unsupported_subresource(params: Dict[str, str]) -> Optional[str]:
     return None
 
 
-def oss_view_of_headers(wire: HTTPMessage) -> HTTPMessage:
+def oss_view_of_headers(wire: Headers) -> Headers:
     """The request headers as the OSS handlers expect them."""
-    out = HTTPMessage()
+    out = Headers()
     for name, value in wire.items():
         for oss_name, oss_value in _oss_headers(name.lower(), value):
             out[oss_name] = oss_value

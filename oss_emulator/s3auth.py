@@ -11,6 +11,7 @@ headers lower-cased with their values trimmed, and the payload hash the client d
 from __future__ import annotations
 
 import calendar
+import datetime
 import hashlib
 import hmac
 import time
@@ -48,7 +49,7 @@ class ChunkSigner:
     def sign(self, previous_signature: str, chunk_sha256: str) -> str:
         sts = '\n'.join(('AWS4-HMAC-SHA256-PAYLOAD', self.date_time, self.scope, previous_signature,
                          EMPTY_SHA256, chunk_sha256))
-        return hmac.new(self.key, sts.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self.key, sts.encode(), 'sha256').hex()
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def _check_signature(req, cred, secret, date_time, signed_headers, query, payloa
     for path in _canonical_path_forms(req.raw_path):
         canonical = _canonical_request(req, path, query, signed_headers, payload_hash)
         sts = '\n'.join((ALGORITHM, date_time, cred.scope, hashlib.sha256(canonical.encode()).hexdigest()))
-        want = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+        want = hmac.digest(key, sts.encode(), 'sha256').hex()
         if hmac.compare_digest(want, provided):
             return S3Grant(cred.access_key_id, ChunkSigner(key, date_time, cred.scope, provided))
         tried.append((canonical, sts))
@@ -150,7 +151,7 @@ def _check_signature(req, cred, secret, date_time, signed_headers, query, payloa
 def signing_key(secret: str, cred: _Credential) -> bytes:
     key = ('AWS4' + secret).encode()
     for part in (cred.date, cred.region, cred.service, 'aws4_request'):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        key = hmac.digest(key, part.encode(), 'sha256')  # one-shot: a third of hmac.new's cost
     return key
 
 
@@ -230,8 +231,13 @@ def _secret(credentials: Mapping[str, str], access_key_id: str) -> str:
 
 
 def _parse_amz_date(value: str) -> float:
+    # the fixed ISO 8601 basic form, read by hand: time.strptime cost more than the signature check
     try:
-        return calendar.timegm(time.strptime(value, '%Y%m%dT%H%M%SZ'))
+        if len(value) != 16 or value[8] != 'T' or value[15] != 'Z' or not (value[:8] + value[9:15]).isdigit():
+            raise ValueError(value)
+        when = datetime.datetime(int(value[:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]),
+                                 int(value[11:13]), int(value[13:15]))  # checks the ranges
+        return calendar.timegm(when.timetuple())
     except ValueError:
         raise StoreError('AccessDenied', 'AWS authentication requires a valid Date or x-amz-date header', 403)
 

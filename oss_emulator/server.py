@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import ipaddress
 import itertools
 import json
 import re
+import select
 import socket
+import socketserver
 import struct
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, unquote
 
 from .auth import V1_SUBRESOURCES, Authenticator
 from .faults import FaultInjector
 from .handlers import BucketOps, MultipartOps, ObjectOps, S3Dialect
-from .store import IO_CHUNK, Store, StoreError, crc64_update
+from .http1 import REASONS, BadRequest, Request, error_response, read_request
+from .reactor import PrefixedSocketIO, Reactor
+from .store import IO_CHUNK, Store, StoreError, crc64_update, write_new_file
 from .wire import SMALL_BODY, http_date, unlink_quietly
 
 BUCKET_RE = re.compile(r'^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$')
@@ -95,25 +99,77 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPRequestHandler):
-    """One connection's requests: reads each, names its operation (``classify``), injects the faults
-    asked for, authenticates it and calls the ``op_`` method of the part (``handlers``) that serves it."""
+class SocketWriter:
+    """What handlers write responses to: straight to the socket, no buffer to flush."""
 
-    protocol_version = 'HTTP/1.1'
-    server_version = 'AliyunOSS'
-    sys_version = ''
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def write(self, data) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+
+class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect):
+    """One connection's requests: ``serve`` takes one read by the reactor or by the connection's own
+    thread (``reactor``), names its operation (``classify``), injects the faults asked for,
+    authenticates it and calls the ``op_`` method of the part (``handlers``) that serves it."""
+
     emu: Emulator  # set on a per-server subclass
 
-    def setup(self):
-        super().setup()
+    def __init__(self, sock: socket.socket, client_address):
+        self.connection = sock
+        self.client_address = client_address
         # responses are written as header block + body; without NODELAY the body waits on delayed ACKs
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.wfile = SocketWriter(sock)
+        self.rfile = None  # the current request's bytes: set by the reactor or run_threaded
+        self.close_connection = False
 
-    def log_message(self, format, *args):
+    def serve(self, req: Request) -> None:
+        self.command, self.path, self.request_version = req.method, req.path, req.version
+        self.headers = req.headers
+        self.close_connection = not req.keep_alive
+        if req.expect_continue:
+            self.wfile.write(b'HTTP/1.1 100 Continue\r\n\r\n')
+        self._handle()
+        if not self.close_connection and not self._body_done:
+            self._drain()  # a body no handler read would be parsed as the next request
         if self.emu.verbose:
-            sys.stderr.write('%s - %s\n' % (self.address_string(), format % args))
+            sys.stderr.write('%s - "%s %s %s" %d\n' % (self.client_address[0], req.method, req.path,
+                                                         req.version, self._status))
 
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = lambda self: self._handle()
+    def run_threaded(self, received: bytes = b'') -> None:
+        """Serve the connection's requests in this thread until it closes; ``received`` are
+        its bytes the reactor already read."""
+        self.rfile = io.BufferedReader(PrefixedSocketIO(received, self.connection), 64 * 1024)
+        try:
+            while not self.close_connection:
+                try:
+                    req = read_request(self.rfile)
+                except BadRequest as e:
+                    self._refuse(e)
+                    return
+                if req is None:
+                    return
+                self.serve(req)
+        except (OSError, UnicodeError):
+            pass
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.connection.close()
+
+    def _refuse(self, e: BadRequest) -> None:
+        try:
+            self.wfile.write(error_response(e.status, e.message, http_date(time.time())))
+        except OSError:
+            pass
 
     # ------------------------------------------------------------ body access
     def _init_body(self) -> None:
@@ -191,6 +247,11 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPR
 
     def _receive_to_file(self, path: str) -> Tuple[int, str, int, bytes]:
         """Stream the body into ``path``; return size, md5 hex (upper), crc64, md5 digest."""
+        if not self._chunked and self._body_decoder is None and self._remaining <= SMALL_BODY:
+            data = self._read_body(SMALL_BODY)  # the common small PUT: one read, one write
+            write_new_file(path, data)
+            d = hashlib.md5(data).digest()
+            return len(data), d.hex().upper(), crc64_update(data, 0), d
         md5 = hashlib.md5()
         crc = 0
         size = 0
@@ -223,7 +284,7 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPR
     # --------------------------------------------------------------- response
     def _send(self, status: int, headers: Optional[List[Tuple[str, str]]] = None, body: bytes = b'',
               content_length: Optional[int] = None, chunked: bool = False) -> None:
-        lines = ['HTTP/1.1 %d %s' % (status, self.responses.get(status, ('',))[0]),
+        lines = ['HTTP/1.1 %d %s' % (status, REASONS.get(status, '')),
                  'Server: AliyunOSS', 'Date: ' + http_date(time.time()),
                  'x-oss-request-id: ' + self._rid]
         headers = self._dialect_response_headers(headers)
@@ -351,7 +412,7 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPR
     def _resolve(self, raw_path: str) -> Tuple[str, str]:
         host = (self.headers.get('Host') or '').strip()
         hostname = host.rsplit(':', 1)[0] if not host.endswith(']') else host
-        if hostname and '.' in hostname and hostname != 'localhost' and not _is_ip(hostname):
+        if hostname and '.' in hostname and hostname != 'localhost' and not self._host_is_ip(hostname):
             bucket = hostname.split('.', 1)[0]
             key_raw = raw_path[1:]
         else:
@@ -362,6 +423,13 @@ class OssRequestHandler(BucketOps, ObjectOps, MultipartOps, S3Dialect, BaseHTTPR
         except UnicodeDecodeError:
             raise StoreError('InvalidObjectName', 'Object name is not valid UTF-8.', 400)
         return bucket, key
+
+    def _host_is_ip(self, hostname: str) -> bool:
+        # a connection sends the same Host on every request; parsing it once per connection is enough
+        known = getattr(self, '_host_kind', None)
+        if known is None or known[0] != hostname:
+            known = self._host_kind = (hostname, _is_ip(hostname))
+        return known[1]
 
     # ------------------------------------------------------------------ admin
     def _admin(self, path: str) -> None:
@@ -444,10 +512,32 @@ def classify(method: str, bucket: str, key: str, p: Dict[str, str], headers) -> 
 
 
 
-class EmulatorServer(ThreadingHTTPServer):
-    daemon_threads = True
+class EmulatorServer(socketserver.TCPServer):
+    """Accepts connections and gives each to the reactor (``reactor``); where there is no epoll,
+    each connection gets a thread of its own."""
+
     request_queue_size = 1024
     allow_reuse_address = True
+
+    def __init__(self, address, handler_class, quiet: bool = True):
+        super().__init__(address, handler_class)
+        self.reactor = Reactor(quiet=quiet) if hasattr(select, 'epoll') else None
+
+    def process_request(self, request, client_address):
+        handler = self.RequestHandlerClass(request, client_address)
+        if self.reactor is not None:
+            self.reactor.add(handler)
+        else:
+            threading.Thread(target=handler.run_threaded, daemon=True).start()
+
+    def server_close(self):
+        super().server_close()
+        if self.reactor is not None:
+            self.reactor.close()
+            self.reactor = None
+        emu = getattr(self, 'emu', None)
+        if emu is not None:
+            emu.store.close()
 
     def handle_error(self, request, client_address):
         # A client that hangs up (a test's short timeout, a killed worker) is normal traffic for
@@ -458,11 +548,13 @@ class EmulatorServer(ThreadingHTTPServer):
 
 
 def make_server(host: str, port: int, data_dir: str, credentials: Dict[str, str], faults: Optional[str] = None,
-                seed: Optional[int] = None, verbose: bool = False, quiet: bool = False) -> EmulatorServer:
-    emu = Emulator(store=Store(data_dir), auth=Authenticator(credentials), faults=FaultInjector(faults, seed),
+                seed: Optional[int] = None, verbose: bool = False, quiet: bool = False,
+                fsync: bool = False) -> EmulatorServer:
+    emu = Emulator(store=Store(data_dir, fsync=fsync), auth=Authenticator(credentials),
+                   faults=FaultInjector(faults, seed),
                    stats=Stats(), verbose=verbose, quiet=quiet)
     handler = type('BoundOssRequestHandler', (OssRequestHandler,), {'emu': emu})
-    srv = EmulatorServer((host, port), handler)
+    srv = EmulatorServer((host, port), handler, quiet=quiet)
     emu.endpoint = '%s:%d' % (host, srv.server_address[1])
     emu.host_id = emu.endpoint
     srv.emu = emu

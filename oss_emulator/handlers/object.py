@@ -39,7 +39,7 @@ class ObjectOps:
         store = self.emu.store
         b = store.get_bucket(bucket)
         self._check_forbid_overwrite(b, key)
-        tmp = store.new_temp_path(b)
+        tmp = store.new_data_path(b, key)
         size, etag, crc, digest = self._receive_checked(tmp)
         meta = self._request_meta()
         acl = meta.pop('x-oss-object-acl', self.headers.get('x-oss-object-acl', 'default'))
