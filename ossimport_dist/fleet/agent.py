@@ -185,6 +185,7 @@ class Agent(ServiceLoop):
         self.worker.start()
 
     def tick(self, now: float) -> None:
+        self.worker.flush_audit_logs()
         if now - self._last_settings >= SETTINGS_EVERY_S:
             self._last_settings = now
             self._reload_settings()
