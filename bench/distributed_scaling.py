@@ -42,22 +42,17 @@ def console(conf: Path, workers: Path, *args, timeout=900) -> str:
     return r.stdout
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=400)
-    ap.add_argument("--size", default="256k")
-    ap.add_argument("--cap", type=int, default=4096, help="workerMaxThroughput(KB/s) of each worker")
-    ap.add_argument("--threads", type=int, default=8)
-    args = ap.parse_args()
-    size = parse_size(args.size)
+def measure(files: int, size: int, cap_kb: int, threads: int, rounds: int = 1, log=print) -> list:
+    """One dict per run (workers, seconds, MiB/s, ideal, shares), ``rounds`` times 1, 2, 3 workers."""
     fleet = start_fleet()
     work = Path(tempfile.mkdtemp(prefix="ossimport-bench-"))
     nas = Path(tempfile.mkdtemp(prefix="ossimport-nas-", dir="/srv"))
     secret = secrets.token_hex(16)
     emu = start_process(str(work / "oss"), "bench", secret)
+    rows = []
     try:
         os.chmod(nas, 0o755)
-        for i in range(args.files):
+        for i in range(files):
             p = nas / f"d{i % 20:02d}" / f"f{i:05d}.bin"
             p.parent.mkdir(exist_ok=True, mode=0o755)
             p.write_bytes(os.urandom(size))
@@ -66,50 +61,85 @@ def main() -> int:
         conf.mkdir()
         (conf / "sys.properties").write_text(
             f"workingDir={fleet.working_dir}\nworkerUserName={fleet.user}\nprivateKeyFile={fleet.key_file}\n"
-            f"sshKnownHostsFile={fleet.known_hosts}\nworkerTaskThreadNum={args.threads}\n"
-            f"workerMaxThroughput(KB/s)={args.cap}\n")
+            f"sshKnownHostsFile={fleet.known_hosts}\nworkerTaskThreadNum={threads}\n"
+            f"workerMaxThroughput(KB/s)={cap_kb}\n")
         workers = work / "workers.txt"
         fleet.write_workers_file(workers, fleet.hosts)
-        print("deploying ...", flush=True)
+        log("deploying ...")
         console(conf, workers, "deploy")
-        rows = []
-        for n in (1, 2, 3):
-            bucket_name = f"bench-{n}"
-            bucket = oss2.Bucket(oss2.Auth("bench", secret), emu.endpoint, bucket_name)
-            bucket.create_bucket()
-            job = f"scale_{n}"
-            (conf / "job.cfg").write_text(
-                f"jobName={job}\nsrcPrefix={nas}/\ndestDomain={emu.endpoint}\ndestBucket={bucket_name}\n"
-                f"destAccessKey=bench\ndestSecretKey={secret}\ntaskObjectCountLimit=10\n")
-            (conf / "job.cfg").chmod(0o600)
-            fleet.write_workers_file(workers, fleet.hosts[:n])
-            console(conf, workers, "submit", str(conf / "job.cfg"))
-            t0 = time.time()
-            console(conf, workers, "start")
-            while True:
-                out = console(conf, workers, "stat", job)
-                if "JobState:Succeed" in out or "JobState:Failed" in out:
-                    break
-                time.sleep(0.5)
-            done = Path(fleet.working_dir) / "master" / "jobs" / job / "succeed_tasks"
-            finish_ms = sorted(int(d.split("_")[1].split("@")[0]) for d in os.listdir(done))
-            t1 = finish_ms[-1] / 1000
-            # Steady state: the tasks that finished after the first one, over the time they took.
-            steady = (len(finish_ms) - 1) * 10 * size / ((finish_ms[-1] - finish_ms[0]) / 1000) / (1 << 20)
-            console(conf, workers, "stop")
-            listed = sum(1 for _ in oss2.ObjectIteratorV2(bucket))
-            assert "JobState:Succeed" in out and listed == args.files, (out, listed)
-            mib_s = args.files * size / (t1 - t0) / (1 << 20)
-            rows.append((n, t1 - t0, mib_s))
-            print(f"{n} worker(s), each capped at {args.cap} KB/s: {args.files} x {args.size} in {t1 - t0:.1f} s, "
-                  f"{mib_s:.2f} MiB/s aggregate ({mib_s / (args.cap / 1024):.2f} x one worker's cap); "
-                  f"steady state {steady:.2f} MiB/s ({steady / (args.cap / 1024):.2f} x)", flush=True)
-            console(conf, workers, "clean", job)
+        for round_no in range(rounds):
+            for n in (1, 2, 3):
+                row = one_job(fleet, emu.endpoint, secret, conf, workers, nas, n, files, size, f"{n}_{round_no}")
+                row.update(workers=n, round=round_no, ideal_mib_per_s=n * cap_kb / 1024)
+                row["share_of_ideal"] = row["mib_per_s"] / row["ideal_mib_per_s"]
+                row["steady_share"] = row["steady_mib_per_s"] / row["ideal_mib_per_s"]
+                rows.append(row)
+                log(f"{n} worker(s), each capped at {cap_kb} KB/s: {files} x {size} B in {row['seconds']:.1f} s, "
+                    f"{row['mib_per_s']:.2f} MiB/s aggregate ({row['share_of_ideal']:.0%} of {n} x the cap); "
+                    f"steady state {row['steady_mib_per_s']:.2f} MiB/s ({row['steady_share']:.0%})")
     finally:
         emu.stop()
         fleet.close()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(nas, ignore_errors=True)
+    return rows
+
+
+def one_job(fleet, endpoint: str, secret: str, conf: Path, workers: Path, nas: Path, n: int, files: int,
+            size: int, tag: str) -> dict:
+    bucket_name = f"bench-{tag.replace('_', '-')}"
+    bucket = oss2.Bucket(oss2.Auth("bench", secret), endpoint, bucket_name)
+    bucket.create_bucket()
+    job = f"scale_{tag}"
+    (conf / "job.cfg").write_text(
+        f"jobName={job}\nsrcPrefix={nas}/\ndestDomain={endpoint}\ndestBucket={bucket_name}\n"
+        f"destAccessKey=bench\ndestSecretKey={secret}\ntaskObjectCountLimit=10\n")
+    (conf / "job.cfg").chmod(0o600)
+    fleet.write_workers_file(workers, fleet.hosts[:n])
+    console(conf, workers, "submit", str(conf / "job.cfg"))
+    t0 = time.time()
+    console(conf, workers, "start")
+    while True:
+        out = console(conf, workers, "stat", job)
+        if "JobState:Succeed" in out or "JobState:Failed" in out:
+            break
+        time.sleep(0.5)
+    done = Path(fleet.working_dir) / "master" / "jobs" / job / "succeed_tasks"
+    finish_ms = sorted(int(d.split("_")[1].split("@")[0]) for d in os.listdir(done))
+    t1 = finish_ms[-1] / 1000
+    # Steady state: the tasks that finished after the first one, over the time they took.
+    steady = (len(finish_ms) - 1) * 10 * size / ((finish_ms[-1] - finish_ms[0]) / 1000) / (1 << 20)
+    console(conf, workers, "stop")
+    listed = sum(1 for _ in oss2.ObjectIteratorV2(bucket))
+    assert "JobState:Succeed" in out and listed == files, (out, listed)
+    console(conf, workers, "clean", job)
+    return {"seconds": t1 - t0, "mib_per_s": files * size / (t1 - t0) / (1 << 20), "steady_mib_per_s": steady}
+
+
+def runs(quick: bool, repeat: int) -> list:
+    """suite.py's rows of this case (bench/run.sh --cases fleet)."""
+    from suite import Run
+
+    files, size, cap, threads = (120 if quick else 400), 256 << 10, 4096, 8
+    out = []
+    for r in measure(files, size, cap, threads, rounds=1 if quick else repeat,
+                     log=lambda line: print(line, flush=True)):
+        out.append(Run("fleet", f"{r['workers']}-workers", r["round"], files, size, r["seconds"], 0.0,
+                       extra={k: r[k] for k in ("workers", "ideal_mib_per_s", "share_of_ideal", "steady_share",
+                                                "steady_mib_per_s")},
+                       command=f"bench/distributed_scaling.py --files {files} --size 256k --cap {cap} "
+                               f"--threads {threads}"))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=400)
+    ap.add_argument("--size", default="256k")
+    ap.add_argument("--cap", type=int, default=4096, help="workerMaxThroughput(KB/s) of each worker")
+    ap.add_argument("--threads", type=int, default=8)
+    args = ap.parse_args()
+    measure(args.files, parse_size(args.size), args.cap, args.threads, log=lambda line: print(line, flush=True))
     return 0
 
 
