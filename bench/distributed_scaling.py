@@ -34,10 +34,13 @@ from ossimport_dist.config import parse_size  # noqa: E402
 from oss_emulator import start_process  # noqa: E402
 
 
-def console(conf: Path, workers: Path, *args, timeout=900) -> str:
+JOB_TIMEOUT_S = 900
+
+
+def console(conf: Path, workers: Path, *args, timeout=900, ok=(0,)) -> str:
     r = subprocess.run(["bash", str(ROOT / "console.sh"), "--sys", str(conf / "sys.properties"),
                         "--workers", str(workers), *args], capture_output=True, text=True, timeout=timeout)
-    if r.returncode:
+    if r.returncode not in ok:
         raise SystemExit(f"console {args} failed: {r.stdout}{r.stderr}")
     return r.stdout
 
@@ -69,12 +72,14 @@ def measure(files: int, size: int, cap_kb: int, threads: int, rounds: int = 1, l
         console(conf, workers, "deploy")
         for round_no in range(rounds):
             for n in (1, 2, 3):
-                row = one_job(fleet, emu.endpoint, secret, conf, workers, nas, n, files, size, f"{n}_{round_no}")
+                row = one_job(fleet, emu.endpoint, secret, conf, workers, nas, n, files, size,
+                              f"{n}_{round_no}")
                 row.update(workers=n, round=round_no, ideal_mib_per_s=n * cap_kb / 1024)
                 row["share_of_ideal"] = row["mib_per_s"] / row["ideal_mib_per_s"]
                 row["steady_share"] = row["steady_mib_per_s"] / row["ideal_mib_per_s"]
                 rows.append(row)
-                log(f"{n} worker(s), each capped at {cap_kb} KB/s: {files} x {size} B in {row['seconds']:.1f} s, "
+                log(f"{n} worker(s), each capped at {cap_kb} KB/s: {files} x {size} B in "
+                    f"{row['seconds']:.1f} s, "
                     f"{row['mib_per_s']:.2f} MiB/s aggregate ({row['share_of_ideal']:.0%} of {n} x the cap); "
                     f"steady state {row['steady_mib_per_s']:.2f} MiB/s ({row['steady_share']:.0%})")
     finally:
@@ -100,9 +105,12 @@ def one_job(fleet, endpoint: str, secret: str, conf: Path, workers: Path, nas: P
     t0 = time.time()
     console(conf, workers, "start")
     while True:
-        out = console(conf, workers, "stat", job)
+        # stat's exit code: 0 Succeed, 1 Failed, 3 still running
+        out = console(conf, workers, "stat", job, ok=(0, 1, 3))
         if "JobState:Succeed" in out or "JobState:Failed" in out:
             break
+        if time.time() - t0 > JOB_TIMEOUT_S:
+            raise SystemExit(f"job {job} not finished after {JOB_TIMEOUT_S} s:\n{out}")
         time.sleep(0.5)
     done = Path(fleet.working_dir) / "master" / "jobs" / job / "succeed_tasks"
     finish_ms = sorted(int(d.split("_")[1].split("@")[0]) for d in os.listdir(done))
@@ -116,17 +124,18 @@ def one_job(fleet, endpoint: str, secret: str, conf: Path, workers: Path, nas: P
     return {"seconds": t1 - t0, "mib_per_s": files * size / (t1 - t0) / (1 << 20), "steady_mib_per_s": steady}
 
 
-def runs(quick: bool, repeat: int) -> list:
+def runs(quick: bool, rounds: int) -> list:
     """suite.py's rows of this case (bench/run.sh --cases fleet)."""
     from suite import Run
 
     files, size, cap, threads = (120 if quick else 400), 256 << 10, 4096, 8
     out = []
-    for r in measure(files, size, cap, threads, rounds=1 if quick else repeat,
+    for r in measure(files, size, cap, threads, rounds=rounds,
                      log=lambda line: print(line, flush=True)):
-        out.append(Run("fleet", f"{r['workers']}-workers", r["round"], files, size, r["seconds"], 0.0,
-                       extra={k: r[k] for k in ("workers", "ideal_mib_per_s", "share_of_ideal", "steady_share",
-                                                "steady_mib_per_s")},
+        name = f"{r['workers']} worker" + ("s" if r["workers"] > 1 else "")
+        out.append(Run("fleet", name, r["round"], files, size, r["seconds"], 0.0,
+                       extra={k: r[k] for k in ("workers", "ideal_mib_per_s", "share_of_ideal",
+                                                "steady_share", "steady_mib_per_s")},
                        command=f"bench/distributed_scaling.py --files {files} --size 256k --cap {cap} "
                                f"--threads {threads}"))
     return out
@@ -139,7 +148,8 @@ def main() -> int:
     ap.add_argument("--cap", type=int, default=4096, help="workerMaxThroughput(KB/s) of each worker")
     ap.add_argument("--threads", type=int, default=8)
     args = ap.parse_args()
-    measure(args.files, parse_size(args.size), args.cap, args.threads, log=lambda line: print(line, flush=True))
+    measure(args.files, parse_size(args.size), args.cap, args.threads,
+            log=lambda line: print(line, flush=True))
     return 0
 
 

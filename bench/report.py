@@ -107,7 +107,8 @@ def write(docs: Path, runs: list, sets: dict, a, elapsed_s: float) -> None:
                      "server_cpu_s": f"{r.server_cpu_s:.3f}", "job_s": f"{r.job_s:.3f}",
                      "extra": json.dumps(r.extra, sort_keys=True), "command": r.command})
     order = list(CASE_TITLES)
-    rows.sort(key=lambda r: (order.index(r["case"]) if r["case"] in order else 99, r["tool"], int(r["round"])))
+    rows.sort(key=lambda r: (order.index(r["case"]) if r["case"] in order else 99, r["tool"],
+                             int(r["round"])))
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
@@ -146,6 +147,10 @@ def medians(rows: list) -> dict:
     return out
 
 
+def _runs(n) -> str:
+    return "1 run" if n == 1 else f"{n} runs"
+
+
 def _ratio(a, b):
     return a / b if a is not None and b else None
 
@@ -168,13 +173,16 @@ def targets(m: dict) -> list:
         return lambda v: v >= x
 
     add("small files into s3rver: ours-s3 (import.sh) / s5cmd, objects/s",
-        _ratio(get("small-s3rver", "ours-s3", "objects_per_s"), get("small-s3rver", "s5cmd", "objects_per_s")),
+        _ratio(get("small-s3rver", "ours-s3", "objects_per_s"),
+               get("small-s3rver", "s5cmd", "objects_per_s")),
         ">= 1.2x", at_least(1.2), "{:.2f}x")
     add("small files into s3rver: ours-s3 (import.sh) / rclone, objects/s",
-        _ratio(get("small-s3rver", "ours-s3", "objects_per_s"), get("small-s3rver", "rclone", "objects_per_s")),
+        _ratio(get("small-s3rver", "ours-s3", "objects_per_s"),
+               get("small-s3rver", "rclone", "objects_per_s")),
         ">= 2x", at_least(2.0), "{:.2f}x")
     add("large files into s3rver: ours-s3 (import.sh) / s5cmd, MiB/s",
-        _ratio(get("large-s3rver", "ours-s3", "mib_per_s"), get("large-s3rver", "s5cmd", "mib_per_s")), ">= 1.0x",
+        _ratio(get("large-s3rver", "ours-s3", "mib_per_s"), get("large-s3rver", "s5cmd", "mib_per_s")),
+        ">= 1.0x",
         at_least(1.0), "{:.2f}x")
     for case, measure in (("small-emulator", "objects_per_s"), ("large-emulator", "mib_per_s")):
         for tool in ("ours-oss", "ours-s3"):
@@ -185,7 +193,7 @@ def targets(m: dict) -> list:
         "{:,.0f}")
     add("scan+split: master peak RSS", get("scan", "ours-scan", "peak_rss_mb"), "< 200 MB", lambda v: v < 200,
         "{:.0f} MB")
-    add("3 throttled workers: share of ideal", get("fleet", "3-workers", "share_of_ideal"), ">= 90%",
+    add("3 throttled workers: share of ideal", get("fleet", "3 workers", "share_of_ideal"), ">= 90%",
         at_least(0.9), "{:.0%}")
     return out
 
@@ -206,7 +214,8 @@ def copy_table(case: str, m: dict) -> list:
     files, size = int(first["files"]), int(first["size_bytes"])
     label = f"{files:,} x {size >> 20} MiB" if not small else f"{files:,} x {size >> 10} KiB"
     lines = [f"### {label}: {CASE_TITLES[case]}", "",
-             f"{first['when']}, `{first['benchmark']}`; median of {m[(case, tools[0])]['runs']} runs per tool, "
+             f"{first['when']}, `{first['benchmark']}`; median of {_runs(m[(case, tools[0])]['runs'])} "
+             f"per tool, "
              f"in rotating order. Machine: {first['machine']}. Versions: {first['versions']}.", "",
              f"| tool | time | objects/s | MiB/s | tool CPU | server CPU | vs {base} | command |",
              "|---|---|---|---|---|---|---|---|"]
@@ -217,8 +226,11 @@ def copy_table(case: str, m: dict) -> list:
         med = m[(case, tool)]
         job = f" (job done at {med['job_s']:.2f} s)" if med["job_s"] else ""
         ratio = f"{med[measure] / ref:.2f}x" if ref else "-"
-        lines.append(f"| {tool} | {med['seconds']:.2f} s{job} | {med['objects_per_s']:.0f} | "
-                     f"{med['mib_per_s']:.1f} | {_per_object_cpu(med)} | {med['server_cpu_s']:.2f} s | {ratio} | "
+        rate = med["objects_per_s"]
+        objects = f"{rate:.0f}" if rate >= 10 else f"{rate:.2f}"
+        lines.append(f"| {tool} | {med['seconds']:.2f} s{job} | {objects} | "
+                     f"{med['mib_per_s']:.1f} | {_per_object_cpu(med)} | {med['server_cpu_s']:.2f} s | "
+                     f"{ratio} | "
                      f"`{med['first']['command']}` |")
     return lines + [""]
 
@@ -229,7 +241,7 @@ def extra_table(case: str, m: dict, columns: list) -> list:
         return []
     first = m[(case, tools[0])]["first"]
     lines = [f"### {CASE_TITLES[case]}", "",
-             f"{first['when']}, `{first['benchmark']}`; median of {m[(case, tools[0])]['runs']} runs. "
+             f"{first['when']}, `{first['benchmark']}`; median of {_runs(m[(case, tools[0])]['runs'])}. "
              f"Machine: {first['machine']}. Versions: {first['versions']}.", "",
              "| run | " + " | ".join(title for _, title, _ in columns) + " | command |",
              "|---|" + "---|" * len(columns) + "---|"]
@@ -245,7 +257,8 @@ def markdown(rows: list) -> list:
     lines = ["## Results of `bash bench/run.sh`", "",
              "Regenerated by `bash bench/run.sh` from docs/benchmarks.csv (one row per run); the chart is "
              "docs/benchmarks.png. Each table names its date, machine, versions and command.", "",
-             "### Against the targets of issue 11", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+             "### Against the targets of issue 11", "", "| target | measured | goal | met |",
+             "|---|---|---|---|"]
     lines += [f"| {what} | {value} | {goal} | {met} |" for what, value, goal, met in targets(m)]
     lines.append("")
     for case in ("small-s3rver", "large-s3rver", "small-emulator", "large-emulator"):
@@ -293,8 +306,8 @@ def chart(rows: list, path: Path) -> None:
         for case in cases:
             any_run = next((v for (c, _), v in m.items() if c == case), None)
             size = int(any_run["size_bytes"]) if any_run else 0
-            what = f"{int(any_run['files']):,} x {size >> 20 or size >> 10} {'MiB' if size >= MIB else 'KiB'}" \
-                if any_run else "not run"
+            unit = f"{size >> 20} MiB" if size >= MIB else f"{size >> 10} KiB"
+            what = f"{int(any_run['files']):,} x {unit}" if any_run else "not run"
             labels.append(f"{case.split('-')[1]}\n{what}")
         ax.set_xticks(range(len(cases)), labels)
         ax.set_title(title)

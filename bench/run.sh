@@ -3,9 +3,10 @@
 # starts the servers, runs every tool on the same data in rotation and writes docs/benchmarks.md
 # (its generated section), docs/benchmarks.csv and docs/benchmarks.png.
 #   bash bench/run.sh [--quick] [--repeat N] [--cases small-s3rver,large-s3rver,small-emulator,...]
-# Cases: small-s3rver large-s3rver small-emulator large-emulator scan fleet (all by default; fleet
-# needs root, sshd and the test fleet's addresses, see tests/setup_system.sh). The full run takes
-# about 15 minutes on 2 cores, --quick about 2 (bench/suite.py says what each case measures).
+# Cases: small-s3rver large-s3rver small-emulator large-emulator scan fleet (all by default, all but
+# fleet with --quick; fleet needs root, sshd and the test fleet's addresses, see
+# tests/setup_system.sh). The full run takes about 15 minutes on 2 cores, --quick about 2
+# (docs/benchmarks.md says what each case measures and how).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/bin/bootstrap.sh"
@@ -21,9 +22,11 @@ fi
 if ! command -v rclone >/dev/null; then
   echo "Installing rclone (Debian)..." >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q rclone >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q rclone >/dev/null; }
+  # The package lists may be absent on a fresh image: refresh them only on a miss.
+  apt-get install -y -q rclone >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y -q rclone >/dev/null; }
 fi
-if [[ " $* " == *fleet* ]] || [[ " $* " != *--cases* ]]; then
+if [[ " $* " == *fleet* ]] || { [[ " $* " != *--cases* ]] && [[ " $* " != *--quick* ]]; }; then
   # The sshd fleet's system packages (openssh-server); quick when installed.
   bash "$ROOT/tests/setup_system.sh" >/dev/null
 fi

@@ -38,7 +38,8 @@ SCAN_TIMEOUT_S = 600
 def write_manifest(path: Path, entries: int) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for start in range(0, entries, 10_000):
-            f.write("".join(f"d{i % 1000:03d}/f{i:07d}.bin\t4096\n" for i in range(start, min(entries, start + 10_000))))
+            end = min(entries, start + 10_000)
+            f.write("".join(f"d{i % 1000:03d}/f{i:07d}.bin\t4096\n" for i in range(start, end)))
 
 
 def closed_port() -> int:

@@ -110,8 +110,8 @@ def raw_ceiling(server: versus.Server, bucket: str, data: DataSet) -> Run:
     r = json.loads(out.stdout.strip().splitlines()[-1])
     return Run("", "raw-ceiling", 0, data.files, data.size, data.files / r["objects_per_s"],
                r["client_cpu_ms"] * data.files / 1000, (r["server_cpu_ms"] or 0.0) * data.files / 1000,
-               command=shown(cmd[1:], {server.secret_key: "SECRET", server.endpoint: "ENDPOINT", bucket: "BUCKET",
-                                       f"--server-pid {server.pid}": "--server-pid PID"}))
+               command=shown(cmd[1:], {server.secret_key: "SECRET", server.endpoint: "ENDPOINT",
+                                       bucket: "BUCKET", f"--server-pid {server.pid}": "--server-pid PID"}))
 
 
 def run_tool(tool: str, server: versus.Server, data: DataSet, src: Path, workdir: Path) -> Run:
@@ -130,6 +130,7 @@ def run_tool(tool: str, server: versus.Server, data: DataSet, src: Path, workdir
                   command=shown(cmd, {str(workdir): "RUN", str(src): "DATA", server.endpoint: "ENDPOINT",
                                       bucket: "BUCKET"}))
         if tool.startswith("ours"):
+            run.command += f" (destType={'oss' if tool == 'ours-oss' else 's3'})"
             run.job_s = versus.last_task_finish(workdir) - began
         run.server_cpu_s = versus.process_cpu(server.pid) - server_cpu0
         versus.check_prefix(server, bucket, prefix, src, data.files)
@@ -181,13 +182,22 @@ def print_run(run: Run) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="1,000 x 4 KiB and 4 x 16 MiB, 100,000 entries")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--cases", default=",".join(c.name for c in CASES))
+    ap.add_argument("--quick", action="store_true",
+                    help="1,000 x 4 KiB and 4 x 16 MiB, 100,000 entries, one round unless --repeat")
+    ap.add_argument("--repeat", type=int, default=None, help="rounds per case (default 3, --quick 1)")
+    ap.add_argument("--cases", default="",
+                    help=f"comma-separated, of {', '.join(c.name for c in CASES)} (default: all; with "
+                         f"--quick all but fleet, whose deploy alone takes a minute or two)")
     ap.add_argument("--docs", default=str(ROOT / "docs"), help="where benchmarks.md/.csv/.png are written")
-    ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (each run's output.log, job state)")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="work in DIR (new) and keep it: each run's output.log and job state")
     a = ap.parse_args()
-    wanted = a.cases.split(",")
+    # The fleet's workers are throttled, so one round of it says what three would, in a third of
+    # the run's 15 minutes: it repeats only when --repeat asks.
+    fleet_rounds = a.repeat or 1
+    a.repeat = a.repeat or (1 if a.quick else 3)
+    everything = [c.name for c in CASES if not (a.quick and c.name == "fleet")]
+    wanted = a.cases.split(",") if a.cases else everything
     unknown = set(wanted) - {c.name for c in CASES}
     if unknown:
         raise SystemExit(f"unknown case(s) {', '.join(sorted(unknown))}: {', '.join(c.name for c in CASES)}")
@@ -222,7 +232,7 @@ def main() -> int:
             if any(c.name == "fleet" for c in cases):
                 import distributed_scaling
 
-                for run in distributed_scaling.runs(a.quick, a.repeat):
+                for run in distributed_scaling.runs(a.quick, fleet_rounds):
                     sink(run)
         finally:
             stop_leftovers()

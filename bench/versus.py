@@ -296,7 +296,8 @@ def operator_command(tool: str, server: Server, bucket: str, prefix: str, src: P
                 "--only-show-errors", str(src), f"s3://{bucket}/{prefix}/"], aws_env(server, workdir)
     if tool in ("ours-oss", "ours-s3"):
         sys_file, job_file = job_files(server, bucket, prefix, src, workdir, native=tool == "ours-oss")
-        return ["bash", str(ROOT / "import.sh"), "--sys", str(sys_file), "--yes", str(job_file)], dict(os.environ)
+        return (["bash", str(ROOT / "import.sh"), "--sys", str(sys_file), "--yes", str(job_file)],
+                dict(os.environ))
     raise ValueError(f"unknown tool {tool}")
 
 
@@ -353,7 +354,8 @@ def check_prefix(server: Server, bucket: str, prefix: str, src: Path, files: int
     seen = listed_sizes(server, bucket, prefix, src)
     wanted = {str(p.relative_to(src)): p.stat().st_size for p in src.rglob("*") if p.is_file()}
     if seen != wanted or len(seen) != files:
-        raise SystemExit(f"{prefix}: {len(seen)} objects at the destination, {files} expected or sizes differ")
+        raise SystemExit(f"{prefix}: {len(seen)} objects at the destination, {files} expected, "
+                         f"or sizes differ")
     for key in sorted(wanted)[:: max(1, files // 50)]:
         head = client.head_object(Bucket=bucket, Key=f"{prefix}/{key}")
         headers = head["ResponseMetadata"]["HTTPHeaders"]
