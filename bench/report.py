@@ -184,6 +184,10 @@ def targets(m: dict) -> list:
         _ratio(get("large-s3rver", "ours-s3", "mib_per_s"), get("large-s3rver", "s5cmd", "mib_per_s")),
         ">= 1.0x",
         at_least(1.0), "{:.2f}x")
+    ours, s5 = m.get(("large-s3rver", "ours-s3")), m.get(("large-s3rver", "s5cmd"))
+    if ours and s5:
+        out.append(("large files into s3rver: client CPU per GiB, ours-s3 / s5cmd",
+                    f"{_per_object_cpu(ours)} / {_per_object_cpu(s5)}", "reported", "-"))
     for case, measure in (("small-emulator", "objects_per_s"), ("large-emulator", "mib_per_s")):
         for tool in ("ours-oss", "ours-s3"):
             add(f"{CASE_TITLES[case].split(' into')[0]} into the emulator: {tool} / its raw ceiling",
