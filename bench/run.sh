@@ -6,7 +6,8 @@
 # Cases: small-s3rver large-s3rver small-emulator large-emulator scan fleet (all by default, all but
 # fleet with --quick; fleet needs root, sshd and the test fleet's addresses, see
 # tests/setup_system.sh). The full run takes about 15 minutes on 2 cores, --quick about 2
-# (docs/benchmarks.md says what each case measures and how).
+# (docs/benchmarks.md says what each case measures and how). --quick is a smoke test: its tables go
+# to .cache/bench-quick/, never over the record in docs/ (unless --docs docs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/bin/bootstrap.sh"

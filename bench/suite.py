@@ -188,7 +188,9 @@ def main() -> int:
     ap.add_argument("--cases", default="",
                     help=f"comma-separated, of {', '.join(c.name for c in CASES)} (default: all; with "
                          f"--quick all but fleet, whose deploy alone takes a minute or two)")
-    ap.add_argument("--docs", default=str(ROOT / "docs"), help="where benchmarks.md/.csv/.png are written")
+    ap.add_argument("--docs", default=None,
+                    help="where benchmarks.md/.csv/.png are written (default docs/; with --quick "
+                         ".cache/bench-quick/, so that a smoke test never replaces the record)")
     ap.add_argument("--keep", metavar="DIR",
                     help="work in DIR (new) and keep it: each run's output.log and job state")
     a = ap.parse_args()
@@ -196,6 +198,7 @@ def main() -> int:
     # the run's 15 minutes: it repeats only when --repeat asks.
     fleet_rounds = a.repeat or 1
     a.repeat = a.repeat or (1 if a.quick else 3)
+    a.docs = a.docs or str(ROOT / (".cache/bench-quick" if a.quick else "docs"))
     everything = [c.name for c in CASES if not (a.quick and c.name == "fleet")]
     wanted = a.cases.split(",") if a.cases else everything
     unknown = set(wanted) - {c.name for c in CASES}
