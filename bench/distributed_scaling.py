@@ -34,12 +34,111 @@ from ossimport_dist.config import parse_size  # noqa: E402
 from oss_emulator import start_process  # noqa: E402
 
 
-def console(conf: Path, workers: Path, *args, timeout=900) -> str:
+JOB_TIMEOUT_S = 900
+
+
+def console(conf: Path, workers: Path, *args, timeout=900, ok=(0,)) -> str:
     r = subprocess.run(["bash", str(ROOT / "console.sh"), "--sys", str(conf / "sys.properties"),
                         "--workers", str(workers), *args], capture_output=True, text=True, timeout=timeout)
-    if r.returncode:
+    if r.returncode not in ok:
         raise SystemExit(f"console {args} failed: {r.stdout}{r.stderr}")
     return r.stdout
+
+
+def measure(files: int, size: int, cap_kb: int, threads: int, rounds: int = 1, log=print) -> list:
+    """One dict per run (workers, seconds, MiB/s, ideal, shares), ``rounds`` times 1, 2, 3 workers."""
+    fleet = start_fleet()
+    work = Path(tempfile.mkdtemp(prefix="ossimport-bench-"))
+    nas = Path(tempfile.mkdtemp(prefix="ossimport-nas-", dir="/srv"))
+    secret = secrets.token_hex(16)
+    emu = start_process(str(work / "oss"), "bench", secret)
+    rows = []
+    try:
+        os.chmod(nas, 0o755)
+        for i in range(files):
+            p = nas / f"d{i % 20:02d}" / f"f{i:05d}.bin"
+            p.parent.mkdir(exist_ok=True, mode=0o755)
+            p.write_bytes(os.urandom(size))
+            p.chmod(0o644)
+        conf = work / "conf"
+        conf.mkdir()
+        (conf / "sys.properties").write_text(
+            f"workingDir={fleet.working_dir}\nworkerUserName={fleet.user}\nprivateKeyFile={fleet.key_file}\n"
+            f"sshKnownHostsFile={fleet.known_hosts}\nworkerTaskThreadNum={threads}\n"
+            f"workerMaxThroughput(KB/s)={cap_kb}\n")
+        workers = work / "workers.txt"
+        fleet.write_workers_file(workers, fleet.hosts)
+        log("deploying ...")
+        console(conf, workers, "deploy")
+        for round_no in range(rounds):
+            for n in (1, 2, 3):
+                row = one_job(fleet, emu.endpoint, secret, conf, workers, nas, n, files, size,
+                              f"{n}_{round_no}")
+                row.update(workers=n, round=round_no, ideal_mib_per_s=n * cap_kb / 1024)
+                row["share_of_ideal"] = row["mib_per_s"] / row["ideal_mib_per_s"]
+                row["steady_share"] = row["steady_mib_per_s"] / row["ideal_mib_per_s"]
+                rows.append(row)
+                log(f"{n} worker(s), each capped at {cap_kb} KB/s: {files} x {size} B in "
+                    f"{row['seconds']:.1f} s, "
+                    f"{row['mib_per_s']:.2f} MiB/s aggregate ({row['share_of_ideal']:.0%} of {n} x the cap); "
+                    f"steady state {row['steady_mib_per_s']:.2f} MiB/s ({row['steady_share']:.0%})")
+    finally:
+        emu.stop()
+        fleet.close()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(nas, ignore_errors=True)
+    return rows
+
+
+def one_job(fleet, endpoint: str, secret: str, conf: Path, workers: Path, nas: Path, n: int, files: int,
+            size: int, tag: str) -> dict:
+    bucket_name = f"bench-{tag.replace('_', '-')}"
+    bucket = oss2.Bucket(oss2.Auth("bench", secret), endpoint, bucket_name)
+    bucket.create_bucket()
+    job = f"scale_{tag}"
+    (conf / "job.cfg").write_text(
+        f"jobName={job}\nsrcPrefix={nas}/\ndestDomain={endpoint}\ndestBucket={bucket_name}\n"
+        f"destAccessKey=bench\ndestSecretKey={secret}\ntaskObjectCountLimit=10\n")
+    (conf / "job.cfg").chmod(0o600)
+    fleet.write_workers_file(workers, fleet.hosts[:n])
+    console(conf, workers, "submit", str(conf / "job.cfg"))
+    t0 = time.time()
+    console(conf, workers, "start")
+    while True:
+        # stat's exit code: 0 Succeed, 1 Failed, 3 still running
+        out = console(conf, workers, "stat", job, ok=(0, 1, 3))
+        if "JobState:Succeed" in out or "JobState:Failed" in out:
+            break
+        if time.time() - t0 > JOB_TIMEOUT_S:
+            raise SystemExit(f"job {job} not finished after {JOB_TIMEOUT_S} s:\n{out}")
+        time.sleep(0.5)
+    done = Path(fleet.working_dir) / "master" / "jobs" / job / "succeed_tasks"
+    finish_ms = sorted(int(d.split("_")[1].split("@")[0]) for d in os.listdir(done))
+    t1 = finish_ms[-1] / 1000
+    # Steady state: the tasks that finished after the first one, over the time they took.
+    steady = (len(finish_ms) - 1) * 10 * size / ((finish_ms[-1] - finish_ms[0]) / 1000) / (1 << 20)
+    console(conf, workers, "stop")
+    listed = sum(1 for _ in oss2.ObjectIteratorV2(bucket))
+    assert "JobState:Succeed" in out and listed == files, (out, listed)
+    console(conf, workers, "clean", job)
+    return {"seconds": t1 - t0, "mib_per_s": files * size / (t1 - t0) / (1 << 20), "steady_mib_per_s": steady}
+
+
+def runs(quick: bool, rounds: int) -> list:
+    """suite.py's rows of this case (bench/run.sh --cases fleet)."""
+    from suite import Run
+
+    files, size, cap, threads = (120 if quick else 400), 256 << 10, 4096, 8
+    out = []
+    for r in measure(files, size, cap, threads, rounds=rounds,
+                     log=lambda line: print(line, flush=True)):
+        name = f"{r['workers']} worker" + ("s" if r["workers"] > 1 else "")
+        out.append(Run("fleet", name, r["round"], files, size, r["seconds"], 0.0,
+                       extra={k: r[k] for k in ("workers", "ideal_mib_per_s", "share_of_ideal",
+                                                "steady_share", "steady_mib_per_s")},
+                       command=f"bench/distributed_scaling.py --files {files} --size 256k --cap {cap} "
+                               f"--threads {threads}"))
+    return out
 
 
 def main() -> int:
@@ -49,67 +148,8 @@ def main() -> int:
     ap.add_argument("--cap", type=int, default=4096, help="workerMaxThroughput(KB/s) of each worker")
     ap.add_argument("--threads", type=int, default=8)
     args = ap.parse_args()
-    size = parse_size(args.size)
-    fleet = start_fleet()
-    work = Path(tempfile.mkdtemp(prefix="ossimport-bench-"))
-    nas = Path(tempfile.mkdtemp(prefix="ossimport-nas-", dir="/srv"))
-    secret = secrets.token_hex(16)
-    emu = start_process(str(work / "oss"), "bench", secret)
-    try:
-        os.chmod(nas, 0o755)
-        for i in range(args.files):
-            p = nas / f"d{i % 20:02d}" / f"f{i:05d}.bin"
-            p.parent.mkdir(exist_ok=True, mode=0o755)
-            p.write_bytes(os.urandom(size))
-            p.chmod(0o644)
-        conf = work / "conf"
-        conf.mkdir()
-        (conf / "sys.properties").write_text(
-            f"workingDir={fleet.working_dir}\nworkerUserName={fleet.user}\nprivateKeyFile={fleet.key_file}\n"
-            f"sshKnownHostsFile={fleet.known_hosts}\nworkerTaskThreadNum={args.threads}\n"
-            f"workerMaxThroughput(KB/s)={args.cap}\n")
-        workers = work / "workers.txt"
-        fleet.write_workers_file(workers, fleet.hosts)
-        print("deploying ...", flush=True)
-        console(conf, workers, "deploy")
-        rows = []
-        for n in (1, 2, 3):
-            bucket_name = f"bench-{n}"
-            bucket = oss2.Bucket(oss2.Auth("bench", secret), emu.endpoint, bucket_name)
-            bucket.create_bucket()
-            job = f"scale_{n}"
-            (conf / "job.cfg").write_text(
-                f"jobName={job}\nsrcPrefix={nas}/\ndestDomain={emu.endpoint}\ndestBucket={bucket_name}\n"
-                f"destAccessKey=bench\ndestSecretKey={secret}\ntaskObjectCountLimit=10\n")
-            (conf / "job.cfg").chmod(0o600)
-            fleet.write_workers_file(workers, fleet.hosts[:n])
-            console(conf, workers, "submit", str(conf / "job.cfg"))
-            t0 = time.time()
-            console(conf, workers, "start")
-            while True:
-                out = console(conf, workers, "stat", job)
-                if "JobState:Succeed" in out or "JobState:Failed" in out:
-                    break
-                time.sleep(0.5)
-            done = Path(fleet.working_dir) / "master" / "jobs" / job / "succeed_tasks"
-            finish_ms = sorted(int(d.split("_")[1].split("@")[0]) for d in os.listdir(done))
-            t1 = finish_ms[-1] / 1000
-            # Steady state: the tasks that finished after the first one, over the time they took.
-            steady = (len(finish_ms) - 1) * 10 * size / ((finish_ms[-1] - finish_ms[0]) / 1000) / (1 << 20)
-            console(conf, workers, "stop")
-            listed = sum(1 for _ in oss2.ObjectIteratorV2(bucket))
-            assert "JobState:Succeed" in out and listed == args.files, (out, listed)
-            mib_s = args.files * size / (t1 - t0) / (1 << 20)
-            rows.append((n, t1 - t0, mib_s))
-            print(f"{n} worker(s), each capped at {args.cap} KB/s: {args.files} x {args.size} in {t1 - t0:.1f} s, "
-                  f"{mib_s:.2f} MiB/s aggregate ({mib_s / (args.cap / 1024):.2f} x one worker's cap); "
-                  f"steady state {steady:.2f} MiB/s ({steady / (args.cap / 1024):.2f} x)", flush=True)
-            console(conf, workers, "clean", job)
-    finally:
-        emu.stop()
-        fleet.close()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(nas, ignore_errors=True)
+    measure(args.files, parse_size(args.size), args.cap, args.threads,
+            log=lambda line: print(line, flush=True))
     return 0
 
 

