@@ -205,6 +205,7 @@ class TaskRun:
     # Entries whose copy succeeded (an audit job: every file) and awaits the task's listing
     # audit (JobRuntime.listing_audit), those of earlier runs of the task included.
     copied: list = field(default_factory=list)
+    flush_failed: bool = False  # its audit.log could not be written at a tick (said once)
 
 
 class Worker:
@@ -408,8 +409,10 @@ class Worker:
                 if run.audit_file is not None and not run.audit_file.closed:
                     try:
                         run.audit_file.flush()
-                    except OSError as exc:  # e.g. the disk is full: the task's end says it again
-                        log.error("task %s: cannot write its audit.log: %s", run.task.task_id, exc)
+                    except OSError as exc:  # e.g. the disk is full: said once; the task's end tries again
+                        if not run.flush_failed:
+                            log.error("task %s: cannot write its audit.log: %s", run.task.task_id, exc)
+                        run.flush_failed = True
 
     def _close_audit(self, run: TaskRun) -> None:
         with run.lock:

@@ -32,6 +32,15 @@ def ops_since(emulator, before: dict) -> dict:
     return {op: n - before.get(op, 0) for op, n in after.items() if n - before.get(op, 0)}
 
 
+def run_counting_requests(migration, emulator) -> tuple:
+    """The job in migration's conf run to its end (no preflight): its stat and its requests."""
+    before = emulator.stats()["by_operation"]
+    migration.ok("submit", "--no-preflight", str(migration.job_file))
+    migration.ok("start", "--no-preflight")
+    s = migration.wait_state()
+    return s, ops_since(emulator, before)
+
+
 def listings(ops: dict) -> int:
     return ops.get("ListObjects", 0) + ops.get("ListObjectsV2", 0)
 
@@ -169,11 +178,7 @@ def test_a_job_makes_one_request_per_small_object_and_a_listing_per_task(migrati
     files = {f"dir{i % 4}/sub{i % 3}/file-{i:03d}.txt": os.urandom(i % 50) for i in range(250)}
     write_tree(migration.src, files)
     migration.write_conf(job_props={"destType": dest_type, "taskObjectCountLimit": "100"})
-    before = emulator.stats()["by_operation"]
-    migration.ok("submit", "--no-preflight", str(migration.job_file))
-    migration.ok("start", "--no-preflight")
-    s = migration.wait_state()
-    ops = ops_since(emulator, before)
+    s, ops = run_counting_requests(migration, emulator)
 
     assert s["JobState"] == "Succeed", migration.stat_text("detail")
     tasks = len(migration.task_dirs("succeed_tasks"))
@@ -270,11 +275,7 @@ def test_an_audit_job_reads_the_listing_and_heads_only_what_it_lacks(migration, 
     migration.ok("stop")
     migration.ok("clean", "local_test")
     migration.write_conf(job_props={"jobType": "audit", "auditMode": "general"})
-    before = emulator.stats()["by_operation"]
-    migration.ok("submit", "--no-preflight", str(migration.job_file))
-    migration.ok("start", "--no-preflight")
-    s = migration.wait_state()
-    ops = ops_since(emulator, before)
+    s, ops = run_counting_requests(migration, emulator)
 
     assert s["JobState"] == "Failed", migration.stat_text("detail")
     reasons = {}
