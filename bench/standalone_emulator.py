@@ -30,10 +30,11 @@ from ossimport_dist.config import parse_size  # noqa: E402
 from oss_emulator import start_process  # noqa: E402
 
 
-def console(sys_file: Path, *args) -> str:
+def console(sys_file: Path, *args, exits=(0,)) -> str:
+    """``exits``: the exit codes that are no failure (stat exits 3 while the job runs)."""
     r = subprocess.run(["bash", str(ROOT / "console.sh"), "--sys", str(sys_file), *args],
                        capture_output=True, text=True, timeout=600)
-    if r.returncode:
+    if r.returncode not in exits:
         raise SystemExit(f"console {args} failed: {r.stdout}{r.stderr}")
     return r.stdout
 
@@ -81,7 +82,7 @@ def run(files: int, size: int, threads: int, audit: bool, part: str, threshold: 
         console(sys_file, "start")
         pid = int((workdir / "work" / "master" / "ossimport.pid").read_text())
         while True:
-            out = console(sys_file, "stat")
+            out = console(sys_file, "stat", exits=(0, 3))
             if "JobState:Succeed" in out or "JobState:Failed" in out:
                 break
             time.sleep(0.2)
