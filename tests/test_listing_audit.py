@@ -288,3 +288,35 @@ def test_an_audit_job_reads_the_listing_and_heads_only_what_it_lacks(migration, 
     assert s["Audit"].startswith("27 match, 2 differ, 1 missing at the destination;"), s
     tasks = len(migration.task_dirs("failed_tasks") + migration.task_dirs("succeed_tasks"))
     assert ops == {"ListObjectsV2": tasks, "HeadObject": 1}, ops  # nothing written, one HEAD
+
+
+# ------------------------------------------------------------------- a listing's answer, hostile
+
+def test_a_listing_answer_that_is_not_xml_is_a_failure_to_retry_not_an_exception():
+    from ossimport_dist.storage.errors import RequestFailed
+    from ossimport_dist.storage.lean import parse_listing
+
+    for body in (b"", b"<ListBucketResult><Contents><Key>a", b"\xff\xfe not xml", b"<html>proxy error</html"):
+        with pytest.raises(RequestFailed) as caught:
+            parse_listing(body)
+        assert caught.value.retryable and caught.value.code == "MalformedListing", body
+
+
+def test_listed_keys_are_decoded_only_when_the_answer_says_it_encoded_them():
+    from ossimport_dist.storage.lean import parse_listing
+
+    def answer(encoded: bool, key: str) -> bytes:
+        return (b'<?xml version="1.0"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                + (b"<EncodingType>url</EncodingType>" if encoded else b"")
+                + b"<IsTruncated>true</IsTruncated><Contents><Key>" + key.encode() + b"</Key>"
+                + b"<LastModified>2026-12-07T02:03:05.000Z</LastModified><ETag>&quot;abc&quot;</ETag>"
+                + b"<Size>12</Size></Contents></ListBucketResult>")
+
+    [plain], more = parse_listing(answer(False, "100%25 a+b"))
+    assert more and plain.key == "100%25 a+b" and plain.size == 12 and plain.etag == "abc"
+    assert plain.mtime == 1796608985.0
+    [decoded], _ = parse_listing(answer(True, "100%25%20a%2Bb"))
+    assert decoded.key == "100% a+b"
+    # A key that is not UTF-8 (a local file's name) comes back as the str the source lists it by.
+    [raw], _ = parse_listing(answer(True, "caf%E9.txt"))
+    assert raw.key == b"caf\xe9.txt".decode("utf-8", "surrogateescape")
