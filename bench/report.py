@@ -2,8 +2,8 @@
 and docs/benchmarks.png.
 
 The CSV is the record: one row per run, with the date, the machine, the tool versions and the
-command of the benchmark that made it. A run of some cases replaces those cases' rows and keeps
-the others, and the tables and the chart are drawn from the whole CSV, so `--cases scan`
+command of the benchmark that made it. A run of some cases (or some tools) replaces the rows of
+those cases' tools and keeps the others, and the tables and the chart are drawn from the whole CSV, so `--cases scan`
 refreshes one table without losing the rest. The Markdown between the two markers is
 regenerated; the hand-written text around it is kept.
 """
@@ -81,6 +81,8 @@ def suite_command(a) -> str:
     cmd += f" --repeat {a.repeat}"
     if a.cases:
         cmd += f" --cases {a.cases}"
+    if getattr(a, "tools", ""):
+        cmd += f" --tools {a.tools}"
     return cmd
 
 
@@ -94,8 +96,8 @@ def read_rows(path: Path) -> list:
 def write(docs: Path, runs: list, sets: dict, a, elapsed_s: float) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     csv_path = docs / "benchmarks.csv"
-    done_cases = {r.case for r in runs}
-    rows = [r for r in read_rows(csv_path) if r["case"] not in done_cases]
+    done = {(r.case, r.tool) for r in runs}
+    rows = [r for r in read_rows(csv_path) if (r["case"], r["tool"]) not in done]
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     bench = f"{suite_command(a)} ({elapsed_s:.0f} s in all)"
     where, tools = machine(), versions()

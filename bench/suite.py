@@ -13,6 +13,7 @@ section) and docs/benchmarks.png (report.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -188,6 +189,9 @@ def main() -> int:
     ap.add_argument("--cases", default="",
                     help=f"comma-separated, of {', '.join(c.name for c in CASES)} (default: all; with "
                          f"--quick all but fleet, whose deploy alone takes a minute or two)")
+    ap.add_argument("--tools", default="",
+                    help="comma-separated, of the copy cases' tools (default: all); a run of some tools "
+                         "replaces only their rows, so compare tools run together")
     ap.add_argument("--docs", default=None,
                     help="where benchmarks.md/.csv/.png are written (default docs/; with --quick "
                          ".cache/bench-quick/, so that a smoke test never replaces the record)")
@@ -208,6 +212,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     versus.adopt_orphans()
     cases = [c for c in CASES if c.name in wanted]
+    if a.tools:
+        chosen = a.tools.split(",")
+        unknown = set(chosen) - set(EMULATOR_TOOLS)
+        if unknown:
+            raise SystemExit(f"unknown tool(s) {', '.join(sorted(unknown))}: {', '.join(EMULATOR_TOOLS)}")
+        cases = [dataclasses.replace(c, tools=tuple(t for t in c.tools if t in chosen)) if c.tools else c
+                 for c in cases]
     sets = data_sets(a.quick)
     runs: list = []
     began = time.time()
