@@ -18,7 +18,8 @@ try:
     from fastcrc import crc64 as _fast
 
     def _crc_fun(data, crc: int = 0) -> int:
-        return _fast.xz(data if isinstance(data, bytes) else bytes(data), initial=crc)
+        # Any contiguous buffer (bytes, bytearray, memoryview) as it is: no copy.
+        return _fast.xz(data, initial=crc)
 
     IMPLEMENTATION = "fastcrc"
 except ImportError:  # a platform without its wheel

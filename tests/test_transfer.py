@@ -264,6 +264,53 @@ def test_file_changed_since_listing_is_not_uploaded(src_root, state):
     assert dest.calls["put"] == 0
 
 
+def test_a_large_file_in_one_put_arrives_whole_with_its_crc_and_md5(src_root, state):
+    # Above the 1 MiB read chunk and below the multipart threshold: read into one buffer.
+    data = os.urandom(3 * MIB + 12345)
+    write(src_root, "video/clip.mp4", data)
+    source, dest = LocalSource(str(src_root) + "/"), MemoryDestination()
+    sending, seen = [], []
+    t = transferer(source, dest, record_md5=True, multipart_threshold=64 * MIB, on_bytes=seen.append)
+    result = t.copy(entry_for(source, "video/clip.mp4"), state, sending=sending.append)
+    assert (result.outcome, result.size, result.crc64) == (Outcome.SUCCEED, len(data), crc64.crc64(data))
+    stored, headers = dest.objects["video/clip.mp4"]
+    assert bytes(stored) == data  # not a byte more: the one read past the end is not sent
+    assert headers["x-oss-meta-md5"] == hashlib.md5(data).hexdigest()
+    assert dest.calls["put"] == 1 and seen == [len(data)] and sum(sending) == len(data)
+    assert max(sending) <= MIB  # progress shows per chunk, before the PUT
+
+
+@pytest.mark.parametrize("change", ["grows", "shrinks"])
+def test_a_large_file_that_changes_while_it_is_read_is_not_uploaded(src_root, state, change):
+    path = write(src_root, "db/dump.sql", os.urandom(3 * MIB))
+    source, dest = LocalSource(str(src_root) + "/"), MemoryDestination()
+    entry = entry_for(source, "db/dump.sql")
+    real_open = source.open
+
+    def open_then_change(e, offset=0, length=None):
+        stream = real_open(e, offset, length)
+        real_readinto = stream.readinto
+
+        def readinto(buffer):
+            n = real_readinto(buffer)
+            if n and change == "grows":
+                with open(path, "ab") as f:
+                    f.write(b"appended while read")
+            elif n:
+                os.truncate(path, 2 * MIB)
+            return n
+
+        stream.readinto = readinto
+        return stream
+
+    source.open = open_then_change
+    sending = []
+    result = transferer(source, dest, multipart_threshold=64 * MIB).copy(entry, state, sending=sending.append)
+    assert result.outcome == Outcome.CHECK_FAILED and result.detail.startswith("SIZE_NOT_MATCH")
+    assert dest.calls["put"] == 0 and "db/dump.sql" not in dest.objects
+    assert sum(sending) == 0  # the bytes read are taken back out of "sending"
+
+
 def test_names_that_cannot_be_oss_keys_fail_alone(src_root, state):
     raw = os.fsencode(str(src_root)) + b"/caf\xe9"
     with open(raw, "wb") as f:

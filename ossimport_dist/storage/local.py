@@ -129,6 +129,16 @@ class LimitedReader(BoundedReader):
     def _raw(self, size: int) -> bytes:
         return self._file.read(size)
 
+    def readinto(self, buffer) -> int:
+        # Into the caller's buffer with no bytes object between: a large file is read into one
+        # buffer (Transferer.read).
+        with memoryview(buffer) as whole:
+            with whole[:self._left] if self._left is not None else whole[:] as view:
+                got = self._file.readinto(view) if len(view) else 0
+        if self._left is not None:
+            self._left -= got
+        return got
+
     def fileno(self) -> int:
         return self._file.fileno()
 
