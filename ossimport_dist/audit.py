@@ -56,7 +56,8 @@ def audit(t, entry: ObjectEntry, mode: str = "general") -> FileResult:
             code, problem = _compare_content(t, entry, dest)
             if problem:
                 return FileResult(key, Outcome.CHECK_FAILED, detail=problem, code=code)
-        return FileResult(key, Outcome.SUCCEED, size=entry.size, crc64=dest.crc64)
+        return FileResult(key, Outcome.SUCCEED, size=entry.size, crc64=dest.crc64, stored_crc64=dest.crc64,
+                          md5=dest.md5, etag=dest.etag)
     except OperatorError:
         raise
     except FileNotFoundError:

@@ -72,6 +72,8 @@ LOCAL_JOB_CONFIG = "local_job.cfg"
 
 TASK_FILE = "TASK"
 AUDIT_LOG = "audit.log"
+OBJECTS_LOG = "objects.jsonl"  # what was proven of each file (records), for the job report
+REPORT_DIR = "report"
 ERROR_LIST = "error.list"
 SKIPPED_LIST = "skipped.list"  # entries listed but not copied: not regular files, with why
 STATUS_FILE = "STATUS"
@@ -99,7 +101,7 @@ ABANDONED_UPLOADS = "abandoned_uploads"
 # What a run writes at its end; a retried task drops them and keeps the rest (its history).
 RUN_RESULTS = (STATUS_FILE, DONE_FILE, COUNTS_FILE, ERROR_LIST, SKIPPED_LIST)
 # What a worker needs to run (or resume) a task: handed over on dispatch, pulled back on finish.
-TASK_INPUTS = (TASK_FILE, RETRIES_FILE, AUDIT_LOG)
+TASK_INPUTS = (TASK_FILE, RETRIES_FILE, AUDIT_LOG, OBJECTS_LOG)
 TASK_RESULTS = TASK_INPUTS + RUN_RESULTS
 # What a task whose TASK could not be read holds instead: why, and the damaged file kept aside.
 DAMAGED_RESULTS = (DAMAGED_FILE, TASK_FILE + CORRUPT_SUFFIX)
@@ -315,6 +317,10 @@ class TaskFolder:
     @property
     def audit_log(self) -> Path:
         return self.path / AUDIT_LOG
+
+    @property
+    def objects_log(self) -> Path:
+        return self.path / OBJECTS_LOG
 
     @property
     def error_list(self) -> Path:
@@ -646,6 +652,11 @@ class JobLayout:
     def stats_file(self) -> Path:
         """Live counters of the running worker(s), for ``stat``."""
         return self.root / "progress.json"
+
+    @property
+    def report_dir(self) -> Path:
+        """The job report (``report``): objects.csv.gz, summary.json, report.html."""
+        return self.root / REPORT_DIR
 
     def exists(self) -> bool:
         return self.config_file.is_file()

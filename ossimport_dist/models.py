@@ -178,7 +178,13 @@ class FileResult:
     outcome: str
     size: int = 0  # bytes moved (0 when skipped or failed)
     detail: str = ""
-    crc64: Optional[int] = None
+    crc64: Optional[int] = None  # a copy's: of the bytes read; a skip's or an audit's: the destination's
+    # What the destination reported of the object (the PUT's answer, a HEAD), for the job report.
+    stored_crc64: Optional[int] = None
+    md5: Optional[str] = None  # hex, when the job records it (isCheckMd5 / Content-MD5)
+    etag: Optional[str] = None
+    # The verdict of the audit done with the copy (records.AUDIT_*), "" when none was (yet).
+    audit: str = ""
     # Why it failed, as stat groups failures (SOURCE_NOT_EXIST, a request's OSS/S3 code...): set
     # where the failure is made. "" when it did not fail.
     code: str = ""

@@ -250,7 +250,8 @@ class MultipartUpload:
         if stored is not None and stored != expected:
             return FileResult(entry.key, Outcome.CHECK_FAILED,
                               detail=f"{CRC_NOT_MATCH}: read {expected}, stored {stored}", code=CRC_NOT_MATCH)
-        return FileResult(entry.key, Outcome.SUCCEED, size=entry.size, crc64=expected)
+        return FileResult(entry.key, Outcome.SUCCEED, size=entry.size, crc64=expected, stored_crc64=stored,
+                          md5=self.md5)
 
     def _complete(self, layout: list, expected: int) -> Optional[int]:
         """CRC64 of the completed object. A lost response to a completed upload is a success."""

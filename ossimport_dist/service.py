@@ -28,6 +28,7 @@ from .errors import OperatorError
 from .fatal import FatalDetector, stopped_job_reason
 from .layout import Home, JobLayout, private_file, write_atomic
 from .models import Task
+from .report import ReportKeeper
 from .scanner import ListingRetry, ScanFailed, Scanner, SplitLimits, damaged_checkpoints
 from .storage import open_job_destination, open_job_source
 from .throttle import Throttle
@@ -39,6 +40,9 @@ log = logging.getLogger("ossimport.service")
 
 TICK_S = 0.2
 PROGRESS_EVERY_S = 1.0
+# How long a stopping service waits for a report being written; one cut short is written again
+# at the next start (it is still stale) or by 'console.sh report'.
+REPORT_WAIT_S = 30.0
 SYS_RELOAD_EVERY_S = 3.0
 
 
@@ -242,6 +246,7 @@ class ServiceLoop:
     def __init__(self):
         self.stop_event = threading.Event()
         self._wake = threading.Event()
+        self.reports = ReportKeeper()  # each job's report, written when the job ends
 
     def wake_up(self) -> None:
         """Tick now, not at the end of the tick interval: a task to dispatch appeared (the
@@ -397,6 +402,7 @@ class StandaloneService(ServiceLoop):
             self._last_progress = now
             self._write_progress()
             self.worker.failure_log.flush()
+            self.reports.observe(self.master.ordered_jobs())
         if now - self._last_reload >= SYS_RELOAD_EVERY_S:
             self._last_reload = now
             self._apply_sys()
@@ -404,6 +410,7 @@ class StandaloneService(ServiceLoop):
     def stopping(self) -> None:
         self.worker.stop()
         self._write_progress()
+        self.reports.join(REPORT_WAIT_S)
 
     def _write_progress(self) -> None:
         for name, job in list(self.master.jobs.items()):
@@ -528,10 +535,12 @@ class DistributedService(ServiceLoop):
             self._last_progress = now
             self._write_progress()
             self.tracker.failure_log.flush()
+            self.reports.observe(self.master.ordered_jobs())
 
     def stopping(self) -> None:
         self.tracker.join(10)
         self.tracker.failure_log.flush(every_job=True)
+        self.reports.join(REPORT_WAIT_S)
 
     def _write_progress(self) -> None:
         """Merge the hosts' heartbeats into each job's progress.json, the file stat reads."""

@@ -131,7 +131,8 @@ class Transferer:
                               detail=f"{CRC_NOT_MATCH}: source {now.crc64}, copy {stored}", code=CRC_NOT_MATCH)
         if self.on_bytes:
             self.on_bytes(entry.size)
-        return FileResult(entry.key, Outcome.SUCCEED, size=entry.size, crc64=stored, detail="server-side copy")
+        return FileResult(entry.key, Outcome.SUCCEED, size=entry.size, crc64=stored, stored_crc64=stored,
+                          detail="server-side copy")
 
     # ---------------------------------------------------------------- reading
 
@@ -259,7 +260,8 @@ class Transferer:
                 if existing is not None and self._same(entry, existing):
                     self.abandon_upload(entry, state_dir)
                     return FileResult(key, Outcome.SKIPPED, detail="destination has the same "
-                                      "object", crc64=existing.crc64)
+                                      "object", crc64=existing.crc64, stored_crc64=existing.crc64,
+                                      md5=existing.md5, etag=existing.etag)
             if self._server_copy and self.destination.can_copy_from(self.source):
                 result = self._copy_server_side(entry)
                 if result is not None:
@@ -292,7 +294,7 @@ class Transferer:
         return existing.mtime >= int(entry.mtime)
 
     def _copy_small(self, entry: ObjectEntry, sending: Optional[Callable] = None) -> FileResult:
-        def send() -> int:
+        def send() -> FileResult:
             data = b""
             try:
                 data, crc, md5_hex, stream_headers = self.read(
@@ -310,12 +312,13 @@ class Transferer:
             except (RequestFailed, VerificationMismatch):
                 take_back(sending, len(data))  # sent again, or the file fails: never twice
                 raise
-            return crc
+            return FileResult(entry.key, Outcome.SUCCEED, size=entry.size, crc64=crc, stored_crc64=stored,
+                              md5=md5_hex, etag=result.etag)
 
-        crc = self.retry.run(send, resend_on=(VerificationMismatch,), what=entry.key)
+        done = self.retry.run(send, resend_on=(VerificationMismatch,), what=entry.key)
         if self.on_bytes:
             self.on_bytes(entry.size)
-        return FileResult(entry.key, Outcome.SUCCEED, size=entry.size, crc64=crc)
+        return done
 
     def _stored_crc(self, key: str, size: int) -> Optional[int]:
         head = self.retry.call(self.destination.head, key)

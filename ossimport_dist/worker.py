@@ -32,6 +32,7 @@ from .layout import STATUS_COMPLETED, STATUS_FAILED, TaskFolder, retry_count
 from .listformat import DETAIL_SEPARATOR, audit_records, list_line, one_line, write_key
 from .models import (JOB_STOPPED, NOT_REGULAR_FILE, OTHER_FAILURE, SOURCE_NOT_EXIST, SOURCE_NOT_READABLE,
                      SOURCE_REFUSALS, FileResult, ObjectEntry, Outcome, Task, TaskCounts, refused_result)
+from .records import AUDIT_MATCH, audit_line as audit_record_line, audit_verdict, result_line
 from .retrying import failure_reason_code
 from .storage.errors import RequestFailed
 
@@ -185,7 +186,9 @@ class JobRuntime:
                 return result
             check = self.transferer.audit(entry, self.audit_mode)
             if not check.ok:
+                check.audit = audit_verdict(check)
                 return check
+            result.audit = AUDIT_MATCH
         return result
 
 
@@ -202,6 +205,7 @@ class TaskRun:
     relist: bool = False  # a retried task: stat each source file again before copying
     lock: threading.Lock = field(default_factory=threading.Lock)
     audit_file: object = None
+    records_file: object = None  # objects.jsonl (records), written beside audit.log
     # Entries whose copy succeeded (an audit job: every file) and awaits the task's listing
     # audit (JobRuntime.listing_audit), those of earlier runs of the task included.
     copied: list = field(default_factory=list)
@@ -293,6 +297,7 @@ class Worker:
         run = TaskRun(runtime=runtime, task=task, folder=folder, counts=counts, remaining=len(todo),
                       skips=skips, relist=retry_count(folder) > 0, copied=copied)
         run.audit_file = append_on_a_fresh_line(TaskFolder(folder).audit_log)
+        run.records_file = append_on_a_fresh_line(TaskFolder(folder).objects_log)
         with self._lock:
             self._runs[key] = run
         runtime.account.task_started(task.task_id, counts)
@@ -339,7 +344,7 @@ class Worker:
             except Exception:  # noqa: BLE001 - e.g. the job was cleaned meanwhile; the file still counts
                 log.exception("job %s: could not record that it stopped", run.runtime.name)
             try:
-                self._record(run, entry, result)
+                self._record(run, entry, result, time.monotonic() - began)
             except Exception:  # noqa: BLE001 - e.g. the task folder vanished; keep the thread
                 log.exception("task %s: could not record %s", run.task.task_id, entry.key)
 
@@ -381,10 +386,15 @@ class Worker:
         if self.on_job_stopped is not None:
             self.on_job_stopped(run.runtime, reason)
 
-    def _record(self, run: TaskRun, entry: ObjectEntry, result: FileResult) -> None:
+    def _record(self, run: TaskRun, entry: ObjectEntry, result: FileResult, seconds: float = 0.0) -> None:
         line = audit_line(result)
+        audit_only = run.runtime.audit_only
+        # An audit job's file is its audit, unless the listing audit checks it when the task ends.
+        verdict = result.audit or (audit_verdict(result) if audit_only and result.copied is None else "")
+        record = result_line(entry, result, verdict, copy=not audit_only, seconds=seconds)
         with run.lock:
             run.audit_file.write(line)  # flushed within a tick: stat and errors see it then
+            run.records_file.write(record)
             run.counts.add(result.size or entry.size, result)
             if result.copied is not None:
                 run.copied.append(result.copied)
@@ -409,6 +419,7 @@ class Worker:
                 if run.audit_file is not None and not run.audit_file.closed:
                     try:
                         run.audit_file.flush()
+                        run.records_file.flush()
                     except OSError as exc:  # e.g. the disk is full: said once; the task's end tries again
                         if not run.flush_failed:
                             log.error("task %s: cannot write its audit.log: %s", run.task.task_id, exc)
@@ -418,6 +429,7 @@ class Worker:
         with run.lock:
             if run.audit_file is not None and not run.audit_file.closed:
                 run.audit_file.close()
+                run.records_file.close()
 
     def _audit_copies(self, run: TaskRun) -> None:
         """The task's copies (an audit job's files) checked against the destination's listing
@@ -435,13 +447,20 @@ class Worker:
         except OperatorError as exc:  # e.g. the keys were revoked since the copies
             failed = [FileResult(e.key, Outcome.FAILED, detail=str(exc), code=failure_reason_code(exc))
                       for e in run.copied]
-        sizes = {e.key: e.size for e in run.copied}
+        entries = {e.key: e for e in run.copied}
+        failed_keys = set()
         for check in failed:
+            failed_keys.add(check.key)
+            entry = entries[check.key]
             with run.lock:
                 run.audit_file.write(audit_line(check))
-                run.counts.recount(sizes[check.key], check)
+                run.records_file.write(result_line(entry, check, audit_verdict(check), copy=not runtime.audit_only))
+                run.counts.recount(entry.size, check)
                 run.errors.append((check.key, check.detail))
             self.failure_log.failed(runtime.name, run.task.task_id, check.key, check.code, check.detail)
+        with run.lock:
+            run.records_file.writelines(audit_record_line(e.key, AUDIT_MATCH) for e in run.copied
+                                        if e.key not in failed_keys)
 
     def _finish(self, run: TaskRun) -> None:
         self._audit_copies(run)

@@ -42,7 +42,7 @@ def test_local_folder_arrives_verified_with_ossimport_state_tree(migration):
         ms, _, host = rest.partition("@")
         assert len(task_id) == 32 and ms.isdigit() and host == "localhost"
         assert sorted(p.name for p in task.iterdir()) == ["COUNTS", "DONE", "STATUS", "TASK", "audit.log",
-                                                          "error.list"]
+                                                          "error.list", "objects.jsonl"]
         assert (task / "STATUS").read_text().strip() == "Completed"
         assert (task / "error.list").read_text() == ""
         keys = task_keys(task / "TASK")

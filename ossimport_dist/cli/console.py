@@ -754,6 +754,60 @@ def cmd_errors(paths: Paths, args) -> int:
     return 0
 
 
+def _one_job(paths: Paths, name: Optional[str]) -> JobLayout:
+    names = job_names_for(paths, name)
+    if len(names) != 1:
+        raise StateError(f"name the job: {', '.join(names) or 'no job submitted'}")
+    return paths.home.job(names[0])
+
+
+def cmd_report(paths: Paths, args) -> int:
+    """Exit code: 0 the report is written, 2 no such job or it cannot be read."""
+    from .. import report as report_mod
+
+    job = _one_job(paths, args.job)
+    report = report_mod.write_report(job, report_mod.job_settings(job))
+    s = report.summary
+    outcomes = ", ".join(f"{name} {v['objects']}" for name, v in sorted(s["by_outcome"].items())) or "no object"
+    shown = f"{job.shown_root}/{job.report_dir.name}"
+    state = "" if s["complete"] else f" (the job has {s['tasks']['not_finished']} task(s) not finished: " \
+                                      f"they are not in it yet)"
+    print(f"report of job:{job.name} in {shown}/: {s['objects']} object(s): {outcomes}; manifest "
+          f"{s['manifest']['objects']} object(s), sha256 {report.digest}{state}")
+    return 0
+
+
+def cmd_verify_report(paths: Paths, args) -> int:
+    """Exit code: 0 the destination holds every object as the report says, 1 one differs or is
+    missing, 2 no report or a usage error."""
+    from .. import report as report_mod
+    from ..storage import open_job_destination
+
+    job = _one_job(paths, args.job)
+    if not (job.report_dir / report_mod.SUMMARY_JSON).is_file():
+        raise StateError(f"job {job.name} has no report yet: write it with 'console.sh report {job.name}'")
+    cfg_path = Path(args.against) if args.against else job.config_file
+    dest_cfg = config_mod.load_job(cfg_path)
+    destination = open_job_destination(dest_cfg)
+    where = f"{dest_cfg.dest_type} {config_mod.scrub_passwords(dest_cfg.dest_domain)} " \
+            f"{dest_cfg.dest_bucket}/{dest_cfg.dest_prefix}".rstrip()
+    try:
+        result = report_mod.verify(job.report_dir, destination,
+                                   lambda d: print(f"differs: {quote_arg(d.key)}: {d.problem}"))
+    finally:
+        destination.close()
+    how = "size and CRC64" if result.by_crc64 else "size and MD5 (the destination reports no CRC64)"
+    if result.ok:
+        print(f"match: the {result.checked} object(s) of job:{job.name}'s report are at {where} as reported "
+              f"({how}); manifest sha256 {result.digest}")
+        return 0
+    print(f"differ: {result.differing} of the {result.checked} object(s) of job:{job.name}'s report are not "
+          f"at {where} as reported ({how}); manifest sha256 {result.digest}, the report's "
+          f"{result.report_digest}; copy them again with a job of those keys, or 'console.sh retry' after "
+          f"removing their tasks' results")
+    return 1
+
+
 def _finished_ids(job: JobLayout) -> set:
     return {parse_finished_name(d.name)[0] for d in job.failed_dirs() + job.succeed_dirs()}
 
@@ -846,13 +900,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("assignment", help="jobMaxThroughput(KB/s)=N, or a credential key alone")
     s.add_argument("--from", dest="from_file", metavar="JOB_FILE", help="take the credential from this job file")
     s.add_argument("job", nargs="?")
+    s = sub.add_parser("report", help="write the job's report: report/objects.csv.gz (a row per object), "
+                                      "summary.json (totals, rates, manifest digest)",
+                       epilog="exit codes: 0 written, 2 no such job or a usage error")
+    s.add_argument("job", nargs="?")
+    s = sub.add_parser("verify-report", help="check the destination against the job's report, object by "
+                                             "object, and recompute its manifest digest",
+                       epilog="exit codes: 0 every object as reported, 1 one differs or is missing, "
+                              "2 no report or a usage error")
+    s.add_argument("job", nargs="?")
+    s.add_argument("--against", metavar="JOB_FILE",
+                   help="check the destination this job file's destXxx keys name (default: the job's own)")
     sub.add_parser("version")
     return p
 
 
 COMMANDS = {"submit": cmd_submit, "start": cmd_start, "stop": cmd_stop, "clean": cmd_clean,
             "stat": cmd_stat, "retry": cmd_retry, "errors": cmd_errors, "version": cmd_version, "deploy": cmd_deploy,
-            "set": cmd_set}
+            "set": cmd_set, "report": cmd_report, "verify-report": cmd_verify_report}
 
 
 def main(argv=None) -> int:
