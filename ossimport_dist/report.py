@@ -23,16 +23,15 @@ import csv
 import gzip
 import hashlib
 import heapq
-import io
 import json
+import logging
 import os
 import platform
-import logging
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -121,7 +120,7 @@ class ObjectRow:
     def csv_values(self) -> list:
         def text(v):
             return "" if v is None else v
-        return [write_key(self.key), self.size, _mtime_text(self.source_mtime), text(self.source_crc64),
+        return [write_key(self.key), self.size, _time_text(self.source_mtime), text(self.source_crc64),
                 text(self.dest_crc64), text(self.md5), self.outcome, self.reason, self.audit,
                 self.attempts, self.host, self.task, _time_text(self.finished_at),
                 "" if self.seconds is None else f"{self.seconds:.3f}", self.detail]
@@ -196,10 +195,6 @@ def _code(outcome: str, detail: str) -> str:
 
 
 def _time_text(t: Optional[float]) -> str:
-    return "" if not t else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def _mtime_text(t: float) -> str:
     return "" if not t else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
@@ -331,6 +326,7 @@ def write_report(job: JobLayout, settings: dict) -> Report:
     folder = job.report_dir
     folder.mkdir(exist_ok=True)
     summary = Summary()
+    damaged = []  # finished task folders whose TASK cannot be read: their objects are not rows
     finished = job.succeed_dirs() + job.failed_dirs()
     csv_tmp = folder / f".{OBJECTS_CSV}.{os.getpid()}.tmp"
     with tempfile.TemporaryFile("w+", encoding="ascii", dir=folder) as manifest:
@@ -342,9 +338,8 @@ def write_report(job: JobLayout, settings: dict) -> Report:
             for task_dir in sorted(finished, key=lambda d: d.name):
                 try:
                     rows = list(task_rows(task_dir, audit_job))
-                except StateError as exc:  # a TASK damaged past repair: stat names it too
-                    summary.failures.setdefault("DAMAGED_TASK", {"objects": 0, "examples": [],
-                                                                 "advice": str(exc)})
+                except StateError:  # a TASK damaged past repair: stat names it and what to do
+                    damaged.append(task_dir.name)
                     continue
                 for row in rows:
                     writer.writerow(row.csv_values())
@@ -357,8 +352,9 @@ def write_report(job: JobLayout, settings: dict) -> Report:
     doc = summary.document()
     unfinished = len(job.pending_ids()) + sum(len(job.dispatched_ids(h)) for h in job.dispatched_hosts())
     doc = {"job": job.name, "written_at": _time_text(time.time()),
-           "complete": unfinished == 0 and job.scan_finished,
-           "tasks": {"finished": len(finished), "failed": len(job.failed_dirs()), "not_finished": unfinished},
+           "complete": unfinished == 0 and job.scan_finished and not damaged,
+           "tasks": {"finished": len(finished), "failed": len(job.failed_dirs()), "not_finished": unfinished,
+                     "damaged": damaged},
            **doc,
            "manifest": {"sha256": digest, "objects": count,
                         "lines": "json.dumps([key, size, crc64 as a decimal string]) + LF, compact, ASCII, "
