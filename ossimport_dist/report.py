@@ -10,6 +10,7 @@ folders, one task at a time, never all objects in memory:
   records existed, its ``audit.log``.
 - ``summary.json``: totals by outcome and reason, bytes, duration, rates, per-host totals, the
   job's settings (secrets redacted), versions, and the manifest digest.
+- ``report.html``: the same for a person (``reporthtml``), one self-contained file.
 
 The manifest digest is the SHA-256 of the lines ``json.dumps([key, size, crc64])`` (compact,
 ASCII, the CRC64 as a decimal string, then a line feed), one per object the job left at the
@@ -42,12 +43,14 @@ from .layout import JobLayout, TaskFolder, parse_finished_name, write_atomic
 from .listformat import audit_records, read_key, write_key
 from .models import NOT_REGULAR_FILE, TARGET_NOT_EXIST, Outcome, failure_code
 from .records import AUDIT_DIFFER, AUDIT_MATCH, AUDIT_MISSING, read_records
+from .reporthtml import render as render_html
 from .storage.base import sorted_bounded
 
 log = logging.getLogger("ossimport.report")
 
 OBJECTS_CSV = "objects.csv.gz"
 SUMMARY_JSON = "summary.json"
+REPORT_HTML = "report.html"
 
 # The outcomes of a report row.
 COPIED = "copied"
@@ -362,6 +365,7 @@ def write_report(job: JobLayout, settings: dict) -> Report:
            "settings": settings,
            "versions": {"ossimport-dist": __version__, "python": platform.python_version()}}
     write_atomic(folder / SUMMARY_JSON, (json.dumps(doc, indent=1) + "\n").encode("ascii"))
+    write_atomic(folder / REPORT_HTML, render_html(doc).encode("utf-8"))
     return Report(folder, doc)
 
 

@@ -8,8 +8,12 @@ import gzip
 import hashlib
 import json
 import os
+import re
+import shutil
+import subprocess
 
 import oss2
+import pytest
 
 from conftest import crc64_of, wait_for, write_tree
 
@@ -125,3 +129,48 @@ def test_verify_before_any_report_and_a_damaged_report_say_what_to_run(migration
     r = migration.console("verify-report", "local_test")
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert "objects.csv.gz" in r.stderr and "write it again with 'console.sh report'" in r.stderr
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("chromium is not installed (tests/setup_system.sh installs Debian's as root)")
+
+
+def test_the_html_report_renders_in_chromium_with_its_totals_and_every_point_of_its_chart(migration, tmp_path):
+    files = {f"set{i % 3}/part{i:03d}.dat": os.urandom(20_000 + 31 * i) for i in range(60)}
+    write_tree(migration.src, files)
+    migration.write_conf(job_props={"taskObjectCountLimit": "6"}, sys_props={"workerMaxThroughput(KB/s)": "400"})
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("start")
+    assert migration.wait_state()["JobState"] == "Succeed"
+    migration.ok("report")
+    page = migration.job_dir / "report" / "report.html"
+    summary = json.loads((migration.job_dir / "report" / "summary.json").read_text())
+    text = page.read_text("utf-8")
+    # Self-contained: nothing is fetched from anywhere.
+    assert not re.search(r"""(src|href)\s*=|url\(|@import|<script|<link""", text, re.I)
+
+    browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               f"--user-data-dir={tmp_path / 'chromium'}", "--enable-logging=stderr", "--v=0"]
+    shot = tmp_path / "report.png"
+    dom = subprocess.run(browser + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=90)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    shown = subprocess.run(browser + [f"--screenshot={shot}", "--window-size=1100,1800", page.as_uri()],
+                           capture_output=True, text=True, timeout=90)
+    assert shown.returncode == 0 and shot.stat().st_size > 10_000, shown.stderr[-2000:]
+    assert not [line for line in dom.stderr.splitlines() + shown.stderr.splitlines() if "CONSOLE" in line]
+    if os.environ.get("OSSIMPORT_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["OSSIMPORT_KEEP_SCREENSHOT"])
+
+    html = dom.stdout  # the page as the browser built it
+    assert f'<span id="total-objects">{len(files):,}</span>' in html
+    assert f'data-outcome="copied">{len(files):,}</span>' in html
+    assert f'<code id="digest">{summary["manifest"]["sha256"]}</code>' in html
+    points = summary["throughput"]["points"]
+    assert len(points) >= 2  # the throttle spreads 1.2 MB over seconds
+    assert html.count('<circle class="point"') == len(points)
+    assert f'data-points="{len(points)}"' in html
+    assert sum(p[1] for p in points) * summary["throughput"]["bucket_s"] == sum(len(d) for d in files.values())
