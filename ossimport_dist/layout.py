@@ -658,6 +658,13 @@ class JobLayout:
         """The job report (``report``): objects.csv.gz, summary.json, report.html."""
         return self.root / REPORT_DIR
 
+    def make_report_dir(self) -> Path:
+        """report/, made when missing. StateError when it leads outside workingDir (a symlink):
+        nothing is written there."""
+        self.report_dir.mkdir(exist_ok=True)
+        _check_inside(self.home.root, self.report_dir / "summary")
+        return self.report_dir
+
     def exists(self) -> bool:
         return self.config_file.is_file()
 

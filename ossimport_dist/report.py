@@ -326,8 +326,7 @@ def write_report(job: JobLayout, settings: dict) -> Report:
     if not job.exists():
         raise StateError(f"no job {job.name} in {job.home.root}: 'console.sh stat' lists the jobs")
     audit_job = settings.get("jobType") == "audit"
-    folder = job.report_dir
-    folder.mkdir(exist_ok=True)
+    folder = job.make_report_dir()
     summary = Summary()
     damaged = []  # finished task folders whose TASK cannot be read: their objects are not rows
     finished = job.succeed_dirs() + job.failed_dirs()

@@ -125,6 +125,17 @@ def test_verify_before_any_report_and_a_damaged_report_say_what_to_run(migration
     migration.ok("start")
     assert migration.wait_state()["JobState"] == "Succeed"
     migration.ok("report", "local_test")
+    # A report folder that leads out of workingDir is refused; nothing is written there.
+    elsewhere = migration.dir / "elsewhere"
+    elsewhere.mkdir()
+    saved = migration.job_dir / "report.saved"
+    (migration.job_dir / "report").rename(saved)
+    (migration.job_dir / "report").symlink_to(elsewhere)
+    r = migration.console("report")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "leads outside workingDir" in r.stderr, r.stderr
+    assert list(elsewhere.iterdir()) == []
+    (migration.job_dir / "report").unlink()
+    saved.rename(migration.job_dir / "report")
     (migration.job_dir / "report" / "objects.csv.gz").write_bytes(b"\x1f\x8b not gzip")
     r = migration.console("verify-report", "local_test")
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
