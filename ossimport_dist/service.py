@@ -410,6 +410,8 @@ class StandaloneService(ServiceLoop):
     def stopping(self) -> None:
         self.worker.stop()
         self._write_progress()
+        # A job that ended since the last look (import.sh stops the service as soon as it ends).
+        self.reports.observe(self.master.ordered_jobs())
         self.reports.join(REPORT_WAIT_S)
 
     def _write_progress(self) -> None:
@@ -540,6 +542,7 @@ class DistributedService(ServiceLoop):
     def stopping(self) -> None:
         self.tracker.join(10)
         self.tracker.failure_log.flush(every_job=True)
+        self.reports.observe(self.master.ordered_jobs())
         self.reports.join(REPORT_WAIT_S)
 
     def _write_progress(self) -> None:

@@ -9,6 +9,7 @@ back without saying what it would send again, and printed nothing without a job;
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import select
@@ -73,6 +74,11 @@ def test_a_scripted_import_stops_the_service_it_started(migration):
     assert "Stop the service?" not in r.stdout  # a script is not asked
     assert not is_service(pid) and migration.service_pid() == 0
     assert_migrated(migration.bucket, files)
+    # The service it stopped wrote the job's report first.
+    summary = json.loads((migration.job_dir / "report" / "summary.json").read_text())
+    assert summary["complete"] and summary["by_outcome"] == {"copied": {"objects": len(files), "bytes": sum(
+        len(d) for d in files.values())}}
+    assert (migration.job_dir / "report" / "report.html").is_file()
 
 
 def test_keep_running_leaves_the_service_copying(migration):
