@@ -8,6 +8,8 @@ from __future__ import annotations
 import html
 from typing import Iterable
 
+from .status import human_bytes as _size
+
 CHART_W, CHART_H, MARGIN = 720, 240, 48
 COLOURS = ("#1f6feb", "#d73a49", "#2da44e", "#bf8700", "#8250df", "#0598bc", "#cf222e", "#57606a")
 
@@ -16,14 +18,6 @@ def _t(value) -> str:
     """Text for the page: escaped, and an undecodable byte of a name shown as its escape."""
     text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
     return html.escape(text, quote=True)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _table(head: Iterable[str], rows: Iterable[Iterable], cls: str) -> str:
