@@ -32,7 +32,7 @@ from .report import ReportKeeper
 from .scanner import ListingRetry, ScanFailed, Scanner, SplitLimits, damaged_checkpoints
 from .storage import open_job_destination, open_job_source
 from .throttle import Throttle
-from .tracker import LocalTracker
+from .tracker import LocalTracker, job_throughput_cap
 from .transfer import Backpressure, TransferOptions, Transferer
 from .worker import JobRuntime, Worker
 
@@ -48,6 +48,12 @@ SYS_RELOAD_EVERY_S = 3.0
 
 def throughput_bps(sys_cfg) -> int:
     return int(sys_cfg.worker_max_throughput_kbs) * 1024
+
+
+def effective_rate(sys_cfg, budget_bps: Optional[int]) -> int:
+    """Bytes/s this worker may use: its own cap, and its share of the job-wide budget."""
+    rates = [r for r in (throughput_bps(sys_cfg), budget_bps) if r]
+    return min(rates) if rates else 0
 
 
 def open_job_drivers(job_cfg, sys_cfg=None):
@@ -378,14 +384,22 @@ class StandaloneService(ServiceLoop):
 
     def _apply_sys(self) -> None:
         new = self.sys.changed()
+        self._apply_rate()
         if new is None:
             return
-        if throughput_bps(new) != self.throttle.rate:
-            log.info("workerMaxThroughput(KB/s) now %d", new.worker_max_throughput_kbs)
-            self.throttle.set_rate(throughput_bps(new))
         if new.worker_task_thread_num != self.worker.threads:
             log.info("workerTaskThreadNum now %d", new.worker_task_thread_num)
             self.worker.resize(new.worker_task_thread_num)
+
+    def _apply_rate(self) -> None:
+        """workerMaxThroughput(KB/s), and the tightest jobMaxThroughput(KB/s) of the jobs with
+        work left ('console.sh set' changes it while they run)."""
+        job_cap = job_throughput_cap(self.master.ordered_jobs())
+        rate = effective_rate(self.sys.current, job_cap)
+        if rate != self.throttle.rate:
+            by = "jobMaxThroughput(KB/s)" if job_cap and rate == job_cap else "workerMaxThroughput(KB/s)"
+            log.info("throughput cap now %s (%s)", f"{rate // 1024} KB/s" if rate else "none", by)
+            self.throttle.set_rate(rate)
 
     def started(self) -> None:
         self.home.ensure()

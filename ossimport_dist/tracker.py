@@ -23,6 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import config as config_mod
+from .errors import OperatorError
 from .layout import (MULTIPART_DIR, STANDALONE_HOST, TASK_FILE, DamagedStateFile, JobLayout, TaskFolder, WorkerTree,
                      damaged_task_reason, mark_task_damaged, record_damage, task_inputs, task_size)
 
@@ -38,6 +40,21 @@ def task_file_count(task_file: Path) -> int:
     size = task_size(task_file)
     return size[0] if size is not None else 1
 
+
+def job_throughput_cap(jobs) -> int:
+    """The tightest jobMaxThroughput(KB/s) of the jobs with work left, in bytes/s (0: none caps).
+    One cap for the whole worker, standalone as on the agents: the capped job's files share the
+    worker's threads with the other jobs'."""
+    caps = []
+    for job in jobs:
+        try:
+            cap = config_mod.load_job(job.config_file).job_max_throughput_kbs
+        except OperatorError:
+            continue
+        if cap and not (job.scan_finished and not job.pending_ids() and not any(
+                job.dispatched_ids(h) for h in job.dispatched_hosts())):
+            caps.append(cap)
+    return min(caps) * 1024 if caps else 0
 
 class WorkerLink:
     """What the tracker needs of one worker. ``host`` names it in the state tree; ``files`` has

@@ -7,9 +7,12 @@ while the new folder was never copied.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import time
 
-from conftest import ROOT, assert_migrated, dest_objects, write_tree
+from conftest import ROOT, assert_migrated, dest_objects, wait_for, write_tree
 
 
 def import_sh(migration, *args) -> subprocess.CompletedProcess:
@@ -98,6 +101,29 @@ def test_set_is_not_an_edit_of_the_job_file(migration):
     assert "#changed by console.sh set" in frozen and "jobMaxThroughput(KB/s)=4096" in frozen
     assert "service started" in migration.ok("start")
     assert migration.wait_state(timeout=60)["JobState"] == "Succeed"
+
+
+def test_job_max_throughput_caps_a_standalone_job_and_set_lifts_it_while_it_runs(migration):
+    """jobMaxThroughput(KB/s) holds in standalone mode too, and 'set' changes it live, as it says."""
+    files = {f"big/{i:02d}.bin": os.urandom(256 * 1024) for i in range(16)}  # 4 MiB
+    write_tree(migration.src, files)
+    migration.write_conf(job_props={"jobMaxThroughput(KB/s)": "128"})
+    migration.ok("submit", str(migration.job_file))
+    began = time.monotonic()
+    migration.ok("start")
+    log = migration.work / "logs" / "ossimport2.log"
+    wait_for(lambda: log.is_file() and "throughput cap now 128 KB/s (jobMaxThroughput(KB/s))" in log.read_text(),
+             "the job's cap applied", 30)
+    time.sleep(3)
+    done = json.loads(migration.console("stat", "--json").stdout)["jobs"][0]["totals"]["succeed_bytes"]
+    # At most the cap over the time it ran, plus a burst and the files that were under way.
+    assert done <= 128 * 1024 * (time.monotonic() - began) + 8 * 256 * 1024, done
+    assert done < sum(map(len, files.values()))
+    out = migration.ok("set", "jobMaxThroughput(KB/s)=0", "local_test")
+    assert "takes effect within seconds" in out
+    assert migration.wait_state(timeout=60)["JobState"] == "Succeed"
+    assert "throughput cap now 100000000 KB/s (workerMaxThroughput(KB/s))" in log.read_text()
+    assert_migrated(migration.bucket, files)
 
 
 def run_on_a_terminal(args: list, answers: dict, timeout: float = 120) -> tuple:

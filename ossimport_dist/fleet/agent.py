@@ -28,7 +28,7 @@ from .. import config as config_mod
 from ..errors import OperatorError
 from ..layout import (DamagedStateFile, Home, TaskFolder, damaged_task_reason, mark_task_damaged, push_id_of,
                       write_atomic)
-from ..service import ServiceLoop, build_runtime, log_to, throughput_bps
+from ..service import ServiceLoop, build_runtime, effective_rate, log_to
 from ..throttle import Throttle
 from ..transfer import Backpressure
 from ..worker import Worker
@@ -38,12 +38,6 @@ log = logging.getLogger("ossimport.agent")
 TICK_S = 0.5
 HEARTBEAT_EVERY_S = 1.0
 SETTINGS_EVERY_S = 2.0
-
-
-def effective_rate(sys_cfg, budget_bps: Optional[int]) -> int:
-    """Bytes/s this worker may use: its own cap, and its share of the job-wide budget."""
-    rates = [r for r in (throughput_bps(sys_cfg), budget_bps) if r]
-    return min(rates) if rates else 0
 
 
 def read_budget(path: Path) -> Optional[int]:

@@ -34,7 +34,7 @@ from ..fatal import stopped_job_reason
 from ..layout import JobLayout, TaskFolder, iter_lines, remote_worker_tree, write_atomic
 from ..listformat import KeyFormatError, read_key
 from ..models import failure_code
-from ..tracker import Tracker
+from ..tracker import Tracker, job_throughput_cap
 from .hosts import Host
 from .sshlink import SshLink, agent_start_command
 
@@ -284,19 +284,11 @@ class RemoteTracker:
         return share
 
     def _compute_budget_share(self) -> Optional[int]:
-        caps = []
-        for job in self.jobs():
-            try:
-                cap = config_mod.load_job(job.config_file).job_max_throughput_kbs
-            except OperatorError:
-                continue
-            if cap and not (job.scan_finished and not job.pending_ids() and not any(
-                    job.dispatched_ids(h) for h in job.dispatched_hosts())):
-                caps.append(cap)
-        if not caps:
+        cap = job_throughput_cap(self.jobs())
+        if not cap:
             return None
         live = max(1, len(self.live_hosts()))
-        return max(1, min(caps) * 1024 // live)
+        return max(1, cap // live)
 
     # -- for stat ---------------------------------------------------------------------------
     def _write_status(self, state: HostState) -> None:
