@@ -1,5 +1,5 @@
 @echo off
-rem ossimport-dist console on Windows: submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] | retry [job] | errors [job] [-o file] | report [job] | verify-report [job] [--against job.cfg] | version
+rem ossimport-dist console on Windows: submit [job.cfg] | start | stop | clean [job] | stat [detail] [job] | retry [job] | errors [job] [-o file] | plan [job.cfg|job] [--json] | report [job] | verify-report [job] [--against job.cfg] | version
 setlocal
 set "HERE=%~dp0"
 if not exist "%HERE%.venv\Scripts\python.exe" (

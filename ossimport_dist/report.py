@@ -328,6 +328,7 @@ def write_report(job: JobLayout, settings: dict) -> Report:
     audit_job = settings.get("jobType") == "audit"
     folder = job.make_report_dir()
     summary = Summary()
+    without_crc = 0  # manifest lines whose CRC64 the job never learnt
     damaged = []  # finished task folders whose TASK cannot be read: their objects are not rows
     finished = job.succeed_dirs() + job.failed_dirs()
     csv_tmp = folder / f".{OBJECTS_CSV}.{os.getpid()}.tmp"
@@ -348,6 +349,7 @@ def write_report(job: JobLayout, settings: dict) -> Report:
                     summary.add(row)
                     if row.at_destination:
                         manifest.write(json.dumps([row.key, row.size, row.manifest_crc64]) + "\n")
+                        without_crc += row.manifest_crc64 is None
         manifest.seek(0)
         digest, count = manifest_digest(tuple(json.loads(line)) for line in manifest)
     os.replace(csv_tmp, folder / OBJECTS_CSV)
@@ -358,9 +360,11 @@ def write_report(job: JobLayout, settings: dict) -> Report:
            "tasks": {"finished": len(finished), "failed": len(job.failed_dirs()), "not_finished": unfinished,
                      "damaged": damaged},
            **doc,
-           "manifest": {"sha256": digest, "objects": count,
+           "manifest": {"sha256": digest, "objects": count, "without_crc64": without_crc,
                         "lines": "json.dumps([key, size, crc64 as a decimal string]) + LF, compact, ASCII, "
-                                 "sorted by key, one per object the job left at the destination"},
+                                 "sorted by key, one per object the job left at the destination; crc64 null "
+                                 "where the job did not learn it (an audit in simple or general auditMode "
+                                 "checks sizes from a listing: auditMode=detailed records every CRC64)"},
            "settings": settings,
            "versions": {"ossimport-dist": __version__, "python": platform.python_version()}}
     write_atomic(folder / SUMMARY_JSON, (json.dumps(doc, indent=1) + "\n").encode("ascii"))
@@ -526,7 +530,9 @@ def verify(report_dir: Path, destination, on_difference: Optional[Callable[[Diff
                     if on_difference is not None:
                         on_difference(d)
                 if now is not None:
-                    seen_crc = now.crc64 if by_crc else (crc if not problem else None)
+                    # A line the report wrote without a CRC64 (the job never learnt it) is
+                    # recomputed without one: the digest proves what the report proved.
+                    seen_crc = (now.crc64 if crc is not None else None) if by_crc else (crc if not problem else None)
                     digest.update(manifest_line(key, now.size, seen_crc))
     return Verification(checked, differing, differences, digest.hexdigest(), report_digest, by_crc)
 

@@ -42,6 +42,29 @@ CHUNK = 1024 * 1024
 MAX_PARTS = 10000  # OSS refuses part numbers above this
 
 
+def same_object(entry: ObjectEntry, existing: ObjectEntry) -> bool:
+    """Whether the destination's ``existing`` object is the source's ``entry`` for
+    isSkipExistFile: the same size, and the same CRC64 when both sides know it."""
+    if existing.size != entry.size:
+        return False
+    if entry.crc64 is not None and existing.crc64 is not None:
+        return entry.crc64 == existing.crc64
+    # OssImport's rule: same size and the copy is not older than the source; Last-Modified
+    # has whole seconds.
+    return existing.mtime >= int(entry.mtime)
+
+
+def part_size_for(size: int, part_size: int, min_part_size: int = 0) -> int:
+    """The part size a multipart upload of ``size`` bytes uses: partSize, raised to what the
+    store accepts (S3: 5 MiB but the last) and so that no more than MAX_PARTS are needed."""
+    part = max(1, part_size, min_part_size)
+    if -(-size // part) > MAX_PARTS:
+        # Larger parts rather than a failure: round up to whole MiB so resumed runs agree.
+        part = -(-size // MAX_PARTS)
+        part = -(-part // CHUNK) * CHUNK
+    return part
+
+
 @dataclass
 class TransferOptions:
     multipart_threshold: int
@@ -257,7 +280,7 @@ class Transferer:
                 entry = sized
             if self.options.skip_existing:
                 existing = self.retry.call(self.destination.head, key)
-                if existing is not None and self._same(entry, existing):
+                if existing is not None and same_object(entry, existing):
                     self.abandon_upload(entry, state_dir)
                     return FileResult(key, Outcome.SKIPPED, detail="destination has the same "
                                       "object", crc64=existing.crc64, stored_crc64=existing.crc64,
@@ -283,15 +306,6 @@ class Transferer:
         except Exception as exc:  # one odd object must not stop the task's other files
             log.exception("unexpected error copying %s", key)
             return failed_result(key, exc)
-
-    def _same(self, entry: ObjectEntry, existing: ObjectEntry) -> bool:
-        if existing.size != entry.size:
-            return False
-        if entry.crc64 is not None and existing.crc64 is not None:
-            return entry.crc64 == existing.crc64
-        # OssImport's rule: same size and the copy is not older than the source; Last-Modified
-        # has whole seconds.
-        return existing.mtime >= int(entry.mtime)
 
     def _copy_small(self, entry: ObjectEntry, sending: Optional[Callable] = None) -> FileResult:
         def send() -> FileResult:
@@ -345,19 +359,11 @@ class Transferer:
         if path.is_file():
             MultipartUpload(self._upload_tools(), entry, path, 0).abandon()
 
-    def _part_size(self, size: int) -> int:
-        # A store may refuse small parts (S3: 5 MiB but the last).
-        part = max(1, self.options.part_size, self.destination.features.min_part_size)
-        if -(-size // part) > MAX_PARTS:
-            # Larger parts rather than a failure: round up to whole MiB so resumed runs agree.
-            part = -(-size // MAX_PARTS)
-            part = -(-part // CHUNK) * CHUNK
-        return part
-
     def _copy_multipart(self, entry: ObjectEntry, state_dir: pathlib.Path,
                         sending: Optional[Callable] = None) -> FileResult:
         return MultipartUpload(self._upload_tools(), entry, self._checkpoint_path(state_dir, entry.key),
-                               self._part_size(entry.size), sending).run()
+                               part_size_for(entry.size, self.options.part_size,
+                                             self.destination.features.min_part_size), sending).run()
 
     def _upload_tools(self) -> UploadTools:
         return UploadTools(self.destination, self.retry, self.read, self.stat_source,

@@ -3,6 +3,8 @@ namespace, driven through the real console.sh (deploy, submit, start, stat, stop
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import os
 import signal
@@ -176,6 +178,19 @@ def test_full_job_over_three_workers_with_password_login(cluster, fleet):
     assert fleet.password not in (Path(fleet.working_dir) / "logs" / "master.log").read_text()
     out = c.ok("stop")
     assert out.count("agent stopped") == 3
+    # The report names, for each object, the host whose task copied it, and adds up per host.
+    c.ok("report", c.job_name)
+    host_of = {key: d.name.rsplit("@", 1)[1] for d in c.finished("succeed_tasks") for key in task_keys(d / "TASK")}
+    with gzip.open(c.job_dir / "report" / "objects.csv.gz", "rt", encoding="utf-8", newline="") as f:
+        report_rows = list(csv.DictReader(f))
+    assert len(report_rows) == len(files)
+    for row in report_rows:
+        key = json.loads(row["key"]) if row["key"].startswith('"') else row["key"]
+        assert row["outcome"] == "copied" and row["host"] == host_of[key], row
+    summary = json.loads((c.job_dir / "report" / "summary.json").read_text())
+    assert {h: v["objects"] for h, v in summary["by_host"].items()} == \
+        {h.name: list(host_of.values()).count(h.name) for h in fleet.hosts}
+    assert summary["manifest"]["sha256"] and summary["complete"] is True
 
 
 def test_agent_killed_and_host_gone_mid_job_still_finishes_everything_once(cluster, fleet):

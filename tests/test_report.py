@@ -185,3 +185,61 @@ def test_the_html_report_renders_in_chromium_with_its_totals_and_every_point_of_
     assert html.count('<circle class="point"') == len(points)
     assert f'data-points="{len(points)}"' in html
     assert sum(p[1] for p in points) * summary["throughput"]["bucket_s"] == sum(len(d) for d in files.values())
+
+
+def test_an_audit_job_reports_each_object_matched_differing_or_missing(migration):
+    """jobType=audit copies nothing: its report says of each object whether the destination has
+    it as the source does, and its manifest holds only those that match."""
+    files = {f"ledger/{i:02d}.csv": os.urandom(3000 + i) for i in range(8)}
+    write_tree(migration.src, files)
+    for key, data in files.items():
+        migration.bucket.put_object("mig/" + key, data)
+    migration.bucket.put_object("mig/ledger/03.csv", b"truncated")  # another size
+    migration.bucket.delete_object("mig/ledger/05.csv")
+    migration.write_conf(job_props={"jobType": "audit", "destPrefix": "mig/", "taskObjectCountLimit": "3"})
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("start")
+    assert migration.wait_state()["JobState"] == "Failed"
+    # general auditMode checks sizes from the listing: the report says its lines have no CRC64.
+    assert "manifest 6 object(s) (6 without a CRC64, sizes only: auditMode=detailed records them)" in \
+        migration.ok("report")
+    rows, summary = read_report(migration.job_dir)
+    assert set(rows) == set(files)
+    want = {key: "audited-match" for key in files}
+    want["ledger/03.csv"], want["ledger/05.csv"] = "audited-differ", "audited-missing"
+    assert {key: row["outcome"] for key, row in rows.items()} == want
+    assert rows["ledger/03.csv"]["reason"] == "SIZE_NOT_MATCH" and rows["ledger/05.csv"]["reason"] == "TARGET_NOT_EXIST"
+    assert summary["by_outcome"] == {"audited-match": {"objects": 6, "bytes": sum(
+        len(d) for k, d in files.items() if want[k] == "audited-match")},
+        "audited-differ": {"objects": 1, "bytes": len(files["ledger/03.csv"])},
+        "audited-missing": {"objects": 1, "bytes": len(files["ledger/05.csv"])}}
+    assert set(summary["failures"]) == {"SIZE_NOT_MATCH", "TARGET_NOT_EXIST"}
+    assert summary["copied_bytes"] == 0  # an audit moves nothing
+    assert summary["manifest"]["objects"] == 6
+    r = migration.console("verify-report")
+    assert r.returncode == 0 and "match: the 6 object(s)" in r.stdout, r.stdout + r.stderr
+    # A summary.json edited since (its digest) no longer matches its own rows: said, exit 1.
+    doc = json.loads((migration.job_dir / "report" / "summary.json").read_text())
+    doc["manifest"]["sha256"] = "0" * 64
+    (migration.job_dir / "report" / "summary.json").write_text(json.dumps(doc))
+    r = migration.console("verify-report")
+    assert r.returncode == 1 and "the report was changed since it was written" in r.stdout, r.stdout
+
+    # auditMode=detailed reads the source and the destination's CRC64 of every object: the proof
+    # holds the bytes, and its digest is the one recomputed from the destination.
+    migration.ok("stop")
+    migration.ok("clean", "local_test")
+    migration.write_conf(job_props={"jobType": "audit", "destPrefix": "mig/", "auditMode": "detailed"})
+    migration.ok("submit", str(migration.job_file))
+    migration.ok("start")
+    assert migration.wait_state()["JobState"] == "Failed"
+    migration.ok("report")
+    rows, summary = read_report(migration.job_dir)
+    assert summary["manifest"]["without_crc64"] == 0
+    matched = {k: d for k, d in files.items() if want[k] == "audited-match"}
+    for key, data in matched.items():
+        assert rows[key]["outcome"] == "audited-match" and int(rows[key]["dest_crc64"]) == crc64_of(data)
+    lines = sorted((k, json.dumps([k, len(d), str(crc64_of(d))], separators=(",", ":")) + "\n")
+                   for k, d in matched.items())
+    assert summary["manifest"]["sha256"] == hashlib.sha256("".join(l for _, l in lines).encode()).hexdigest()
+    assert migration.console("verify-report").returncode == 0

@@ -79,6 +79,8 @@ def test_a_scripted_import_stops_the_service_it_started(migration):
     assert summary["complete"] and summary["by_outcome"] == {"copied": {"objects": len(files), "bytes": sum(
         len(d) for d in files.values())}}
     assert (migration.job_dir / "report" / "report.html").is_file()
+    assert f"report: {migration.job_dir / 'report' / 'report.html'}; 'console.sh verify-report local_test' " \
+           "checks the destination against it later" in r.stdout.splitlines()
 
 
 def test_keep_running_leaves_the_service_copying(migration):

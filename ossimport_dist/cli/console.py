@@ -2,7 +2,8 @@
 
     console.sh submit [--no-preflight] [job.cfg] | start [--resume|--take-secrets] [--no-preflight] | stop
                | clean [job] | stat [detail] [job] [--json] | retry [--resume|--take-secrets] [job]
-               | errors [job] [-o file] | set key=value|credentialKey [--from job.cfg] [job] | version
+               | errors [job] [-o file] | set key=value|credentialKey [--from job.cfg] [job]
+               | plan [job.cfg|job] [--json] | report [job] | verify-report [job] [--against job.cfg] | version
 
 Every failure an operator can fix prints one line on stderr and exits non-zero (2 for bad
 configuration or state, or a job that preflight finds cannot work), never a traceback.
@@ -441,8 +442,9 @@ def cmd_submit(paths: Paths, args) -> int:
                       preflight=not args.no_preflight)
 
 
-def submit_job(paths: Paths, job_file: Path, preflight: bool = True) -> int:
-    """Check ``job_file`` (and, with ``preflight``, both of its ends) and freeze it as a job."""
+def load_job_file(paths: Paths, job_file: Path):
+    """The job file's settings, its warnings and sys.properties' said; a local source folder
+    that is not there stops it here, naming srcPrefix."""
     job_cfg = config_mod.load_job(job_file)
     paths.warn_sys()
     warn(job_cfg.warnings)
@@ -450,6 +452,12 @@ def submit_job(paths: Paths, job_file: Path, preflight: bool = True) -> int:
         raise ConfigError(job_file, job_cfg.key_lines.get("srcPrefix", 0), "srcPrefix",
                           f"directory '{job_cfg.src_prefix}' does not exist or is not a directory",
                           "mount the source or fix srcPrefix")
+    return job_cfg
+
+
+def submit_job(paths: Paths, job_file: Path, preflight: bool = True) -> int:
+    """Check ``job_file`` (and, with ``preflight``, both of its ends) and freeze it as a job."""
+    job_cfg = load_job_file(paths, job_file)
     # Opening the drivers checks what can be checked without the network (a destination
     # directory exists, a list file is readable, an endpoint parses), so it fails here, not later.
     from ..storage import open_job_destination, open_job_source
@@ -772,8 +780,10 @@ def cmd_report(paths: Paths, args) -> int:
     shown = f"{job.shown_root}/{job.report_dir.name}"
     state = "" if s["complete"] else f" (the job has {s['tasks']['not_finished']} task(s) not finished: " \
                                       f"they are not in it yet)"
+    blind = s["manifest"]["without_crc64"]
+    blind = f" ({blind} without a CRC64, sizes only: auditMode=detailed records them)" if blind else ""
     print(f"report of job:{job.name} in {shown}/: {s['objects']} object(s): {outcomes}; manifest "
-          f"{s['manifest']['objects']} object(s), sha256 {report.digest}{state}")
+          f"{s['manifest']['objects']} object(s){blind}, sha256 {report.digest}{state}")
     return 0
 
 
@@ -789,8 +799,7 @@ def cmd_verify_report(paths: Paths, args) -> int:
     cfg_path = Path(args.against) if args.against else job.config_file
     dest_cfg = config_mod.load_job(cfg_path)
     destination = open_job_destination(dest_cfg)
-    where = f"{dest_cfg.dest_type} {config_mod.scrub_passwords(dest_cfg.dest_domain)} " \
-            f"{dest_cfg.dest_bucket}/{dest_cfg.dest_prefix}".rstrip()
+    where = destination_words(dest_cfg)
     try:
         result = report_mod.verify(job.report_dir, destination,
                                    lambda d: print(f"differs: {quote_arg(d.key)}: {d.problem}"))
@@ -801,11 +810,113 @@ def cmd_verify_report(paths: Paths, args) -> int:
         print(f"match: the {result.checked} object(s) of job:{job.name}'s report are at {where} as reported "
               f"({how}); manifest sha256 {result.digest}")
         return 0
+    if not result.differing:
+        print(f"differ: every one of the {result.checked} object(s) of job:{job.name}'s report is at {where} as "
+              f"its rows say ({how}), but they give manifest sha256 {result.digest}, and its summary.json says "
+              f"{result.report_digest}: the report was changed since it was written; 'console.sh report "
+              f"{job.name}' writes it again from the task folders")
+        return 1
     print(f"differ: {result.differing} of the {result.checked} object(s) of job:{job.name}'s report are not "
           f"at {where} as reported ({how}); manifest sha256 {result.digest}, the report's "
           f"{result.report_digest}; copy them again with a job of those keys, or 'console.sh retry' after "
           f"removing their tasks' results")
     return 1
+
+
+def destination_words(cfg) -> str:
+    """The destination as messages name it: its kind, endpoint (no password), bucket and prefix."""
+    return f"{cfg.dest_type} {config_mod.scrub_passwords(cfg.dest_domain)} {cfg.dest_bucket}/{cfg.dest_prefix}".rstrip()
+
+
+def cmd_plan(paths: Paths, args) -> int:
+    """Exit code: 0 planned, 1 the source or the destination failed a request, 2 a bad job file."""
+    from .. import plan as plan_mod
+    from ..audit import ListingAudit
+    from ..scanner import SplitLimits
+    from ..service import source_label
+    from ..storage import open_job_destination, open_job_source
+    from ..storage.errors import RequestFailed
+
+    cfg = load_job_file(paths, _plan_job_file(paths, args.job_file))
+    settings = plan_mod.PlanSettings(
+        limits=SplitLimits(cfg.task_object_count_limit, cfg.task_object_size_limit, cfg.import_since),
+        scan_threads=cfg.scan_thread_count, scan_depth=cfg.max_multi_thread_scan_depth,
+        skip_existing=cfg.is_skip_exist_file, audit_job=cfg.job_type == "audit",
+        audit_after_import=cfg.is_audit_after_import, audit_mode=cfg.audit_mode,
+        multipart_threshold=cfg.multipart_upload_threshold, part_size=cfg.multipart_upload_part_size,
+        listed_by_requests=cfg.src_type in plan_mod.LISTED_BY_REQUESTS)
+    source = open_job_source(cfg)
+    try:
+        destination = open_job_destination(cfg)
+    except BaseException:
+        source.close()
+        raise
+    try:
+        planner = plan_mod.Planner(source, destination, settings)
+        try:
+            tally = planner.run()
+        except RequestFailed as exc:
+            raise OperatorError(f"plan of job:{cfg.job_name}: {exc.describe()}; nothing was copied, "
+                                f"run plan again once it answers") from None
+        listing_audit = ListingAudit.applies(destination, cfg.audit_mode)
+    finally:
+        source.close()
+        destination.close()
+    hosts = max(1, len(paths.hosts()))
+    cap, cap_words = _throughput_cap(paths, cfg, hosts)
+    rate, note = _reached_rate(paths, cfg.job_name)
+    doc = plan_mod.document(tally, settings, plan_mod.requests_of(tally, settings, listing_audit),
+                            job=cfg.job_name, source=config_mod.scrub_passwords(source_label(cfg)),
+                            destination=destination_words(cfg),
+                            threads=paths.sys_cfg.worker_task_thread_num, hosts=hosts, cap_bytes_per_s=cap,
+                            cap_words=cap_words, rate=rate, units=planner.units)
+    doc["time"]["reached_note"] = note
+    print(plan_mod.to_json(doc) if args.json else plan_mod.format_text(doc))
+    return 0
+
+
+def _plan_job_file(paths: Paths, arg: Optional[str]) -> Path:
+    """The job file to plan: the one named, a submitted job's own (by its name), or the default."""
+    if arg is None:
+        return paths.default_job_file()
+    if not os.path.exists(arg) and config_mod.is_job_name(arg) and paths.home.job(arg).exists():
+        return paths.home.job(arg).config_file
+    return Path(arg)
+
+
+def _throughput_cap(paths: Paths, cfg, hosts: int) -> tuple:
+    """(bytes/s, words) of the tightest throughput cap on the job, (0, '') when none is set."""
+    caps = []
+    per_worker = paths.sys_cfg.worker_max_throughput_kbs
+    if per_worker:
+        fleet = f" x {hosts} workers" if hosts > 1 else ""
+        caps.append((per_worker * 1024 * hosts, f"workerMaxThroughput(KB/s)={per_worker}{fleet}"))
+    if cfg.job_max_throughput_kbs:  # the whole job's, shared among the hosts
+        caps.append((cfg.job_max_throughput_kbs * 1024, f"jobMaxThroughput(KB/s)={cfg.job_max_throughput_kbs}"))
+    return min(caps) if caps else (0, "")
+
+
+def _reached_rate(paths: Paths, name: str) -> tuple:
+    """(Rate or None, a note when the job ran but its rate is not known) from the job's report."""
+    from .. import plan as plan_mod
+    from .. import report as report_mod
+
+    job = paths.home.job(name)
+    if not job.exists():
+        return None, ""
+    summary_file = job.report_dir / report_mod.SUMMARY_JSON
+    try:
+        summary = json.loads(summary_file.read_text(encoding="ascii"))
+    except FileNotFoundError:
+        if job.succeed_dirs() or job.failed_dirs():
+            return None, f"job:{name} has run but has no report: 'console.sh report {name}' writes it, " \
+                         f"then plan shows the rate it reached"
+        return None, ""
+    except (OSError, ValueError) as exc:
+        return None, f"job:{name}'s {job.shown_root}/{job.report_dir.name}/{report_mod.SUMMARY_JSON} cannot " \
+                     f"be read ({exc}): 'console.sh report {name}' writes it again"
+    rate = plan_mod.reached_rate(summary) if isinstance(summary, dict) else None
+    return rate, "" if rate else f"job:{name} has run but copied nothing yet: no rate to go by"
 
 
 def _finished_ids(job: JobLayout) -> set:
@@ -911,13 +1022,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job", nargs="?")
     s.add_argument("--against", metavar="JOB_FILE",
                    help="check the destination this job file's destXxx keys name (default: the job's own)")
+    s = sub.add_parser("plan", help="a dry run: what the job would list, skip, copy and ask, and how long it "
+                                    "would take; copies nothing",
+                       epilog="plan [job.cfg | a submitted job's name] [--json]; exit codes: 0 planned, 1 the "
+                              "source or the destination failed a request, 2 a bad job file")
+    s.add_argument("job_file", nargs="?", metavar="JOB_FILE")
+    s.add_argument("--json", action="store_true", help="the plan as one JSON object")
     sub.add_parser("version")
     return p
 
 
 COMMANDS = {"submit": cmd_submit, "start": cmd_start, "stop": cmd_stop, "clean": cmd_clean,
             "stat": cmd_stat, "retry": cmd_retry, "errors": cmd_errors, "version": cmd_version, "deploy": cmd_deploy,
-            "set": cmd_set, "report": cmd_report, "verify-report": cmd_verify_report}
+            "set": cmd_set, "report": cmd_report, "verify-report": cmd_verify_report,
+            "plan": cmd_plan}
 
 
 def main(argv=None) -> int:

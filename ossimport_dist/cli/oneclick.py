@@ -26,6 +26,7 @@ from .. import config as config_mod
 from .. import preflight
 from ..accounting import retry_cost
 from ..errors import OperatorError, StateError
+from ..report import REPORT_HTML, report_is_stale
 from ..status import (ABORT, FAILED, RUNNING, SUBMITTED, SUCCEED, JobStatus, format_stat, human_bytes,
                      human_duration, job_status)
 from . import console
@@ -181,6 +182,21 @@ def run_flow(paths: console.Paths, job_file: Path, asker: Asker, interval: float
     return result
 
 
+REPORT_WAIT_S = 3.0  # the service looks at ended jobs every second; a small job's report takes ms
+
+
+def _say_where_the_report_is(paths: console.Paths, s: JobStatus) -> None:
+    """Where the report of the job that just ended is, once the service has written it (a
+    large job's takes longer than import.sh waits: the line says it is being written)."""
+    job = paths.home.job(s.name)
+    deadline = time.monotonic() + REPORT_WAIT_S
+    while report_is_stale(job) and console.service_pid(paths.home) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    when = " (the service is writing it)" if report_is_stale(job) else ""
+    print(f"report: {job.report_dir / REPORT_HTML}{when}; 'console.sh verify-report {s.name}' checks the "
+          f"destination against it later")
+
+
 def _after_job(paths: console.Paths, session: ServiceSession, asker: Asker) -> None:
     if session.started_here is None or console.service_pid(paths.home) is None:
         return  # refused before the start, or the service is gone: nothing to stop
@@ -276,6 +292,7 @@ def _watch_job(paths: console.Paths, job_file: Path, asker: Asker, interval: flo
             t = s.totals
             elapsed = time.monotonic() - started
             print(format_stat(s))
+            _say_where_the_report_is(paths, s)
             print(f"Job {s.name} succeeded: {t.succeed} files copied and verified, {t.skipped} skipped, "
                   f"{human_bytes(t.succeed_bytes)} in {elapsed:.1f} s. JobState:Succeed")
             return 0, s
@@ -284,6 +301,7 @@ def _watch_job(paths: console.Paths, job_file: Path, asker: Asker, interval: flo
             _print_first_failures(job, paths.distributed, running)
             cost = retry_cost(job.failed_dirs())
             if not s.scan_failed and cost.only_needs_a_change:
+                _say_where_the_report_is(paths, s)
                 print(f"Job {s.name} failed: {cost.files} file(s), {human_bytes(cost.bytes)}, cannot be copied "
                       f"until the source or the destination changes (missing at the source, or a name that "
                       f"cannot be a key), so no retry is offered: 'console.sh errors {s.name}' lists them. "
@@ -301,6 +319,7 @@ def _watch_job(paths: console.Paths, job_file: Path, asker: Asker, interval: flo
             else:
                 why = s.reasons[0] if s.reasons else (f"see {job.failed}/*/error.list and "
                                                       f"{home.logs / 'ossimport2.log'}")
+                _say_where_the_report_is(paths, s)
                 print(f"Job {s.name} failed: {why}. JobState:Failed")
                 return 1, s
         elif s.state == ABORT:

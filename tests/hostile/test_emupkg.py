@@ -70,7 +70,9 @@ def test_the_bundle_is_smaller_than_before_the_emulator_moved_out(bundle, old_bu
     old_files = wheel_files(old_bundle)
     assert [f for f in old_files[old_bundle.project_wheel.name] if f.startswith("ossimport_dist/emulator/")], \
         "the commit before the move should have had the emulator in the package"
-    assert old_bundle.project_wheel.size > bundle.project_wheel.size
+    # The project's own wheel grows with its code (and README) since the move, so its size alone
+    # says nothing; the emulator's files are gone from it (the test above) and the whole bundle,
+    # its dependencies with it, is what a deploy ships.
     dropped = {distribution(n) for n in old_files} - {distribution(w.name) for w in bundle.wheels}
     assert "fabric" in dropped and dropped <= FABRIC_ONLY
     old_total, total = (sum(w.size for w in b.wheels) for b in (old_bundle, bundle))
