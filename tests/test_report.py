@@ -180,6 +180,7 @@ def test_the_html_report_renders_in_chromium_with_its_totals_and_every_point_of_
     assert f'<span id="total-objects">{len(files):,}</span>' in html
     assert f'data-outcome="copied">{len(files):,}</span>' in html
     assert f'<code id="digest">{summary["manifest"]["sha256"]}</code>' in html
+    assert summary["peak_bytes_per_s"] >= summary["average_bytes_per_s"] > 0
     points = summary["throughput"]["points"]
     assert len(points) >= 2  # the throttle spreads 1.2 MB over seconds
     assert html.count('<circle class="point"') == len(points)
