@@ -18,6 +18,7 @@ from typing import Callable, Optional, Union
 import javaproperties
 
 from . import storage
+from .filters import PatternError, parse_patterns
 from .errors import ConfigError, OperatorError
 from .storage.rules import KeyMissing, KeyProblem, check_key_segments, local_dest_root
 
@@ -112,6 +113,11 @@ class JobConfig:
     # New (not in OssImport): a cap on the sum over all workers, divided among live hosts by the
     # tracker, since per-worker caps multiply with the fleet. 0 = none. Live: see console 'set'.
     job_max_throughput_kbs: int = 0
+    # Which listed objects the job takes (filters.Selection).
+    src_include_pattern: str = ""
+    src_exclude_pattern: str = ""
+    min_size: int = 0
+    max_size: int = 0  # 0: no bound
     path: str = ""
     warnings: list = field(default_factory=list, compare=False)
     # key -> line it was read from, so later checks (console, scanner) can point at it too.
@@ -221,6 +227,10 @@ _JOB_KEYS = (
     _Key("isAuditAfterImport", "is_audit_after_import", "bool"),
     _Key("auditMode", "audit_mode", "choice", choices=AUDIT_MODES),
     _Key("jobMaxThroughput(KB/s)", "job_max_throughput_kbs", "int", low=0),
+    _Key("srcIncludePattern", "src_include_pattern", "str"),
+    _Key("srcExcludePattern", "src_exclude_pattern", "str"),
+    _Key("minSize", "min_size", "size", low=0),
+    _Key("maxSize", "max_size", "size", low=0),
 )
 
 _SYS_KEYS = (
@@ -624,6 +634,21 @@ def _check_job(cfg: JobConfig, lines, warnings):
     except KeyProblem as problem:
         fail(problem.key, problem.problem, problem.fix)
     _check_local_overlap(cfg, fail)
+    _check_selection(cfg, fail)
+
+
+def _check_selection(cfg: JobConfig, fail) -> None:
+    for key, text in (("srcIncludePattern", cfg.src_include_pattern), ("srcExcludePattern", cfg.src_exclude_pattern)):
+        try:
+            parse_patterns(text)
+        except PatternError as exc:
+            fail(key, str(exc), "close it, e.g. *.[jJ][pP][gG]; patterns are comma-separated globs on the key")
+    if cfg.max_size and cfg.min_size > cfg.max_size:
+        fail("minSize", f"{cfg.min_size} bytes is more than maxSize ({cfg.max_size} bytes): nothing could be "
+             f"copied", "lower minSize or raise maxSize (0 is no bound)")
+    if (cfg.min_size or cfg.max_size) and not storage.source_rules(cfg.src_type).lists_sizes:
+        fail("minSize" if cfg.min_size else "maxSize", f"srcType={cfg.src_type} lists no sizes to filter by",
+             "remove it: an http URL list's sizes are learnt only when each file is copied")
 
 
 def _apply_kind_defaults(cfg: JobConfig) -> None:

@@ -27,7 +27,8 @@ from typing import Iterator, Optional
 
 from .audit import LIST_PAGE
 from .models import NOT_REGULAR_FILE, INVALID_KEY, ObjectEntry, failure_code
-from .scanner import SplitLimits, cut_tasks, plan_units
+from .filters import BY_PATTERN, BY_SIZE
+from .scanner import BY_SINCE, SplitLimits, cut_tasks, plan_units
 from .status import human_bytes, human_duration
 from .storage.base import Destination, Source
 from .transfer import part_size_for, same_object
@@ -54,7 +55,7 @@ class Tally:
 
     listed: int = 0  # entries the listing gave
     listed_bytes: int = 0
-    before_since: int = 0  # left out by importSince, as the scan leaves them out
+    left_out: dict = field(default_factory=dict)  # why (importSince, pattern, size) -> entries the job does not take
     objects: int = 0  # in the job's tasks: what 'stat' will count
     bytes: int = 0
     tasks: int = 0
@@ -82,7 +83,7 @@ class Tally:
                 for a, b in zip(mine, theirs):
                     a.objects += b.objects
                     a.bytes += b.bytes
-            elif name == "failing":
+            elif name in ("failing", "left_out"):
                 for code, n in theirs.items():
                     mine[code] = mine.get(code, 0) + n
             else:
@@ -175,7 +176,11 @@ class Planner:
         lookup = None
         if s.skip_existing and not s.audit_job and self.destination.features.lists_objects:
             lookup = ExistingObjects(self.destination, subtree, tally)
-        for batch in cut_tasks(self._listed(subtree, recursive, tally), s.limits, self.source.task_boundary):
+        def left_out(entry: ObjectEntry, why: str) -> None:
+            tally.left_out[why] = tally.left_out.get(why, 0) + 1
+
+        for batch in cut_tasks(self._listed(subtree, recursive, tally), s.limits, self.source.task_boundary,
+                               left_out):
             tally.tasks += 1
             copies = 0
             existing = self._existing(batch, lookup, tally) if s.skip_existing and not s.audit_job else {}
@@ -205,13 +210,9 @@ class Planner:
         return tally
 
     def _listed(self, subtree: str, recursive: bool, tally: Tally) -> Iterator[ObjectEntry]:
-        limits = self.settings.limits
         for entry in self.source.list(subtree, recursive=recursive):
             tally.listed += 1
             tally.listed_bytes += entry.size
-            # The same test as cut_tasks', which leaves these out of every task.
-            if limits.import_since and entry.mtime and entry.mtime <= limits.import_since:
-                tally.before_since += 1
             yield entry
 
     def _count_copy(self, entry: ObjectEntry, tally: Tally) -> None:
@@ -335,7 +336,7 @@ def document(tally: Tally, settings: PlanSettings, requests: Requests, *, job: s
         "job": job, "source": source, "destination": destination,
         "job_type": "audit" if settings.audit_job else "import",
         "listed": {"objects": tally.listed, "bytes": tally.listed_bytes},
-        "left_out_by_import_since": tally.before_since,
+        "left_out": dict(sorted(tally.left_out.items())),
         "objects": tally.objects, "bytes": tally.bytes, "tasks": tally.tasks, "scan_units": units,
         "skipped": {"existing": tally.existing, "existing_bytes": tally.existing_bytes,
                     "not_regular_files": tally.not_files},
@@ -360,6 +361,10 @@ def to_json(doc: dict) -> str:
     return json.dumps(doc, indent=1)
 
 
+LEFT_OUT_WORDS = {BY_SINCE: "by importSince (not modified since)",
+                  BY_PATTERN: "by srcIncludePattern/srcExcludePattern", BY_SIZE: "by minSize/maxSize"}
+
+
 def _duration(seconds: float) -> str:
     return human_duration(seconds) if seconds >= 1 else "under a second"
 
@@ -375,8 +380,9 @@ def format_text(doc: dict) -> str:
     lines = [f"plan of job:{doc['job']}, a dry run: nothing was {'checked' if audit else 'copied'}",
              f"  source       {doc['source']}", f"  destination  {doc['destination']}"]
     listed = f"{_count(doc['listed']['objects'], 'entry', 'entries')}, {human_bytes(doc['listed']['bytes'])}"
-    if doc["left_out_by_import_since"]:
-        listed += f" ({doc['left_out_by_import_since']:,} left out by importSince: not modified since)"
+    if doc["left_out"]:
+        listed += " (left out: " + "; ".join(f"{n:,} {LEFT_OUT_WORDS.get(why, why)}"
+                                            for why, n in doc["left_out"].items()) + ")"
     lines.append(f"listed         {listed}")
     lines.append(f"in the job     {_count(doc['objects'], 'object', 'objects')}, {human_bytes(doc['bytes'])} in "
                  f"{_count(doc['tasks'], 'task', 'tasks')}: the totals 'console.sh stat' will show")

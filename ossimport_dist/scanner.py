@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .errors import OperatorError, SourceError
+from .filters import Selection
 from .layout import (DamagedStateFile, JobLayout, TaskFolder, decode_state_json, move_aside, read_task_file,
                      record_damage, write_atomic)
 from .listformat import list_line
@@ -39,6 +40,8 @@ from .storage.base import Source
 from .storage.errors import RequestFailed
 
 log = logging.getLogger("ossimport.scanner")
+
+BY_SINCE = "importSince"  # left out: not modified since importSince
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,21 @@ class SplitLimits:
     max_objects: int
     max_bytes: int
     import_since: float = 0  # only files modified after this Unix time (0 = all)
+    selection: Selection = Selection()  # srcIncludePattern, srcExcludePattern, minSize, maxSize
+
+    @classmethod
+    def for_job(cls, job_cfg, first_round: bool = True) -> "SplitLimits":
+        # importSince applies to the first pass only; later rounds take whatever changed.
+        return cls(job_cfg.task_object_count_limit, job_cfg.task_object_size_limit,
+                   job_cfg.import_since if first_round else 0, Selection.from_job(job_cfg))
+
+    def left_out(self, entry: ObjectEntry) -> Optional[str]:
+        """Why the job does not take a listed entry (BY_SINCE, or the selection's reason)."""
+        # mtime 0 is "not known when listed" (an http list, a manifest line with a size, an entry
+        # refused by the listing): such entries are never dropped unseen by importSince.
+        if self.import_since and entry.mtime and entry.mtime <= self.import_since:
+            return BY_SINCE
+        return self.selection.left_out(entry)
 
 
 def plan_units(source: Source, threads: int, depth: int) -> list:
@@ -230,14 +248,18 @@ class RoundDiff:
 
 
 def cut_tasks(entries: Iterator[ObjectEntry], limits: SplitLimits,
-              boundary: Optional[Callable[[ObjectEntry, ObjectEntry], bool]] = None) -> Iterator[list]:
-    """Group a listing into task-sized lists; a file is never split across tasks. ``boundary``
-    (a source's ``task_boundary``) may cut more: an http list is cut where the host changes."""
+              boundary: Optional[Callable[[ObjectEntry, ObjectEntry], bool]] = None,
+              on_left_out: Optional[Callable[[ObjectEntry, str], None]] = None) -> Iterator[list]:
+    """Group a listing into task-sized lists of the entries the job takes (``limits.left_out``
+    says of the others, and ``on_left_out`` hears them); a file is never split across tasks.
+    ``boundary`` (a source's ``task_boundary``) may cut more: an http list is cut where the host
+    changes."""
     batch, batch_bytes = [], 0
     for entry in entries:
-        # mtime 0 is "not known when listed" (an http list, a manifest line with a size, an entry
-        # refused by the listing): such entries are never dropped unseen by the filter.
-        if limits.import_since and entry.mtime and entry.mtime <= limits.import_since:
+        why = limits.left_out(entry)
+        if why is not None:
+            if on_left_out is not None:
+                on_left_out(entry, why)
             continue
         if batch and (len(batch) >= limits.max_objects or batch_bytes + entry.size > limits.max_bytes
                       or (boundary is not None and boundary(batch[-1], entry))):

@@ -174,9 +174,7 @@ class Master:
             job_cfg = config_mod.load_job(job.config_file)
             source, _ = open_job_drivers(job_cfg)
             round_no = job.round_state()["round"]
-            # importSince applies to the first pass only; later rounds take whatever changed.
-            limits = SplitLimits(job_cfg.task_object_count_limit, job_cfg.task_object_size_limit,
-                                 job_cfg.import_since if round_no == 0 else 0)
+            limits = SplitLimits.for_job(job_cfg, first_round=round_no == 0)
             Scanner(job, source, limits, threads=job_cfg.scan_thread_count,
                     depth=job_cfg.max_multi_thread_scan_depth, stop=self.stop_event,
                     round_no=round_no, incremental=job_cfg.is_incremental, retry=self.listing_retry,

@@ -59,14 +59,14 @@ def test_the_plan_counts_what_the_job_then_does_object_by_object_and_request_by_
     assert not (migration.work / "master" / "jobs" / "local_test").exists()
     text = r.stdout
     assert "plan of job:local_test, a dry run: nothing was copied" in text, text
-    assert "listed         16 entries" in text and "(2 left out by importSince" in text
+    assert "listed         16 entries, 3.2 MiB (left out: 2 by importSince (not modified since))" in text
     assert "in the job     14 objects" in text and "in 4 tasks" in text
     assert "2 already at the destination" in text and "1 is not a regular file" in text
     assert "will fail    1 INVALID_KEY" in text
     assert "to copy        10 objects" in text
 
     plan = plan_json(migration, str(migration.job_file))
-    assert plan["listed"]["objects"] == 16 and plan["left_out_by_import_since"] == 2
+    assert plan["listed"]["objects"] == 16 and plan["left_out"] == {"importSince": 2}
     assert plan["objects"] == 14 and plan["tasks"] == 4
     assert plan["bytes"] == sum(map(len, files.values())) + len(b"a name that is not UTF-8")
     assert plan["skipped"] == {"existing": 2, "existing_bytes": len(files["photos/img00.jpg"]) +

@@ -839,7 +839,7 @@ def cmd_plan(paths: Paths, args) -> int:
 
     cfg = load_job_file(paths, _plan_job_file(paths, args.job_file))
     settings = plan_mod.PlanSettings(
-        limits=SplitLimits(cfg.task_object_count_limit, cfg.task_object_size_limit, cfg.import_since),
+        limits=SplitLimits.for_job(cfg),
         scan_threads=cfg.scan_thread_count, scan_depth=cfg.max_multi_thread_scan_depth,
         skip_existing=cfg.is_skip_exist_file, audit_job=cfg.job_type == "audit",
         audit_after_import=cfg.is_audit_after_import, audit_mode=cfg.audit_mode,

@@ -100,6 +100,8 @@ class SourceRules:
 
     # A list source (srcType=list) may read its keys from this kind.
     list_can_read = True
+    # The listing gives each object's size (minSize and maxSize filter by it).
+    lists_sizes = True
 
     @classmethod
     def defaults(cls, job) -> dict:
@@ -180,6 +182,7 @@ class YoupaiSourceRules(BucketSourceRules):
 
 
 class HttpSourceRules(SourceRules):
+    lists_sizes = False  # a URL list: the transfer learns each size
     @classmethod
     def validate(cls, job) -> None:
         check_list_path(job.http_list_file_path, "httpListFilePath", "the URL list", "/data/url.list")
