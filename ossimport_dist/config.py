@@ -19,6 +19,7 @@ import javaproperties
 
 from . import storage
 from .filters import PatternError, parse_patterns
+from .schedule import ScheduleError, Timetable
 from .errors import ConfigError, OperatorError
 from .storage.rules import KeyMissing, KeyProblem, check_key_segments, local_dest_root
 
@@ -139,6 +140,7 @@ class SysConfig:
     ssh_port: int = 22
     worker_task_thread_num: int = 60
     worker_max_throughput_kbs: int = 100000000  # 0 = no cap
+    worker_max_throughput_schedule: str = ""  # schedule.Timetable; replaces the cap above when set
     dispatcher_thread_num: int = 1
     worker_abort_when_uncatched_exception: bool = False
     worker_record_md5: bool = False
@@ -241,6 +243,7 @@ _SYS_KEYS = (
     _Key("sshPort", "ssh_port", "int", low=1, high=65535),
     _Key("workerTaskThreadNum", "worker_task_thread_num", "int", low=1, high=1000),
     _Key("workerMaxThroughput(KB/s)", "worker_max_throughput_kbs", "int", low=0),
+    _Key("workerMaxThroughputSchedule", "worker_max_throughput_schedule", "str"),
     _Key("dispatcherThreadNum", "dispatcher_thread_num", "int", low=1),
     _Key("workerAbortWhenUncatchedException", "worker_abort_when_uncatched_exception", "bool"),
     _Key("workerRecordMd5", "worker_record_md5", "bool"),
@@ -252,7 +255,8 @@ _SYS_KEYS = (
 )
 
 # What a worker host needs of sys.properties; never the SSH credentials.
-WORKER_SYS_KEYS = ("workerTaskThreadNum", "workerMaxThroughput(KB/s)", "workerAbortWhenUncatchedException",
+WORKER_SYS_KEYS = ("workerTaskThreadNum", "workerMaxThroughput(KB/s)", "workerMaxThroughputSchedule",
+                   "workerAbortWhenUncatchedException",
                    "workerRecordMd5", "javaHeapMaxSize", "workingDir", "workerEndpointDownTimeout")
 
 JOB_KEY_NAMES = tuple(k.name for k in _JOB_KEYS)
@@ -291,6 +295,11 @@ def parse_sys_text(text: str, path: str = "<text>", _warnings=None) -> SysConfig
                                           "the job file", list(_warnings or ()))
     cfg = SysConfig(path=path, warnings=warnings, key_lines=lines)
     _assign(cfg, _SYS_KEYS, values, lines, path)
+    try:
+        Timetable.parse(cfg.worker_max_throughput_schedule)
+    except ScheduleError as exc:
+        raise ConfigError(path, lines.get("workerMaxThroughputSchedule", 0), "workerMaxThroughputSchedule",
+                          str(exc)) from None
     return cfg
 
 

@@ -29,6 +29,7 @@ from .fatal import FatalDetector, stopped_job_reason
 from .layout import Home, JobLayout, private_file, write_atomic
 from .models import Task
 from .report import ReportKeeper
+from .schedule import Timetable
 from .scanner import ListingRetry, ScanFailed, Scanner, SplitLimits, damaged_checkpoints
 from .storage import open_job_destination, open_job_source
 from .throttle import Throttle
@@ -46,13 +47,18 @@ REPORT_WAIT_S = 30.0
 SYS_RELOAD_EVERY_S = 3.0
 
 
-def throughput_bps(sys_cfg) -> int:
+def throughput_bps(sys_cfg, now: Optional[float] = None) -> int:
+    """The worker's own cap at ``now`` (bytes/s, 0 none): its schedule's slot when it has one
+    (``workerMaxThroughputSchedule``), else workerMaxThroughput(KB/s)."""
+    timetable = Timetable.parse(sys_cfg.worker_max_throughput_schedule)
+    if timetable is not None:
+        return timetable.bytes_per_s(time.time() if now is None else now)
     return int(sys_cfg.worker_max_throughput_kbs) * 1024
 
 
-def effective_rate(sys_cfg, budget_bps: Optional[int]) -> int:
+def effective_rate(sys_cfg, budget_bps: Optional[int], now: Optional[float] = None) -> int:
     """Bytes/s this worker may use: its own cap, and its share of the job-wide budget."""
-    rates = [r for r in (throughput_bps(sys_cfg), budget_bps) if r]
+    rates = [r for r in (throughput_bps(sys_cfg, now), budget_bps) if r]
     return min(rates) if rates else 0
 
 
@@ -395,14 +401,17 @@ class StandaloneService(ServiceLoop):
         job_cap = job_throughput_cap(self.master.ordered_jobs())
         rate = effective_rate(self.sys.current, job_cap)
         if rate != self.throttle.rate:
-            by = "jobMaxThroughput(KB/s)" if job_cap and rate == job_cap else "workerMaxThroughput(KB/s)"
+            by = "jobMaxThroughput(KB/s)" if job_cap and rate == job_cap else \
+                "workerMaxThroughputSchedule" if self.sys.current.worker_max_throughput_schedule.strip() else \
+                "workerMaxThroughput(KB/s)"
             log.info("throughput cap now %s (%s)", f"{rate // 1024} KB/s" if rate else "none", by)
             self.throttle.set_rate(rate)
 
     def started(self) -> None:
         self.home.ensure()
-        log.info("service started (pid %d, %d transfer threads, throughput cap %s KB/s)", os.getpid(),
-                 self.worker.threads, self.sys.current.worker_max_throughput_kbs or "none")
+        rate = throughput_bps(self.sys.current)
+        log.info("service started (pid %d, %d transfer threads, throughput cap %s)", os.getpid(),
+                 self.worker.threads, f"{rate // 1024} KB/s" if rate else "none")
         self.worker.start()
 
     def tick(self, now: float) -> None:

@@ -25,6 +25,7 @@ from .layout import (AUDIT_LOG, DAMAGED_FILE, DAMAGED_LIST, ERROR_LIST, FAILED_D
                      job_shown_root, parse_finished_name)
 from .models import reasons_text
 from .scanner import scanned_totals
+from .schedule import Timetable
 
 # JobState words, as OssImport's stat writes them.
 SUBMITTED, RUNNING, SUCCEED, FAILED, ABORT = "Submitted", "Running", "Succeed", "Failed", "Abort"
@@ -330,12 +331,21 @@ def overall_exit_code(statuses: list) -> int:
     return EXIT_SUCCEED if statuses else EXIT_USAGE
 
 
-def stat_document(statuses: list, rows: Optional[list], service_running: bool) -> dict:
+def stat_document(statuses: list, rows: Optional[list], service_running: bool,
+                  timetable: Optional[Timetable] = None) -> dict:
     """``console.sh stat --json``: the whole status as one object (docs/stat-json.md)."""
-    return {"schema": SCHEMA_ID, "time": time.time(), "service_running": service_running,
+    now = time.time()
+    return {"schema": SCHEMA_ID, "time": now, "service_running": service_running,
             "exit_code": overall_exit_code(statuses),
             "jobs": [s.to_json() for s in statuses],
-            "hosts": [dataclasses.asdict(r) for r in rows] if rows is not None else None}
+            "hosts": [dataclasses.asdict(r) for r in rows] if rows is not None else None,
+            "throughput_schedule": schedule_document(timetable, now) if timetable is not None else None}
+
+
+def schedule_document(timetable: Timetable, now: float) -> dict:
+    current, following, wait = timetable.slot_at(now)
+    return {"slots": [[slot.clock, slot.kbs] for slot in timetable.slots], "now_kbs": current.kbs,
+            "since": current.clock, "next_kbs": following.kbs, "next_at": following.clock, "seconds_to_next": wait}
 
 
 # -- the words of 'console.sh stat' -------------------------------------------------------------

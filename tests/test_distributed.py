@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from conftest import CONSOLE, ROOT, assert_migrated, awkward_tree, checked_stat, task_keys, wait_for, write_tree
+from ossimport_dist.layout import Home
 
 pytest_plugins = ["fleet"]  # the session-wide fleet of sshd hosts; its deployed fixture installs the agent
 # One worker of a parallel run holds the fleet (sshd on 127.0.0.11-13): its tests run there.
@@ -330,6 +331,40 @@ def _read_int(path: Path) -> int:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return -1
+
+
+def test_a_throughput_schedule_reaches_every_host_and_its_edge_lifts_the_cap_within_seconds(cluster, fleet):
+    c = cluster()
+    files = {f"s/{i:03d}.bin": os.urandom(64 * 1024) for i in range(30)}
+    c.put_files(files)
+
+    def clock_in(seconds):
+        t = time.localtime(time.time() + seconds)
+        return f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+
+    edge = time.time() + 20  # room for the agents to start on a loaded machine
+    c.write_sys(workerMaxThroughputSchedule=f"{clock_in(-1)},32 {clock_in(20)},off")
+    c.write_job()
+    c.ok("submit", str(c.job_file))
+    c.ok("start")
+    home = Home(Path(fleet.working_dir))
+
+    def caps():
+        """Each host's cap as its agent's heartbeat says it (the master's poll of the host)."""
+        out = {}
+        for h in fleet.hosts:
+            try:
+                out[h.name] = json.loads(home.host_status_file(h.name).read_text())["throughput_bps"]
+            except (OSError, ValueError, KeyError):
+                out[h.name] = None
+        return out
+
+    wait_for(lambda: set(caps().values()) == {32 * 1024}, "every host's agent at the slot's 32 KB/s", 30)
+    assert time.time() < edge, "the hosts took the slot too late for the test to see its edge"
+    wait_for(lambda: set(caps().values()) == {0}, "the cap lifted on every host after the edge", edge - time.time() + 10)
+    assert time.time() < edge + 8
+    assert c.wait_state(timeout=120)["JobState"] == "Succeed"
+    assert_migrated(c.bucket, files)
 
 
 def test_fabric_tasks_drive_the_same_operations(cluster, fleet):

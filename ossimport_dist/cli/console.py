@@ -32,6 +32,7 @@ from ..layout import (CONF_DIR, JOB_CONFIG, LOCAL_JOB_CONFIG, STANDALONE_HOST, S
                      remote_worker_tree)
 from ..listformat import list_line, written_columns
 from ..models import reasons_text
+from ..schedule import Timetable, describe as describe_schedule
 
 STANDALONE_JOB_FILE = LOCAL_JOB_CONFIG
 DISTRIBUTED_JOB_FILE = JOB_CONFIG
@@ -673,8 +674,9 @@ def cmd_stat(paths: Paths, args) -> int:
     names = job_names_for(paths, args.job)
     statuses = [status_mod.job_status(home, home.job(name), running) for name in names]
     rows = (status_mod.host_rows(home, paths.hosts(), statuses, running) if paths.distributed else None)
+    timetable = Timetable.parse(paths.sys_cfg.worker_max_throughput_schedule)
     if getattr(args, "json", False):
-        print(json.dumps(status_mod.stat_document(statuses, rows, running), indent=1))
+        print(json.dumps(status_mod.stat_document(statuses, rows, running, timetable), indent=1))
     if not names:
         print("no job submitted; run 'console.sh submit' first", file=sys.stderr)
         return status_mod.EXIT_USAGE
@@ -686,6 +688,8 @@ def cmd_stat(paths: Paths, args) -> int:
                 out.append(detail_lines(home.job(s.name), paths.distributed, running))
         if rows is not None:
             out.append(status_mod.format_hosts(rows))
+        if timetable is not None:
+            out.append(f"Throughput schedule: {describe_schedule(timetable, time.time())}")
         print("\n".join(out))
     return status_mod.overall_exit_code(statuses)
 
@@ -886,11 +890,15 @@ def _plan_job_file(paths: Paths, arg: Optional[str]) -> Path:
 
 def _throughput_cap(paths: Paths, cfg, hosts: int) -> tuple:
     """(bytes/s, words) of the tightest throughput cap on the job, (0, '') when none is set."""
+    from ..service import throughput_bps
+
     caps = []
-    per_worker = paths.sys_cfg.worker_max_throughput_kbs
+    per_worker = throughput_bps(paths.sys_cfg) // 1024
     if per_worker:
         fleet = f" x {hosts} workers" if hosts > 1 else ""
-        caps.append((per_worker * 1024 * hosts, f"workerMaxThroughput(KB/s)={per_worker}{fleet}"))
+        key = "workerMaxThroughputSchedule's slot now" if paths.sys_cfg.worker_max_throughput_schedule.strip() \
+            else "workerMaxThroughput(KB/s)"
+        caps.append((per_worker * 1024 * hosts, f"{key}={per_worker}{fleet}"))
     if cfg.job_max_throughput_kbs:  # the whole job's, shared among the hosts
         caps.append((cfg.job_max_throughput_kbs * 1024, f"jobMaxThroughput(KB/s)={cfg.job_max_throughput_kbs}"))
     return min(caps) if caps else (0, "")

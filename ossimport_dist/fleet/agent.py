@@ -61,7 +61,8 @@ class Agent(ServiceLoop):
         self._last_beat = self._last_settings = 0.0
         self.sys_cfg = self._load_sys()
         self._settings_seen = None
-        self.throttle = Throttle(effective_rate(self.sys_cfg, read_budget(self.paths.budget_file)))
+        self._budget = read_budget(self.paths.budget_file)
+        self.throttle = Throttle(effective_rate(self.sys_cfg, self._budget))
         self.backpressure = Backpressure()
         self.worker = Worker(self.sys_cfg.worker_task_thread_num, self._task_finished, host=host,
                              on_job_stopped=self._job_stopped)
@@ -149,16 +150,17 @@ class Agent(ServiceLoop):
                 seen.append(p.stat().st_mtime_ns)
             except OSError:
                 seen.append(None)
-        if seen == self._settings_seen:
-            return
-        self._settings_seen = seen
-        self.sys_cfg = self._load_sys()
-        rate = effective_rate(self.sys_cfg, read_budget(self.paths.budget_file))
+        if seen != self._settings_seen:
+            self._settings_seen = seen
+            self.sys_cfg = self._load_sys()
+            if self.sys_cfg.worker_task_thread_num != self.worker.threads:
+                self.worker.resize(self.sys_cfg.worker_task_thread_num)
+            self._budget = read_budget(self.paths.budget_file)
+        # At every look, changed files or not: a schedule's slot moves with the clock.
+        rate = effective_rate(self.sys_cfg, self._budget)
         if rate != self.throttle.rate:
             log.info("throughput now %s", f"{rate // 1024} KB/s" if rate else "unlimited")
             self.throttle.set_rate(rate)
-        if self.sys_cfg.worker_task_thread_num != self.worker.threads:
-            self.worker.resize(self.sys_cfg.worker_task_thread_num)
 
     # -- heartbeat ------------------------------------------------------------------------
     def heartbeat(self) -> dict:
