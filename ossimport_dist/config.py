@@ -114,6 +114,7 @@ class JobConfig:
     # New (not in OssImport): a cap on the sum over all workers, divided among live hosts by the
     # tracker, since per-worker caps multiply with the fleet. 0 = none. Live: see console 'set'.
     job_max_throughput_kbs: int = 0
+    job_max_qps: int = 0  # files started per second by the whole job; 0 = no cap
     # Which listed objects the job takes (filters.Selection).
     src_include_pattern: str = ""
     src_exclude_pattern: str = ""
@@ -141,6 +142,7 @@ class SysConfig:
     worker_task_thread_num: int = 60
     worker_max_throughput_kbs: int = 100000000  # 0 = no cap
     worker_max_throughput_schedule: str = ""  # schedule.Timetable; replaces the cap above when set
+    worker_max_qps: int = 0  # files started per second by one worker; 0 = no cap
     dispatcher_thread_num: int = 1
     worker_abort_when_uncatched_exception: bool = False
     worker_record_md5: bool = False
@@ -229,6 +231,7 @@ _JOB_KEYS = (
     _Key("isAuditAfterImport", "is_audit_after_import", "bool"),
     _Key("auditMode", "audit_mode", "choice", choices=AUDIT_MODES),
     _Key("jobMaxThroughput(KB/s)", "job_max_throughput_kbs", "int", low=0),
+    _Key("jobMaxQps", "job_max_qps", "int", low=0),
     _Key("srcIncludePattern", "src_include_pattern", "str"),
     _Key("srcExcludePattern", "src_exclude_pattern", "str"),
     _Key("minSize", "min_size", "size", low=0),
@@ -244,6 +247,7 @@ _SYS_KEYS = (
     _Key("workerTaskThreadNum", "worker_task_thread_num", "int", low=1, high=1000),
     _Key("workerMaxThroughput(KB/s)", "worker_max_throughput_kbs", "int", low=0),
     _Key("workerMaxThroughputSchedule", "worker_max_throughput_schedule", "str"),
+    _Key("workerMaxQps", "worker_max_qps", "int", low=0),
     _Key("dispatcherThreadNum", "dispatcher_thread_num", "int", low=1),
     _Key("workerAbortWhenUncatchedException", "worker_abort_when_uncatched_exception", "bool"),
     _Key("workerRecordMd5", "worker_record_md5", "bool"),
@@ -256,7 +260,7 @@ _SYS_KEYS = (
 
 # What a worker host needs of sys.properties; never the SSH credentials.
 WORKER_SYS_KEYS = ("workerTaskThreadNum", "workerMaxThroughput(KB/s)", "workerMaxThroughputSchedule",
-                   "workerAbortWhenUncatchedException",
+                   "workerMaxQps", "workerAbortWhenUncatchedException",
                    "workerRecordMd5", "javaHeapMaxSize", "workingDir", "workerEndpointDownTimeout")
 
 JOB_KEY_NAMES = tuple(k.name for k in _JOB_KEYS)

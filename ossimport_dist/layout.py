@@ -395,6 +395,11 @@ class WorkerTree:
         """This host's share of a job-wide bandwidth budget, bytes/s."""
         return self.root / "throughput"
 
+    @property
+    def qps_budget_file(self):
+        """This host's share of a job-wide request budget (jobMaxQps), files started per second."""
+        return self.root / "qps"
+
     def job(self, job_name: str):
         return self.jobs / job_name
 

@@ -327,11 +327,32 @@ def seconds_at(rate: Rate, objects: int, size: int) -> float:
     return max(by_bytes, objects / rate.objects_per_s)
 
 
+@dataclass(frozen=True)
+class Caps:
+    """The tightest caps on the job: bytes/s and files started per second (0: none), and the
+    keys that set them, as the text names them."""
+
+    bytes_per_s: int = 0
+    bytes_words: str = ""
+    files_per_s: int = 0
+    files_words: str = ""
+
+    def seconds(self, objects: int, size: int, audit: bool) -> tuple:
+        """(seconds, 'throughput' or 'request') at the cap that binds; (None, '') with none.
+        An audit moves no bytes: only its file starts are capped."""
+        by_bytes = size / self.bytes_per_s if self.bytes_per_s and not audit else None
+        by_files = objects / self.files_per_s if self.files_per_s else None
+        if by_bytes is None and by_files is None:
+            return None, ""
+        if by_files is None or (by_bytes is not None and by_bytes >= by_files):
+            return by_bytes, "throughput"
+        return by_files, "request"
+
+
 def document(tally: Tally, settings: PlanSettings, requests: Requests, *, job: str, source: str,
-             destination: str, threads: int, hosts: int, cap_bytes_per_s: int, cap_words: str,
-             rate: Optional[Rate], units: int) -> dict:
+             destination: str, threads: int, hosts: int, caps: Caps, rate: Optional[Rate], units: int) -> dict:
     """What ``plan --json`` prints (and the text is made from)."""
-    time_at_cap = tally.to_copy_bytes / cap_bytes_per_s if cap_bytes_per_s and not settings.audit_job else None
+    at_cap, bound_by = caps.seconds(tally.to_copy, tally.to_copy_bytes, settings.audit_job)
     doc = {
         "job": job, "source": source, "destination": destination,
         "job_type": "audit" if settings.audit_job else "import",
@@ -346,8 +367,9 @@ def document(tally: Tally, settings: PlanSettings, requests: Requests, *, job: s
         "requests": asdict(requests),
         "lookups_made": {"lists": tally.lookup_lists, "heads": tally.lookup_heads},
         "threads": {"per_worker": threads, "workers": hosts, "files_at_once": min(threads * hosts, tally.to_copy)},
-        "time": {"throughput_cap_bytes_per_s": cap_bytes_per_s or None, "cap": cap_words,
-                 "seconds_at_cap": round(time_at_cap, 1) if time_at_cap is not None else None,
+        "time": {"throughput_cap_bytes_per_s": caps.bytes_per_s or None, "cap": caps.bytes_words,
+                 "files_cap_per_s": caps.files_per_s or None, "files_cap": caps.files_words,
+                 "seconds_at_cap": round(at_cap, 1) if at_cap is not None else None, "bound_by": bound_by or None,
                  "reached": None},
     }
     if rate is not None:
@@ -430,14 +452,16 @@ def format_text(doc: dict) -> str:
     lines.append(f"threads        {t['per_worker']} per worker x {_count(t['workers'], 'worker', 'workers')}: up to "
                  f"{_count(t['files_at_once'], 'file', 'files')} at once")
     time_doc = doc["time"]
-    if audit:
-        lines.append("time           an audit is bound by requests, not by a throughput cap")
-    elif time_doc["seconds_at_cap"] is not None:
+    if time_doc["bound_by"] == "throughput":
         lines.append(f"time           {_duration(time_doc['seconds_at_cap'])} at the throughput cap "
                      f"({time_doc['cap']}, {human_bytes(time_doc['throughput_cap_bytes_per_s'])}/s); "
                      f"the network or the stores may be slower")
+    elif time_doc["bound_by"] == "request":
+        lines.append(f"time           {_duration(time_doc['seconds_at_cap'])} at the request cap "
+                     f"({time_doc['files_cap']}: {time_doc['files_cap_per_s']:,} files/s)")
     else:
-        lines.append("time           no throughput cap is set: the network and the stores decide")
+        lines.append(f"time           no {'request' if audit else 'throughput'} cap is set: the network and "
+                     f"the stores decide")
     reached = time_doc["reached"]
     if reached is not None:
         lines.append(f"               {_duration(reached['seconds'])} at the rate job:{doc['job']} reached "

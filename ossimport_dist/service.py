@@ -33,7 +33,7 @@ from .schedule import Timetable
 from .scanner import ListingRetry, ScanFailed, Scanner, SplitLimits, damaged_checkpoints
 from .storage import open_job_destination, open_job_source
 from .throttle import Throttle
-from .tracker import LocalTracker, job_throughput_cap
+from .tracker import LocalTracker, job_caps
 from .transfer import Backpressure, TransferOptions, Transferer
 from .worker import JobRuntime, Worker
 
@@ -58,8 +58,17 @@ def throughput_bps(sys_cfg, now: Optional[float] = None) -> int:
 
 def effective_rate(sys_cfg, budget_bps: Optional[int], now: Optional[float] = None) -> int:
     """Bytes/s this worker may use: its own cap, and its share of the job-wide budget."""
-    rates = [r for r in (throughput_bps(sys_cfg, now), budget_bps) if r]
-    return min(rates) if rates else 0
+    return _tightest(throughput_bps(sys_cfg, now), budget_bps)
+
+
+def effective_qps(sys_cfg, budget_qps: Optional[int]) -> int:
+    """Files this worker may start per second: workerMaxQps, and its share of jobMaxQps."""
+    return _tightest(sys_cfg.worker_max_qps, budget_qps)
+
+
+def _tightest(*caps) -> int:
+    """The lowest cap that is set (0 and None are none), 0 when none is."""
+    return min((c for c in caps if c), default=0)
 
 
 def open_job_drivers(job_cfg, sys_cfg=None):
@@ -396,9 +405,11 @@ class StandaloneService(ServiceLoop):
             self.worker.resize(new.worker_task_thread_num)
 
     def _apply_rate(self) -> None:
-        """workerMaxThroughput(KB/s), and the tightest jobMaxThroughput(KB/s) of the jobs with
-        work left ('console.sh set' changes it while they run)."""
-        job_cap = job_throughput_cap(self.master.ordered_jobs())
+        """workerMaxThroughput(KB/s) (or its schedule's slot) and workerMaxQps, and the tightest
+        jobMaxThroughput(KB/s) and jobMaxQps of the jobs with work left ('console.sh set'
+        changes them while they run)."""
+        caps = job_caps(self.master.ordered_jobs())
+        job_cap = caps.bytes_per_s
         rate = effective_rate(self.sys.current, job_cap)
         if rate != self.throttle.rate:
             by = "jobMaxThroughput(KB/s)" if job_cap and rate == job_cap else \
@@ -406,6 +417,11 @@ class StandaloneService(ServiceLoop):
                 "workerMaxThroughput(KB/s)"
             log.info("throughput cap now %s (%s)", f"{rate // 1024} KB/s" if rate else "none", by)
             self.throttle.set_rate(rate)
+        qps = effective_qps(self.sys.current, caps.files_per_s)
+        if qps != self.worker.starts.rate:
+            by = "jobMaxQps" if caps.files_per_s and qps == caps.files_per_s else "workerMaxQps"
+            log.info("file starts now %s (%s)", f"at most {qps} per second" if qps else "not capped", by)
+            self.worker.starts.set_rate(qps)
 
     def started(self) -> None:
         self.home.ensure()

@@ -20,7 +20,12 @@ _MAX_SLEEP_SLICE = 0.5
 
 
 class Throttle:
-    def __init__(self, bytes_per_second: float = 0, clock=time.monotonic, sleep=time.sleep):
+    """``min_burst``: the fewest tokens a full bucket holds; a bucket of file starts
+    (workerMaxQps) holds one, so a cap of 5/s never lets 64 Ki files start at once."""
+
+    def __init__(self, bytes_per_second: float = 0, clock=time.monotonic, sleep=time.sleep,
+                 min_burst: float = _MIN_BURST):
+        self._min_burst = min_burst
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
@@ -34,7 +39,7 @@ class Throttle:
         return self._rate
 
     def _capacity(self) -> float:
-        return max(self._rate * _BURST_SECONDS, _MIN_BURST)
+        return max(self._rate * _BURST_SECONDS, self._min_burst)
 
     def set_rate(self, bytes_per_second: float) -> None:
         """Change the cap live; 0 (or less) means unlimited."""

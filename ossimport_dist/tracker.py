@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -41,20 +42,33 @@ def task_file_count(task_file: Path) -> int:
     return size[0] if size is not None else 1
 
 
-def job_throughput_cap(jobs) -> int:
-    """The tightest jobMaxThroughput(KB/s) of the jobs with work left, in bytes/s (0: none caps).
-    One cap for the whole worker, standalone as on the agents: the capped job's files share the
-    worker's threads with the other jobs'."""
-    caps = []
+@dataclass(frozen=True)
+class JobCaps:
+    """The tightest job-wide caps of the jobs with work left: jobMaxThroughput(KB/s) in
+    bytes/s and jobMaxQps in files started per second (0: none caps). One cap for the whole
+    worker, standalone as on the agents: the capped job's files share the worker's threads
+    with the other jobs'."""
+
+    bytes_per_s: int = 0
+    files_per_s: int = 0
+
+
+def job_caps(jobs) -> JobCaps:
+    rates, starts = [], []
     for job in jobs:
         try:
-            cap = config_mod.load_job(job.config_file).job_max_throughput_kbs
+            cfg = config_mod.load_job(job.config_file)
         except OperatorError:
             continue
-        if cap and not (job.scan_finished and not job.pending_ids() and not any(
-                job.dispatched_ids(h) for h in job.dispatched_hosts())):
-            caps.append(cap)
-    return min(caps) * 1024 if caps else 0
+        if not (cfg.job_max_throughput_kbs or cfg.job_max_qps) or (
+                job.scan_finished and not job.pending_ids()
+                and not any(job.dispatched_ids(h) for h in job.dispatched_hosts())):
+            continue
+        if cfg.job_max_throughput_kbs:
+            rates.append(cfg.job_max_throughput_kbs * 1024)
+        if cfg.job_max_qps:
+            starts.append(cfg.job_max_qps)
+    return JobCaps(min(rates, default=0), min(starts, default=0))
 
 class WorkerLink:
     """What the tracker needs of one worker. ``host`` names it in the state tree; ``files`` has

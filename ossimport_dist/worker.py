@@ -35,6 +35,7 @@ from .models import (JOB_STOPPED, NOT_REGULAR_FILE, OTHER_FAILURE, SOURCE_NOT_EX
 from .records import AUDIT_MATCH, audit_line as audit_record_line, audit_verdict, result_line
 from .retrying import failure_reason_code
 from .storage.errors import RequestFailed
+from .throttle import Throttle
 
 log = logging.getLogger("ossimport.worker")
 
@@ -231,6 +232,9 @@ class Worker:
         self._work_ready = threading.Condition(self._lock)
         self._runs: dict = {}  # (job, task_id) -> TaskRun
         self.failure_log = FailureLog(log)
+        # File starts per second (workerMaxQps, the share of jobMaxQps): stores throttle by
+        # requests as well as bytes. The service or agent sets its rate; 0 = no cap.
+        self.starts = Throttle(0, min_burst=1)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -335,6 +339,9 @@ class Worker:
             if item is None:
                 continue
             run, entry = item
+            self.starts.consume(1)
+            if self._stop.is_set():
+                return  # never started: the task runs this file on restart
             began = time.monotonic()
             result = self._run_file(run, entry)
             if self._stop.is_set():

@@ -279,10 +279,11 @@ def test_hosts_join_and_leave_while_the_job_runs_and_budget_changes_live(cluster
     files = {f"j/{i:04d}.bin": os.urandom(32 * 1024) for i in range(300)}
     c.put_files(files)
     c.write_sys(**{"workerMaxThroughput(KB/s)": "64"})
-    c.write_job(**{"jobMaxThroughput(KB/s)": "96"})
+    c.write_job(**{"jobMaxThroughput(KB/s)": "96", "jobMaxQps": "60"})
     c.ok("submit", str(c.job_file))
     c.ok("start")
     budget = {h: Path(fleet.host_dir(h)) / "worker" / "throughput" for h in fleet.hosts}
+    qps = {h: Path(fleet.host_dir(h)) / "worker" / "qps" for h in fleet.hosts}
 
     def wait_for(cond, what, timeout=60):
         deadline = time.monotonic() + timeout
@@ -294,11 +295,17 @@ def test_hosts_join_and_leave_while_the_job_runs_and_budget_changes_live(cluster
 
     # The job-wide 96 KB/s is split between the two live hosts.
     wait_for(lambda: all(_read_int(budget[h]) == 48 * 1024 for h in (first, second)), "budget never split in two")
+    wait_for(lambda: all(_read_int(qps[h]) == 30 for h in (first, second)), "jobMaxQps never split in two")
     # A third host joins: it gets tasks, and the budget is split three ways.
     fleet.write_workers_file(c.workers_file, [first, second, third])
     wait_for(lambda: (c.job_dir / "dispatched" / third.name).is_dir()
              and os.listdir(c.job_dir / "dispatched" / third.name), "the new host never got a task")
     wait_for(lambda: all(_read_int(budget[h]) == 32 * 1024 for h in fleet.hosts), "budget never split in three")
+    wait_for(lambda: all(_read_int(qps[h]) == 20 for h in fleet.hosts), "jobMaxQps never split in three")
+    # Each agent took its share: its heartbeat, as the master last read it, says so.
+    home = Home(Path(fleet.working_dir))
+    wait_for(lambda: all(json.loads(home.host_status_file(h.name).read_text()).get("starts_per_s") == 20
+                         for h in fleet.hosts), "an agent never applied its share of jobMaxQps")
     # The operator raises the job-wide cap while it runs.
     out = c.ok("set", "jobMaxThroughput(KB/s)=3000", c.job_name)
     assert "jobMaxThroughput(KB/s)=3000" in out

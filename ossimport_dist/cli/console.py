@@ -37,7 +37,7 @@ from ..schedule import Timetable, describe as describe_schedule
 STANDALONE_JOB_FILE = LOCAL_JOB_CONFIG
 DISTRIBUTED_JOB_FILE = JOB_CONFIG
 # Job keys that may change while the job runs ('console.sh set'); the rest is frozen at submit.
-LIVE_JOB_KEYS = ("jobMaxThroughput(KB/s)",)
+LIVE_JOB_KEYS = ("jobMaxThroughput(KB/s)", "jobMaxQps")
 MAX_CREDENTIAL_BYTES = 4096  # the longest cloud key is a few hundred bytes; more is the wrong input
 SERVICE_MARK = "ossimport_dist.service_main"
 # How long 'start' waits for the service it forked to hold the service lock (or to exit).
@@ -867,13 +867,13 @@ def cmd_plan(paths: Paths, args) -> int:
         source.close()
         destination.close()
     hosts = max(1, len(paths.hosts()))
-    cap, cap_words = _throughput_cap(paths, cfg, hosts)
+    caps = _caps(paths, cfg, hosts)
     rate, note = _reached_rate(paths, cfg.job_name)
     doc = plan_mod.document(tally, settings, plan_mod.requests_of(tally, settings, listing_audit),
                             job=cfg.job_name, source=config_mod.scrub_passwords(source_label(cfg)),
                             destination=destination_words(cfg),
-                            threads=paths.sys_cfg.worker_task_thread_num, hosts=hosts, cap_bytes_per_s=cap,
-                            cap_words=cap_words, rate=rate, units=planner.units)
+                            threads=paths.sys_cfg.worker_task_thread_num, hosts=hosts, caps=caps, rate=rate,
+                            units=planner.units)
     doc["time"]["reached_note"] = note
     print(plan_mod.to_json(doc) if args.json else plan_mod.format_text(doc))
     return 0
@@ -888,20 +888,28 @@ def _plan_job_file(paths: Paths, arg: Optional[str]) -> Path:
     return Path(arg)
 
 
-def _throughput_cap(paths: Paths, cfg, hosts: int) -> tuple:
-    """(bytes/s, words) of the tightest throughput cap on the job, (0, '') when none is set."""
+def _caps(paths: Paths, cfg, hosts: int):
+    """The tightest caps on the job (plan.Caps): each worker's own times the hosts, and the
+    job's, shared among them."""
+    from .. import plan as plan_mod
     from ..service import throughput_bps
 
-    caps = []
+    fleet = f" x {hosts} workers" if hosts > 1 else ""
+    rates, starts = [], []
     per_worker = throughput_bps(paths.sys_cfg) // 1024
     if per_worker:
-        fleet = f" x {hosts} workers" if hosts > 1 else ""
         key = "workerMaxThroughputSchedule's slot now" if paths.sys_cfg.worker_max_throughput_schedule.strip() \
             else "workerMaxThroughput(KB/s)"
-        caps.append((per_worker * 1024 * hosts, f"{key}={per_worker}{fleet}"))
-    if cfg.job_max_throughput_kbs:  # the whole job's, shared among the hosts
-        caps.append((cfg.job_max_throughput_kbs * 1024, f"jobMaxThroughput(KB/s)={cfg.job_max_throughput_kbs}"))
-    return min(caps) if caps else (0, "")
+        rates.append((per_worker * 1024 * hosts, f"{key}={per_worker}{fleet}"))
+    if cfg.job_max_throughput_kbs:
+        rates.append((cfg.job_max_throughput_kbs * 1024, f"jobMaxThroughput(KB/s)={cfg.job_max_throughput_kbs}"))
+    if paths.sys_cfg.worker_max_qps:
+        starts.append((paths.sys_cfg.worker_max_qps * hosts, f"workerMaxQps={paths.sys_cfg.worker_max_qps}{fleet}"))
+    if cfg.job_max_qps:
+        starts.append((cfg.job_max_qps, f"jobMaxQps={cfg.job_max_qps}"))
+    rate, rate_words = min(rates) if rates else (0, "")
+    qps, qps_words = min(starts) if starts else (0, "")
+    return plan_mod.Caps(rate, rate_words, qps, qps_words)
 
 
 def _reached_rate(paths: Paths, name: str) -> tuple:
@@ -1013,10 +1021,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("job", nargs="?")
     s.add_argument("-o", "--output", help="write here instead of standard output")
     sub.add_parser("deploy", help="install the agent on every host of the workers file (over SSH)")
-    s = sub.add_parser("set", help="change jobMaxThroughput(KB/s) or a credential of a submitted job",
-                       epilog="set jobMaxThroughput(KB/s)=N [job]; set destSecretKey [--from job.cfg] [job] "
+    s = sub.add_parser("set", help="change jobMaxThroughput(KB/s), jobMaxQps or a credential of a submitted job",
+                       epilog="set jobMaxThroughput(KB/s)=N [job]; set jobMaxQps=N [job]; "
+                              "set destSecretKey [--from job.cfg] [job] "
                               "reads the secret without echo, or one line of stdin, never from the command line")
-    s.add_argument("assignment", help="jobMaxThroughput(KB/s)=N, or a credential key alone")
+    s.add_argument("assignment", help="jobMaxThroughput(KB/s)=N, jobMaxQps=N, or a credential key alone")
     s.add_argument("--from", dest="from_file", metavar="JOB_FILE", help="take the credential from this job file")
     s.add_argument("job", nargs="?")
     s = sub.add_parser("report", help="write the job's report: report/objects.csv.gz (a row per object), "

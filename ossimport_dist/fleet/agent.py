@@ -9,7 +9,8 @@ so the tracker knows it is alive and how much room it has.
 
 Settings the tracker may change while the agent runs (re-read every few seconds):
 ``worker/sys.properties`` (workerTaskThreadNum, workerMaxThroughput(KB/s), ... without any
-password) and ``worker/throughput`` (this host's share of a job-wide bandwidth budget, bytes/s).
+password), ``worker/throughput`` (this host's share of a job-wide bandwidth budget, bytes/s) and
+``worker/qps`` (its share of jobMaxQps, files started per second).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .. import config as config_mod
 from ..errors import OperatorError
 from ..layout import (DamagedStateFile, Home, TaskFolder, damaged_task_reason, mark_task_damaged, push_id_of,
                       write_atomic)
-from ..service import ServiceLoop, build_runtime, effective_rate, log_to
+from ..service import ServiceLoop, build_runtime, effective_qps, effective_rate, log_to
 from ..throttle import Throttle
 from ..transfer import Backpressure
 from ..worker import Worker
@@ -145,7 +146,7 @@ class Agent(ServiceLoop):
     # -- live settings --------------------------------------------------------------------
     def _reload_settings(self) -> None:
         seen = []
-        for p in (self.paths.sys_file, self.paths.budget_file):
+        for p in (self.paths.sys_file, self.paths.budget_file, self.paths.qps_budget_file):
             try:
                 seen.append(p.stat().st_mtime_ns)
             except OSError:
@@ -156,6 +157,10 @@ class Agent(ServiceLoop):
             if self.sys_cfg.worker_task_thread_num != self.worker.threads:
                 self.worker.resize(self.sys_cfg.worker_task_thread_num)
             self._budget = read_budget(self.paths.budget_file)
+            qps = effective_qps(self.sys_cfg, read_budget(self.paths.qps_budget_file))
+            if qps != self.worker.starts.rate:
+                log.info("file starts now %s", f"at most {qps} per second" if qps else "not capped")
+                self.worker.starts.set_rate(qps)
         # At every look, changed files or not: a schedule's slot moves with the clock.
         rate = effective_rate(self.sys_cfg, self._budget)
         if rate != self.throttle.rate:
@@ -169,7 +174,8 @@ class Agent(ServiceLoop):
             jobs[job] = runtime.account.snapshot()
         return {"host": self.host, "pid": os.getpid(), "time": time.time(), "seq": time.monotonic_ns(),
                 "threads": self.worker.threads, "backlog": self.worker.backlog(),
-                "throughput_bps": self.throttle.rate, "finished_tasks": self._finished,
+                "throughput_bps": self.throttle.rate, "starts_per_s": self.worker.starts.rate,
+                "finished_tasks": self._finished,
                 "jobs": jobs, "errors": dict(self._bad_jobs), "stopped": self._stop_reports()}
 
     # -- the service loop ----------------------------------------------------------------

@@ -34,7 +34,7 @@ from ..fatal import stopped_job_reason
 from ..layout import JobLayout, TaskFolder, iter_lines, remote_worker_tree, write_atomic
 from ..listformat import KeyFormatError, read_key
 from ..models import failure_code
-from ..tracker import Tracker, job_throughput_cap
+from ..tracker import JobCaps, Tracker, job_caps
 from .hosts import Host
 from .sshlink import SshLink, agent_start_command
 
@@ -69,6 +69,7 @@ class HostState:
         return {"host": self.host, "reachable": self.reachable, "agent_alive": self.agent_alive,
                 "running_tasks": self.running_tasks, "draining": self.draining, "error": self.error,
                 "threads": beat.get("threads"), "throughput_bps": beat.get("throughput_bps"),
+                "starts_per_s": beat.get("starts_per_s"),
                 "bytes_per_s": sum(j.get("bytes_per_s", 0.0) for j in jobs.values()),
                 "files_per_s": sum(j.get("files_per_s", 0.0) for j in jobs.values()),
                 "time": time.time()}
@@ -267,12 +268,14 @@ class RemoteTracker:
             state.pushed_sys = sys_props
         budget = self.budget_share()
         if budget != state.pushed_budget:
-            conn.put_bytes(f"{budget or 0}\n".encode(), str(tree.budget_file), mode=0o644)
+            conn.put_bytes(f"{budget.bytes_per_s}\n".encode(), str(tree.budget_file), mode=0o644)
+            conn.put_bytes(f"{budget.files_per_s}\n".encode(), str(tree.qps_budget_file), mode=0o644)
             state.pushed_budget = budget
 
-    def budget_share(self) -> Optional[int]:
-        """This host's bytes/s of the job-wide budget: the tightest job's cap over live hosts.
-        Worked out at most once a second for all hosts (it reads every job's configuration)."""
+    def budget_share(self) -> JobCaps:
+        """This host's share of the job-wide budgets (bytes/s, files started/s): the tightest
+        job's caps over the live hosts. Worked out at most once a second for all hosts (it reads
+        every job's configuration)."""
         now = time.monotonic()
         with self._lock:
             cached = self._budget
@@ -283,12 +286,11 @@ class RemoteTracker:
             self._budget = (now, share)
         return share
 
-    def _compute_budget_share(self) -> Optional[int]:
-        cap = job_throughput_cap(self.jobs())
-        if not cap:
-            return None
+    def _compute_budget_share(self) -> JobCaps:
+        caps = job_caps(self.jobs())
         live = max(1, len(self.live_hosts()))
-        return max(1, cap // live)
+        # Never 0 for a capped job: 0 would be no cap at all on the host.
+        return JobCaps(*(max(1, cap // live) if cap else 0 for cap in (caps.bytes_per_s, caps.files_per_s)))
 
     # -- for stat ---------------------------------------------------------------------------
     def _write_status(self, state: HostState) -> None:
