@@ -143,6 +143,7 @@ class SysConfig:
     worker_max_throughput_kbs: int = 100000000  # 0 = no cap
     worker_max_throughput_schedule: str = ""  # schedule.Timetable; replaces the cap above when set
     worker_max_qps: int = 0  # files started per second by one worker; 0 = no cap
+    metrics_address: str = ""  # the master's Prometheus endpoint (metrics.Address); empty = off
     dispatcher_thread_num: int = 1
     worker_abort_when_uncatched_exception: bool = False
     worker_record_md5: bool = False
@@ -248,6 +249,7 @@ _SYS_KEYS = (
     _Key("workerMaxThroughput(KB/s)", "worker_max_throughput_kbs", "int", low=0),
     _Key("workerMaxThroughputSchedule", "worker_max_throughput_schedule", "str"),
     _Key("workerMaxQps", "worker_max_qps", "int", low=0),
+    _Key("metricsAddress", "metrics_address", "str"),
     _Key("dispatcherThreadNum", "dispatcher_thread_num", "int", low=1),
     _Key("workerAbortWhenUncatchedException", "worker_abort_when_uncatched_exception", "bool"),
     _Key("workerRecordMd5", "worker_record_md5", "bool"),
@@ -304,7 +306,27 @@ def parse_sys_text(text: str, path: str = "<text>", _warnings=None) -> SysConfig
     except ScheduleError as exc:
         raise ConfigError(path, lines.get("workerMaxThroughputSchedule", 0), "workerMaxThroughputSchedule",
                           str(exc)) from None
+    try:
+        parse_listen_address(cfg.metrics_address)
+    except ValueError as exc:
+        raise ConfigError(path, lines.get("metricsAddress", 0), "metricsAddress", str(exc),
+                          "e.g. metricsAddress=127.0.0.1:9469, or empty for no metrics") from None
     return cfg
+
+
+LOOPBACK = "127.0.0.1"  # where an address given as a port alone listens
+
+
+def parse_listen_address(text: str) -> Optional[tuple]:
+    """(host, port) of ``HOST:PORT``, ``:PORT`` or ``PORT`` (loopback), None when empty;
+    ValueError saying what is wrong."""
+    text = text.strip()
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{text}' is not HOST:PORT, :PORT or PORT (a port from 1 to 65535)")
+    return (host.strip("[]") if sep else "") or LOOPBACK, int(port)
 
 
 def parse_size(text) -> int:

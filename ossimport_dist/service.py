@@ -266,6 +266,18 @@ class ServiceLoop:
         self.stop_event = threading.Event()
         self._wake = threading.Event()
         self.reports = ReportKeeper()  # each job's report, written when the job ends
+        self.metrics = None  # the Prometheus endpoint (metricsAddress), while the service runs
+
+    def serve_metrics(self, home: Home, sys_cfg, hosts: Callable[[], list]) -> None:
+        # Imported here: the agents run this module too, and never serve metrics.
+        from . import metrics
+
+        self.metrics = metrics.serve(sys_cfg.metrics_address, home, hosts)
+
+    def stop_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
 
     def wake_up(self) -> None:
         """Tick now, not at the end of the tick interval: a task to dispatch appeared (the
@@ -343,6 +355,7 @@ class StandaloneService(ServiceLoop):
         else:
             log.info("job %s: job.cfg changed; the next tasks use its settings", name)
         self.runtimes[name], self.config_stamps[name] = runtime, now
+        self._apply_rate()  # 'console.sh set' of a cap: from its next file on
         return runtime
 
     def _job_loaded(self, name: str, job_cfg, job: JobLayout) -> None:
@@ -351,6 +364,7 @@ class StandaloneService(ServiceLoop):
         if stopped is not None:  # stopped before this start: its leftover tasks drain, not run
             runtime.stop(stopped)
         self.runtimes[name], self.config_stamps[name] = runtime, _config_stamp(job)
+        self._apply_rate(also=job)  # its caps hold from its first file on
         self.tracker.reconcile_job(job)
 
     def _job_stopped(self, runtime: JobRuntime, reason: str) -> None:
@@ -404,11 +418,12 @@ class StandaloneService(ServiceLoop):
             log.info("workerTaskThreadNum now %d", new.worker_task_thread_num)
             self.worker.resize(new.worker_task_thread_num)
 
-    def _apply_rate(self) -> None:
+    def _apply_rate(self, also: Optional[JobLayout] = None) -> None:
         """workerMaxThroughput(KB/s) (or its schedule's slot) and workerMaxQps, and the tightest
         jobMaxThroughput(KB/s) and jobMaxQps of the jobs with work left ('console.sh set'
-        changes them while they run)."""
-        caps = job_caps(self.master.ordered_jobs())
+        changes them while they run). ``also``: a job being loaded, not listed yet."""
+        jobs = self.master.ordered_jobs()
+        caps = job_caps(jobs + [also] if also is not None and also not in jobs else jobs)
         job_cap = caps.bytes_per_s
         rate = effective_rate(self.sys.current, job_cap)
         if rate != self.throttle.rate:
@@ -428,6 +443,7 @@ class StandaloneService(ServiceLoop):
         rate = throughput_bps(self.sys.current)
         log.info("service started (pid %d, %d transfer threads, throughput cap %s)", os.getpid(),
                  self.worker.threads, f"{rate // 1024} KB/s" if rate else "none")
+        self.serve_metrics(self.home, self.sys.current, lambda: [])
         self.worker.start()
 
     def tick(self, now: float) -> None:
@@ -445,6 +461,7 @@ class StandaloneService(ServiceLoop):
             self._apply_sys()
 
     def stopping(self) -> None:
+        self.stop_metrics()
         self.worker.stop()
         self._write_progress()
         # A job that ended since the last look (import.sh stops the service as soon as it ends).
@@ -560,6 +577,16 @@ class DistributedService(ServiceLoop):
     def started(self) -> None:
         self.home.ensure()
         log.info("master started (pid %d), workers from %s", os.getpid(), self.workers_file)
+        self.serve_metrics(self.home, self.sys.current, self._listed_hosts)
+
+    def _listed_hosts(self) -> list:
+        """The hosts of the workers file, as 'stat' lists them (metrics show the same rows)."""
+        from .fleet.hosts import read_workers
+
+        try:
+            return read_workers(self.workers_file, default_port=self.sys.current.ssh_port)
+        except OperatorError:
+            return []
 
     def tick(self, now: float) -> None:
         self.master.refresh()
@@ -577,6 +604,7 @@ class DistributedService(ServiceLoop):
             self.reports.observe(self.master.ordered_jobs())
 
     def stopping(self) -> None:
+        self.stop_metrics()
         self.tracker.join(10)
         self.tracker.failure_log.flush(every_job=True)
         self.reports.observe(self.master.ordered_jobs())

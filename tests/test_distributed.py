@@ -374,6 +374,86 @@ def test_a_throughput_schedule_reaches_every_host_and_its_edge_lifts_the_cap_wit
     assert_migrated(c.bucket, files)
 
 
+def scrape(port: int, host: str = "127.0.0.1") -> dict:
+    """The master's metrics, read as Prometheus would: {(name, labels...): value}."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {(sample.name, *sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_scraped_during_a_fleet_job_agree_with_stat(cluster, fleet):
+    import socket
+
+    c = cluster()
+    files = {f"m/{i:03d}.bin": os.urandom(32 * 1024) for i in range(90)}
+    c.put_files(files)
+    port = free_port()
+    c.write_sys(metricsAddress=f":{port}", **{"workerMaxThroughput(KB/s)": "48"})
+    c.write_job()
+    c.ok("submit", str(c.job_file))
+    c.ok("start")
+    name = c.job_name
+
+    def stat():
+        return json.loads(c.console("stat", "--json").stdout)
+
+    wait_for(lambda: stat()["jobs"][0]["scan_finished"] and stat()["jobs"][0]["totals"]["succeed"] > 0,
+             "the job under way", 60)
+    before, metrics, after = stat(), scrape(port), stat()
+    job_a, job_b = before["jobs"][0], after["jobs"][0]
+    assert job_b["state"] == "Running" and metrics[("ossimport_job_state", ("job", name), ("state", "Running"))] == 1
+    assert metrics[("ossimport_job_listed_files", ("job", name))] == job_a["objects"] == len(files)
+    assert metrics[("ossimport_job_listed_bytes", ("job", name))] == job_a["bytes"]
+    assert metrics[("ossimport_job_scan_finished", ("job", name))] == 1
+    # Taken between two stat --json, each figure lies between theirs.
+    for outcome in ("succeed", "skipped", "failed"):
+        got = metrics[("ossimport_job_files", ("job", name), ("outcome", outcome))]
+        assert job_a["totals"][outcome] <= got <= job_b["totals"][outcome], outcome
+        got = metrics[("ossimport_job_bytes", ("job", name), ("outcome", outcome))]
+        assert job_a["totals"][outcome + "_bytes"] <= got <= job_b["totals"][outcome + "_bytes"], outcome
+    tasks = {state: metrics[("ossimport_job_tasks", ("job", name), ("state", state))]
+             for state in ("pending", "dispatched", "succeed", "failed")}
+    assert sum(tasks.values()) == sum(job_a[f"{s}_tasks"] for s in tasks)
+    assert job_a["succeed_tasks"] <= tasks["succeed"] <= job_b["succeed_tasks"]
+    rows_a = {r["host"]: r for r in before["hosts"]}
+    rows_b = {r["host"]: r for r in after["hosts"]}
+    for host in fleet.hosts:
+        label = ("host", str(host))
+        assert metrics[("ossimport_host_reachable", label)] == 1 and metrics[("ossimport_host_agent_alive", label)] == 1
+        assert rows_a[str(host)]["done_tasks"] <= metrics[("ossimport_host_done_tasks", label)] \
+            <= rows_b[str(host)]["done_tasks"]
+    # ':PORT' listens on loopback's 127.0.0.1 only.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.2", port), timeout=2).close()
+
+    assert c.wait_state(timeout=180)["JobState"] == "Succeed"
+    final, metrics = stat(), scrape(port)
+    job = final["jobs"][0]
+    assert metrics[("ossimport_job_state", ("job", name), ("state", "Succeed"))] == 1
+    assert metrics[("ossimport_job_files", ("job", name), ("outcome", "succeed"))] == job["totals"]["succeed"] == len(files)
+    assert metrics[("ossimport_job_bytes", ("job", name), ("outcome", "succeed"))] == job["totals"]["succeed_bytes"]
+    for row in final["hosts"]:
+        assert metrics[("ossimport_host_done_tasks", ("host", row["host"]))] == row["done_tasks"]
+        assert metrics[("ossimport_host_bytes", ("host", row["host"]))] == row["bytes"]
+    assert c.secret not in str(metrics)
+    c.ok("stop")
+    with pytest.raises(OSError):
+        scrape(port)  # the endpoint lives with the master
+
+
 def test_fabric_tasks_drive_the_same_operations(cluster, fleet):
     import sys
 
